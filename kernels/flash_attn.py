@@ -1,0 +1,710 @@
+"""Variable-length FlashAttention-2 with bidirectional ALiBi, written in Triton.
+
+This is the attention kernel used by MosaicBERT / lodestone-base-4096-v1: every
+head ``h`` adds the (symmetric, i.e. non-causal) ALiBi bias
+
+    bias[h, i, j] = -slope[h] * |i - j|
+
+to the scaled scores of query ``i`` and key ``j`` of the *same* sequence.
+Sequences are packed along the token axis ("varlen" layout, as produced by
+unpadding a padded batch): sequence ``b`` occupies the tokens
+``cu_seqlens[b] : cu_seqlens[b + 1]`` and positions restart at 0 inside every
+sequence.  Tokens never attend across sequence boundaries.
+
+Math (for one sequence, one head; ``L`` tokens, ``d`` = head_dim)
+----------------------------------------------------------------
+
+Forward::
+
+    S = scale * Q K^T + B                 (L x L, B the ALiBi bias above)
+    P = softmax(S, dim=-1)
+    O = P V
+
+The (L x L) matrices are never materialised.  Queries are processed in blocks
+of ``BLOCK_M`` rows, keys/values streamed in blocks of ``BLOCK_N`` rows, and
+the softmax is computed online (FlashAttention-2): for each query row we keep
+the running maximum ``m``, the running normaliser ``l`` and the un-normalised
+accumulator ``acc``.  For a new key block with scores ``s``::
+
+    m_new = max(m, rowmax(s))
+    alpha = exp(m - m_new)                # rescales what was accumulated
+    p     = exp(s - m_new)
+    l     = alpha * l + rowsum(p)
+    acc   = alpha * acc + p V_blk
+    m     = m_new
+
+and at the end ``O = acc / l``.  Everything is done in base 2, because
+``exp2`` is a single hardware instruction: with ``log2(e) = 1 / ln 2``::
+
+    exp(x) = exp2(x * log2(e))
+    s2     = S * log2(e) = (scale * log2(e)) * q.k - (slope * log2(e)) * |i - j|
+
+so the kernels pre-multiply the softmax scale *and* the ALiBi slope by
+``log2(e)`` (both terms in float32, the bias added after the scale), and all
+the bookkeeping above happens on ``s2`` with ``exp2``.  The forward stores the
+per-row log-sum-exp in base 2,
+
+    lse2 = m + log2(l) = log2(sum_j exp2(s2_j)),       so that   P = exp2(s2 - lse2),
+
+as float32 of shape (heads, total_tokens); this is all the backward needs to
+recompute ``P`` block by block.
+
+Backward (``dO`` the incoming gradient)::
+
+    dV = P^T dO
+    dP = dO V^T
+    dS = P * (dP - delta),   delta_i = sum_j P_ij dP_ij = rowsum(dO * O)_i
+    dQ = scale * dS K
+    dK = scale * dS^T Q
+
+``delta`` is computed first by a small preprocessing kernel
+(``_bwd_preprocess_kernel``).  Then two kernels recompute ``P``:
+
+* ``_bwd_dkdv_kernel``: one program per (key block, head, sequence); it holds
+  its K/V block and its dK/dV accumulators and streams all query blocks of the
+  sequence (``P^T`` is computed directly as ``exp2(K Q^T * ... - lse2)``).
+* ``_bwd_dq_kernel``: one program per (query block, head, sequence); it holds
+  its Q/dO block and dQ accumulator and streams all key blocks.
+
+Every output element is written by exactly one program, so the backward is
+deterministic (no atomics) and output buffers need no zero-initialisation.
+
+Grid
+----
+
+All main kernels use a flat 1-D grid of ``cdiv(max_seqlen, BLOCK) * heads *
+batch`` programs, decomposed in-kernel as (block fastest, then head, then
+sequence): consecutive programs share the same K/V (good L2 reuse), and a 1-D
+grid avoids CUDA's 65535 limit on grid dimensions y/z, which a large packed
+batch could exceed.  Programs whose block starts at or beyond the length of
+their sequence return immediately (this also handles empty sequences).
+
+Precision / dtypes
+------------------
+
+* Inputs fp16, bf16 or fp32.  All dots accumulate in fp32; the softmax
+  statistics, ALiBi bias, ``P`` before rounding, ``dS`` before rounding, lse and
+  delta are fp32.  As in FlashAttention, ``P`` and ``dS`` are rounded to the
+  input dtype before being fed to the second matmul of each pair.
+* fp32 inputs use ``input_precision="ieee"`` dots (no TF32), so fp32 results
+  are accurate to fp32.
+* bf16: the Triton 3.9 CPU interpreter computes ``tl.dot`` on bf16 operands
+  incorrectly and truncates (instead of rounding) on fp32 -> bf16 casts.  When
+  (and only when) running interpreted with bf16 inputs, the kernels therefore
+  upcast every loaded tile to fp32 right after the load (so all dots run in
+  fp32 and ``P``/``dS`` are not rounded to bf16), and round results to the
+  nearest-even bf16 value with integer bit manipulation before the final
+  store.  On a GPU the bf16 path uses native bf16 tensor-core dots.
+
+Block sizes
+-----------
+
+Under the interpreter (``TRITON_INTERPRET=1``) a single fixed small config is
+used (interpreted ``@triton.autotune`` with several configs does not work, and
+the interpreter is slow).  On a GPU the three main kernels are autotuned over a
+handful of configs, keyed on the padded head dim ``BLOCK_D`` (the autotuner
+adds the tensor dtypes to the key by itself).  Whether we are interpreted is
+decided by Triton when ``@triton.jit`` runs, i.e. from ``TRITON_INTERPRET`` at
+the time this module is imported; we read that decision back from the
+decorated kernel so the two can never disagree.
+
+Head dims 16..128 are supported, including non powers of two (40, 80, 96,
+...): the head dim is padded to ``BLOCK_D = next_power_of_2(head_dim)`` and the
+padding lanes are masked on load (as zeros, which contribute nothing to the
+dots) and on store.
+
+No-copy inputs: q, k and v are addressed with their own (token, head) strides,
+so views such as ``qkv.view(T, 3, H, d).unbind(1)`` of a packed projection are
+consumed in place; only a last-dim stride different from 1 forces a copy.
+"""
+
+from __future__ import annotations
+
+import math
+import operator
+
+import torch
+import triton
+import triton.language as tl
+
+__all__ = ["flash_attn_varlen_alibi"]
+
+_LOG2E: tl.constexpr = tl.constexpr(1.4426950408889634)  # log2(e) = 1 / ln(2)
+
+_MIN_HEAD_DIM = 16
+_MAX_HEAD_DIM = 128
+_SUPPORTED_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
+
+
+# --------------------------------------------------------------------------
+# Small jit helpers
+# --------------------------------------------------------------------------
+
+
+@triton.jit
+def _load_tile(base, tok, stride_t, mask_t, offs_d, mask_d, UPCAST: tl.constexpr):
+    """Load a (len(tok), BLOCK_D) tile of rows ``tok`` (masked rows/lanes -> 0)."""
+    tile = tl.load(
+        base + tok[:, None] * stride_t + offs_d[None, :],
+        mask=mask_t[:, None] & mask_d[None, :],
+        other=0.0,
+    )
+    if UPCAST:
+        tile = tile.to(tl.float32)
+    return tile
+
+
+@triton.jit
+def _round_to_bf16_grid(x):
+    """Round fp32 ``x`` to the nearest bf16 value (ties to even), kept as fp32.
+
+    bf16 is the upper half of an fp32 bit pattern.  Adding 0x7FFF plus the
+    lowest kept bit and clearing the lower 16 bits implements
+    round-to-nearest-even on the bit pattern (valid for finite values); the
+    following fp32 -> bf16 cast is then exact whatever rounding it uses.
+    """
+    bits = x.to(tl.int32, bitcast=True)
+    bits = (bits + (0x7FFF + ((bits >> 16) & 1))) & -65536
+    return bits.to(tl.float32, bitcast=True)
+
+
+@triton.jit
+def _store_tile(base, tok, stride_t, mask_t, offs_d, mask_d, val, ROUND_BF16: tl.constexpr):
+    """Store fp32 ``val`` rows ``tok`` into ``base`` (cast to the buffer dtype)."""
+    if ROUND_BF16:
+        val = _round_to_bf16_grid(val)
+    tl.store(
+        base + tok[:, None] * stride_t + offs_d[None, :],
+        val.to(base.dtype.element_ty),
+        mask=mask_t[:, None] & mask_d[None, :],
+    )
+
+
+@triton.jit
+def _program_coords(num_heads, max_seqlen, BLOCK: tl.constexpr):
+    """Decompose the flat program id into (block index, head, sequence)."""
+    pid = tl.program_id(0)
+    num_blocks = tl.cdiv(max_seqlen, BLOCK)
+    pid_blk = pid % num_blocks
+    pid_bh = pid // num_blocks
+    return pid_blk, pid_bh % num_heads, pid_bh // num_heads
+
+
+# --------------------------------------------------------------------------
+# Forward
+# --------------------------------------------------------------------------
+
+
+@triton.jit
+def _fwd_kernel(
+    Q, K, V, O, LSE, CU_SEQLENS, SLOPES,
+    stride_qt, stride_qh, stride_kt, stride_kh, stride_vt, stride_vh,
+    stride_ot, stride_oh, stride_lse_h,
+    num_heads, max_seqlen, head_dim, qk_scale,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
+    UPCAST: tl.constexpr, ROUND_BF16: tl.constexpr, DOT_PRECISION: tl.constexpr,
+):
+    # qk_scale = softmax_scale * log2(e): scores come out directly in base 2.
+    pid_m, off_h, off_b = _program_coords(num_heads, max_seqlen, BLOCK_M)
+    seq_start = tl.load(CU_SEQLENS + off_b)
+    seqlen = tl.load(CU_SEQLENS + off_b + 1) - seq_start
+    start_m = pid_m * BLOCK_M
+    if start_m >= seqlen:  # block past the end of this sequence (or empty sequence)
+        return
+    seq_start = seq_start.to(tl.int64)  # token offsets * strides may exceed 2**31
+
+    # positions inside the sequence (they restart at 0 for every sequence)
+    offs_m = start_m + tl.arange(0, BLOCK_M)
+    mask_m = offs_m < seqlen
+    offs_d = tl.arange(0, BLOCK_D)
+    mask_d = offs_d < head_dim
+    tok_m = seq_start + offs_m
+
+    # ALiBi slope of this head in base-2 units: bias2 = -slope * log2(e) * |i - j|
+    alibi2 = tl.load(SLOPES + off_h).to(tl.float32) * _LOG2E
+
+    q = _load_tile(Q + off_h * stride_qh, tok_m, stride_qt, mask_m, offs_d, mask_d, UPCAST)
+
+    m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)  # running row max of s2
+    l_i = tl.zeros([BLOCK_M], dtype=tl.float32)  # running sum of exp2(s2 - m_i)
+    acc = tl.zeros([BLOCK_M, BLOCK_D], dtype=tl.float32)  # running sum of exp2(s2 - m_i) v
+
+    # Every key block visited has at least one valid key (start_n < seqlen), so
+    # m_new is finite and exp2(m_i - m_new) is 0 (never NaN) on the first step.
+    for start_n in range(0, seqlen, BLOCK_N):
+        offs_n = start_n + tl.arange(0, BLOCK_N)
+        mask_n = offs_n < seqlen
+        tok_n = seq_start + offs_n
+        k = _load_tile(K + off_h * stride_kh, tok_n, stride_kt, mask_n, offs_d, mask_d, UPCAST)
+        v = _load_tile(V + off_h * stride_vh, tok_n, stride_vt, mask_n, offs_d, mask_d, UPCAST)
+
+        # s2 = (scale * q.k) * log2(e) - slope * log2(e) * |i - j|    (fp32)
+        s = tl.dot(q, tl.trans(k), input_precision=DOT_PRECISION)
+        dist = tl.abs(offs_m[:, None] - offs_n[None, :]).to(tl.float32)
+        s = s * qk_scale - alibi2 * dist
+        s = tl.where(mask_n[None, :], s, float("-inf"))  # keys past the end: no weight
+
+        # online softmax update
+        m_new = tl.maximum(m_i, tl.max(s, 1))
+        alpha = tl.exp2(m_i - m_new)
+        p = tl.exp2(s - m_new[:, None])
+        l_i = l_i * alpha + tl.sum(p, 1)
+        acc = acc * alpha[:, None]
+        acc = tl.dot(p.to(v.dtype), v, acc, input_precision=DOT_PRECISION)
+        m_i = m_new
+
+    # O = acc / l ;  lse2 = m + log2(l)   (l >= 1 since the max term is exp2(0))
+    acc = acc / l_i[:, None]
+    tl.store(LSE + off_h * stride_lse_h + tok_m, m_i + tl.log2(l_i), mask=mask_m)
+    _store_tile(O + off_h * stride_oh, tok_m, stride_ot, mask_m, offs_d, mask_d, acc, ROUND_BF16)
+
+
+# --------------------------------------------------------------------------
+# Backward
+# --------------------------------------------------------------------------
+
+
+@triton.jit
+def _bwd_preprocess_kernel(
+    O, DO, DELTA,
+    stride_ot, stride_oh, stride_dot, stride_doh, stride_delta_h,
+    total_tokens, head_dim,
+    BLOCK_T: tl.constexpr, BLOCK_D: tl.constexpr,
+):
+    # delta_i = sum_d dO_id * O_id  (= sum_j P_ij dP_ij), one program per
+    # (token block, head); sequences do not matter here.
+    pid_t = tl.program_id(0)
+    off_h = tl.program_id(1)
+    offs_t = (pid_t * BLOCK_T + tl.arange(0, BLOCK_T)).to(tl.int64)
+    mask_t = offs_t < total_tokens
+    offs_d = tl.arange(0, BLOCK_D)
+    mask_d = offs_d < head_dim
+    o = _load_tile(O + off_h * stride_oh, offs_t, stride_ot, mask_t, offs_d, mask_d, True)
+    do = _load_tile(DO + off_h * stride_doh, offs_t, stride_dot, mask_t, offs_d, mask_d, True)
+    tl.store(DELTA + off_h * stride_delta_h + offs_t, tl.sum(o * do, 1), mask=mask_t)
+
+
+@triton.jit
+def _bwd_dkdv_kernel(
+    Q, K, V, DO, LSE, DELTA, DK, DV, CU_SEQLENS, SLOPES,
+    stride_qt, stride_qh, stride_kt, stride_kh, stride_vt, stride_vh,
+    stride_dot, stride_doh, stride_dkt, stride_dkh, stride_dvt, stride_dvh,
+    stride_lse_h,
+    num_heads, max_seqlen, head_dim, qk_scale, sm_scale,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
+    UPCAST: tl.constexpr, ROUND_BF16: tl.constexpr, DOT_PRECISION: tl.constexpr,
+):
+    # One program per (key block of BLOCK_N keys, head, sequence); it streams
+    # the query blocks (BLOCK_M queries) of its sequence.  Everything is
+    # computed transposed (keys along rows), so no transposed store is needed:
+    #   s2^T = (K Q^T) * scale * log2(e) - slope * log2(e) * |i - j|
+    #   P^T  = exp2(s2^T - lse2[None, :])
+    #   dV  += P^T dO
+    #   dP^T = V dO^T
+    #   dS^T = P^T * (dP^T - delta[None, :])
+    #   dK  += dS^T Q                      (times scale at the end)
+    pid_n, off_h, off_b = _program_coords(num_heads, max_seqlen, BLOCK_N)
+    seq_start = tl.load(CU_SEQLENS + off_b)
+    seqlen = tl.load(CU_SEQLENS + off_b + 1) - seq_start
+    start_n = pid_n * BLOCK_N
+    if start_n >= seqlen:
+        return
+    seq_start = seq_start.to(tl.int64)
+
+    offs_n = start_n + tl.arange(0, BLOCK_N)
+    mask_n = offs_n < seqlen
+    offs_d = tl.arange(0, BLOCK_D)
+    mask_d = offs_d < head_dim
+    tok_n = seq_start + offs_n
+
+    alibi2 = tl.load(SLOPES + off_h).to(tl.float32) * _LOG2E
+
+    k = _load_tile(K + off_h * stride_kh, tok_n, stride_kt, mask_n, offs_d, mask_d, UPCAST)
+    v = _load_tile(V + off_h * stride_vh, tok_n, stride_vt, mask_n, offs_d, mask_d, UPCAST)
+    dk = tl.zeros([BLOCK_N, BLOCK_D], dtype=tl.float32)
+    dv = tl.zeros([BLOCK_N, BLOCK_D], dtype=tl.float32)
+
+    lse_base = LSE + off_h * stride_lse_h + seq_start
+    delta_base = DELTA + off_h * stride_lse_h + seq_start
+    for start_m in range(0, seqlen, BLOCK_M):
+        offs_m = start_m + tl.arange(0, BLOCK_M)
+        mask_m = offs_m < seqlen
+        tok_m = seq_start + offs_m
+        q = _load_tile(Q + off_h * stride_qh, tok_m, stride_qt, mask_m, offs_d, mask_d, UPCAST)
+        do = _load_tile(DO + off_h * stride_doh, tok_m, stride_dot, mask_m, offs_d, mask_d, UPCAST)
+        lse = tl.load(lse_base + offs_m, mask=mask_m, other=0.0)
+        delta = tl.load(delta_base + offs_m, mask=mask_m, other=0.0)
+
+        s_t = tl.dot(k, tl.trans(q), input_precision=DOT_PRECISION)
+        dist = tl.abs(offs_n[:, None] - offs_m[None, :]).to(tl.float32)
+        s_t = s_t * qk_scale - alibi2 * dist
+        p_t = tl.exp2(s_t - lse[None, :])
+        p_t = tl.where(mask_m[None, :], p_t, 0.0)  # queries past the end contribute nothing
+
+        dv = tl.dot(p_t.to(do.dtype), do, dv, input_precision=DOT_PRECISION)
+        dp_t = tl.dot(v, tl.trans(do), input_precision=DOT_PRECISION)
+        ds_t = p_t * (dp_t - delta[None, :])
+        dk = tl.dot(ds_t.to(q.dtype), q, dk, input_precision=DOT_PRECISION)
+
+    dk = dk * sm_scale
+    _store_tile(DK + off_h * stride_dkh, tok_n, stride_dkt, mask_n, offs_d, mask_d, dk, ROUND_BF16)
+    _store_tile(DV + off_h * stride_dvh, tok_n, stride_dvt, mask_n, offs_d, mask_d, dv, ROUND_BF16)
+
+
+@triton.jit
+def _bwd_dq_kernel(
+    Q, K, V, DO, LSE, DELTA, DQ, CU_SEQLENS, SLOPES,
+    stride_qt, stride_qh, stride_kt, stride_kh, stride_vt, stride_vh,
+    stride_dot, stride_doh, stride_dqt, stride_dqh,
+    stride_lse_h,
+    num_heads, max_seqlen, head_dim, qk_scale, sm_scale,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
+    UPCAST: tl.constexpr, ROUND_BF16: tl.constexpr, DOT_PRECISION: tl.constexpr,
+):
+    # One program per (query block, head, sequence); it streams the key blocks:
+    #   s2  = (Q K^T) * scale * log2(e) - slope * log2(e) * |i - j|
+    #   P   = exp2(s2 - lse2[:, None])
+    #   dP  = dO V^T
+    #   dS  = P * (dP - delta[:, None])
+    #   dQ += dS K                         (times scale at the end)
+    pid_m, off_h, off_b = _program_coords(num_heads, max_seqlen, BLOCK_M)
+    seq_start = tl.load(CU_SEQLENS + off_b)
+    seqlen = tl.load(CU_SEQLENS + off_b + 1) - seq_start
+    start_m = pid_m * BLOCK_M
+    if start_m >= seqlen:
+        return
+    seq_start = seq_start.to(tl.int64)
+
+    offs_m = start_m + tl.arange(0, BLOCK_M)
+    mask_m = offs_m < seqlen
+    offs_d = tl.arange(0, BLOCK_D)
+    mask_d = offs_d < head_dim
+    tok_m = seq_start + offs_m
+
+    alibi2 = tl.load(SLOPES + off_h).to(tl.float32) * _LOG2E
+
+    q = _load_tile(Q + off_h * stride_qh, tok_m, stride_qt, mask_m, offs_d, mask_d, UPCAST)
+    do = _load_tile(DO + off_h * stride_doh, tok_m, stride_dot, mask_m, offs_d, mask_d, UPCAST)
+    lse = tl.load(LSE + off_h * stride_lse_h + tok_m, mask=mask_m, other=0.0)
+    delta = tl.load(DELTA + off_h * stride_lse_h + tok_m, mask=mask_m, other=0.0)
+    dq = tl.zeros([BLOCK_M, BLOCK_D], dtype=tl.float32)
+
+    for start_n in range(0, seqlen, BLOCK_N):
+        offs_n = start_n + tl.arange(0, BLOCK_N)
+        mask_n = offs_n < seqlen
+        tok_n = seq_start + offs_n
+        k = _load_tile(K + off_h * stride_kh, tok_n, stride_kt, mask_n, offs_d, mask_d, UPCAST)
+        v = _load_tile(V + off_h * stride_vh, tok_n, stride_vt, mask_n, offs_d, mask_d, UPCAST)
+
+        s = tl.dot(q, tl.trans(k), input_precision=DOT_PRECISION)
+        dist = tl.abs(offs_m[:, None] - offs_n[None, :]).to(tl.float32)
+        s = s * qk_scale - alibi2 * dist
+        p = tl.exp2(s - lse[:, None])
+        p = tl.where(mask_n[None, :], p, 0.0)  # keys past the end get no weight
+
+        dp = tl.dot(do, tl.trans(v), input_precision=DOT_PRECISION)
+        ds = p * (dp - delta[:, None])
+        dq = tl.dot(ds.to(k.dtype), k, dq, input_precision=DOT_PRECISION)
+
+    dq = dq * sm_scale
+    _store_tile(DQ + off_h * stride_dqh, tok_m, stride_dqt, mask_m, offs_d, mask_d, dq, ROUND_BF16)
+
+
+# --------------------------------------------------------------------------
+# Launch configuration
+# --------------------------------------------------------------------------
+
+# Triton decided at decoration time (from TRITON_INTERPRET) whether the kernels
+# run on the CPU interpreter; read that decision back from a decorated kernel.
+_INTERPRET = not isinstance(_fwd_kernel, triton.runtime.JITFunction)
+
+# Fixed configs used under the interpreter (small blocks keep CPU time low;
+# BLOCK_M != BLOCK_N on purpose so that the two tilings differ).
+_INTERP_FWD_META = {"BLOCK_M": 32, "BLOCK_N": 16}
+_INTERP_DQ_META = {"BLOCK_M": 32, "BLOCK_N": 16}
+_INTERP_DKDV_META = {"BLOCK_M": 16, "BLOCK_N": 32}
+_PREPROCESS_BLOCK_T = 32 if _INTERPRET else 64
+
+
+def _configs(shapes):
+    return [
+        triton.Config({"BLOCK_M": bm, "BLOCK_N": bn}, num_warps=w, num_stages=s)
+        for bm, bn, w, s in shapes
+    ]
+
+
+_FWD_CONFIGS = _configs([
+    (128, 64, 8, 3), (128, 64, 8, 2), (128, 32, 4, 3), (128, 32, 8, 2),
+    (64, 64, 4, 3), (64, 64, 4, 2), (64, 32, 4, 3), (64, 32, 4, 2),
+])
+# dK/dV programs own BLOCK_N keys and stream BLOCK_M queries; dQ programs own
+# BLOCK_M queries and stream BLOCK_N keys.
+_DKDV_CONFIGS = _configs([
+    (32, 128, 8, 3), (32, 128, 4, 2), (32, 64, 4, 3), (32, 64, 4, 2),
+    (64, 64, 4, 2), (64, 64, 8, 3), (16, 64, 4, 2), (64, 128, 8, 2),
+])
+_DQ_CONFIGS = _configs([
+    (128, 32, 8, 3), (128, 32, 4, 2), (64, 32, 4, 3), (64, 32, 4, 2),
+    (64, 64, 4, 2), (64, 64, 8, 3), (64, 16, 4, 2), (128, 64, 8, 2),
+])
+
+
+class _Launcher:
+    """A kernel plus its block-size policy: autotuned on GPU, fixed when interpreted.
+
+    All three tuned kernels overwrite every element of their outputs, so the
+    autotuner's repeated benchmark launches need no reset hook.
+    """
+
+    def __init__(self, kernel, configs, interp_meta):
+        if _INTERPRET:
+            self._fn = kernel
+            self._meta = dict(interp_meta)
+        else:
+            self._fn = triton.autotune(configs=configs, key=["BLOCK_D"])(kernel)
+            self._meta = {}
+
+    def __call__(self, grid, *args, **kwargs):
+        self._fn[grid](*args, **kwargs, **self._meta)
+
+
+_fwd = _Launcher(_fwd_kernel, _FWD_CONFIGS, _INTERP_FWD_META)
+_bwd_dkdv = _Launcher(_bwd_dkdv_kernel, _DKDV_CONFIGS, _INTERP_DKDV_META)
+_bwd_dq = _Launcher(_bwd_dq_kernel, _DQ_CONFIGS, _INTERP_DQ_META)
+
+
+def _block_d(head_dim):
+    return max(16, triton.next_power_of_2(head_dim))
+
+
+def _dtype_flags(dtype):
+    """(UPCAST, ROUND_BF16, DOT_PRECISION) constexprs for an input dtype."""
+    interp_bf16 = _INTERPRET and dtype == torch.bfloat16
+    fp32_dots = dtype == torch.float32 or interp_bf16
+    return interp_bf16, interp_bf16, ("ieee" if fp32_dots else None)
+
+
+def _flat_grid(num_heads, batch, max_seqlen, block_key):
+    def grid(meta):
+        return (triton.cdiv(max_seqlen, meta[block_key]) * num_heads * batch,)
+
+    return grid
+
+
+# --------------------------------------------------------------------------
+# Host-side forward / backward (inputs assumed validated)
+# --------------------------------------------------------------------------
+
+
+def _flash_attn_forward(q, k, v, cu_seqlens, max_seqlen, alibi_slopes, softmax_scale,
+                        out=None, lse=None):
+    """Run the forward kernel.  Returns ``(out, lse2)``.
+
+    ``q, k, v``: (T, H, D) with last-dim stride 1; ``cu_seqlens`` int32
+    contiguous; ``alibi_slopes`` float32 contiguous (H,).  ``out`` (T, H, D) in
+    the input dtype and ``lse`` float32 (H, T) contiguous may be supplied (the
+    tests pass NaN-filled buffers to catch unwritten elements).  ``lse2`` is the
+    base-2 log-sum-exp of the scaled, biased scores.
+    """
+    total, heads, head_dim = q.shape
+    batch = cu_seqlens.numel() - 1
+    if out is None:
+        out = torch.empty((total, heads, head_dim), dtype=q.dtype, device=q.device)
+    if lse is None:
+        lse = torch.empty((heads, total), dtype=torch.float32, device=q.device)
+    if total == 0 or max_seqlen == 0:
+        return out, lse
+    upcast, round_bf16, precision = _dtype_flags(q.dtype)
+    _fwd(
+        _flat_grid(heads, batch, max_seqlen, "BLOCK_M"),
+        q, k, v, out, lse, cu_seqlens, alibi_slopes,
+        q.stride(0), q.stride(1), k.stride(0), k.stride(1), v.stride(0), v.stride(1),
+        out.stride(0), out.stride(1), lse.stride(0),
+        heads, max_seqlen, head_dim, softmax_scale * math.log2(math.e),
+        BLOCK_D=_block_d(head_dim), UPCAST=upcast, ROUND_BF16=round_bf16,
+        DOT_PRECISION=precision,
+    )
+    return out, lse
+
+
+def _flash_attn_backward(do, q, k, v, out, lse, cu_seqlens, max_seqlen, alibi_slopes,
+                         softmax_scale, dq=None, dk=None, dv=None):
+    """Run the backward kernels.  Returns ``(dq, dk, dv)`` in the input dtype.
+
+    ``do`` must have the shape/dtype of ``out`` and last-dim stride 1; ``lse``
+    is the float32 (H, T) tensor returned by :func:`_flash_attn_forward`.
+    ``dq``/``dk``/``dv`` buffers may be supplied (see the forward).
+    """
+    total, heads, head_dim = q.shape
+    batch = cu_seqlens.numel() - 1
+    dq = torch.empty((total, heads, head_dim), dtype=q.dtype, device=q.device) if dq is None else dq
+    dk = torch.empty((total, heads, head_dim), dtype=q.dtype, device=q.device) if dk is None else dk
+    dv = torch.empty((total, heads, head_dim), dtype=q.dtype, device=q.device) if dv is None else dv
+    if total == 0 or max_seqlen == 0:
+        return dq, dk, dv
+    block_d = _block_d(head_dim)
+    upcast, round_bf16, precision = _dtype_flags(q.dtype)
+    qk_scale = softmax_scale * math.log2(math.e)
+
+    delta = torch.empty_like(lse)
+    _bwd_preprocess_kernel[(triton.cdiv(total, _PREPROCESS_BLOCK_T), heads)](
+        out, do, delta,
+        out.stride(0), out.stride(1), do.stride(0), do.stride(1), delta.stride(0),
+        total, head_dim,
+        BLOCK_T=_PREPROCESS_BLOCK_T, BLOCK_D=block_d,
+    )
+    flags = dict(BLOCK_D=block_d, UPCAST=upcast, ROUND_BF16=round_bf16, DOT_PRECISION=precision)
+    _bwd_dkdv(
+        _flat_grid(heads, batch, max_seqlen, "BLOCK_N"),
+        q, k, v, do, lse, delta, dk, dv, cu_seqlens, alibi_slopes,
+        q.stride(0), q.stride(1), k.stride(0), k.stride(1), v.stride(0), v.stride(1),
+        do.stride(0), do.stride(1), dk.stride(0), dk.stride(1), dv.stride(0), dv.stride(1),
+        lse.stride(0),
+        heads, max_seqlen, head_dim, qk_scale, softmax_scale,
+        **flags,
+    )
+    _bwd_dq(
+        _flat_grid(heads, batch, max_seqlen, "BLOCK_M"),
+        q, k, v, do, lse, delta, dq, cu_seqlens, alibi_slopes,
+        q.stride(0), q.stride(1), k.stride(0), k.stride(1), v.stride(0), v.stride(1),
+        do.stride(0), do.stride(1), dq.stride(0), dq.stride(1),
+        lse.stride(0),
+        heads, max_seqlen, head_dim, qk_scale, softmax_scale,
+        **flags,
+    )
+    return dq, dk, dv
+
+
+class _FlashAttnVarlenALiBi(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, q, k, v, cu_seqlens, max_seqlen, alibi_slopes, softmax_scale):
+        out, lse = _flash_attn_forward(q, k, v, cu_seqlens, max_seqlen, alibi_slopes, softmax_scale)
+        ctx.save_for_backward(q, k, v, out, lse, cu_seqlens, alibi_slopes)
+        ctx.max_seqlen = max_seqlen
+        ctx.softmax_scale = softmax_scale
+        return out
+
+    @staticmethod
+    def backward(ctx, dout):
+        q, k, v, out, lse, cu_seqlens, alibi_slopes = ctx.saved_tensors
+        dout = _kernel_operand(dout.to(out.dtype))
+        dq, dk, dv = _flash_attn_backward(
+            dout, q, k, v, out, lse, cu_seqlens, ctx.max_seqlen, alibi_slopes, ctx.softmax_scale
+        )
+        return dq, dk, dv, None, None, None, None
+
+
+# --------------------------------------------------------------------------
+# Public API
+# --------------------------------------------------------------------------
+
+
+def _kernel_operand(t):
+    """``t`` itself if its last dim is unit-stride (views are used in place), else a copy."""
+    return t if t.stride(-1) == 1 else t.contiguous()
+
+
+def _validate(q, k, v, cu_seqlens, max_seqlen, alibi_slopes, softmax_scale):
+    """Check the arguments; return ``(max_seqlen, softmax_scale)`` as python numbers."""
+    for name, t in (("q", q), ("k", k), ("v", v)):
+        if not isinstance(t, torch.Tensor):
+            raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}.")
+        if t.dim() != 3:
+            raise ValueError(f"{name} must have shape (total_tokens, heads, head_dim), got {tuple(t.shape)}.")
+    if not (q.shape == k.shape == v.shape):
+        raise ValueError(
+            f"q, k and v must have the same shape, got {tuple(q.shape)}, {tuple(k.shape)} and {tuple(v.shape)}."
+        )
+    if q.dtype not in _SUPPORTED_DTYPES:
+        raise TypeError(f"q must be float16, bfloat16 or float32, got {q.dtype}.")
+    if not (q.dtype == k.dtype == v.dtype):
+        raise TypeError(f"q, k and v must have the same dtype, got {q.dtype}, {k.dtype} and {v.dtype}.")
+    if not (q.device == k.device == v.device):
+        raise ValueError(f"q, k and v must be on the same device, got {q.device}, {k.device} and {v.device}.")
+    if q.device.type == "cpu" and not _INTERPRET:
+        raise ValueError(
+            "q is on the CPU, which needs the Triton interpreter: set TRITON_INTERPRET=1 before importing triton."
+        )
+    total, heads, head_dim = q.shape
+    if not _MIN_HEAD_DIM <= head_dim <= _MAX_HEAD_DIM:
+        raise ValueError(f"head_dim (last dim of q) must be in [{_MIN_HEAD_DIM}, {_MAX_HEAD_DIM}], got {head_dim}.")
+    if heads < 1:
+        raise ValueError("q must have at least one head.")
+
+    if not isinstance(cu_seqlens, torch.Tensor):
+        raise TypeError(f"cu_seqlens must be a torch.Tensor, got {type(cu_seqlens).__name__}.")
+    if cu_seqlens.dtype != torch.int32:
+        raise TypeError(f"cu_seqlens must be int32, got {cu_seqlens.dtype}.")
+    if cu_seqlens.dim() != 1 or cu_seqlens.numel() < 2:
+        raise ValueError(f"cu_seqlens must be 1-D with batch + 1 >= 2 entries, got shape {tuple(cu_seqlens.shape)}.")
+    if cu_seqlens.device != q.device:
+        raise ValueError(f"cu_seqlens must be on the device of q ({q.device}), got {cu_seqlens.device}.")
+
+    if isinstance(max_seqlen, bool):
+        raise TypeError("max_seqlen must be an int, got bool.")
+    try:
+        max_seqlen = operator.index(max_seqlen)
+    except TypeError:
+        raise TypeError(f"max_seqlen must be an int, got {type(max_seqlen).__name__}.") from None
+    if max_seqlen < 0:
+        raise ValueError(f"max_seqlen must be non-negative, got {max_seqlen}.")
+
+    if not isinstance(alibi_slopes, torch.Tensor):
+        raise TypeError(f"alibi_slopes must be a torch.Tensor, got {type(alibi_slopes).__name__}.")
+    if alibi_slopes.dtype != torch.float32:
+        raise TypeError(f"alibi_slopes must be float32, got {alibi_slopes.dtype}.")
+    if tuple(alibi_slopes.shape) != (heads,):
+        raise ValueError(f"alibi_slopes must have shape ({heads},) (one slope per head), got {tuple(alibi_slopes.shape)}.")
+    if alibi_slopes.device != q.device:
+        raise ValueError(f"alibi_slopes must be on the device of q ({q.device}), got {alibi_slopes.device}.")
+
+    if softmax_scale is None:
+        softmax_scale = 1.0 / math.sqrt(head_dim)
+    elif isinstance(softmax_scale, bool) or not isinstance(softmax_scale, (int, float)):
+        raise TypeError(f"softmax_scale must be a float or None, got {type(softmax_scale).__name__}.")
+    softmax_scale = float(softmax_scale)
+    if not math.isfinite(softmax_scale):
+        raise ValueError(f"softmax_scale must be finite, got {softmax_scale}.")
+
+    # One device->host transfer checks everything about cu_seqlens' values.
+    lengths = cu_seqlens[1:] - cu_seqlens[:-1]
+    first, last, min_len, max_len = torch.stack(
+        [cu_seqlens[0], cu_seqlens[-1], lengths.min(), lengths.max()]
+    ).tolist()
+    if first != 0:
+        raise ValueError(f"cu_seqlens must start at 0, got {first}.")
+    if min_len < 0:
+        raise ValueError("cu_seqlens must be non-decreasing.")
+    if last != total:
+        raise ValueError(f"cu_seqlens must end at total_tokens = q.shape[0] = {total}, got {last}.")
+    if max_len > max_seqlen:
+        raise ValueError(f"max_seqlen ({max_seqlen}) is smaller than the longest sequence ({max_len}).")
+    return max_seqlen, softmax_scale
+
+
+def flash_attn_varlen_alibi(q, k, v, cu_seqlens, max_seqlen, alibi_slopes, softmax_scale=None):
+    """Bidirectional attention with ALiBi over packed variable-length sequences.
+
+    Args:
+        q, k, v: (total_tokens, heads, head_dim) tensors of one dtype (float16,
+            bfloat16 or float32) on one device; 16 <= head_dim <= 128.  Strided
+            views (e.g. ``qkv.view(T, 3, H, d).unbind(1)``) are used without a
+            copy as long as the last dim has stride 1.
+        cu_seqlens: int32 (batch + 1,) cumulative sequence offsets, starting at
+            0, non-decreasing (empty sequences allowed), ending at total_tokens.
+        max_seqlen: python int >= the longest sequence length (sizes the grid).
+        alibi_slopes: float32 (heads,).  Query i and key j of the same sequence
+            (positions restart at 0 per sequence) get the bias
+            ``-slope[h] * |i - j|`` added after the softmax scale; keys of other
+            sequences get no weight.  Zero slopes give plain attention.
+        softmax_scale: defaults to ``1 / sqrt(head_dim)``.
+
+    Returns:
+        (total_tokens, heads, head_dim) contiguous tensor in the input dtype.
+        Differentiable with respect to q, k and v.
+    """
+    max_seqlen, softmax_scale = _validate(q, k, v, cu_seqlens, max_seqlen, alibi_slopes, softmax_scale)
+    q, k, v = _kernel_operand(q), _kernel_operand(k), _kernel_operand(v)
+    return _FlashAttnVarlenALiBi.apply(
+        q, k, v, cu_seqlens.contiguous(), max_seqlen, alibi_slopes.contiguous(), softmax_scale
+    )

@@ -1,0 +1,46 @@
+"""ALiBi: per-head linear distance penalties added to attention scores (Press et al., 2022).
+
+For query position i and key position j of the same sequence, head h adds ``-s_h * |i - j|``
+after the ``1/sqrt(d)`` scale. The bias is symmetric (the encoder is bidirectional) and depends
+only on distances, so it is generated for whatever positions are needed instead of being stored
+at a maximum length.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+
+def _power_of_two_slopes(n: int) -> list[float]:
+    # s_h = 2^(-8 (h+1) / n): a geometric sequence from 2^(-8/n) down to 2^-8.
+    return [2.0 ** (-8.0 * (h + 1) / n) for h in range(n)]
+
+
+def alibi_slopes(num_heads: int, device: torch.device | str | None = None) -> torch.Tensor:
+    """Slopes in head order, float32 of shape (num_heads,).
+
+    For a power-of-two head count n the slopes are ``2^(-8(h+1)/n)``. Otherwise the list for the
+    largest power of two c below n is extended with every other slope of the list for 2c
+    (indices 0, 2, 4, ...), which interleaves between the existing ones.
+    """
+    if isinstance(num_heads, bool) or not isinstance(num_heads, int) or num_heads < 1:
+        raise ValueError(f"num_heads must be a positive integer, got {num_heads!r}.")
+    closest = 2 ** int(math.floor(math.log2(num_heads)))
+    slopes = _power_of_two_slopes(closest)
+    slopes += _power_of_two_slopes(2 * closest)[0::2][: num_heads - closest]
+    return torch.tensor(slopes, dtype=torch.float32, device=device)
+
+
+def alibi_bias(slopes: torch.Tensor, query_positions: torch.Tensor,
+               key_positions: torch.Tensor) -> torch.Tensor:
+    """ALiBi bias ``-s_h * |i - j|``, float32 of shape (heads, Lq, Lk).
+
+    Args:
+        slopes: (heads,) float32.
+        query_positions: (Lq,) integer positions within one sequence.
+        key_positions: (Lk,) integer positions within the same sequence.
+    """
+    distance = (query_positions[:, None] - key_positions[None, :]).abs().to(torch.float32)
+    return -slopes.to(torch.float32)[:, None, None] * distance

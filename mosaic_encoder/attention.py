@@ -1,0 +1,104 @@
+"""Variable-length multi-head attention with ALiBi over packed sequences.
+
+All implementations share one signature: packed ``q, k, v`` of shape (T, heads, head_dim), the
+sequence boundaries ``cu_seqlens`` and the ALiBi slopes; they return (T, heads, head_dim) in the
+input dtype. Tokens attend only within their own sequence.
+
+``"sdpa"`` is plain PyTorch: sequences of equal length are batched together and queries are
+processed in chunks, so no tensor larger than ``max_score_elements`` scores exists at once and
+memory grows linearly with the sequence length. The ALiBi bias is handed to
+``scaled_dot_product_attention`` in float32 for every input dtype (rounding a bias of -1000 to
+bfloat16 would move it by 4). ``"triton"`` is the fused kernel in the ``kernels`` package.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections import defaultdict
+
+import torch
+import torch.nn.functional as F
+
+from .alibi import alibi_bias
+from .errors import ConfigError
+
+DEFAULT_MAX_SCORE_ELEMENTS = 1 << 24  # 64 MiB of float32 scores per step
+
+
+def resolve_impl(impl: str, device: torch.device) -> str:
+    """Turn ``"auto"`` into a concrete implementation and check the choice can run here."""
+    if impl == "auto":
+        return "triton" if device.type == "cuda" else "sdpa"
+    if impl == "sdpa":
+        return impl
+    if impl == "triton":
+        if device.type != "cuda" and os.environ.get("TRITON_INTERPRET") != "1":
+            raise ConfigError("attention implementation 'triton' needs CUDA tensors, or "
+                              "TRITON_INTERPRET=1 set before triton is imported to run on the CPU.")
+        return impl
+    raise ConfigError(f"attention implementation must be 'auto', 'sdpa' or 'triton', got {impl!r}.")
+
+
+def sdpa_varlen_alibi(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu_seqlens: torch.Tensor,
+                      alibi_slopes: torch.Tensor, softmax_scale: float | None = None,
+                      dropout_p: float = 0.0,
+                      max_score_elements: int = DEFAULT_MAX_SCORE_ELEMENTS) -> torch.Tensor:
+    """Plain-PyTorch variable-length ALiBi attention.
+
+    Args:
+        q, k, v: (T, heads, head_dim), any float dtype.
+        cu_seqlens: (B + 1,) int32 sequence starts in the packed tokens.
+        alibi_slopes: (heads,) float32.
+        max_score_elements: bound on batch x heads x query rows x keys computed in one step.
+    Returns:
+        (T, heads, head_dim) in q's dtype.
+    """
+    heads = q.shape[1]
+    scale = softmax_scale if softmax_scale is not None else 1.0 / math.sqrt(q.shape[-1])
+    out = torch.empty_like(q)
+    starts_by_length: dict[int, list[int]] = defaultdict(list)
+    for start, length in zip(cu_seqlens[:-1].tolist(), cu_seqlens.diff().tolist()):
+        if length:
+            starts_by_length[length].append(start)
+    for length, starts in starts_by_length.items():
+        positions = torch.arange(length, device=q.device)
+        # (n, L) token indices of the n sequences of this length.
+        index = torch.tensor(starts, device=q.device)[:, None] + positions
+        per_sequence = heads * length * length
+        seqs_per_step = max(1, max_score_elements // per_sequence)
+        rows_per_step = length if per_sequence <= max_score_elements else \
+            max(1, max_score_elements // (heads * length))
+        for first in range(0, len(starts), seqs_per_step):
+            idx = index[first:first + seqs_per_step]
+            # (n, L, heads, d) -> (n, heads, L, d)
+            qs, ks, vs = (t[idx].transpose(1, 2) for t in (q, k, v))
+            for row in range(0, length, rows_per_step):
+                rows = positions[row:row + rows_per_step]
+                bias = alibi_bias(alibi_slopes, rows, positions)
+                chunk = F.scaled_dot_product_attention(
+                    qs[:, :, row:row + rows_per_step], ks, vs, attn_mask=bias,
+                    dropout_p=dropout_p, scale=scale)
+                out[idx[:, row:row + rows_per_step]] = chunk.transpose(1, 2)
+    return out
+
+
+def varlen_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu_seqlens: torch.Tensor,
+                     max_seqlen: int, alibi_slopes: torch.Tensor, impl: str = "auto",
+                     dropout_p: float = 0.0) -> torch.Tensor:
+    """Dispatch to the implementation named by ``impl``; never falls back silently.
+
+    Shapes as in :func:`sdpa_varlen_alibi`. ``dropout_p`` is the attention-probability dropout,
+    non-zero only in training; the Triton kernel has none and refuses it.
+    """
+    impl = resolve_impl(impl, q.device)
+    if impl == "sdpa":
+        return sdpa_varlen_alibi(q, k, v, cu_seqlens, alibi_slopes, dropout_p=dropout_p)
+    if dropout_p:
+        raise ConfigError("the Triton attention kernel has no attention dropout; train with "
+                          "attention_probs_dropout_prob=0 or attention_impl='sdpa'.")
+    try:
+        from kernels import flash_attn_varlen_alibi
+    except ImportError as err:
+        raise ConfigError(f"attention implementation 'triton' is unavailable ({err}).") from None
+    return flash_attn_varlen_alibi(q, k, v, cu_seqlens, max_seqlen, alibi_slopes)

@@ -1,0 +1,112 @@
+"""Model configuration: one typed, immutable dataclass read from a checkpoint's ``config.json``.
+
+Only architecture facts live here. Keys of ``config.json`` that do not change the computation
+(``auto_map``, ``alibi_starting_size``, ``torch_dtype``, ``hidden_act``, ...) are ignored:
+upstream's remote code is never used, the ALiBi bias is computed for any length on demand, and
+the GELU is always the exact erf form (see SPEC).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .errors import ConfigError
+
+ATTENTION_IMPLS = ("auto", "sdpa", "triton")
+
+
+@dataclass(frozen=True)
+class MosaicConfig:
+    """Geometry of a MosaicBERT-family encoder.
+
+    ``position_embedding_type`` is ``"alibi"`` for MosaicBERT checkpoints (no position
+    embeddings, ALiBi bias in attention). ``attention_impl`` is a run-time choice, not part of
+    the checkpoint: ``"sdpa"`` (plain PyTorch), ``"triton"`` (the kernels package) or ``"auto"``
+    (Triton on CUDA tensors, PyTorch elsewhere).
+    """
+
+    vocab_size: int
+    hidden_size: int
+    num_hidden_layers: int
+    num_attention_heads: int
+    intermediate_size: int
+    type_vocab_size: int = 2
+    layer_norm_eps: float = 1e-12
+    pad_token_id: int = 0
+    hidden_dropout_prob: float = 0.1
+    attention_probs_dropout_prob: float = 0.0
+    max_position_embeddings: int = 512
+    position_embedding_type: str = "alibi"
+    attention_impl: str = "auto"
+
+    def __post_init__(self) -> None:
+        for name in ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
+                     "intermediate_size", "type_vocab_size", "max_position_embeddings"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ConfigError(f"config field {name!r} must be a positive integer, got {value!r}.")
+        if isinstance(self.pad_token_id, bool) or not isinstance(self.pad_token_id, int) or not (
+                0 <= self.pad_token_id < self.vocab_size):
+            raise ConfigError(f"config field 'pad_token_id' must be an integer in [0, vocab_size), "
+                              f"got {self.pad_token_id!r}.")
+        if self.hidden_size % self.num_attention_heads:
+            raise ConfigError(f"config field 'hidden_size' ({self.hidden_size}) is not divisible by "
+                              f"'num_attention_heads' ({self.num_attention_heads}).")
+        if not isinstance(self.layer_norm_eps, (int, float)) or isinstance(self.layer_norm_eps, bool) \
+                or not self.layer_norm_eps > 0:
+            raise ConfigError(f"config field 'layer_norm_eps' must be a positive number, got "
+                              f"{self.layer_norm_eps!r}.")
+        for name in ("hidden_dropout_prob", "attention_probs_dropout_prob"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0 <= value < 1:
+                raise ConfigError(f"config field {name!r} must be a number in [0, 1), got {value!r}.")
+        if self.position_embedding_type not in ("alibi",):
+            raise ConfigError(f"config field 'position_embedding_type' must be 'alibi', got "
+                              f"{self.position_embedding_type!r}.")
+        if self.attention_impl not in ATTENTION_IMPLS:
+            raise ConfigError(f"attention implementation must be one of {ATTENTION_IMPLS}, got "
+                              f"{self.attention_impl!r}.")
+
+    @property
+    def head_dim(self) -> int:
+        return self.hidden_size // self.num_attention_heads
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any], source: str = "config") -> MosaicConfig:
+        """Build from a ``config.json`` mapping; unknown keys are ignored, required ones named."""
+        if not isinstance(values, dict):
+            raise ConfigError(f"{source} must hold a JSON object, got {type(values).__name__}.")
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        required = [n for n, f in fields.items() if f.default is dataclasses.MISSING]
+        missing = [n for n in required if n not in values]
+        if missing:
+            raise ConfigError(f"{source} is missing the field(s) {', '.join(missing)}.")
+        known = {n: values[n] for n in fields if n in values and n != "position_embedding_type"}
+        # MosaicBERT's config.json says "absolute" although the model has no position
+        # embeddings: its ALiBi is implied by the architecture, so the field is not read here.
+        try:
+            return cls(**known)
+        except ConfigError as err:
+            raise ConfigError(f"{source}: {err}") from None
+
+    @classmethod
+    def from_json_file(cls, path: str | Path) -> MosaicConfig:
+        path = Path(path)
+        try:
+            text = path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            raise ConfigError(f"config file {path} does not exist.") from None
+        except (OSError, UnicodeDecodeError) as err:
+            raise ConfigError(f"config file {path} cannot be read ({err}).") from None
+        try:
+            values = json.loads(text)
+        except json.JSONDecodeError as err:
+            raise ConfigError(f"config file {path} is not valid JSON ({err}).") from None
+        return cls.from_dict(values, source=f"config file {path}")
+
+    def replace(self, **changes: Any) -> MosaicConfig:
+        return dataclasses.replace(self, **changes)

@@ -1,0 +1,21 @@
+"""Exceptions a user can hit, each carrying one sentence that names the file or field at fault.
+
+The command line catches :class:`MosaicError` and prints its message without a traceback; any other
+exception is a bug in this package.
+"""
+
+
+class MosaicError(Exception):
+    """Base class of every error this package raises on purpose."""
+
+
+class ConfigError(MosaicError, ValueError):
+    """A ``config.json`` (or a config value) describes an impossible or unsupported model."""
+
+
+class CheckpointError(MosaicError):
+    """A checkpoint directory or weights file is missing, unreadable, or does not match the model."""
+
+
+class InputError(MosaicError, ValueError):
+    """Input given to the model or the encoder (token ids, masks, texts) is malformed."""

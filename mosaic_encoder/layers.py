@@ -1,0 +1,162 @@
+"""The building blocks of a MosaicBERT encoder, all operating on packed tokens (T, H).
+
+Module and parameter names follow the published checkpoints, so ``state_dict`` keys match the
+files exactly (``attention.self.Wqkv``, ``mlp.gated_layers``, ``mlp.layernorm``, ...). Every
+residual block is post-LayerNorm: ``LayerNorm(sublayer(x) + x)``.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .attention import varlen_attention
+from .config import MosaicConfig
+from .padding import Packing
+
+
+class Embeddings(nn.Module):
+    """``LayerNorm(word[ids] + token_type[type_ids])``; MosaicBERT has no position embeddings."""
+
+    def __init__(self, config: MosaicConfig):
+        super().__init__()
+        self.word_embeddings = nn.Embedding(config.vocab_size, config.hidden_size,
+                                            padding_idx=config.pad_token_id)
+        self.token_type_embeddings = nn.Embedding(config.type_vocab_size, config.hidden_size)
+        self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+
+    def forward(self, input_ids: torch.Tensor, token_type_ids: torch.Tensor) -> torch.Tensor:
+        """input_ids, token_type_ids: (T,) int64 -> (T, H)."""
+        hidden = self.word_embeddings(input_ids) + self.token_type_embeddings(token_type_ids)
+        return self.dropout(self.LayerNorm(hidden))
+
+
+class SelfAttention(nn.Module):
+    """Fused QKV projection and variable-length ALiBi attention.
+
+    ``Wqkv`` maps H -> 3H; its output splits as [Q | K | V], and within each, head h owns
+    features [h*d, (h+1)*d).
+    """
+
+    def __init__(self, config: MosaicConfig):
+        super().__init__()
+        self.num_heads = config.num_attention_heads
+        self.head_dim = config.head_dim
+        self.attention_impl = config.attention_impl
+        self.dropout_p = config.attention_probs_dropout_prob
+        self.Wqkv = nn.Linear(config.hidden_size, 3 * config.hidden_size)
+
+    def forward(self, hidden: torch.Tensor, packing: Packing, slopes: torch.Tensor) -> torch.Tensor:
+        """hidden: (T, H); slopes: (heads,) float32 -> (T, H), heads concatenated."""
+        tokens = hidden.shape[0]
+        qkv = self.Wqkv(hidden).view(tokens, 3, self.num_heads, self.head_dim)
+        q, k, v = qkv.unbind(1)  # strided views, no copy
+        out = varlen_attention(q, k, v, packing.cu_seqlens, packing.max_seqlen, slopes,
+                               impl=self.attention_impl,
+                               dropout_p=self.dropout_p if self.training else 0.0)
+        return out.reshape(tokens, -1)
+
+
+class AttentionOutput(nn.Module):
+    """``LayerNorm(dense(attn) + x)``."""
+
+    def __init__(self, config: MosaicConfig):
+        super().__init__()
+        self.dense = nn.Linear(config.hidden_size, config.hidden_size)
+        self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+
+    def forward(self, attn: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
+        return self.LayerNorm(self.dropout(self.dense(attn)) + residual)
+
+
+class Attention(nn.Module):
+    def __init__(self, config: MosaicConfig):
+        super().__init__()
+        self.self = SelfAttention(config)
+        self.output = AttentionOutput(config)
+
+    def forward(self, hidden: torch.Tensor, packing: Packing, slopes: torch.Tensor) -> torch.Tensor:
+        return self.output(self.self(hidden, packing, slopes), hidden)
+
+
+class GatedMLP(nn.Module):
+    """Gated-linear-unit feed-forward: ``LayerNorm(wo(gelu(gate) * value) + x)``.
+
+    ``gated_layers`` (no bias) maps H -> 2I; the first I outputs are the gate, the second I the
+    value. GELU is the exact erf form whatever ``hidden_act`` says.
+    """
+
+    def __init__(self, config: MosaicConfig):
+        super().__init__()
+        self.intermediate_size = config.intermediate_size
+        self.gated_layers = nn.Linear(config.hidden_size, 2 * config.intermediate_size, bias=False)
+        self.wo = nn.Linear(config.intermediate_size, config.hidden_size)
+        self.layernorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        """hidden: (T, H) -> (T, H)."""
+        gate, value = self.gated_layers(hidden).split(self.intermediate_size, dim=-1)
+        return self.layernorm(self.dropout(self.wo(F.gelu(gate) * value)) + hidden)
+
+
+class EncoderLayer(nn.Module):
+    def __init__(self, config: MosaicConfig):
+        super().__init__()
+        self.attention = Attention(config)
+        self.mlp = GatedMLP(config)
+
+    def forward(self, hidden: torch.Tensor, packing: Packing, slopes: torch.Tensor) -> torch.Tensor:
+        return self.mlp(self.attention(hidden, packing, slopes))
+
+
+class Encoder(nn.Module):
+    def __init__(self, config: MosaicConfig):
+        super().__init__()
+        self.layer = nn.ModuleList(EncoderLayer(config) for _ in range(config.num_hidden_layers))
+
+    def forward(self, hidden: torch.Tensor, packing: Packing, slopes: torch.Tensor) -> torch.Tensor:
+        for layer in self.layer:
+            hidden = layer(hidden, packing, slopes)
+        return hidden
+
+
+class Pooler(nn.Module):
+    """``tanh(dense(h[:, 0]))`` on the first token of each sequence."""
+
+    def __init__(self, config: MosaicConfig):
+        super().__init__()
+        self.dense = nn.Linear(config.hidden_size, config.hidden_size)
+
+    def forward(self, first_tokens: torch.Tensor) -> torch.Tensor:
+        """first_tokens: (B, H) -> (B, H)."""
+        return torch.tanh(self.dense(first_tokens))
+
+
+class MaskedLMTransform(nn.Module):
+    """``LayerNorm(gelu(dense(h)))`` before the vocabulary projection."""
+
+    def __init__(self, config: MosaicConfig):
+        super().__init__()
+        self.dense = nn.Linear(config.hidden_size, config.hidden_size)
+        self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        return self.LayerNorm(F.gelu(self.dense(hidden)))
+
+
+class MaskedLMPredictions(nn.Module):
+    """Transform then ``decoder``, whose weight is the word-embedding matrix (tied)."""
+
+    def __init__(self, config: MosaicConfig, word_embeddings: nn.Embedding):
+        super().__init__()
+        self.transform = MaskedLMTransform(config)
+        self.decoder = nn.Linear(config.hidden_size, config.vocab_size)
+        self.decoder.weight = word_embeddings.weight
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        """hidden: (T, H) -> logits (T, V)."""
+        return self.decoder(self.transform(hidden))

@@ -1,0 +1,35 @@
+"""Published tensor manifests of lodestone-base-4096-v1 and mosaic-bert-base-seqlen-2048.
+
+Each manifest (shipped in ``manifests/``) lists the checkpoint's tensor names, shapes and storage
+dtypes, its config.json values and its parameter count.
+"""
+
+from __future__ import annotations
+
+import json
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from .errors import CheckpointError
+
+PUBLISHED = ("lodestone-base-4096-v1", "mosaic-bert-base-seqlen-2048")
+
+
+def load_manifest(name_or_path: str | Path) -> dict[str, Any]:
+    """A shipped manifest by checkpoint name, or a manifest JSON file by path."""
+    if str(name_or_path) in PUBLISHED:
+        text = resources.files(__package__).joinpath("manifests", f"{name_or_path}.json").read_text(
+            encoding="utf-8")
+        return json.loads(text)
+    path = Path(name_or_path)
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise CheckpointError(f"manifest {path} does not exist (known names: "
+                              f"{', '.join(PUBLISHED)}).") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise CheckpointError(f"manifest {path} is not readable JSON ({err}).") from None
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("tensors"), dict):
+        raise CheckpointError(f"manifest {path} has no 'tensors' mapping.")
+    return manifest

@@ -1,0 +1,119 @@
+"""Whole models: the encoder (optionally with pooler) and the masked-LM model.
+
+Both take a padded batch, pack the real tokens once, run every layer on the packed tokens, and
+return padded outputs with exact zeros at padded positions.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from .alibi import alibi_slopes
+from .config import MosaicConfig
+from .errors import InputError
+from .layers import Embeddings, Encoder, MaskedLMPredictions, Pooler
+from .padding import Packing, pad
+
+
+@dataclass
+class EncoderOutput:
+    """Model outputs.
+
+    Attributes:
+        last_hidden_state: (B, S, H), zeros at padded positions.
+        pooler_output: (B, H), only for checkpoints with a pooler.
+        logits: (B, S, V), only for masked-LM models; zeros at padded positions.
+    """
+
+    last_hidden_state: torch.Tensor
+    pooler_output: torch.Tensor | None = None
+    logits: torch.Tensor | None = None
+
+
+def _check_inputs(input_ids: torch.Tensor, attention_mask: torch.Tensor | None,
+                  token_type_ids: torch.Tensor | None,
+                  config: MosaicConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    if input_ids.dim() != 2:
+        raise InputError(f"input_ids must have shape (batch, seqlen), got {tuple(input_ids.shape)}.")
+    if input_ids.dtype.is_floating_point or input_ids.dtype == torch.bool:
+        raise InputError(f"input_ids must be an integer tensor, got {input_ids.dtype}.")
+    if attention_mask is None:
+        attention_mask = torch.ones_like(input_ids)
+    if token_type_ids is None:
+        token_type_ids = torch.zeros_like(input_ids)
+    for name, tensor in (("attention_mask", attention_mask), ("token_type_ids", token_type_ids)):
+        if tensor.shape != input_ids.shape:
+            raise InputError(f"{name} has shape {tuple(tensor.shape)} but input_ids has "
+                             f"{tuple(input_ids.shape)}.")
+    if input_ids.numel():
+        if int(input_ids.min()) < 0 or int(input_ids.max()) >= config.vocab_size:
+            raise InputError(f"input_ids must lie in [0, {config.vocab_size}), got values in "
+                             f"[{int(input_ids.min())}, {int(input_ids.max())}].")
+        if int(token_type_ids.min()) < 0 or int(token_type_ids.max()) >= config.type_vocab_size:
+            raise InputError(f"token_type_ids must lie in [0, {config.type_vocab_size}).")
+    return attention_mask, token_type_ids
+
+
+class MosaicBertModel(nn.Module):
+    """MosaicBERT encoder: embeddings, post-LN layers with ALiBi attention and GLU, pooler."""
+
+    def __init__(self, config: MosaicConfig, add_pooler: bool = True):
+        super().__init__()
+        self.config = config
+        self.embeddings = Embeddings(config)
+        self.encoder = Encoder(config)
+        self.pooler = Pooler(config) if add_pooler else None
+
+    def encode_packed(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                      token_type_ids: torch.Tensor | None = None
+                      ) -> tuple[torch.Tensor, Packing]:
+        """Run the encoder; returns the packed last hidden states (T, H) and their packing."""
+        attention_mask, token_type_ids = _check_inputs(input_ids, attention_mask, token_type_ids,
+                                                       self.config)
+        packing = Packing.from_mask(attention_mask)
+        ids = input_ids.flatten()[packing.indices]
+        types = token_type_ids.flatten()[packing.indices]
+        hidden = self.embeddings(ids, types)
+        slopes = alibi_slopes(self.config.num_attention_heads, device=hidden.device)
+        return self.encoder(hidden, packing, slopes), packing
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                token_type_ids: torch.Tensor | None = None) -> EncoderOutput:
+        """input_ids, attention_mask, token_type_ids: (B, S) integer tensors.
+
+        ``attention_mask`` defaults to all ones and ``token_type_ids`` to zeros.
+        """
+        hidden, packing = self.encode_packed(input_ids, attention_mask, token_type_ids)
+        last_hidden_state = pad(hidden, packing)
+        pooled = self.pooler(last_hidden_state[:, 0]) if self.pooler is not None else None
+        return EncoderOutput(last_hidden_state=last_hidden_state, pooler_output=pooled)
+
+
+class MaskedLMHead(nn.Module):
+    def __init__(self, config: MosaicConfig, word_embeddings: nn.Embedding):
+        super().__init__()
+        self.predictions = MaskedLMPredictions(config, word_embeddings)
+
+
+class MosaicBertForMaskedLM(nn.Module):
+    """Encoder (no pooler) under ``bert.`` plus the masked-LM head under ``cls.``."""
+
+    def __init__(self, config: MosaicConfig):
+        super().__init__()
+        self.config = config
+        self.bert = MosaicBertModel(config, add_pooler=False)
+        self.cls = MaskedLMHead(config, self.bert.embeddings.word_embeddings)
+
+    def tie_weights(self) -> None:
+        """Point the decoder at the word-embedding matrix (again, e.g. after loading)."""
+        self.cls.predictions.decoder.weight = self.bert.embeddings.word_embeddings.weight
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                token_type_ids: torch.Tensor | None = None) -> EncoderOutput:
+        """As :meth:`MosaicBertModel.forward`, plus ``logits`` (B, S, V)."""
+        hidden, packing = self.bert.encode_packed(input_ids, attention_mask, token_type_ids)
+        logits = self.cls.predictions(hidden)
+        return EncoderOutput(last_hidden_state=pad(hidden, packing), logits=pad(logits, packing))

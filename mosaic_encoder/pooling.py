@@ -1,0 +1,55 @@
+"""Sentence-transformers pooling over the real tokens of each sequence."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from .errors import CheckpointError
+
+_MODES = ("cls_token", "max_tokens", "mean_tokens", "mean_sqrt_len_tokens")
+
+
+@dataclass(frozen=True)
+class Pooling:
+    """Which poolings to concatenate, in sentence-transformers' order (cls, max, mean, mean_sqrt)."""
+
+    modes: tuple[str, ...] = ("mean_tokens",)
+
+    @classmethod
+    def from_json_file(cls, path: str | Path) -> Pooling:
+        path = Path(path)
+        try:
+            values = json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise CheckpointError(f"pooling config {path} does not exist.") from None
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+            raise CheckpointError(f"pooling config {path} is not readable JSON ({err}).") from None
+        unsupported = [k for k, v in values.items() if k.startswith("pooling_mode_") and v
+                       and k.removeprefix("pooling_mode_") not in _MODES]
+        if unsupported:
+            raise CheckpointError(f"pooling config {path} asks for unsupported mode(s) "
+                                  f"{', '.join(unsupported)}.")
+        modes = tuple(m for m in _MODES if values.get(f"pooling_mode_{m}"))
+        if not modes:
+            raise CheckpointError(f"pooling config {path} enables no pooling mode.")
+        return cls(modes)
+
+    def __call__(self, hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """hidden: (B, S, H), zeros at padding; attention_mask: (B, S) -> (B, len(modes) * H)."""
+        mask = attention_mask.to(hidden.dtype).unsqueeze(-1)
+        counts = mask.sum(dim=1).clamp(min=1e-9)
+        pooled = []
+        for mode in self.modes:
+            if mode == "cls_token":
+                pooled.append(hidden[:, 0])
+            elif mode == "max_tokens":
+                pooled.append(hidden.masked_fill(mask == 0, float("-inf")).amax(dim=1))
+            elif mode == "mean_tokens":
+                pooled.append((hidden * mask).sum(dim=1) / counts)
+            else:
+                pooled.append((hidden * mask).sum(dim=1) / counts.sqrt())
+        return torch.cat(pooled, dim=-1)

@@ -1,0 +1,147 @@
+"""Sentence embeddings from a sentence-transformers checkpoint directory.
+
+Reads ``modules.json`` (Transformer, Pooling, optional Normalize), ``1_Pooling/config.json`` and
+``sentence_bert_config.json`` as sentence-transformers does, and tokenizes with the directory's
+``tokenizer.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from .errors import CheckpointError, InputError
+from .loading import load_model
+from .models import MosaicBertForMaskedLM
+from .pooling import Pooling
+from .tokenizer import TextTokenizer, collate
+
+
+@dataclass(frozen=True)
+class Pipeline:
+    """What ``modules.json`` and its module configs say to do after the transformer."""
+
+    transformer_dir: Path
+    pooling: Pooling
+    normalize: bool
+    max_seq_length: int | None
+    do_lower_case: bool
+
+    @classmethod
+    def from_directory(cls, directory: Path) -> Pipeline:
+        modules_file = directory / "modules.json"
+        if not modules_file.is_file():
+            # A bare checkpoint: sentence-transformers' default is mean pooling.
+            return cls(directory, Pooling(), False, None, False)
+        modules = _read_json(modules_file)
+        transformer_dir, pooling, normalize = directory, Pooling(), False
+        for module in modules:
+            kind = str(module.get("type", "")).rsplit(".", 1)[-1]
+            module_dir = directory / module.get("path", "")
+            if kind == "Transformer":
+                transformer_dir = module_dir
+            elif kind == "Pooling":
+                pooling = Pooling.from_json_file(module_dir / "config.json")
+            elif kind == "Normalize":
+                normalize = True
+            else:
+                raise CheckpointError(f"{modules_file} names module type {module.get('type')!r}, "
+                                      f"which this encoder does not support.")
+        st_config_file = transformer_dir / "sentence_bert_config.json"
+        st_config = _read_json(st_config_file) if st_config_file.is_file() else {}
+        return cls(transformer_dir, pooling, normalize, st_config.get("max_seq_length"),
+                   bool(st_config.get("do_lower_case", False)))
+
+
+def _read_json(path: Path):
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise CheckpointError(f"{path} is not readable JSON ({err}).") from None
+
+
+class SentenceEncoder:
+    """Encode texts into sentence embeddings with a MosaicBERT checkpoint.
+
+    Args:
+        path: sentence-transformers directory (or a bare checkpoint: mean pooling).
+        dtype, device, attention: as for :func:`mosaic_encoder.load_model`.
+        max_seq_length: overrides ``sentence_bert_config.json``; longer inputs are truncated.
+    """
+
+    def __init__(self, path: str | Path, dtype: torch.dtype = torch.float32,
+                 device: torch.device | str = "cpu", attention: str = "auto",
+                 max_seq_length: int | None = None):
+        directory = Path(path)
+        if not directory.is_dir():
+            raise CheckpointError(f"checkpoint directory {directory} does not exist.")
+        self.pipeline = Pipeline.from_directory(directory)
+        model = load_model(self.pipeline.transformer_dir, dtype=dtype, device=device,
+                           attention=attention)
+        self.model = model.bert if isinstance(model, MosaicBertForMaskedLM) else model
+        self.max_seq_length = max_seq_length or self.pipeline.max_seq_length
+        self.tokenizer = TextTokenizer(self.pipeline.transformer_dir / "tokenizer.json",
+                                       self.max_seq_length)
+        self.device = torch.device(device)
+        self.last_truncated = 0
+
+    @property
+    def embedding_dim(self) -> int:
+        return self.model.config.hidden_size * len(self.pipeline.pooling.modes)
+
+    @torch.inference_mode()
+    def encode(self, sentences: str | list[str], batch_size: int = 32,
+               normalize_embeddings: bool = True, convert_to_numpy: bool = True,
+               show_progress_bar: bool | None = None,
+               max_tokens_per_batch: int | None = None) -> np.ndarray | torch.Tensor:
+        """Embed texts; float32 (N, D) in input order, or (D,) for a single string.
+
+        Texts are sorted by token count and batched (at most ``batch_size`` texts and, when
+        given, ``max_tokens_per_batch`` padded tokens per batch), then put back in input order.
+        ``last_truncated`` afterwards counts the inputs cut at ``max_seq_length``.
+        """
+        single = isinstance(sentences, str)
+        texts = [sentences] if single else list(sentences)
+        if batch_size < 1:
+            raise InputError(f"batch_size must be at least 1, got {batch_size}.")
+        if self.pipeline.do_lower_case:
+            texts = [t.lower() if isinstance(t, str) else t for t in texts]
+        ids, types, self.last_truncated = self.tokenizer.encode_ids(texts)
+        order = sorted(range(len(ids)), key=lambda i: -len(ids[i]))
+        batches = list(_batches(order, [len(row) for row in ids], batch_size, max_tokens_per_batch))
+        show = sys.stderr.isatty() and len(batches) > 1 if show_progress_bar is None \
+            else show_progress_bar
+        out = torch.empty((len(texts), self.embedding_dim), dtype=torch.float32)
+        for batch in tqdm(batches, desc="encode", unit="batch", disable=not show):
+            tokens = collate([ids[i] for i in batch], [types[i] for i in batch],
+                             self.tokenizer.pad_token_id)
+            mask = tokens.attention_mask.to(self.device)
+            hidden = self.model(tokens.input_ids.to(self.device), mask,
+                                tokens.token_type_ids.to(self.device)).last_hidden_state
+            embedding = self.pipeline.pooling(hidden.float(), mask)
+            if self.pipeline.normalize or normalize_embeddings:
+                embedding = F.normalize(embedding, p=2, dim=-1)
+            out[torch.tensor(batch)] = embedding.cpu()
+        result = out[0] if single else out
+        return result.numpy() if convert_to_numpy else result
+
+
+def _batches(order: list[int], lengths: list[int], batch_size: int, max_tokens: int | None):
+    """Split ``order`` (longest first) into batches under a count and a padded-token budget."""
+    batch: list[int] = []
+    for index in order:
+        # Sorted longest first, so the batch's padded length is that of its first member.
+        padded = lengths[batch[0] if batch else index] * (len(batch) + 1)
+        if batch and (len(batch) == batch_size or (max_tokens and padded > max_tokens)):
+            yield batch
+            batch = []
+        batch.append(index)
+    if batch:
+        yield batch

@@ -1,0 +1,60 @@
+import json
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from conftest import WEIGHTS
+from mosaic_encoder import ConfigError, MosaicConfig
+
+BASE = dict(vocab_size=100, hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
+            intermediate_size=128)
+
+
+def test_reads_reference_config_and_ignores_remote_code_keys():
+    config = MosaicConfig.from_json_file(WEIGHTS / "mosaic-tiny" / "config.json")
+    assert (config.hidden_size, config.num_attention_heads, config.head_dim) == (192, 12, 16)
+    assert config.position_embedding_type == "alibi"
+    assert not hasattr(config, "auto_map")
+
+
+@given(hidden=st.integers(1, 512), heads=st.integers(1, 64))
+def test_hidden_must_divide_by_heads(hidden, heads):
+    values = dict(BASE, hidden_size=hidden, num_attention_heads=heads)
+    if hidden % heads:
+        with pytest.raises(ConfigError, match="not divisible"):
+            MosaicConfig.from_dict(values)
+    else:
+        assert MosaicConfig.from_dict(values).head_dim == hidden // heads
+
+
+@pytest.mark.parametrize("field,value", [("hidden_size", 0), ("num_hidden_layers", -1),
+                                         ("vocab_size", 2.5), ("intermediate_size", True),
+                                         ("layer_norm_eps", 0), ("pad_token_id", 100),
+                                         ("hidden_dropout_prob", 1.5)])
+def test_impossible_values_name_the_field(field, value):
+    with pytest.raises(ConfigError, match=field):
+        MosaicConfig.from_dict(dict(BASE, **{field: value}))
+
+
+def test_missing_field_is_named():
+    values = dict(BASE)
+    del values["num_attention_heads"]
+    with pytest.raises(ConfigError, match="num_attention_heads"):
+        MosaicConfig.from_dict(values)
+
+
+def test_unreadable_config_files(tmp_path):
+    with pytest.raises(ConfigError, match="does not exist"):
+        MosaicConfig.from_json_file(tmp_path / "config.json")
+    (tmp_path / "config.json").write_text("{not json")
+    with pytest.raises(ConfigError, match="not valid JSON"):
+        MosaicConfig.from_json_file(tmp_path / "config.json")
+    (tmp_path / "config.json").write_text(json.dumps([1, 2]))
+    with pytest.raises(ConfigError, match="JSON object"):
+        MosaicConfig.from_json_file(tmp_path / "config.json")
+
+
+def test_unknown_attention_impl():
+    with pytest.raises(ConfigError, match="attention implementation"):
+        MosaicConfig.from_dict(dict(BASE, attention_impl="flash"))

@@ -1,0 +1,495 @@
+"""Tests for kernels.flash_attn_varlen_alibi (Triton varlen FlashAttention + ALiBi).
+
+Without a GPU the kernels run on the Triton CPU interpreter, so every case is
+small (a few hundred tokens, 1-3 heads).
+
+Accuracy rule (as in the flash-attention test-suite): the float64 oracle is the
+truth, and the kernel's max error must be at most twice the max error of a
+plain-PyTorch implementation run in the same dtype, plus a floor of
+``FLOOR_ULPS`` units of the dtype's epsilon times the magnitude of the largest
+term that enters the computed quantity (see ``attention_term_scales``).  The
+floor matters when the plain reference is (nearly) exact while the kernel is
+not, e.g. float32, or a 1-token sequence where the exact dq/dk are 0 but the
+kernel computes ``dP - delta`` as a difference of two float32 dot products
+summed in different orders.
+"""
+
+import math
+import os
+
+import torch
+
+if not torch.cuda.is_available():
+    # Must happen before triton is first imported (the session conftest does the same).
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
+import pytest  # noqa: E402
+from hypothesis import example, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+import kernels  # noqa: E402
+from kernels import flash_attn_varlen_alibi  # noqa: E402
+from kernels import flash_attn as fa  # noqa: E402
+
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+ALL_DTYPES = [torch.float32, torch.float16, torch.bfloat16]
+LOG2E = math.log2(math.e)
+
+
+# ---------------------------------------------------------------------------
+# helpers
+# ---------------------------------------------------------------------------
+
+
+def make_cu_seqlens(lengths, device=DEVICE):
+    offsets = [0]
+    for n in lengths:
+        offsets.append(offsets[-1] + n)
+    return torch.tensor(offsets, dtype=torch.int32, device=device), offsets[-1]
+
+
+def lodestone_slopes(heads):
+    """ALiBi slopes as in MosaicBERT for a power-of-two head count: 2^(-8 (h+1) / H)."""
+    return torch.tensor([2.0 ** (-8.0 * (h + 1) / heads) for h in range(heads)], dtype=torch.float32)
+
+
+def reference_attention(q, k, v, cu_seqlens, slopes, scale, compute_dtype=None):
+    """Plain PyTorch attention per sequence, differentiable.
+
+    ``compute_dtype=None``: everything in the dtype of q (use float64 inputs for
+    the oracle).  ``compute_dtype=torch.float32``: the "plain PyTorch in the
+    test dtype" reference: matmuls in the input dtype, the scale, ALiBi bias and
+    softmax in float32, probabilities rounded back to the input dtype.
+    Returns (out (T, H, D), lse (H, T), natural log).
+    """
+    total, heads, head_dim = q.shape
+    bounds = cu_seqlens.tolist()
+    out = torch.zeros_like(q)
+    lse = torch.zeros(heads, total, dtype=torch.float64 if compute_dtype is None else compute_dtype,
+                      device=q.device)
+    for start, end in zip(bounds[:-1], bounds[1:]):
+        if end == start:
+            continue
+        qs, ks, vs = (t[start:end].transpose(0, 1) for t in (q, k, v))  # (H, L, D)
+        scores = qs @ ks.transpose(-1, -2)
+        if compute_dtype is not None:
+            scores = scores.to(compute_dtype)
+        pos = torch.arange(end - start, device=q.device, dtype=scores.dtype)
+        dist = (pos[:, None] - pos[None, :]).abs()
+        scores = scores * scale - slopes.to(device=q.device, dtype=scores.dtype)[:, None, None] * dist
+        lse[:, start:end] = torch.logsumexp(scores, dim=-1)
+        probs = torch.softmax(scores, dim=-1).to(q.dtype)
+        out[start:end] = (probs @ vs).transpose(0, 1)
+    return out, lse
+
+
+def max_abs_err(a, b):
+    if a.numel() == 0:
+        return 0.0
+    return (a.double() - b.double()).abs().max().item()
+
+
+FLOOR_ULPS = 2.0
+
+
+def attention_term_scales(q, k, v, dout, scale):
+    """Magnitude of the largest term summed into each output (for the error floor).
+
+    out_i = sum_j P_ij v_j                       terms <= max|v|
+    dv_j  = sum_i P_ij dO_i                      terms <= max|dO|
+    dq_i  = scale * sum_j P_ij (dP_ij - delta_i) k_j,  |dP_ij|, |delta_i| <= |dO_i| max_j |v_j|
+    dk_j  = scale * sum_i P_ij (dP_ij - delta_i) q_i   (sum_j P_ij = 1)
+    """
+    def row_norm(t):
+        return t.double().norm(dim=-1).max().item() if t.numel() else 0.0
+
+    def amax(t):
+        return t.double().abs().max().item() if t.numel() else 0.0
+
+    dp = scale * row_norm(dout) * row_norm(v)
+    return dict(out=amax(v), dv=amax(dout), dq=dp * amax(k), dk=dp * amax(q))
+
+
+def assert_within_rule(name, ours, ref, oracle, dtype, term_scale=0.0):
+    """max|ours - oracle| <= 2 max|ref - oracle| + FLOOR_ULPS eps(dtype) max(max|oracle|, term_scale)."""
+    assert ours.shape == oracle.shape, f"{name}: shape {tuple(ours.shape)} != {tuple(oracle.shape)}"
+    assert ours.dtype == dtype, f"{name}: dtype {ours.dtype} != {dtype}"
+    assert not torch.isnan(ours).any(), f"{name}: NaN (element not written by the kernel?)"
+    if ours.numel() == 0:
+        return
+    err = max_abs_err(ours, oracle)
+    err_ref = max_abs_err(ref, oracle)
+    floor = FLOOR_ULPS * torch.finfo(dtype).eps * max(oracle.abs().max().item(), term_scale)
+    bound = 2.0 * err_ref + floor
+    assert err <= bound, (
+        f"{name} ({dtype}): max error {err:.3e} > 2 * plain-PyTorch error {err_ref:.3e} "
+        f"+ floor {floor:.3e}"
+    )
+
+
+def random_inputs(total, heads, head_dim, dtype, seed, q_gain=1.0, device=DEVICE):
+    gen = torch.Generator().manual_seed(seed)
+    q, k, v, dout = (torch.randn(total, heads, head_dim, generator=gen) for _ in range(4))
+    q = q * q_gain
+    return [t.to(device=device, dtype=dtype) for t in (q, k, v, dout)]
+
+
+def nan_buffer(shape, dtype, device=DEVICE):
+    return torch.full(shape, float("nan"), dtype=dtype, device=device)
+
+
+def oracle_and_reference(q, k, v, dout, cu_seqlens, slopes, scale):
+    """(oracle float64 out/lse/grads, plain reference in q.dtype out/grads)."""
+    q64, k64, v64 = (t.detach().double().requires_grad_() for t in (q, k, v))
+    out64, lse64 = reference_attention(q64, k64, v64, cu_seqlens, slopes.double(), scale)
+    out64.backward(dout.double())
+    qr, kr, vr = (t.detach().clone().requires_grad_() for t in (q, k, v))
+    out_ref, _ = reference_attention(qr, kr, vr, cu_seqlens, slopes, scale, compute_dtype=torch.float32)
+    out_ref.backward(dout)
+    oracle = dict(out=out64.detach(), lse=lse64.detach(), dq=q64.grad, dk=k64.grad, dv=v64.grad)
+    ref = dict(out=out_ref.detach(), dq=qr.grad, dk=kr.grad, dv=vr.grad)
+    return oracle, ref
+
+
+def check_internal_kernels(lengths, heads, head_dim, dtype, slopes, seed, q_gain=1.0,
+                           softmax_scale=None, extra_max_seqlen=0):
+    """Run forward and backward kernels into NaN-poisoned buffers; compare with the oracle."""
+    cu_seqlens, total = make_cu_seqlens(lengths)
+    max_seqlen = max(lengths) + extra_max_seqlen
+    scale = 1.0 / math.sqrt(head_dim) if softmax_scale is None else softmax_scale
+    slopes = slopes.to(DEVICE)
+    q, k, v, dout = random_inputs(total, heads, head_dim, dtype, seed, q_gain)
+    shape = (total, heads, head_dim)
+
+    out, lse2 = fa._flash_attn_forward(
+        q, k, v, cu_seqlens, max_seqlen, slopes, scale,
+        out=nan_buffer(shape, dtype), lse=nan_buffer((heads, total), torch.float32),
+    )
+    dq, dk, dv = fa._flash_attn_backward(
+        dout, q, k, v, out, lse2, cu_seqlens, max_seqlen, slopes, scale,
+        dq=nan_buffer(shape, dtype), dk=nan_buffer(shape, dtype), dv=nan_buffer(shape, dtype),
+    )
+    oracle, ref = oracle_and_reference(q, k, v, dout, cu_seqlens, slopes, scale)
+
+    terms = attention_term_scales(q, k, v, dout, scale)
+    assert_within_rule("out", out, ref["out"], oracle["out"], dtype, terms["out"])
+    # lse (base 2) only depends on fp32 arithmetic over exactly representable inputs.
+    assert not torch.isnan(lse2).any(), "lse: NaN (element not written by the kernel?)"
+    lse_nat = lse2.double() / LOG2E
+    assert torch.allclose(lse_nat, oracle["lse"], rtol=1e-5, atol=1e-5), max_abs_err(lse_nat, oracle["lse"])
+    for name, grad in (("dq", dq), ("dk", dk), ("dv", dv)):
+        assert_within_rule(name, grad, ref[name], oracle[name], dtype, terms[name])
+
+
+def check_public_api(lengths, heads, head_dim, dtype, slopes, seed, q_gain=1.0, softmax_scale=None):
+    """Same comparison through the public autograd API."""
+    cu_seqlens, total = make_cu_seqlens(lengths)
+    scale = 1.0 / math.sqrt(head_dim) if softmax_scale is None else softmax_scale
+    slopes = slopes.to(DEVICE)
+    q, k, v, dout = random_inputs(total, heads, head_dim, dtype, seed, q_gain)
+    q, k, v = (t.requires_grad_() for t in (q, k, v))
+    out = flash_attn_varlen_alibi(q, k, v, cu_seqlens, max(lengths), slopes, softmax_scale)
+    assert out.is_contiguous()
+    out.backward(dout)
+    oracle, ref = oracle_and_reference(q, k, v, dout, cu_seqlens, slopes, scale)
+    terms = attention_term_scales(q, k, v, dout, scale)
+    assert_within_rule("out", out.detach(), ref["out"], oracle["out"], dtype, terms["out"])
+    for name, t in (("dq", q), ("dk", k), ("dv", v)):
+        assert_within_rule(name, t.grad, ref[name], oracle[name], dtype, terms[name])
+
+
+# ---------------------------------------------------------------------------
+# accuracy
+# ---------------------------------------------------------------------------
+
+_slopes_kind = st.sampled_from(["zero", "lodestone", "random", "steep"])
+
+
+def _draw_slopes(kind, heads, seed):
+    if kind == "zero":
+        return torch.zeros(heads)
+    if kind == "lodestone":
+        return lodestone_slopes(heads)
+    if kind == "steep":  # nearly diagonal attention: exercises exp2 underflow
+        return torch.full((heads,), 6.0)
+    return torch.rand(heads, generator=torch.Generator().manual_seed(seed + 1)) * 2.0
+
+
+@settings(max_examples=8, deadline=None)
+@given(
+    lengths=st.lists(st.integers(0, 75), min_size=1, max_size=4).filter(lambda ls: 0 < sum(ls) <= 220),
+    heads=st.integers(1, 3),
+    head_dim=st.sampled_from([16, 40, 64]),
+    dtype=st.sampled_from(ALL_DTYPES),
+    slopes_kind=_slopes_kind,
+    q_gain=st.sampled_from([1.0, 4.0]),
+    seed=st.integers(0, 2**31 - 1),
+)
+@example(lengths=[1, 0, 33, 1], heads=2, head_dim=40, dtype=torch.float32, slopes_kind="lodestone",
+         q_gain=1.0, seed=0)
+@example(lengths=[0, 64, 0], heads=1, head_dim=16, dtype=torch.float16, slopes_kind="random",
+         q_gain=4.0, seed=1)
+@example(lengths=[17, 1, 50], heads=3, head_dim=64, dtype=torch.bfloat16, slopes_kind="steep",
+         q_gain=1.0, seed=2)
+def test_kernels_match_oracle_hypothesis(lengths, heads, head_dim, dtype, slopes_kind, q_gain, seed):
+    slopes = _draw_slopes(slopes_kind, heads, seed)
+    check_internal_kernels(lengths, heads, head_dim, dtype, slopes, seed, q_gain)
+
+
+@pytest.mark.parametrize("head_dim", [16, 40, 64])
+@pytest.mark.parametrize("dtype", ALL_DTYPES, ids=str)
+def test_public_api_forward_backward(dtype, head_dim):
+    # lengths not multiples of the blocks, a 1-token and an empty sequence
+    check_public_api([33, 1, 0, 50], heads=2, head_dim=head_dim, dtype=dtype,
+                     slopes=lodestone_slopes(2), seed=head_dim)
+
+
+@pytest.mark.parametrize("head_dim", [80, 96, 128])
+def test_large_and_odd_head_dims(head_dim):
+    check_internal_kernels([21, 0, 40], heads=1, head_dim=head_dim, dtype=torch.float16,
+                           slopes=torch.tensor([0.25]), seed=head_dim)
+
+
+def test_custom_softmax_scale_and_oversized_max_seqlen():
+    check_internal_kernels([5, 30], heads=2, head_dim=16, dtype=torch.float32,
+                           slopes=lodestone_slopes(2), seed=3, softmax_scale=0.37, extra_max_seqlen=70)
+
+
+def test_zero_slopes_is_plain_attention():
+    """All-zero slopes reproduce torch's scaled_dot_product_attention per sequence."""
+    lengths, heads, head_dim = [19, 0, 40], 2, 32
+    cu_seqlens, total = make_cu_seqlens(lengths)
+    q, k, v, _ = random_inputs(total, heads, head_dim, torch.float32, seed=11)
+    out = flash_attn_varlen_alibi(q, k, v, cu_seqlens, max(lengths), torch.zeros(heads, device=DEVICE))
+    bounds = cu_seqlens.tolist()
+    for start, end in zip(bounds[:-1], bounds[1:]):
+        if end == start:
+            continue
+        qs, ks, vs = (t[start:end].transpose(0, 1).double()[None] for t in (q, k, v))
+        expected = torch.nn.functional.scaled_dot_product_attention(qs, ks, vs)[0].transpose(0, 1)
+        torch.testing.assert_close(out[start:end].double(), expected, rtol=0, atol=2e-6)
+
+
+def test_single_token_sequences():
+    """Softmax over one key is exactly 1: out = v, dv = dout, dq = dk ~ 0."""
+    lengths, heads, head_dim = [1, 1, 0, 1], 2, 16
+    cu_seqlens, total = make_cu_seqlens(lengths)
+    q, k, v, dout = random_inputs(total, heads, head_dim, torch.float16, seed=5)
+    q, k, v = (t.requires_grad_() for t in (q, k, v))
+    out = flash_attn_varlen_alibi(q, k, v, cu_seqlens, 1, lodestone_slopes(heads).to(DEVICE))
+    out.backward(dout)
+    assert torch.equal(out, v.detach())
+    assert torch.equal(v.grad, dout)
+    assert q.grad.abs().max().item() <= 1e-3 and k.grad.abs().max().item() <= 1e-3
+
+
+def test_empty_input():
+    heads, head_dim = 2, 16
+    q, k, v = (torch.zeros(0, heads, head_dim, device=DEVICE, requires_grad=True) for _ in range(3))
+    cu_seqlens = torch.zeros(3, dtype=torch.int32, device=DEVICE)
+    out = flash_attn_varlen_alibi(q, k, v, cu_seqlens, 0, torch.ones(heads, device=DEVICE))
+    assert out.shape == (0, heads, head_dim)
+    out.sum().backward()
+    assert q.grad.shape == (0, heads, head_dim)
+
+
+def test_deterministic():
+    lengths, heads, head_dim = [37, 20], 2, 16
+    cu_seqlens, total = make_cu_seqlens(lengths)
+    q, k, v, dout = random_inputs(total, heads, head_dim, torch.float16, seed=9)
+    slopes = lodestone_slopes(heads).to(DEVICE)
+    results = []
+    for _ in range(2):
+        qq, kk, vv = (t.detach().clone().requires_grad_() for t in (q, k, v))
+        out = flash_attn_varlen_alibi(qq, kk, vv, cu_seqlens, max(lengths), slopes)
+        out.backward(dout)
+        results.append([out.detach(), qq.grad, kk.grad, vv.grad])
+    for a, b in zip(*results):
+        assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=str)
+def test_packed_qkv_views_are_used_without_copy(dtype, monkeypatch):
+    """q, k, v as strided views of one projection output; gradients reach W and x."""
+    lengths, heads, head_dim, hidden = [23, 1, 40], 2, 16, 24
+    cu_seqlens, total = make_cu_seqlens(lengths)
+    gen = torch.Generator().manual_seed(21)
+    x = torch.randn(total, hidden, generator=gen).to(DEVICE)
+    w = (torch.randn(3 * heads * head_dim, hidden, generator=gen) / math.sqrt(hidden)).to(DEVICE)
+    dout = torch.randn(total, heads, head_dim, generator=gen).to(device=DEVICE, dtype=dtype)
+    slopes = lodestone_slopes(heads).to(DEVICE)
+
+    seen = {}
+    original_forward = fa._flash_attn_forward
+
+    def spy(q, k, v, *args, **kwargs):
+        seen.update(q=(q.data_ptr(), q.stride()), k=(k.data_ptr(), k.stride()), v=(v.data_ptr(), v.stride()))
+        return original_forward(q, k, v, *args, **kwargs)
+
+    monkeypatch.setattr(fa, "_flash_attn_forward", spy)
+
+    def run(x_in, w_in, attention):
+        qkv = x_in @ w_in.T
+        q, k, v = qkv.view(total, 3, heads, head_dim).unbind(1)
+        return qkv, q, k, v, attention(q, k, v)
+
+    xd, wd = (t.to(dtype).detach().clone().requires_grad_() for t in (x, w))
+    qkv, q, k, v, out = run(xd, wd, lambda q, k, v: flash_attn_varlen_alibi(
+        q, k, v, cu_seqlens, max(lengths), slopes))
+    assert not q.is_contiguous()
+    elem = qkv.element_size()
+    for i, (name, t) in enumerate((("q", q), ("k", k), ("v", v))):
+        assert seen[name] == (qkv.data_ptr() + i * heads * head_dim * elem, t.stride()), name
+    out.backward(dout)
+
+    scale = 1.0 / math.sqrt(head_dim)
+    x64, w64 = (t.double().detach().clone().requires_grad_() for t in (x, w))
+    *_, out64 = run(x64, w64, lambda q, k, v: reference_attention(q, k, v, cu_seqlens, slopes.double(), scale)[0])
+    out64.backward(dout.double())
+    xr, wr = (t.to(dtype).detach().clone().requires_grad_() for t in (x, w))
+    *_, out_ref = run(xr, wr, lambda q, k, v: reference_attention(
+        q, k, v, cu_seqlens, slopes, scale, compute_dtype=torch.float32)[0])
+    out_ref.backward(dout)
+
+    # Floors: an error f in the attention grads becomes at most f * sum_t |x_te| in
+    # dW = dqkv^T x and f * sum_r |W_re| in dx = dqkv W.
+    terms = attention_term_scales(q.detach(), k.detach(), v.detach(), dout, scale)
+    attn_term = max(terms["dq"], terms["dk"], terms["dv"])
+    w_term = attn_term * x.double().abs().sum(0).max().item()
+    x_term = attn_term * w.double().abs().sum(0).max().item()
+    assert_within_rule("out", out.detach(), out_ref.detach(), out64.detach(), dtype, terms["out"])
+    assert_within_rule("dW", wd.grad, wr.grad, w64.grad, dtype, w_term)
+    assert_within_rule("dx", xd.grad, xr.grad, x64.grad, dtype, x_term)
+
+
+def test_non_unit_last_dim_stride_is_copied():
+    lengths, heads, head_dim = [10, 25], 2, 16
+    cu_seqlens, total = make_cu_seqlens(lengths)
+    q, k, v, _ = random_inputs(total, heads, head_dim, torch.float32, seed=4)
+    q_strided = torch.stack([q, torch.zeros_like(q)], dim=-1)[..., 0]  # last-dim stride 2
+    assert q_strided.stride(-1) == 2
+    slopes = lodestone_slopes(heads).to(DEVICE)
+    out = flash_attn_varlen_alibi(q_strided, k, v, cu_seqlens, 25, slopes)
+    expected = flash_attn_varlen_alibi(q, k, v, cu_seqlens, 25, slopes)
+    assert torch.equal(out, expected)
+
+
+def test_no_grad_path():
+    lengths, heads, head_dim = [12], 1, 16
+    cu_seqlens, total = make_cu_seqlens(lengths)
+    q, k, v, _ = random_inputs(total, heads, head_dim, torch.float32, seed=8)
+    with torch.no_grad():
+        out = flash_attn_varlen_alibi(q, k, v, cu_seqlens, 12, torch.ones(1, device=DEVICE))
+    assert out.shape == q.shape and out.dtype == q.dtype and not out.requires_grad
+
+
+def test_package_exports():
+    assert kernels.flash_attn_varlen_alibi is flash_attn_varlen_alibi
+    assert kernels.__all__ == ["flash_attn_varlen_alibi"]
+
+
+# ---------------------------------------------------------------------------
+# validation
+# ---------------------------------------------------------------------------
+
+
+def _valid_args():
+    heads, head_dim = 2, 16
+    q, k, v = (torch.randn(6, heads, head_dim, device=DEVICE) for _ in range(3))
+    return dict(q=q, k=k, v=v, cu_seqlens=torch.tensor([0, 2, 6], dtype=torch.int32, device=DEVICE),
+                max_seqlen=4, alibi_slopes=torch.ones(heads, device=DEVICE))
+
+
+def _set(**updates):
+    """Mutator replacing arguments; values may be callables of the valid arguments."""
+    def mutate(args):
+        resolved = {name: (value(args) if callable(value) else value) for name, value in updates.items()}
+        args.update(resolved)
+    return mutate
+
+
+def _i32(values):
+    return torch.tensor(values, dtype=torch.int32, device=DEVICE)
+
+
+_INVALID = [
+    (_set(q="not a tensor"), TypeError, "q must be a torch.Tensor"),
+    (_set(q=lambda a: a["q"][0]), ValueError, "q must have shape"),
+    (_set(k=lambda a: a["k"][:, :1]), ValueError, "same shape"),
+    (_set(q=lambda a: a["q"].double()), TypeError, "q must be float16, bfloat16 or float32"),
+    (_set(v=lambda a: a["v"].half()), TypeError, "same dtype"),
+    (_set(k=lambda a: a["k"].to("meta")), ValueError, "same device"),
+    (_set(**{n: (lambda a, n=n: a[n][..., :8]) for n in "qkv"}), ValueError, "head_dim"),
+    (_set(**{n: (lambda a, n=n: a[n].repeat(1, 1, 9)) for n in "qkv"}), ValueError, "head_dim"),
+    (_set(cu_seqlens=[0, 2, 6]), TypeError, "cu_seqlens must be a torch.Tensor"),
+    (_set(cu_seqlens=lambda a: a["cu_seqlens"].long()), TypeError, "cu_seqlens must be int32"),
+    (_set(cu_seqlens=lambda a: a["cu_seqlens"][None]), ValueError, "cu_seqlens must be 1-D"),
+    (_set(cu_seqlens=lambda a: a["cu_seqlens"][:1]), ValueError, "cu_seqlens must be 1-D"),
+    (_set(cu_seqlens=lambda a: a["cu_seqlens"].to("meta")), ValueError, "cu_seqlens must be on the device"),
+    (_set(cu_seqlens=lambda a: a["cu_seqlens"] + 1), ValueError, "start at 0"),
+    (_set(cu_seqlens=lambda a: _i32([0, 4, 3, 6])), ValueError, "non-decreasing"),
+    (_set(cu_seqlens=lambda a: _i32([0, 2, 5])), ValueError, "end at total_tokens"),
+    (_set(max_seqlen=3), ValueError, "smaller than the longest"),
+    (_set(max_seqlen=-1), ValueError, "non-negative"),
+    (_set(max_seqlen=4.0), TypeError, "max_seqlen must be an int"),
+    (_set(max_seqlen=True), TypeError, "max_seqlen must be an int"),
+    (_set(alibi_slopes=[1.0, 1.0]), TypeError, "alibi_slopes must be a torch.Tensor"),
+    (_set(alibi_slopes=lambda a: a["alibi_slopes"].double()), TypeError, "alibi_slopes must be float32"),
+    (_set(alibi_slopes=lambda a: torch.ones(3, device=DEVICE)), ValueError, r"alibi_slopes must have shape \(2,\)"),
+    (_set(alibi_slopes=lambda a: torch.ones(1, 2, device=DEVICE)), ValueError, "alibi_slopes must have shape"),
+    (_set(alibi_slopes=lambda a: a["alibi_slopes"].to("meta")), ValueError, "alibi_slopes must be on the device"),
+    (_set(softmax_scale="0.1"), TypeError, "softmax_scale must be a float"),
+    (_set(softmax_scale=float("inf")), ValueError, "softmax_scale must be finite"),
+]
+
+
+@pytest.mark.parametrize("mutate,exc,match", _INVALID, ids=[f"{i}-{c[2]}" for i, c in enumerate(_INVALID)])
+def test_validation_errors(mutate, exc, match):
+    args = _valid_args()
+    mutate(args)
+    with pytest.raises(exc, match=match):
+        flash_attn_varlen_alibi(**args)
+
+
+def test_accepts_index_like_max_seqlen():
+    args = _valid_args()
+    args["max_seqlen"] = torch.tensor(4)  # has __index__
+    assert flash_attn_varlen_alibi(**args).shape == args["q"].shape
+
+
+# ---------------------------------------------------------------------------
+# GPU (compiled kernels, autotuned configs, realistic sizes)
+# ---------------------------------------------------------------------------
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (compiled Triton kernels)")
+class TestCUDA:
+    @pytest.mark.parametrize("head_dim", [64, 80, 128])
+    @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=str)
+    def test_large_varlen(self, dtype, head_dim):
+        lengths = [1, 513, 0, 1000, 77, 2048, 130]
+        check_internal_kernels(lengths, heads=12, head_dim=head_dim, dtype=dtype,
+                               slopes=lodestone_slopes(12), seed=head_dim)
+
+    def test_float32_is_not_tf32(self):
+        check_internal_kernels([700, 3, 300], heads=4, head_dim=64, dtype=torch.float32,
+                               slopes=lodestone_slopes(4), seed=1)
+
+    @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=str)
+    def test_public_api_packed_views(self, dtype):
+        check_public_api([1024, 17, 0, 300], heads=12, head_dim=64, dtype=dtype,
+                         slopes=lodestone_slopes(12), seed=7)
+
+    def test_many_short_sequences(self):
+        # more sequences than CUDA's 65535 limit on grid dims y/z (the grid is 1-D)
+        seqlen, batch, heads, head_dim = 2, 70000, 2, 32
+        cu_seqlens, total = make_cu_seqlens([seqlen] * batch)
+        q, k, v, _ = random_inputs(total, heads, head_dim, torch.float16, seed=3)
+        slopes = torch.tensor([0.5, 0.1], device=DEVICE)
+        out = flash_attn_varlen_alibi(q, k, v, cu_seqlens, seqlen, slopes)
+        qb, kb, vb = (t.double().view(batch, seqlen, heads, head_dim).transpose(1, 2) for t in (q, k, v))
+        pos = torch.arange(seqlen, device=DEVICE, dtype=torch.float64)
+        bias = -slopes.double()[:, None, None] * (pos[:, None] - pos[None, :]).abs()
+        scores = qb @ kb.transpose(-1, -2) / math.sqrt(head_dim) + bias
+        expected = (scores.softmax(-1) @ vb).transpose(1, 2).reshape(total, heads, head_dim)
+        assert max_abs_err(out, expected) <= 4 * torch.finfo(torch.float16).eps * expected.abs().max().item()

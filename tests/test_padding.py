@@ -1,0 +1,45 @@
+import pytest
+import torch
+from hypothesis import given
+from hypothesis import strategies as st
+
+from mosaic_encoder import InputError
+from mosaic_encoder.padding import Packing, pad, unpad
+
+
+def mask_from_lengths(lengths, seqlen, left=False):
+    positions = torch.arange(seqlen)
+    lengths = torch.tensor(lengths)
+    if left:
+        return (positions[None, :] >= seqlen - lengths[:, None]).long()
+    return (positions[None, :] < lengths[:, None]).long()
+
+
+@given(lengths=st.lists(st.integers(0, 12), min_size=1, max_size=6), extra=st.integers(0, 3),
+       left=st.booleans())
+def test_unpad_pad_round_trip(lengths, extra, left):
+    seqlen = max(lengths) + extra
+    mask = mask_from_lengths(lengths, seqlen, left)
+    x = torch.randn(len(lengths), seqlen, 3)
+    packing = Packing.from_mask(mask)
+    packed = unpad(x, packing)
+    assert packed.shape == (sum(lengths), 3)
+    assert packing.seqlens() == lengths and packing.max_seqlen == max(lengths)
+    assert packing.cu_seqlens.dtype == torch.int32
+    restored = pad(packed, packing)
+    assert torch.equal(restored, x * mask[..., None])
+    expected_positions = torch.cat([torch.arange(n) for n in lengths]) if sum(lengths) else \
+        torch.zeros(0, dtype=torch.long)
+    assert torch.equal(packing.positions(), expected_positions)
+
+
+def test_mask_with_gap_is_rejected():
+    with pytest.raises(InputError, match="row 1 has gaps"):
+        Packing.from_mask(torch.tensor([[1, 1, 0], [1, 0, 1]]))
+
+
+def test_mask_values_and_shape_checked():
+    with pytest.raises(InputError, match="only 0 and 1"):
+        Packing.from_mask(torch.tensor([[1, 2]]))
+    with pytest.raises(InputError, match="shape"):
+        Packing.from_mask(torch.ones(3))

@@ -1,0 +1,63 @@
+import numpy as np
+import pytest
+import torch
+
+from conftest import WEIGHTS
+from mosaic_encoder import CheckpointError
+from mosaic_encoder.pooling import Pooling
+from mosaic_encoder.sentence import SentenceEncoder
+
+
+@pytest.fixture(scope="module")
+def encoder():
+    return SentenceEncoder(WEIGHTS / "mosaic-tiny")
+
+
+@pytest.mark.parametrize("batch_size", [1, 3, 32])
+def test_sentence_embeddings_match_upstream(encoder, expected, texts, batch_size):
+    ours = torch.from_numpy(encoder.encode(texts, batch_size=batch_size))
+    reference = expected("mosaic-tiny")["texts.sentence_embedding"]
+    assert ours.dtype == torch.float32 and ours.shape == reference.shape
+    assert torch.nn.functional.cosine_similarity(ours, reference).min() >= 0.99999
+    torch.testing.assert_close(ours, reference, rtol=0, atol=1e-5)
+
+
+def test_input_order_and_shapes(encoder, texts):
+    reversed_out = encoder.encode(texts[::-1], batch_size=2)
+    np.testing.assert_allclose(reversed_out[::-1], encoder.encode(texts), atol=1e-6)
+    assert encoder.encode("one text").shape == (192,)
+    assert encoder.encode([]).shape == (0, 192)
+    tensor = encoder.encode(texts[:2], convert_to_numpy=False)
+    assert isinstance(tensor, torch.Tensor) and tensor.dtype == torch.float32
+
+
+def test_token_budget_batching_equals_one_at_a_time(encoder, texts):
+    together = encoder.encode(texts, max_tokens_per_batch=64)
+    alone = np.stack([encoder.encode(t) for t in texts])
+    np.testing.assert_allclose(together, alone, atol=1e-5)
+
+
+def test_truncation_at_max_seq_length(expected, texts):
+    short = SentenceEncoder(WEIGHTS / "mosaic-tiny", max_seq_length=8)
+    short.encode(texts)
+    lengths = expected("mosaic-tiny")["texts.attention_mask"].sum(dim=1)
+    assert short.last_truncated == int((lengths > 8).sum()) > 0
+
+
+def test_mlm_checkpoint_encodes_with_mean_pooling(texts):
+    out = SentenceEncoder(WEIGHTS / "mosaic-tiny-mlm").encode(texts)
+    np.testing.assert_allclose(np.linalg.norm(out, axis=1), 1, atol=1e-5)
+
+
+def test_pooling_modes():
+    hidden = torch.tensor([[[1.0, 2.0], [3.0, -4.0], [0.0, 0.0]]])
+    mask = torch.tensor([[1, 1, 0]])
+    pooled = Pooling(("cls_token", "max_tokens", "mean_tokens", "mean_sqrt_len_tokens"))(hidden, mask)
+    expected = [1, 2, 3, 2, 2, -1, 4 / 2 ** 0.5, -2 / 2 ** 0.5]
+    torch.testing.assert_close(pooled[0], torch.tensor(expected))
+
+
+def test_bad_pooling_config(tmp_path):
+    (tmp_path / "config.json").write_text('{"pooling_mode_weightedmean_tokens": true}')
+    with pytest.raises(CheckpointError, match="unsupported mode"):
+        Pooling.from_json_file(tmp_path / "config.json")

@@ -41,7 +41,7 @@ def resolve_impl(impl: str, device: torch.device) -> str:
 
 
 def sdpa_varlen_alibi(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu_seqlens: torch.Tensor,
-                      alibi_slopes: torch.Tensor, softmax_scale: float | None = None,
+                      alibi_slopes: torch.Tensor | None, softmax_scale: float | None = None,
                       dropout_p: float = 0.0,
                       max_score_elements: int = DEFAULT_MAX_SCORE_ELEMENTS) -> torch.Tensor:
     """Plain-PyTorch variable-length ALiBi attention.
@@ -49,7 +49,7 @@ def sdpa_varlen_alibi(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu_seql
     Args:
         q, k, v: (T, heads, head_dim), any float dtype.
         cu_seqlens: (B + 1,) int32 sequence starts in the packed tokens.
-        alibi_slopes: (heads,) float32.
+        alibi_slopes: (heads,) float32, or None for no bias (classic BERT).
         max_score_elements: bound on batch x heads x query rows x keys computed in one step.
     Returns:
         (T, heads, head_dim) in q's dtype.
@@ -75,7 +75,7 @@ def sdpa_varlen_alibi(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu_seql
             qs, ks, vs = (t[idx].transpose(1, 2) for t in (q, k, v))
             for row in range(0, length, rows_per_step):
                 rows = positions[row:row + rows_per_step]
-                bias = alibi_bias(alibi_slopes, rows, positions)
+                bias = None if alibi_slopes is None else alibi_bias(alibi_slopes, rows, positions)
                 chunk = F.scaled_dot_product_attention(
                     qs[:, :, row:row + rows_per_step], ks, vs, attn_mask=bias,
                     dropout_p=dropout_p, scale=scale)
@@ -84,7 +84,7 @@ def sdpa_varlen_alibi(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu_seql
 
 
 def varlen_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu_seqlens: torch.Tensor,
-                     max_seqlen: int, alibi_slopes: torch.Tensor, impl: str = "auto",
+                     max_seqlen: int, alibi_slopes: torch.Tensor | None, impl: str = "auto",
                      dropout_p: float = 0.0) -> torch.Tensor:
     """Dispatch to the implementation named by ``impl``; never falls back silently.
 
@@ -101,4 +101,6 @@ def varlen_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu_seqle
         from kernels import flash_attn_varlen_alibi
     except ImportError as err:
         raise ConfigError(f"attention implementation 'triton' is unavailable ({err}).") from None
+    if alibi_slopes is None:  # no ALiBi: the kernel's bias vanishes with zero slopes
+        alibi_slopes = torch.zeros(q.shape[1], dtype=torch.float32, device=q.device)
     return flash_attn_varlen_alibi(q, k, v, cu_seqlens, max_seqlen, alibi_slopes)

@@ -28,6 +28,8 @@ class UpstreamStyleEncoder:
     """
 
     def __init__(self, model: MosaicBertModel, alibi_starting_size: int = 512):
+        if not model.config.uses_alibi:
+            raise ValueError("the upstream-style baseline reproduces MosaicBERT (ALiBi) models only.")
         self.model = model
         device = next(model.parameters()).device
         self.slopes = alibi_slopes(model.config.num_attention_heads, device=device)
@@ -59,5 +61,5 @@ class UpstreamStyleEncoder:
             scores = torch.matmul(q, k.transpose(-1, -2)) / math.sqrt(head_dim) + bias
             probs = F.softmax(scores, dim=-1).to(v.dtype)
             attn = torch.matmul(probs, v).transpose(1, 2).reshape(batch, seqlen, -1)
-            hidden = layer.mlp(layer.attention.output(attn, hidden))
+            hidden = layer.feed_forward(layer.attention.output(attn, hidden))
         return hidden * attention_mask[..., None].to(hidden.dtype)

@@ -4,6 +4,12 @@ Only architecture facts live here. Keys of ``config.json`` that do not change th
 (``auto_map``, ``alibi_starting_size``, ``torch_dtype``, ``hidden_act``, ...) are ignored:
 upstream's remote code is never used, the ALiBi bias is computed for any length on demand, and
 the GELU is always the exact erf form (see SPEC).
+
+Two families share the layers. MosaicBERT (ALiBi, no position embeddings, GLU feed-forward) is
+recognised by upstream's keys in ``config.json`` (``alibi_starting_size``, or ``auto_map`` naming
+``bert_layers``): its ``position_embedding_type: "absolute"`` is a leftover that does not describe
+the model. Any other BERT config is the classic design: learned absolute position embeddings and
+a GELU feed-forward (``intermediate`` / ``output``).
 """
 
 from __future__ import annotations
@@ -23,8 +29,10 @@ ATTENTION_IMPLS = ("auto", "sdpa", "triton")
 class MosaicConfig:
     """Geometry of a MosaicBERT-family encoder.
 
-    ``position_embedding_type`` is ``"alibi"`` for MosaicBERT checkpoints (no position
-    embeddings, ALiBi bias in attention). ``attention_impl`` is a run-time choice, not part of
+    ``position_embedding_type`` is ``"alibi"`` (no position embeddings, ALiBi bias in attention)
+    or ``"absolute"`` (learned position embeddings, at most ``max_position_embeddings`` tokens);
+    ``feed_forward`` is ``"glu"`` (``mlp.gated_layers``) or ``"gelu"`` (classic ``intermediate`` /
+    ``output``). ``attention_impl`` is a run-time choice, not part of
     the checkpoint: ``"sdpa"`` (plain PyTorch), ``"triton"`` (the kernels package) or ``"auto"``
     (Triton on CUDA tensors, PyTorch elsewhere).
     """
@@ -41,6 +49,7 @@ class MosaicConfig:
     attention_probs_dropout_prob: float = 0.0
     max_position_embeddings: int = 512
     position_embedding_type: str = "alibi"
+    feed_forward: str = "glu"
     attention_impl: str = "auto"
 
     def __post_init__(self) -> None:
@@ -64,9 +73,12 @@ class MosaicConfig:
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0 <= value < 1:
                 raise ConfigError(f"config field {name!r} must be a number in [0, 1), got {value!r}.")
-        if self.position_embedding_type not in ("alibi",):
-            raise ConfigError(f"config field 'position_embedding_type' must be 'alibi', got "
-                              f"{self.position_embedding_type!r}.")
+        if self.position_embedding_type not in ("alibi", "absolute"):
+            raise ConfigError(f"config field 'position_embedding_type' must be 'alibi' or "
+                              f"'absolute', got {self.position_embedding_type!r}.")
+        if self.feed_forward not in ("glu", "gelu"):
+            raise ConfigError(f"config field 'feed_forward' must be 'glu' or 'gelu', got "
+                              f"{self.feed_forward!r}.")
         if self.attention_impl not in ATTENTION_IMPLS:
             raise ConfigError(f"attention implementation must be one of {ATTENTION_IMPLS}, got "
                               f"{self.attention_impl!r}.")
@@ -74,6 +86,10 @@ class MosaicConfig:
     @property
     def head_dim(self) -> int:
         return self.hidden_size // self.num_attention_heads
+
+    @property
+    def uses_alibi(self) -> bool:
+        return self.position_embedding_type == "alibi"
 
     @classmethod
     def from_dict(cls, values: dict[str, Any], source: str = "config") -> MosaicConfig:
@@ -85,9 +101,12 @@ class MosaicConfig:
         missing = [n for n in required if n not in values]
         if missing:
             raise ConfigError(f"{source} is missing the field(s) {', '.join(missing)}.")
-        known = {n: values[n] for n in fields if n in values and n != "position_embedding_type"}
-        # MosaicBERT's config.json says "absolute" although the model has no position
-        # embeddings: its ALiBi is implied by the architecture, so the field is not read here.
+        known = {n: values[n] for n in fields if n in values}
+        if is_mosaic_config(values):
+            known.update(position_embedding_type="alibi", feed_forward="glu")
+        elif "feed_forward" not in values:
+            known["feed_forward"] = "gelu"
+            known.setdefault("position_embedding_type", "absolute")
         try:
             return cls(**known)
         except ConfigError as err:
@@ -110,3 +129,10 @@ class MosaicConfig:
 
     def replace(self, **changes: Any) -> MosaicConfig:
         return dataclasses.replace(self, **changes)
+
+
+def is_mosaic_config(values: dict[str, Any]) -> bool:
+    """Whether a config.json mapping comes from upstream MosaicBERT code."""
+    auto_map = values.get("auto_map")
+    return "alibi_starting_size" in values or (
+        isinstance(auto_map, dict) and any("bert_layers" in str(v) for v in auto_map.values()))

@@ -3,6 +3,10 @@
 Module and parameter names follow the published checkpoints, so ``state_dict`` keys match the
 files exactly (``attention.self.Wqkv``, ``mlp.gated_layers``, ``mlp.layernorm``, ...). Every
 residual block is post-LayerNorm: ``LayerNorm(sublayer(x) + x)``.
+
+The classic BERT design runs through the same modules, chosen by configuration: learned position
+embeddings instead of ALiBi, and the GELU feed-forward (``intermediate`` / ``output``) instead of
+the GLU. Its separate query/key/value weights are fused into ``Wqkv`` when loading.
 """
 
 from __future__ import annotations
@@ -17,19 +21,32 @@ from .padding import Packing
 
 
 class Embeddings(nn.Module):
-    """``LayerNorm(word[ids] + token_type[type_ids])``; MosaicBERT has no position embeddings."""
+    """``LayerNorm(word[ids] + token_type[type_ids] (+ position[pos]))``.
+
+    MosaicBERT has no position embeddings (ALiBi encodes positions in attention); the classic
+    design adds learned ones for positions below ``max_position_embeddings``.
+    """
 
     def __init__(self, config: MosaicConfig):
         super().__init__()
         self.word_embeddings = nn.Embedding(config.vocab_size, config.hidden_size,
                                             padding_idx=config.pad_token_id)
+        if not config.uses_alibi:
+            self.position_embeddings = nn.Embedding(config.max_position_embeddings,
+                                                    config.hidden_size)
         self.token_type_embeddings = nn.Embedding(config.type_vocab_size, config.hidden_size)
         self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
 
-    def forward(self, input_ids: torch.Tensor, token_type_ids: torch.Tensor) -> torch.Tensor:
-        """input_ids, token_type_ids: (T,) int64 -> (T, H)."""
+    def forward(self, input_ids: torch.Tensor, token_type_ids: torch.Tensor,
+                positions: torch.Tensor | None = None) -> torch.Tensor:
+        """input_ids, token_type_ids, positions: (...,) int64 -> (..., H).
+
+        ``positions`` (within each sequence) is needed only with learned position embeddings.
+        """
         hidden = self.word_embeddings(input_ids) + self.token_type_embeddings(token_type_ids)
+        if hasattr(self, "position_embeddings"):
+            hidden = hidden + self.position_embeddings(positions)
         return self.dropout(self.LayerNorm(hidden))
 
 
@@ -48,8 +65,9 @@ class SelfAttention(nn.Module):
         self.dropout_p = config.attention_probs_dropout_prob
         self.Wqkv = nn.Linear(config.hidden_size, 3 * config.hidden_size)
 
-    def forward(self, hidden: torch.Tensor, packing: Packing, slopes: torch.Tensor) -> torch.Tensor:
-        """hidden: (T, H); slopes: (heads,) float32 -> (T, H), heads concatenated."""
+    def forward(self, hidden: torch.Tensor, packing: Packing,
+                slopes: torch.Tensor | None) -> torch.Tensor:
+        """hidden: (T, H); slopes: (heads,) float32, None without ALiBi -> (T, H)."""
         tokens = hidden.shape[0]
         qkv = self.Wqkv(hidden).view(tokens, 3, self.num_heads, self.head_dim)
         q, k, v = qkv.unbind(1)  # strided views, no copy
@@ -59,12 +77,16 @@ class SelfAttention(nn.Module):
         return out.reshape(tokens, -1)
 
 
-class AttentionOutput(nn.Module):
-    """``LayerNorm(dense(attn) + x)``."""
+class ResidualOutput(nn.Module):
+    """``LayerNorm(dense(y) + x)``: the projection back to H, residual and post-LayerNorm.
 
-    def __init__(self, config: MosaicConfig):
+    Used after attention (y: (T, H)) and, in the classic design, after the intermediate
+    expansion (y: (T, I), ``in_features=I``).
+    """
+
+    def __init__(self, config: MosaicConfig, in_features: int | None = None):
         super().__init__()
-        self.dense = nn.Linear(config.hidden_size, config.hidden_size)
+        self.dense = nn.Linear(in_features or config.hidden_size, config.hidden_size)
         self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
 
@@ -76,9 +98,10 @@ class Attention(nn.Module):
     def __init__(self, config: MosaicConfig):
         super().__init__()
         self.self = SelfAttention(config)
-        self.output = AttentionOutput(config)
+        self.output = ResidualOutput(config)
 
-    def forward(self, hidden: torch.Tensor, packing: Packing, slopes: torch.Tensor) -> torch.Tensor:
+    def forward(self, hidden: torch.Tensor, packing: Packing,
+                slopes: torch.Tensor | None) -> torch.Tensor:
         return self.output(self.self(hidden, packing, slopes), hidden)
 
 
@@ -103,14 +126,39 @@ class GatedMLP(nn.Module):
         return self.layernorm(self.dropout(self.wo(F.gelu(gate) * value)) + hidden)
 
 
+class Intermediate(nn.Module):
+    """Classic BERT's expansion: ``gelu(dense(x))``, H -> I."""
+
+    def __init__(self, config: MosaicConfig):
+        super().__init__()
+        self.dense = nn.Linear(config.hidden_size, config.intermediate_size)
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        return F.gelu(self.dense(hidden))
+
+
 class EncoderLayer(nn.Module):
+    """Attention block then feed-forward block: ``mlp`` (GLU) or ``intermediate`` + ``output``
+    (classic GELU, ``LayerNorm(dense(gelu(dense(x))) + x)``), as the config says."""
+
     def __init__(self, config: MosaicConfig):
         super().__init__()
         self.attention = Attention(config)
-        self.mlp = GatedMLP(config)
+        if config.feed_forward == "glu":
+            self.mlp = GatedMLP(config)
+        else:
+            self.intermediate = Intermediate(config)
+            self.output = ResidualOutput(config, in_features=config.intermediate_size)
 
-    def forward(self, hidden: torch.Tensor, packing: Packing, slopes: torch.Tensor) -> torch.Tensor:
-        return self.mlp(self.attention(hidden, packing, slopes))
+    def feed_forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        """hidden: (..., H) -> (..., H), residual and LayerNorm included."""
+        if hasattr(self, "mlp"):
+            return self.mlp(hidden)
+        return self.output(self.intermediate(hidden), hidden)
+
+    def forward(self, hidden: torch.Tensor, packing: Packing,
+                slopes: torch.Tensor | None) -> torch.Tensor:
+        return self.feed_forward(self.attention(hidden, packing, slopes))
 
 
 class Encoder(nn.Module):
@@ -118,7 +166,8 @@ class Encoder(nn.Module):
         super().__init__()
         self.layer = nn.ModuleList(EncoderLayer(config) for _ in range(config.num_hidden_layers))
 
-    def forward(self, hidden: torch.Tensor, packing: Packing, slopes: torch.Tensor) -> torch.Tensor:
+    def forward(self, hidden: torch.Tensor, packing: Packing,
+                slopes: torch.Tensor | None) -> torch.Tensor:
         for layer in self.layer:
             hidden = layer(hidden, packing, slopes)
         return hidden

@@ -7,6 +7,10 @@ Three layouts are recognised from the tensor names alone:
   the word embeddings and may be absent from the file;
 * bare encoder: ``BertModel`` keys with or without the ``bert.`` prefix, with or without pooler.
 
+Classic BERT checkpoints (e.g. all-MiniLM-L6-v2) store ``attention.self.query/key/value``
+separately; they are concatenated at load time into the packed ``Wqkv`` projection
+([Q | K | V] along the output features), so the same attention code and kernels run.
+
 The model is built on the meta device and the file's tensors are assigned to it, so loading
 allocates each weight once, in the requested dtype, and never builds an attention bias.
 """
@@ -29,6 +33,9 @@ WEIGHTS_NAME = "model.safetensors"
 INDEX_NAME = "model.safetensors.index.json"
 TIED_DECODER = "cls.predictions.decoder.weight"
 TIED_SOURCE = "bert.embeddings.word_embeddings.weight"
+# Buffers some writers store that carry no information (positions 0..N-1).
+IGNORED = ("embeddings.position_ids",)
+QKV = ("query", "key", "value")
 
 _DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16}
 
@@ -49,6 +56,7 @@ class Layout:
     masked_lm: bool
     prefix: str
     pooler: bool
+    fused_qkv: bool = True
 
     def build(self, config: MosaicConfig) -> nn.Module:
         if self.masked_lm:
@@ -111,16 +119,41 @@ def detect_layout(names: set[str], source: str) -> Layout:
     if f"{layout.prefix}embeddings.word_embeddings.weight" not in names:
         raise CheckpointError(f"{source} is not a BERT-family checkpoint (no "
                               f"{layout.prefix}embeddings.word_embeddings.weight).")
-    if not any(n.endswith("attention.self.Wqkv.weight") for n in names):
-        raise CheckpointError(f"{source} is not a MosaicBERT checkpoint (no fused "
-                              f"attention.self.Wqkv weights).")
-    return layout
+    fused = any(n.endswith("attention.self.Wqkv.weight") for n in names)
+    if not fused and not any(n.endswith("attention.self.query.weight") for n in names):
+        raise CheckpointError(f"{source} has neither attention.self.Wqkv nor "
+                              f"attention.self.query weights: not a BERT-family encoder.")
+    return Layout(layout.masked_lm, layout.prefix, layout.pooler, fused_qkv=fused)
+
+
+def check_family(config: MosaicConfig, names: set[str], layout: Layout, source: str) -> None:
+    """One sentence when config.json and the weights describe different model families."""
+    has_positions = f"{layout.prefix}embeddings.position_embeddings.weight" in names
+    has_glu = any(n.endswith("mlp.gated_layers.weight") for n in names)
+    if config.uses_alibi and has_positions:
+        raise CheckpointError(f"{source}: config.json describes an ALiBi (MosaicBERT) model but "
+                              f"the weights have learned position embeddings (classic BERT).")
+    if not config.uses_alibi and not has_positions:
+        raise CheckpointError(f"{source}: config.json describes a classic BERT model (no "
+                              f"alibi_starting_size) but the weights have no position embeddings.")
+    if (config.feed_forward == "glu") != has_glu:
+        kind = "gated (GLU)" if has_glu else "classic GELU"
+        raise CheckpointError(f"{source}: the weights have a {kind} feed-forward, which "
+                              f"config.json does not describe.")
 
 
 def expected_tensors(model: nn.Module, layout: Layout) -> dict[str, tuple[int, ...]]:
     """Names (as stored in files) and shapes of every tensor the model needs."""
     prefix = "" if layout.masked_lm else layout.prefix
-    return {prefix + name: tuple(t.shape) for name, t in model.state_dict(keep_vars=True).items()}
+    expected = {}
+    for name, tensor in model.state_dict(keep_vars=True).items():
+        shape = tuple(tensor.shape)
+        if not layout.fused_qkv and ".Wqkv." in name:
+            for part in QKV:
+                expected[prefix + name.replace("Wqkv", part)] = (shape[0] // 3, *shape[1:])
+        else:
+            expected[prefix + name] = shape
+    return expected
 
 
 def _mismatch_report(expected: dict[str, tuple[int, ...]], found: dict[str, TensorInfo],
@@ -160,6 +193,8 @@ def load_model(path: str | Path, dtype: torch.dtype = torch.float32,
     config = MosaicConfig.from_json_file(directory / "config.json").replace(attention_impl=attention)
     found = read_tensor_index(directory)
     layout = detect_layout(set(found), str(directory))
+    check_family(config, set(found), layout, str(directory))
+    found = {n: i for n, i in found.items() if n.removeprefix(layout.prefix) not in IGNORED}
     with torch.device("meta"):
         model = layout.build(config)
     expected = expected_tensors(model, layout)
@@ -200,4 +235,9 @@ def _read_tensors(found: dict[str, TensorInfo], layout: Layout, dtype: torch.dty
                                                                                   dtype=dtype)
         except (SafetensorError, OSError, ValueError) as err:
             raise CheckpointError(f"weights file {file} is truncated or corrupted ({err}).") from None
+    if not layout.fused_qkv:
+        for name in [n for n in state if n.endswith(".self.query.weight") or
+                     n.endswith(".self.query.bias")]:
+            parts = [state.pop(name.replace("query", part)) for part in QKV]
+            state[name.replace("query", "Wqkv")] = torch.cat(parts, dim=0)
     return state

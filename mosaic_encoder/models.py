@@ -58,7 +58,11 @@ def _check_inputs(input_ids: torch.Tensor, attention_mask: torch.Tensor | None,
 
 
 class MosaicBertModel(nn.Module):
-    """MosaicBERT encoder: embeddings, post-LN layers with ALiBi attention and GLU, pooler."""
+    """MosaicBERT encoder: embeddings, post-LN layers with ALiBi attention and GLU, pooler.
+
+    With a classic configuration (absolute positions, GELU feed-forward) the same class is a
+    classic BERT encoder.
+    """
 
     def __init__(self, config: MosaicConfig, add_pooler: bool = True):
         super().__init__()
@@ -74,10 +78,16 @@ class MosaicBertModel(nn.Module):
         attention_mask, token_type_ids = _check_inputs(input_ids, attention_mask, token_type_ids,
                                                        self.config)
         packing = Packing.from_mask(attention_mask)
+        config = self.config
+        if not config.uses_alibi and packing.max_seqlen > config.max_position_embeddings:
+            raise InputError(f"a sequence of {packing.max_seqlen} tokens exceeds this checkpoint's "
+                             f"max_position_embeddings ({config.max_position_embeddings}); "
+                             f"truncate the input (e.g. max_seq_length).")
         ids = input_ids.flatten()[packing.indices]
         types = token_type_ids.flatten()[packing.indices]
-        hidden = self.embeddings(ids, types)
-        slopes = alibi_slopes(self.config.num_attention_heads, device=hidden.device)
+        hidden = self.embeddings(ids, types, None if config.uses_alibi else packing.positions())
+        slopes = alibi_slopes(config.num_attention_heads, device=hidden.device) \
+            if config.uses_alibi else None
         return self.encoder(hidden, packing, slopes), packing
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from .errors import CheckpointError, InputError
+from .errors import CheckpointError, ConfigError, InputError
 from .loading import load_model
 from .models import MosaicBertForMaskedLM
 from .pooling import Pooling
@@ -86,7 +86,15 @@ class SentenceEncoder:
         model = load_model(self.pipeline.transformer_dir, dtype=dtype, device=device,
                            attention=attention)
         self.model = model.bert if isinstance(model, MosaicBertForMaskedLM) else model
+        config = self.model.config
         self.max_seq_length = max_seq_length or self.pipeline.max_seq_length
+        if not config.uses_alibi:
+            # Learned positions stop at max_position_embeddings: longer inputs cannot be encoded.
+            limit = config.max_position_embeddings
+            if self.max_seq_length is not None and self.max_seq_length > limit:
+                raise ConfigError(f"max_seq_length {self.max_seq_length} exceeds the checkpoint's "
+                                  f"max_position_embeddings ({limit}).")
+            self.max_seq_length = self.max_seq_length or limit
         self.tokenizer = TextTokenizer(self.pipeline.transformer_dir / "tokenizer.json",
                                        self.max_seq_length)
         self.device = torch.device(device)

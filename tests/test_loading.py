@@ -147,8 +147,8 @@ def test_missing_things(tmp_path):
 def test_other_architecture_is_rejected(tmp_path):
     def edit(t):
         for key in [k for k in t if "Wqkv" in k]:
-            t[key.replace("Wqkv", "query")] = t.pop(key)
-    with pytest.raises(CheckpointError, match="not a MosaicBERT checkpoint"):
+            t[key.replace("Wqkv", "qkv_proj")] = t.pop(key)
+    with pytest.raises(CheckpointError, match="neither attention.self.Wqkv nor"):
         me.load_model(make_checkpoint(tmp_path, "mosaic-tiny", edit))
     with pytest.raises(CheckpointError, match="not a BERT-family checkpoint"):
         me.load_model(make_checkpoint(tmp_path, "mosaic-tiny", lambda t: t.clear() or

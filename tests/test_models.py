@@ -59,6 +59,19 @@ def test_float32_matches_upstream(models, expected, name, case):
                                    batch[f"{case}.logits_at_positions"], rtol=0, atol=TOLERANCE)
 
 
+@pytest.mark.parametrize("case", ["texts", "random0"])
+@pytest.mark.parametrize("name", CHECKPOINTS)
+def test_triton_attention_matches_upstream(models, expected, name, case):
+    """The whole model with the Triton kernel (the interpreter on CPU) meets the same tolerance."""
+    batch = expected(name)
+    output = run(models(name, attention="triton"), batch, case)
+    torch.testing.assert_close(output.last_hidden_state, batch[f"{case}.last_hidden_state"],
+                               rtol=0, atol=TOLERANCE)
+    if output.logits is not None:
+        torch.testing.assert_close(logits_at(output, batch, case),
+                                   batch[f"{case}.logits_at_positions"], rtol=0, atol=TOLERANCE)
+
+
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 @pytest.mark.parametrize("name", CHECKPOINTS)
 def test_low_precision_within_twice_plain_pytorch_error(models, expected, name, dtype):

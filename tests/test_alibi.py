@@ -37,3 +37,15 @@ def test_bias_symmetric_zero_diagonal():
     bias = alibi_bias(alibi_slopes(12), positions, positions)
     assert torch.equal(bias, bias.transpose(1, 2))
     assert torch.all(bias.diagonal(dim1=1, dim2=2) == 0)
+
+
+@given(heads=st.integers(1, 16), mass=st.sampled_from([0.5, 0.9, 0.99]))
+def test_reach_matches_brute_force(heads, mass):
+    from mosaic_encoder.alibi import alibi_reach
+    slopes = alibi_slopes(heads).double()
+    distances = torch.arange(200_000, dtype=torch.float64)
+    weights = torch.exp(-slopes[:, None] * distances)
+    weights[:, 1:] *= 2  # keys on both sides
+    covered = weights.cumsum(1) / weights.sum(1, keepdim=True)
+    expected = (covered < mass).sum(1)
+    assert torch.equal(alibi_reach(slopes.float(), mass), expected)

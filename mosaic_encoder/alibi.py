@@ -61,3 +61,26 @@ def alibi_reach(slopes: torch.Tensor, mass: float = 0.99) -> torch.Tensor:
     # 1 + 2 q (1 - q^R) / (1 - q) >= mass * total  <=>  q^R <= 1 - (mass*total - 1)(1-q)/(2q)
     bound = 1 - (mass * total - 1) * (1 - decay) / (2 * decay)
     return torch.ceil(torch.log(bound) / torch.log(decay)).clamp(min=0).to(torch.int64)
+
+
+def alibi_offset_table(slopes: torch.Tensor, length: int) -> torch.Tensor:
+    """``table[h, t] = -s_h * |t - (length - 1)|``: the bias of every offset, (heads, 2L - 1).
+
+    Every (query, key) bias of a sequence of ``length`` tokens is an entry of this table, since
+    the bias depends only on ``j - i``; :func:`alibi_bias_view` reads blocks out of it.
+    """
+    offsets = torch.arange(2 * length - 1, device=slopes.device) - (length - 1)
+    return -slopes.to(torch.float32)[:, None] * offsets.abs().to(torch.float32)
+
+
+def alibi_bias_view(table: torch.Tensor, length: int, first_row: int, rows: int) -> torch.Tensor:
+    """Bias of query rows ``first_row + rows - 1`` down to ``first_row`` (descending) against all
+    ``length`` keys: a (heads, rows, length) view of ``table``, no memory of its own.
+
+    With rows in descending order, entry (r', j) reads ``table[j + r' + length - first_row -
+    rows]``: both strides are +1, so the view is a plain ``as_strided`` (ascending rows would
+    need a stride of -1, which torch does not allow). Callers flip their query block to match.
+    """
+    heads, width = table.shape
+    return table.as_strided((heads, rows, length), (width, 1, 1),
+                            table.storage_offset() + length - first_row - rows)

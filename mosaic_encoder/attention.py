@@ -6,7 +6,8 @@ input dtype. Tokens attend only within their own sequence.
 
 ``"sdpa"`` is plain PyTorch: sequences of equal length are batched together and queries are
 processed in chunks, so no tensor larger than ``max_score_elements`` scores exists at once and
-memory grows linearly with the sequence length. The ALiBi bias is handed to
+memory grows linearly with the sequence length. The ALiBi bias is never built: each chunk's bias
+is a strided view of one (heads, 2L - 1) table of per-offset values, handed to
 ``scaled_dot_product_attention`` in float32 for every input dtype (rounding a bias of -1000 to
 bfloat16 would move it by 4). ``"triton"`` is the fused kernel in the ``kernels`` package.
 """
@@ -20,7 +21,7 @@ from collections import defaultdict
 import torch
 import torch.nn.functional as F
 
-from .alibi import alibi_bias
+from .alibi import alibi_bias_view, alibi_offset_table
 from .errors import ConfigError
 
 DEFAULT_MAX_SCORE_ELEMENTS = 1 << 24  # 64 MiB of float32 scores per step
@@ -62,24 +63,25 @@ def sdpa_varlen_alibi(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu_seql
         if length:
             starts_by_length[length].append(start)
     for length, starts in starts_by_length.items():
-        positions = torch.arange(length, device=q.device)
         # (n, L) token indices of the n sequences of this length.
-        index = torch.tensor(starts, device=q.device)[:, None] + positions
+        index = torch.tensor(starts, device=q.device)[:, None] + torch.arange(length, device=q.device)
         per_sequence = heads * length * length
         seqs_per_step = max(1, max_score_elements // per_sequence)
         rows_per_step = length if per_sequence <= max_score_elements else \
             max(1, max_score_elements // (heads * length))
+        table = None if alibi_slopes is None else alibi_offset_table(alibi_slopes, length)
         for first in range(0, len(starts), seqs_per_step):
             idx = index[first:first + seqs_per_step]
             # (n, L, heads, d) -> (n, heads, L, d)
             qs, ks, vs = (t[idx].transpose(1, 2) for t in (q, k, v))
             for row in range(0, length, rows_per_step):
-                rows = positions[row:row + rows_per_step]
-                bias = None if alibi_slopes is None else alibi_bias(alibi_slopes, rows, positions)
+                rows = min(rows_per_step, length - row)
+                # Query rows run backwards so the bias is a free strided view of `table`.
+                bias = None if table is None else alibi_bias_view(table, length, row, rows)
                 chunk = F.scaled_dot_product_attention(
-                    qs[:, :, row:row + rows_per_step], ks, vs, attn_mask=bias,
+                    qs[:, :, row:row + rows].flip(2), ks, vs, attn_mask=bias,
                     dropout_p=dropout_p, scale=scale)
-                out[idx[:, row:row + rows_per_step]] = chunk.transpose(1, 2)
+                out[idx[:, row:row + rows]] = chunk.flip(2).transpose(1, 2)
     return out
 
 

@@ -49,3 +49,15 @@ def test_reach_matches_brute_force(heads, mass):
     covered = weights.cumsum(1) / weights.sum(1, keepdim=True)
     expected = (covered < mass).sum(1)
     assert torch.equal(alibi_reach(slopes.float(), mass), expected)
+
+
+@given(heads=st.integers(1, 12), data=st.data())
+def test_bias_view_is_the_bias_with_rows_reversed(heads, data):
+    from mosaic_encoder.alibi import alibi_bias_view, alibi_offset_table
+    length = data.draw(st.integers(1, 64))
+    first = data.draw(st.integers(0, length - 1))
+    rows = data.draw(st.integers(1, length - first))
+    slopes = alibi_slopes(heads)
+    view = alibi_bias_view(alibi_offset_table(slopes, length), length, first, rows)
+    expected = alibi_bias(slopes, torch.arange(first, first + rows), torch.arange(length))
+    assert torch.equal(view.flip(1), expected)

@@ -106,7 +106,14 @@ handful of configs, keyed on the padded head dim ``BLOCK_D`` (the autotuner
 adds the tensor dtypes to the key by itself).  Whether we are interpreted is
 decided by Triton when ``@triton.jit`` runs, i.e. from ``TRITON_INTERPRET`` at
 the time this module is imported; we read that decision back from the
-decorated kernel so the two can never disagree.
+decorated kernel so the two can never disagree.  Triton's own ``tl.*`` helpers
+are decorated when ``triton`` is first imported, so ``TRITON_INTERPRET`` must be
+set before that (the test-suite's conftest does it); importing this module
+with the flag changed in between raises an ImportError naming the problem.
+CPU tensors are rejected with a clear error when not interpreting.  (The
+interpreter path is tested with Triton 3.9; Triton 3.6's interpreter cannot
+run data-dependent loop bounds under NumPy 2, while its compiler builds these
+kernels fine.)
 
 Head dims 16..128 are supported, including non powers of two (40, 80, 96,
 ...): the head dim is padded to ``BLOCK_D = next_power_of_2(head_dim)`` and the
@@ -152,6 +159,19 @@ def _load_tile(base, tok, stride_t, mask_t, offs_d, mask_d, UPCAST: tl.constexpr
     if UPCAST:
         tile = tile.to(tl.float32)
     return tile
+
+
+@triton.jit
+def _dot(a, b, acc, IEEE: tl.constexpr):
+    """``acc + a @ b``, accumulated in fp32.
+
+    ``IEEE`` (fp32 operands): exact fp32 products instead of TF32 on GPUs.
+    Otherwise (fp16/bf16 operands) the default tensor-core path.
+    """
+    if IEEE:
+        return tl.dot(a, b, acc, input_precision="ieee")
+    else:
+        return tl.dot(a, b, acc)
 
 
 @triton.jit
@@ -202,7 +222,7 @@ def _fwd_kernel(
     stride_ot, stride_oh, stride_lse_h,
     num_heads, max_seqlen, head_dim, qk_scale,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
-    UPCAST: tl.constexpr, ROUND_BF16: tl.constexpr, DOT_PRECISION: tl.constexpr,
+    UPCAST: tl.constexpr, ROUND_BF16: tl.constexpr, IEEE: tl.constexpr,
 ):
     # qk_scale = softmax_scale * log2(e): scores come out directly in base 2.
     pid_m, off_h, off_b = _program_coords(num_heads, max_seqlen, BLOCK_M)
@@ -239,7 +259,7 @@ def _fwd_kernel(
         v = _load_tile(V + off_h * stride_vh, tok_n, stride_vt, mask_n, offs_d, mask_d, UPCAST)
 
         # s2 = (scale * q.k) * log2(e) - slope * log2(e) * |i - j|    (fp32)
-        s = tl.dot(q, tl.trans(k), input_precision=DOT_PRECISION)
+        s = _dot(q, tl.trans(k), tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32), IEEE)
         dist = tl.abs(offs_m[:, None] - offs_n[None, :]).to(tl.float32)
         s = s * qk_scale - alibi2 * dist
         s = tl.where(mask_n[None, :], s, float("-inf"))  # keys past the end: no weight
@@ -250,7 +270,7 @@ def _fwd_kernel(
         p = tl.exp2(s - m_new[:, None])
         l_i = l_i * alpha + tl.sum(p, 1)
         acc = acc * alpha[:, None]
-        acc = tl.dot(p.to(v.dtype), v, acc, input_precision=DOT_PRECISION)
+        acc = _dot(p.to(v.dtype), v, acc, IEEE)
         m_i = m_new
 
     # O = acc / l ;  lse2 = m + log2(l)   (l >= 1 since the max term is exp2(0))
@@ -292,7 +312,7 @@ def _bwd_dkdv_kernel(
     stride_lse_h,
     num_heads, max_seqlen, head_dim, qk_scale, sm_scale,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
-    UPCAST: tl.constexpr, ROUND_BF16: tl.constexpr, DOT_PRECISION: tl.constexpr,
+    UPCAST: tl.constexpr, ROUND_BF16: tl.constexpr, IEEE: tl.constexpr,
 ):
     # One program per (key block of BLOCK_N keys, head, sequence); it streams
     # the query blocks (BLOCK_M queries) of its sequence.  Everything is
@@ -335,16 +355,18 @@ def _bwd_dkdv_kernel(
         lse = tl.load(lse_base + offs_m, mask=mask_m, other=0.0)
         delta = tl.load(delta_base + offs_m, mask=mask_m, other=0.0)
 
-        s_t = tl.dot(k, tl.trans(q), input_precision=DOT_PRECISION)
+        s_t = _dot(k, tl.trans(q), tl.zeros([BLOCK_N, BLOCK_M], dtype=tl.float32), IEEE)
         dist = tl.abs(offs_n[:, None] - offs_m[None, :]).to(tl.float32)
         s_t = s_t * qk_scale - alibi2 * dist
         p_t = tl.exp2(s_t - lse[None, :])
-        p_t = tl.where(mask_m[None, :], p_t, 0.0)  # queries past the end contribute nothing
+        # Queries past the end contribute nothing.  Also zero the padding key
+        # rows (never stored): with k = 0 their exp2 could overflow when cast.
+        p_t = tl.where(mask_n[:, None] & mask_m[None, :], p_t, 0.0)
 
-        dv = tl.dot(p_t.to(do.dtype), do, dv, input_precision=DOT_PRECISION)
-        dp_t = tl.dot(v, tl.trans(do), input_precision=DOT_PRECISION)
+        dv = _dot(p_t.to(do.dtype), do, dv, IEEE)
+        dp_t = _dot(v, tl.trans(do), tl.zeros([BLOCK_N, BLOCK_M], dtype=tl.float32), IEEE)
         ds_t = p_t * (dp_t - delta[None, :])
-        dk = tl.dot(ds_t.to(q.dtype), q, dk, input_precision=DOT_PRECISION)
+        dk = _dot(ds_t.to(q.dtype), q, dk, IEEE)
 
     dk = dk * sm_scale
     _store_tile(DK + off_h * stride_dkh, tok_n, stride_dkt, mask_n, offs_d, mask_d, dk, ROUND_BF16)
@@ -359,7 +381,7 @@ def _bwd_dq_kernel(
     stride_lse_h,
     num_heads, max_seqlen, head_dim, qk_scale, sm_scale,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
-    UPCAST: tl.constexpr, ROUND_BF16: tl.constexpr, DOT_PRECISION: tl.constexpr,
+    UPCAST: tl.constexpr, ROUND_BF16: tl.constexpr, IEEE: tl.constexpr,
 ):
     # One program per (query block, head, sequence); it streams the key blocks:
     #   s2  = (Q K^T) * scale * log2(e) - slope * log2(e) * |i - j|
@@ -396,15 +418,15 @@ def _bwd_dq_kernel(
         k = _load_tile(K + off_h * stride_kh, tok_n, stride_kt, mask_n, offs_d, mask_d, UPCAST)
         v = _load_tile(V + off_h * stride_vh, tok_n, stride_vt, mask_n, offs_d, mask_d, UPCAST)
 
-        s = tl.dot(q, tl.trans(k), input_precision=DOT_PRECISION)
+        s = _dot(q, tl.trans(k), tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32), IEEE)
         dist = tl.abs(offs_m[:, None] - offs_n[None, :]).to(tl.float32)
         s = s * qk_scale - alibi2 * dist
         p = tl.exp2(s - lse[:, None])
         p = tl.where(mask_n[None, :], p, 0.0)  # keys past the end get no weight
 
-        dp = tl.dot(do, tl.trans(v), input_precision=DOT_PRECISION)
+        dp = _dot(do, tl.trans(v), tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32), IEEE)
         ds = p * (dp - delta[:, None])
-        dq = tl.dot(ds.to(k.dtype), k, dq, input_precision=DOT_PRECISION)
+        dq = _dot(ds.to(k.dtype), k, dq, IEEE)
 
     dq = dq * sm_scale
     _store_tile(DQ + off_h * stride_dqh, tok_m, stride_dqt, mask_m, offs_d, mask_d, dq, ROUND_BF16)
@@ -414,9 +436,28 @@ def _bwd_dq_kernel(
 # Launch configuration
 # --------------------------------------------------------------------------
 
+
+
+def _jit_mode(fn):
+    """'compiled' / 'interpreted' for a @triton.jit object, None if unknown."""
+    if isinstance(fn, triton.runtime.JITFunction):
+        return "compiled"
+    if type(fn).__name__ == "InterpretedFunction":
+        return "interpreted"
+    return None
+
+
 # Triton decided at decoration time (from TRITON_INTERPRET) whether the kernels
 # run on the CPU interpreter; read that decision back from a decorated kernel.
-_INTERPRET = not isinstance(_fwd_kernel, triton.runtime.JITFunction)
+_INTERPRET = _jit_mode(_fwd_kernel) == "interpreted"
+# tl.cdiv & co. were decorated when triton was first imported; a mix of
+# interpreted and compiled functions cannot run.
+_STDLIB_MODE = _jit_mode(getattr(tl, "cdiv", None))
+if _STDLIB_MODE is not None and _STDLIB_MODE != _jit_mode(_fwd_kernel):
+    raise ImportError(
+        f"TRITON_INTERPRET changed after triton was imported (triton is {_STDLIB_MODE}, these kernels "
+        f"would be {_jit_mode(_fwd_kernel)}); set TRITON_INTERPRET before triton is first imported."
+    )
 
 # Fixed configs used under the interpreter (small blocks keep CPU time low;
 # BLOCK_M != BLOCK_N on purpose so that the two tilings differ).
@@ -478,10 +519,9 @@ def _block_d(head_dim):
 
 
 def _dtype_flags(dtype):
-    """(UPCAST, ROUND_BF16, DOT_PRECISION) constexprs for an input dtype."""
+    """(UPCAST, ROUND_BF16, IEEE) constexprs for an input dtype."""
     interp_bf16 = _INTERPRET and dtype == torch.bfloat16
-    fp32_dots = dtype == torch.float32 or interp_bf16
-    return interp_bf16, interp_bf16, ("ieee" if fp32_dots else None)
+    return interp_bf16, interp_bf16, dtype == torch.float32 or interp_bf16
 
 
 def _flat_grid(num_heads, batch, max_seqlen, block_key):
@@ -514,7 +554,7 @@ def _flash_attn_forward(q, k, v, cu_seqlens, max_seqlen, alibi_slopes, softmax_s
         lse = torch.empty((heads, total), dtype=torch.float32, device=q.device)
     if total == 0 or max_seqlen == 0:
         return out, lse
-    upcast, round_bf16, precision = _dtype_flags(q.dtype)
+    upcast, round_bf16, ieee = _dtype_flags(q.dtype)
     _fwd(
         _flat_grid(heads, batch, max_seqlen, "BLOCK_M"),
         q, k, v, out, lse, cu_seqlens, alibi_slopes,
@@ -522,7 +562,7 @@ def _flash_attn_forward(q, k, v, cu_seqlens, max_seqlen, alibi_slopes, softmax_s
         out.stride(0), out.stride(1), lse.stride(0),
         heads, max_seqlen, head_dim, softmax_scale * math.log2(math.e),
         BLOCK_D=_block_d(head_dim), UPCAST=upcast, ROUND_BF16=round_bf16,
-        DOT_PRECISION=precision,
+        IEEE=ieee,
     )
     return out, lse
 
@@ -543,7 +583,7 @@ def _flash_attn_backward(do, q, k, v, out, lse, cu_seqlens, max_seqlen, alibi_sl
     if total == 0 or max_seqlen == 0:
         return dq, dk, dv
     block_d = _block_d(head_dim)
-    upcast, round_bf16, precision = _dtype_flags(q.dtype)
+    upcast, round_bf16, ieee = _dtype_flags(q.dtype)
     qk_scale = softmax_scale * math.log2(math.e)
 
     delta = torch.empty_like(lse)
@@ -553,7 +593,7 @@ def _flash_attn_backward(do, q, k, v, out, lse, cu_seqlens, max_seqlen, alibi_sl
         total, head_dim,
         BLOCK_T=_PREPROCESS_BLOCK_T, BLOCK_D=block_d,
     )
-    flags = dict(BLOCK_D=block_d, UPCAST=upcast, ROUND_BF16=round_bf16, DOT_PRECISION=precision)
+    flags = dict(BLOCK_D=block_d, UPCAST=upcast, ROUND_BF16=round_bf16, IEEE=ieee)
     _bwd_dkdv(
         _flat_grid(heads, batch, max_seqlen, "BLOCK_N"),
         q, k, v, do, lse, delta, dk, dv, cu_seqlens, alibi_slopes,
@@ -654,7 +694,9 @@ def _validate(q, k, v, cu_seqlens, max_seqlen, alibi_slopes, softmax_scale):
     if alibi_slopes.dtype != torch.float32:
         raise TypeError(f"alibi_slopes must be float32, got {alibi_slopes.dtype}.")
     if tuple(alibi_slopes.shape) != (heads,):
-        raise ValueError(f"alibi_slopes must have shape ({heads},) (one slope per head), got {tuple(alibi_slopes.shape)}.")
+        raise ValueError(
+            f"alibi_slopes must have shape ({heads},) (one slope per head), got {tuple(alibi_slopes.shape)}."
+        )
     if alibi_slopes.device != q.device:
         raise ValueError(f"alibi_slopes must be on the device of q ({q.device}), got {alibi_slopes.device}.")
 

@@ -1,4 +1,14 @@
-"""The ``mosaic-encoder`` command line."""
+"""The ``mosaic-encoder`` command line.
+
+Subcommands: ``encode`` (sentence embeddings), ``fill-mask`` (masked-LM predictions), ``verify``
+(a checkpoint against the published manifests, config/tokenizer/numeric sanity, golden outputs),
+``convert`` (``pytorch_model.bin`` to ``model.safetensors`` without running pickled code) and
+``bench`` (the kernel benchmarks of ``kernels/bench.py``).
+
+Every error a user can cause is one sentence on stderr and a non-zero exit (1, or 2 for a usage
+error), with nothing on stdout and no file left behind: files are written to a temporary name and
+renamed into place.
+"""
 
 from __future__ import annotations
 
@@ -12,24 +22,126 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .errors import InputError, MosaicError
+from .errors import CheckpointError, InputError, MosaicError
 
-BUNDLED_CHECKPOINT = Path(__file__).resolve().parent.parent / "weights" / "mosaic-tiny"
+WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
+BUNDLED_CHECKPOINT = WEIGHTS_DIR / "mosaic-tiny"
+BUNDLED_MLM_CHECKPOINT = WEIGHTS_DIR / "mosaic-tiny-mlm"
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+ENCODE_OUTPUTS = (".npy", ".jsonl", ".safetensors")
+MASK_TOKEN = "[MASK]"
+
+
+# --- input ------------------------------------------------------------------------------------
+
+
+def _lines(text: str) -> list[str]:
+    """Lines of a text: split at \\n only (\\r\\n handled), no extra line after a final newline."""
+    lines = text.split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()
+    return [line[:-1] if line.endswith("\r") else line for line in lines]
+
+
+def _decode(data: bytes, source: str) -> str:
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        raise InputError(f"{source} is not UTF-8 text ({err.reason} at byte {err.start}).") from None
+
+
+def _read_input_file(path: Path, field: str) -> list[str]:
+    if not path.exists():
+        raise InputError(f"input file {path} does not exist.")
+    if path.is_dir():
+        raise InputError(f"input file {path} is a directory.")
+    try:
+        data = path.read_bytes()
+    except OSError as err:
+        raise InputError(f"input file {path} cannot be read ({err.strerror}).") from None
+    text = _decode(data, f"input file {path}")
+    if path.suffix != ".jsonl":
+        return _lines(text)
+    texts = []
+    for number, line in enumerate(_lines(text), start=1):
+        if not line.strip():
+            continue  # blank lines separate no records in JSON lines
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise InputError(f"input file {path} line {number} is not valid JSON ({err.msg}).") \
+                from None
+        if not isinstance(record, dict) or not isinstance(record.get(field), str):
+            raise InputError(f"input file {path} line {number} has no string field {field!r} "
+                             f"(choose the field with --field).")
+        texts.append(record[field])
+    return texts
 
 
 def _read_texts(args: argparse.Namespace) -> list[str]:
+    """Texts from the arguments, ``--input FILE`` or standard input, one per line.
+
+    Blank lines of a text file or standard input are kept (an empty text; output row i is input
+    line i), but an input without any non-blank text is an error.
+    """
+    if args.texts and args.input:
+        raise InputError("give texts either as arguments or with --input, not both.")
     if args.texts:
-        texts = list(args.texts)
+        return list(args.texts)
+    if args.input:
+        source = f"input file {args.input}"
+        texts = _read_input_file(Path(args.input), args.field)
     else:
-        try:
-            texts = sys.stdin.buffer.read().decode("utf-8").splitlines()
-        except UnicodeDecodeError as err:
-            raise InputError(f"standard input is not UTF-8 text ({err.reason} at byte "
-                             f"{err.start}).") from None
+        source = "standard input"
+        texts = _lines(_decode(sys.stdin.buffer.read(), "standard input"))
     if not texts:
-        raise InputError("no input texts were given (pass them as arguments or on standard input).")
+        raise InputError(f"no input texts were given ({source} is empty; pass texts as arguments, "
+                         f"with --input or on standard input).")
+    if not any(text.strip() for text in texts):
+        raise InputError(f"no input texts were given ({source} holds only blank lines).")
     return texts
+
+
+def _device(name: str) -> torch.device:
+    try:
+        device = torch.device(name)
+    except (RuntimeError, ValueError):
+        raise InputError(f"--device {name!r} is not a device name (e.g. cpu, cuda, cuda:1).") \
+            from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise InputError(f"--device {name} was asked for but no CUDA GPU is available.")
+    return device
+
+
+def _model_dir(args: argparse.Namespace, bundled: Path) -> Path:
+    return Path(args.model) if args.model else bundled
+
+
+def _note_bundled(args: argparse.Namespace, bundled: Path) -> None:
+    """Say so when the bundled checkpoint runs (after the input is known to be good)."""
+    if not args.model:
+        try:
+            bundled = bundled.relative_to(Path.cwd())
+        except ValueError:
+            pass
+        print(f"note: using the bundled random-weight checkpoint {bundled}; its outputs carry no "
+              f"meaning (pass --model DIR for real weights).", file=sys.stderr)
+
+
+# --- output -----------------------------------------------------------------------------------
+
+
+def _check_output(path: Path, suffixes: tuple[str, ...]) -> None:
+    """Fail before any work when the output file cannot be what was asked for."""
+    if path.suffix not in suffixes:
+        names = ", ".join(suffixes[:-1]) + f" or {suffixes[-1]}"
+        raise InputError(f"output file {path} must end in {names}.")
+    if path.is_dir():
+        raise InputError(f"output path {path} cannot be written (it is a directory).")
+    parent = path.parent if str(path.parent) else Path(".")
+    if not parent.is_dir():
+        raise InputError(f"output path {path} cannot be written (directory {parent} does not "
+                         f"exist).")
 
 
 def _write_atomically(path: Path, write) -> None:
@@ -43,30 +155,44 @@ def _write_atomically(path: Path, write) -> None:
         with os.fdopen(handle, "wb") as stream:
             write(stream)
         os.replace(temporary, path)
+    except OSError as err:
+        Path(temporary).unlink(missing_ok=True)
+        raise InputError(f"output path {path} cannot be written ({err.strerror or err}).") \
+            from None
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise
 
 
+# --- encode -----------------------------------------------------------------------------------
+
+
 def _encode(args: argparse.Namespace) -> int:
     from .sentence import SentenceEncoder
 
-    texts = _read_texts(args)
-    model = Path(args.model) if args.model else BUNDLED_CHECKPOINT
-    if args.model is None:
-        print(f"note: using the bundled random-weight checkpoint {model}; its embeddings carry no "
-              f"meaning (pass --model DIR for real weights).", file=sys.stderr)
     output = Path(args.output) if args.output else None
-    if output is not None and output.suffix not in (".npy", ".jsonl"):
-        raise InputError(f"output file {output} must end in .npy or .jsonl.")
-    encoder = SentenceEncoder(model, dtype=DTYPES[args.dtype], device=args.device,
+    if output is not None:
+        _check_output(output, ENCODE_OUTPUTS)
+    texts = _read_texts(args)
+    device = _device(args.device)
+    model = _model_dir(args, BUNDLED_CHECKPOINT)
+    _note_bundled(args, BUNDLED_CHECKPOINT)
+    encoder = SentenceEncoder(model, dtype=DTYPES[args.dtype], device=device,
                               attention=args.attention, max_seq_length=args.max_seq_length)
-    embeddings = encoder.encode(texts, batch_size=args.batch_size)
+    embeddings = encoder.encode(texts, batch_size=args.batch_size,
+                                max_tokens_per_batch=args.max_tokens)
     lines = (json.dumps({"text": t, "embedding": e.tolist()}) + "\n" for t, e in zip(texts, embeddings))
     if output is None:
         sys.stdout.writelines(lines)
     elif output.suffix == ".npy":
         _write_atomically(output, lambda stream: np.save(stream, embeddings))
+    elif output.suffix == ".safetensors":
+        from safetensors.numpy import save
+
+        metadata = {"model": str(model), "texts": str(len(texts)),
+                    "normalized": "true", "dtype": args.dtype}
+        data = save({"embeddings": np.ascontiguousarray(embeddings, dtype=np.float32)}, metadata)
+        _write_atomically(output, lambda stream: stream.write(data))
     else:
         _write_atomically(output, lambda stream: stream.writelines(l.encode() for l in lines))
     print(f"encoded {len(texts)} text(s) into {embeddings.shape[1]}-d embeddings"
@@ -75,29 +201,247 @@ def _encode(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- fill-mask --------------------------------------------------------------------------------
+
+
+def _fill_mask(args: argparse.Namespace) -> int:
+    from .loading import detect_layout, load_model, read_tensor_index
+    from .tokenizer import TextTokenizer, collate
+
+    texts = _read_texts(args)
+    device = _device(args.device)
+    model_dir = _model_dir(args, BUNDLED_MLM_CHECKPOINT)
+    if not model_dir.is_dir():
+        raise CheckpointError(f"checkpoint directory {model_dir} does not exist.")
+    if not detect_layout(set(read_tensor_index(model_dir)), str(model_dir)).masked_lm:
+        raise InputError(f"checkpoint {model_dir} has no masked-LM head (cls.predictions.*), so "
+                         f"it cannot fill masks; use a masked-LM checkpoint such as "
+                         f"mosaic-bert-base-seqlen-2048.")
+    tokenizer = TextTokenizer(model_dir / "tokenizer.json", args.max_seq_length)
+    mask_id = tokenizer.token_to_id(MASK_TOKEN)
+    if mask_id is None:
+        raise CheckpointError(f"tokenizer {model_dir / 'tokenizer.json'} has no {MASK_TOKEN} token.")
+    ids, types, _ = tokenizer.encode_ids(texts)
+    for number, (text, row) in enumerate(zip(texts, ids), start=1):
+        if mask_id not in row:
+            preview = text if len(text) <= 60 else text[:57] + "..."
+            raise InputError(f"text {number} ({preview!r}) has no {MASK_TOKEN} token to fill "
+                             f"(write it in capitals, e.g. 'Paris is the {MASK_TOKEN} of France').")
+    _note_bundled(args, BUNDLED_MLM_CHECKPOINT)
+    model = load_model(model_dir, dtype=DTYPES[args.dtype], device=device, attention=args.attention)
+    known = tokenizer.vocab_size  # rows past the tokenizer's entries are never predicted
+    results = []
+    with torch.inference_mode():
+        for start in range(0, len(texts), args.batch_size):
+            chunk = range(start, min(start + args.batch_size, len(texts)))
+            batch = collate([ids[i] for i in chunk], [types[i] for i in chunk],
+                            tokenizer.pad_token_id)
+            logits = model(batch.input_ids.to(device), batch.attention_mask.to(device),
+                           batch.token_type_ids.to(device)).logits
+            for row, index in enumerate(chunk):
+                masks = []
+                for position in [p for p, t in enumerate(ids[index]) if t == mask_id]:
+                    probabilities = torch.softmax(logits[row, position].float(), dim=-1)[:known]
+                    top = torch.topk(probabilities, min(args.top_k, known))
+                    masks.append({"position": position, "predictions": [
+                        {"token": tokenizer.id_to_token(int(i)), "id": int(i),
+                         "probability": round(float(p), 6)}
+                        for p, i in zip(top.values, top.indices)]})
+                results.append({"text": texts[index], "masks": masks})
+    if args.json:
+        sys.stdout.writelines(json.dumps(result) + "\n" for result in results)
+    else:
+        sys.stdout.write("".join(_format_fill(result) for result in results))
+    return 0
+
+
+def _format_fill(result: dict) -> str:
+    lines = [result["text"]]
+    count = len(result["masks"])
+    for number, mask in enumerate(result["masks"], start=1):
+        lines.append(f"  {MASK_TOKEN} {number} of {count} (token {mask['position']}):")
+        lines += [f"    {p['probability']:.4f}  {p['token']}" for p in mask["predictions"]]
+    return "\n".join(lines) + "\n"
+
+
+# --- verify -----------------------------------------------------------------------------------
+
+
+def _verify(args: argparse.Namespace) -> int:
+    from .verify import file_digests, verify_checkpoint
+
+    device = _device(args.device)
+    results = verify_checkpoint(args.directory, against=args.against, golden=args.golden,
+                                device=device)
+    digests = file_digests(args.directory)
+    failed = [r for r in results if not r.passed]
+    if args.json:
+        print(json.dumps({"directory": args.directory, "passed": not failed,
+                          "checks": [r.as_dict() for r in results],
+                          "files": [d.as_dict() for d in digests]}, indent=1))
+    else:
+        width = max(len(r.name) for r in results)
+        lines = [f"checkpoint {args.directory}"]
+        lines += [f"  {'PASS' if r.passed else 'FAIL'}  {r.name:<{width}}  {r.detail}"
+                  for r in results]
+        lines.append("files (sha256, bytes)")
+        size_width = max((len(f"{d.size:,}") for d in digests), default=0)
+        lines += [f"  {d.sha256}  {d.size:>{size_width},}  {d.path}" for d in digests]
+        lines.append(f"{len(failed)} of {len(results)} checks failed: "
+                     f"{', '.join(r.name for r in failed)}" if failed else
+                     f"all {len(results)} checks passed")
+        print("\n".join(lines))
+    return 1 if failed else 0
+
+
+# --- convert ----------------------------------------------------------------------------------
+
+
+def _convert(args: argparse.Namespace) -> int:
+    from .convert import convert_checkpoint
+    from .verify import file_digests
+
+    result = convert_checkpoint(args.source, output=args.output, overwrite=args.force)
+    dtypes = ", ".join(f"{d}" if n == result.tensors else f"{d} x{n}"
+                       for d, n in result.dtypes.items())
+    tied = "; stored once: " + ", ".join(f"{dropped} (same memory as {kept})"
+                                         for dropped, kept in result.dropped) \
+        if result.dropped else ""
+    digest = next((d.sha256 for d in file_digests(result.output.parent)
+                   if d.path == result.output.name), None)
+    print(f"converted {result.source} -> {result.output}: {result.tensors} tensors ({dtypes}), "
+          f"{result.parameters:,} parameters{tied}.")
+    if digest:
+        print(f"sha256 {digest}  {result.output}")
+    return 0
+
+
+# --- bench ------------------------------------------------------------------------------------
+
+
+def _bench(args: argparse.Namespace) -> int:
+    try:
+        from kernels.bench import main as bench_main
+    except ImportError as err:
+        raise MosaicError(f"the bench subcommand needs kernels/bench.py, which cannot be imported "
+                          f"({err}).") from None
+    return int(bench_main(list(args.bench_args)) or 0)
+
+
+# --- parser -----------------------------------------------------------------------------------
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
+    return value
+
+
+def _add_text_inputs(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("texts", nargs="*",
+                        help="texts (default: --input FILE, else the lines of standard input)")
+    parser.add_argument("--input", metavar="FILE",
+                        help="read texts from FILE: one per line, or JSON lines if it ends in "
+                             ".jsonl (blank lines of a text file are kept as empty texts)")
+    parser.add_argument("--field", default="text",
+                        help="the JSON-lines field holding the text (default: text)")
+
+
+def _add_runtime(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--dtype", choices=sorted(DTYPES), default="float32")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N (default: cpu)")
+    parser.add_argument("--attention", choices=("auto", "sdpa", "triton"), default="auto")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mosaic-encoder",
                                      description="MosaicBERT / lodestone encoders in plain PyTorch.")
-    commands = parser.add_subparsers(dest="command", required=True)
-    encode = commands.add_parser("encode", help="sentence embeddings of texts")
-    encode.add_argument("texts", nargs="*", help="texts to embed (default: lines of stdin)")
-    encode.add_argument("--model", help="checkpoint directory (default: bundled random-weight one)")
-    encode.add_argument("--dtype", choices=sorted(DTYPES), default="float32")
-    encode.add_argument("--device", default="cpu")
-    encode.add_argument("--attention", choices=("auto", "sdpa", "triton"), default="auto")
-    encode.add_argument("--batch-size", type=int, default=32)
-    encode.add_argument("--max-seq-length", type=int, default=None)
-    encode.add_argument("--output", help="write .npy or .jsonl here instead of JSON lines on stdout")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    encode = commands.add_parser("encode", help="sentence embeddings of texts",
+                                 description="Sentence embeddings (float32, L2-normalised).")
+    _add_text_inputs(encode)
+    encode.add_argument("--model", metavar="DIR",
+                        help="checkpoint directory (default: the bundled random-weight one)")
+    _add_runtime(encode)
+    encode.add_argument("--batch-size", type=_positive_int, default=32,
+                        help="texts per batch (default: 32)")
+    encode.add_argument("--max-tokens", type=_positive_int, default=None, metavar="N",
+                        help="token budget: at most N padded tokens per batch")
+    encode.add_argument("--max-seq-length", type=int, default=None,
+                        help="truncate longer inputs (default: the checkpoint's)")
+    encode.add_argument("--output", metavar="FILE",
+                        help="write .npy, .jsonl or .safetensors (key 'embeddings') instead of "
+                             "JSON lines on stdout")
     encode.set_defaults(run=_encode)
+
+    fill = commands.add_parser("fill-mask", help="top-k tokens for each [MASK] (masked-LM only)",
+                               description="Masked-LM predictions for every [MASK] token.")
+    _add_text_inputs(fill)
+    fill.add_argument("--model", metavar="DIR",
+                      help="masked-LM checkpoint directory (default: the bundled random-weight one)")
+    _add_runtime(fill)
+    fill.add_argument("--top-k", type=_positive_int, default=5, help="tokens per mask (default: 5)")
+    fill.add_argument("--batch-size", type=_positive_int, default=32)
+    fill.add_argument("--max-seq-length", type=int, default=None,
+                      help="truncate longer inputs (default: no truncation)")
+    fill.add_argument("--json", action="store_true", help="one JSON object per text")
+    fill.set_defaults(run=_fill_mask)
+
+    verify = commands.add_parser("verify", help="check a checkpoint directory",
+                                 description="Check a checkpoint against the published manifests, "
+                                             "config, tokenizer and numeric sanity, and optionally "
+                                             "golden outputs. Exit 0 only when every check passes.")
+    verify.add_argument("directory", metavar="DIR")
+    verify.add_argument("--against", metavar="NAME|MANIFEST",
+                        help="a published checkpoint name (lodestone-base-4096-v1, "
+                             "mosaic-bert-base-seqlen-2048) or a manifest .json (default: the "
+                             "published one whose config matches, if any)")
+    verify.add_argument("--golden", metavar="FILE",
+                        help="reference outputs (.safetensors, CASE.FIELD keys) to compare with")
+    verify.add_argument("--device", default="cpu", help="where the golden comparison runs")
+    verify.add_argument("--json", action="store_true", help="machine-readable report")
+    verify.set_defaults(run=_verify)
+
+    convert = commands.add_parser("convert", help="pytorch_model.bin -> model.safetensors, safely",
+                                  description="Convert a torch pickle to safetensors with torch's "
+                                              "weights-only loader: no pickled code runs, and a "
+                                              "file that needs any is refused.")
+    convert.add_argument("source", metavar="SOURCE",
+                         help="a .bin file, or a directory holding pytorch_model.bin")
+    convert.add_argument("--output", metavar="FILE",
+                         help="where to write (default: model.safetensors beside the source)")
+    convert.add_argument("--force", action="store_true", help="replace an existing output file")
+    convert.set_defaults(run=_convert)
+
+    bench = commands.add_parser("bench", add_help=False, help="kernel benchmarks (kernels/bench.py)",
+                                description="Every argument goes to kernels/bench.py.")
+    bench.set_defaults(run=_bench)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, rest = parser.parse_known_args(argv)
+    if args.command == "bench":
+        args.bench_args = rest
+    elif rest:
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
     try:
         return args.run(args)
     except MosaicError as err:
         print(f"error: {err}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("error: interrupted.", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        # The reader went away (e.g. `| head`); stop quietly.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1
 
 

@@ -1,21 +1,39 @@
 """The command line through its real entry point (a subprocess), as a user meets it."""
 
+import hashlib
 import json
 import os
+import shutil
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
 
-from conftest import WEIGHTS
+import mosaic_encoder as me
+from conftest import DATA, WEIGHTS
 from mosaic_encoder.sentence import SentenceEncoder
+from mosaic_encoder.tokenizer import TextTokenizer
+
+GOLDEN = DATA / "expected"
 
 
-def cli(*args, stdin=None):
+def cli(*args, stdin=None, cwd=None):
     env = dict(os.environ, PYTHONIOENCODING="utf-8")
-    return subprocess.run([sys.executable, "-m", "mosaic_encoder.cli", *args], input=stdin,
-                          capture_output=True, env=env)
+    return subprocess.run([sys.executable, "-m", "mosaic_encoder.cli", *map(str, args)],
+                          input=stdin, capture_output=True, env=env, cwd=cwd)
+
+
+def console_script() -> list[str]:
+    """The installed ``mosaic-encoder`` script (the one next to this interpreter, else on PATH)."""
+    found = shutil.which("mosaic-encoder", path=str(Path(sys.executable).parent)) or \
+        shutil.which("mosaic-encoder")
+    return [found] if found else [sys.executable, "-m", "mosaic_encoder.cli"]
 
 
 def test_encode_default_checkpoint_prints_json_lines():
@@ -36,13 +54,275 @@ def test_encode_stdin_to_npy(tmp_path):
     assert np.load(output).shape == (3, 192)
 
 
-@pytest.mark.parametrize("args,stdin,message", [
-    (["encode", "--model", "/nonexistent/dir", "x"], None, b"does not exist"),
-    (["encode"], b"", b"no input texts"),
-    (["encode"], b"\xff\xfe bad", b"not UTF-8"),
-    (["encode", "x", "--output", "out.txt"], None, b"must end in .npy or .jsonl"),
+def test_encode_text_file_through_the_console_script_equals_the_python_api(tmp_path):
+    lines = ["A first line.", "", "A third line, after a blank one.", "ünïcödé"]
+    (tmp_path / "in.txt").write_text("\r\n".join(lines) + "\r\n", encoding="utf-8")
+    result = subprocess.run(console_script() + ["encode", "--input", "in.txt", "--output",
+                                                "out.safetensors", "--model",
+                                                str(WEIGHTS / "mosaic-tiny")],
+                            capture_output=True, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == b"" and b"encoded 4 text(s)" in result.stderr
+    with safe_open(str(tmp_path / "out.safetensors"), framework="np") as handle:
+        assert list(handle.keys()) == ["embeddings"]
+        embeddings = handle.get_tensor("embeddings")
+    assert embeddings.dtype == np.float32
+    np.testing.assert_array_equal(embeddings, SentenceEncoder(WEIGHTS / "mosaic-tiny").encode(lines))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.txt", "out.safetensors"]
+
+
+def test_encode_jsonl_field_with_token_budget_and_truncation(tmp_path):
+    texts = ["short", "a much longer text that will not fit in six tokens at all", "mid size text"]
+    records = [json.dumps({"id": i, "body": t}) for i, t in enumerate(texts)]
+    (tmp_path / "in.jsonl").write_text("\n".join(records[:2] + [""] + records[2:]) + "\n")
+    result = cli("encode", "--input", "in.jsonl", "--field", "body", "--max-tokens", "12",
+                 "--max-seq-length", "6", "--output", "out.jsonl", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert b"encoded 3 text(s)" in result.stderr and b"1 truncated" in result.stderr
+    rows = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()]
+    assert [r["text"] for r in rows] == texts
+    expected = SentenceEncoder(WEIGHTS / "mosaic-tiny", max_seq_length=6).encode(texts)
+    np.testing.assert_allclose(np.array([r["embedding"] for r in rows]), expected, atol=1e-6)
+
+
+def test_fill_mask_top_k_matches_the_model(tmp_path):
+    text = "The capital of France is [MASK]."
+    result = cli("fill-mask", text, "--model", WEIGHTS / "mosaic-tiny-mlm", "--top-k", "4",
+                 "--json")
+    assert result.returncode == 0, result.stderr
+    [row] = [json.loads(line) for line in result.stdout.decode().splitlines()]
+    [mask] = row["masks"]
+    tokenizer = TextTokenizer(WEIGHTS / "mosaic-tiny-mlm" / "tokenizer.json")
+    ids, _, _ = tokenizer.encode_ids([text])
+    assert mask["position"] == ids[0].index(103)
+    with torch.inference_mode():
+        logits = me.load_model(WEIGHTS / "mosaic-tiny-mlm")(torch.tensor(ids)).logits
+    probabilities = torch.softmax(logits[0, mask["position"]], dim=-1)[:tokenizer.vocab_size]
+    top = torch.topk(probabilities, 4)
+    assert [p["id"] for p in mask["predictions"]] == top.indices.tolist()
+    assert [p["token"] for p in mask["predictions"]] == [tokenizer.id_to_token(i)
+                                                         for i in top.indices.tolist()]
+    np.testing.assert_allclose([p["probability"] for p in mask["predictions"]],
+                               top.values.numpy(), atol=1e-6)
+
+
+def test_fill_mask_table_on_the_default_checkpoint():
+    result = cli("fill-mask", "a [MASK] and a [MASK] here", "--top-k", "2")
+    assert result.returncode == 0, result.stderr
+    assert b"random-weight" in result.stderr
+    lines = result.stdout.decode().splitlines()
+    assert lines[0] == "a [MASK] and a [MASK] here"
+    assert lines[1].startswith("  [MASK] 1 of 2 (token 2)") and lines[4].startswith("  [MASK] 2 of 2")
+    assert len(lines) == 7 and all(float(line.split()[0]) > 0 for line in lines[2:4] + lines[5:7])
+
+
+def test_verify_against_a_published_manifest_fails_briefly():
+    result = cli("verify", WEIGHTS / "mosaic-tiny", "--against", "lodestone-base-4096-v1")
+    assert result.returncode == 1 and result.stderr == b""
+    out = result.stdout.decode()
+    assert "FAIL  manifest names" in out and "110 missing: encoder.layer.2-11.*" in out
+    assert "4 of 18 checks failed" in out.splitlines()[-1]
+    assert len(out.splitlines()) < 40 and max(len(line) for line in out.splitlines()) < 400
+
+
+def write_bin_checkpoint(source: str, directory: Path) -> None:
+    """A checkpoint directory as published: pytorch_model.bin (torch.save), tied decoder."""
+    shutil.copytree(WEIGHTS / source, directory, ignore=shutil.ignore_patterns("model.safetensors"))
+    tensors = load_file(WEIGHTS / source / "model.safetensors")
+    if "cls.predictions.decoder.weight" in tensors:
+        tensors["cls.predictions.decoder.weight"] = tensors["bert.embeddings.word_embeddings.weight"]
+    torch.save(tensors, directory / "pytorch_model.bin")
+
+
+@pytest.mark.parametrize("source", ["mosaic-tiny", "mosaic-tiny-mlm"])
+def test_bin_convert_verify_golden_round_trip(tmp_path, source):
+    directory = tmp_path / "ckpt"
+    write_bin_checkpoint(source, directory)
+    converted = cli("convert", directory)
+    assert converted.returncode == 0, converted.stderr
+    out = converted.stdout.decode()
+    assert f"-> {directory / 'model.safetensors'}" in out and "(bfloat16)" in out
+    assert ("stored once: cls.predictions.decoder.weight" in out) == (source == "mosaic-tiny-mlm")
+    digest = hashlib.sha256((directory / "model.safetensors").read_bytes()).hexdigest()
+    assert f"sha256 {digest}" in out
+    golden = GOLDEN / f"{source}.safetensors"
+    if source == "mosaic-tiny":  # the table for humans
+        verified = cli("verify", directory, "--golden", golden)
+        assert verified.returncode == 0, verified.stdout.decode()
+        table = verified.stdout.decode()
+        assert "FAIL" not in table and "PASS  golden texts" in table
+        assert "structural checks only" in table and table.rstrip().endswith("checks passed")
+        assert f"{digest}  13,577,792  model.safetensors" in table
+    else:  # the report for scripts
+        verified = cli("verify", directory, "--golden", golden, "--json")
+        assert verified.returncode == 0, verified.stdout.decode()
+        report = json.loads(verified.stdout)
+        assert report["passed"] is True and all(c["passed"] for c in report["checks"])
+        checks = {c["name"]: c["detail"] for c in report["checks"]}
+        assert "not stored" in checks["tied weights"] and "golden texts" in checks
+        assert {"path": "model.safetensors", "size": (directory / "model.safetensors").stat().st_size,
+                "sha256": digest} in report["files"]
+    assert verified.stderr == b""
+
+
+# --- bad input: one sentence on stderr, non-zero exit, nothing on stdout, no file left ----------
+
+
+@pytest.fixture(scope="module")
+def broken(tmp_path_factory):
+    """Checkpoint directories and input files, each broken in one way."""
+    root = tmp_path_factory.mktemp("broken")
+
+    def copy(name, source="mosaic-tiny"):
+        shutil.copytree(WEIGHTS / source, root / name)
+        return root / name
+
+    (copy("not-json") / "config.json").write_text("{\"hidden_size\": 192,")
+    values = json.loads((WEIGHTS / "mosaic-tiny" / "config.json").read_text())
+    del values["num_hidden_layers"]
+    (copy("no-field") / "config.json").write_text(json.dumps(values))
+    data = (WEIGHTS / "mosaic-tiny" / "model.safetensors").read_bytes()
+    (copy("truncated") / "model.safetensors").write_bytes(data[: len(data) // 3])
+    (copy("corrupted") / "model.safetensors").write_bytes(data[:8] + b"\x00garbage" + data[16:])
+    save_file({"transformer.wte.weight": torch.ones(4, 4), "transformer.h.0.attn.c_attn.weight":
+               torch.ones(4, 12)}, copy("gpt2") / "model.safetensors")
+    tensors = load_file(WEIGHTS / "mosaic-tiny" / "model.safetensors")
+    tensors["encoder.layer.1.mlp.wo.weight"] = tensors["encoder.layer.1.mlp.wo.weight"][:, :100].contiguous()
+    save_file(tensors, copy("wrong-shape") / "model.safetensors")
+    (root / "latin1.txt").write_bytes("caf\xe9\n".encode("latin-1"))
+    (root / "empty.txt").write_bytes(b"")
+    (root / "blank.txt").write_bytes(b"\n \n\n")
+    (root / "bad.jsonl").write_text('{"text": "fine"}\n{"text": 3}\n')
+    (root / "garbage.bin").write_bytes(b"PK\x03\x04 not really a zip")
+    (root / "exists.safetensors").write_bytes(b"keep me")
+    write_bin_checkpoint("mosaic-tiny", root / "bin-only")
+    return root
+
+
+# Each bad input of the issue, through the real entry point (a subprocess).
+BAD_INPUTS = {
+    "missing checkpoint directory": (["encode", "x", "--model", "{root}/nope"], "does not exist"),
+    "missing input file": (["encode", "--input", "{root}/nope.txt"], "does not exist"),
+    "config not JSON": (["verify", "{root}/not-json"], "is not valid JSON"),
+    "config missing a field": (["encode", "x", "--model", "{root}/no-field"],
+                               "missing the field(s) num_hidden_layers"),
+    "truncated safetensors": (["verify", "{root}/truncated"], "truncated"),
+    "corrupted safetensors": (["encode", "x", "--model", "{root}/corrupted"],
+                              "not a safetensors file"),
+    "another architecture": (["verify", "{root}/gpt2"], "not a BERT-family checkpoint"),
+    "wrong shapes": (["encode", "x", "--model", "{root}/wrong-shape"],
+                     "wrong shape for encoder.layer.1.mlp.wo.weight"),
+    "input file not UTF-8": (["encode", "--input", "{root}/latin1.txt"], "is not UTF-8"),
+    "stdin not UTF-8": (["encode"], "standard input is not UTF-8"),
+    "empty stdin": (["encode"], "no input texts"),
+    "unknown output extension": (["encode", "x", "--output", "out.txt"],
+                                 "must end in .npy, .jsonl or .safetensors"),
+    "fill-mask without [MASK]": (["fill-mask", "no mask here", "a [MASK]"],
+                                 "text 1 ('no mask here') has no [MASK] token"),
+    "fill-mask on a non-MLM checkpoint": (["fill-mask", "a [MASK]", "--model",
+                                           str(WEIGHTS / "mosaic-tiny")], "has no masked-LM head"),
+    "output directory missing": (["encode", "x", "--output", "no/such/dir/out.npy"],
+                                 "cannot be written"),
+    "convert missing file": (["convert", "{root}/nope.bin"], "does not exist"),
+}
+# More bad inputs, through cli.main in this process (the same code, without a torch import each).
+BAD_INPUTS_IN_PROCESS = {
+    "verify missing directory": (["verify", "{root}/nope"], "does not exist"),
+    "another architecture (encode)": (["encode", "x", "--model", "{root}/gpt2"],
+                                      "not a BERT-family checkpoint"),
+    "empty input file": (["encode", "--input", "{root}/empty.txt"], "no input texts"),
+    "blank input file": (["encode", "--input", "{root}/blank.txt"], "only blank lines"),
+    "JSON lines without the field": (["encode", "--input", "{root}/bad.jsonl"],
+                                     "line 2 has no string field 'text'"),
+    "texts and --input": (["encode", "x", "--input", "{root}/blank.txt"], "not both"),
+    "output path is a directory": (["encode", "x", "--output", "adir.npy"], "is a directory"),
+    "fill-mask texts and --input": (["fill-mask", "[MASK]", "--input", "{root}/latin1.txt"], "not both"),
+    "verify golden missing": (["verify", str(WEIGHTS / "mosaic-tiny"), "--golden", "nope"],
+                              "golden file nope does not exist"),
+    "verify unknown manifest": (["verify", str(WEIGHTS / "mosaic-tiny"), "--against", "bert"],
+                                "known names: lodestone-base-4096-v1"),
+    "verify a directory holding only pytorch_model.bin": (["verify", "{root}/bin-only"],
+                                                           "convert it first"),
+    "convert unreadable pickle": (["convert", "{root}/garbage.bin"],
+                                  "not a readable PyTorch checkpoint"),
+    "convert over an existing file": (["convert", "{root}/garbage.bin", "--output",
+                                       "{root}/exists.safetensors"], "already exists"),
+    "convert to another extension": (["convert", "{root}/garbage.bin", "--output", "x.bin"],
+                                     "must end in .safetensors"),
+}
+STDIN = {"stdin not UTF-8": b"caf\xe9\n", "empty stdin": b""}
+
+
+@pytest.fixture(scope="module")
+def bad_runs(broken, tmp_path_factory):
+    """Every bad-input case, run concurrently (each is a fresh interpreter importing torch), each
+    in its own working directory holding only an empty directory ``adir.npy``."""
+    base = tmp_path_factory.mktemp("bad-runs")
+    before = snapshot(broken)
+
+    def run(number_and_case):
+        number, case = number_and_case
+        cwd = base / f"case{number}"
+        (cwd / "adir.npy").mkdir(parents=True)
+        args, _ = BAD_INPUTS[case]
+        return case, (cwd, cli(*[a.format(root=broken) for a in args],
+                                stdin=STDIN.get(case, b"ignored"), cwd=cwd))
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        runs = dict(pool.map(run, enumerate(BAD_INPUTS)))
+    return runs, before, snapshot(broken)
+
+
+def snapshot(directory: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(directory)): hashlib.sha256(p.read_bytes()).digest()
+            for p in sorted(directory.rglob("*")) if p.is_file()}
+
+
+def check_one_sentence(returncode: int, stdout: str, stderr: str, message: str) -> None:
+    assert returncode == 1, stderr
+    assert message in stderr, stderr
+    assert stdout == "" and "Traceback" not in stderr
+    assert len(stderr.strip().splitlines()) == 1
+    assert stderr.startswith("error: ") and stderr.strip().endswith(".")
+
+
+@pytest.mark.parametrize("case", list(BAD_INPUTS))
+def test_bad_input_is_one_sentence(bad_runs, case):
+    runs, before, after = bad_runs
+    cwd, result = runs[case]
+    check_one_sentence(result.returncode, result.stdout.decode(), result.stderr.decode(),
+                       BAD_INPUTS[case][1])
+    # No file was left behind, partial or temporary, and no input was touched.
+    assert sorted(p.name for p in cwd.iterdir()) == ["adir.npy"]
+    assert list((cwd / "adir.npy").iterdir()) == []
+    assert before == after
+
+
+@pytest.mark.parametrize("case", list(BAD_INPUTS_IN_PROCESS))
+def test_more_bad_input_is_one_sentence(broken, tmp_path, monkeypatch, capsys, case):
+    from mosaic_encoder.cli import main
+
+    args, message = BAD_INPUTS_IN_PROCESS[case]
+    (tmp_path / "adir.npy").mkdir()
+    monkeypatch.chdir(tmp_path)
+    before = snapshot(broken)
+    returncode = main([a.format(root=broken) for a in args])
+    captured = capsys.readouterr()
+    check_one_sentence(returncode, captured.out, captured.err, message)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["adir.npy"]
+    assert snapshot(broken) == before
+
+
+@pytest.mark.parametrize("args,message", [
+    (["encode", "x", "--batch-size", "0"], "must be a positive integer"),
+    (["encode", "x", "--no-such-flag"], "unrecognized arguments: --no-such-flag"),
+    (["verify"], "the following arguments are required: DIR"),
+    (["frobnicate"], "invalid choice"),
 ])
-def test_bad_input_is_one_sentence(args, stdin, message):
-    result = cli(*args, stdin=stdin)
-    assert result.returncode != 0 and message in result.stderr
-    assert b"Traceback" not in result.stderr and result.stdout == b""
+def test_usage_errors_exit_2(capsys, args, message):
+    from mosaic_encoder.cli import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(args)
+    captured = capsys.readouterr()
+    assert exit_info.value.code == 2 and message in captured.err and captured.out == ""

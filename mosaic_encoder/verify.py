@@ -1,0 +1,627 @@
+"""Checks that a checkpoint directory is what it claims to be, as a library.
+
+:func:`verify_checkpoint` returns one :class:`CheckResult` per check (name, passed, detail); the
+``mosaic-encoder verify`` command formats them. The checks, in order:
+
+* ``manifest``: which published manifest the directory is compared with (given, chosen by the
+  config's architecture and geometry, or none: structural checks only);
+* config sanity: the values describe a buildable model (heads divide hidden, ...), the config's
+  ``architectures`` agrees with the weights' layout, the embedding has at least as many rows as
+  the tokenizer has entries;
+* tokenizer sanity: ``tokenizer.json`` parses, the special tokens exist with distinct ids inside
+  the vocabulary, ``[PAD]`` is the config's ``pad_token_id``, texts become ``[CLS] ... [SEP]``
+  (and the bert-base-uncased ids when compared with a published manifest);
+* structure: tensor names, shapes and dtypes against the model built from ``config.json``, tied
+  weights, the parameter count; against the manifest as well when there is one;
+* numeric health, reading one tensor at a time: all values finite, no all-zero tensor (biases
+  excepted: zero is their initial value, e.g. in a pooler that was never trained), LayerNorm
+  weights of plausible size;
+* optionally the golden equivalence: outputs of :func:`mosaic_encoder.load_model` on the inputs of
+  a reference-output file, within the tolerances of ``tests/data/README.md``.
+
+Problems that leave nothing to check (a missing directory, a ``config.json`` that is not JSON or
+misses a field, a truncated weights file, a checkpoint of another architecture, an unreadable
+golden file or manifest) raise :class:`~mosaic_encoder.errors.MosaicError` instead.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import re
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable
+
+import torch
+import torch.nn.functional as F
+from safetensors import SafetensorError, safe_open
+
+from . import loading
+from .config import MosaicConfig
+from .errors import CheckpointError, ConfigError, MosaicError
+from .manifest import PUBLISHED, load_manifest
+
+# bert-base-uncased's special tokens, which both published checkpoints use (SPEC, Tokenizer).
+BERT_SPECIAL_IDS = {"[PAD]": 0, "[UNK]": 100, "[CLS]": 101, "[SEP]": 102, "[MASK]": 103}
+# Tolerances of the golden equivalence in float32 (tests/data/README.md).
+GOLDEN_MAX_ABS = 1e-4
+GOLDEN_MIN_COSINE = 0.99999
+# A LayerNorm weight whose mean magnitude lies outside this range is not a trained scale.
+LAYERNORM_MEAN_ABS = (0.05, 20.0)
+# Config values that fix the geometry, compared with a manifest's config.
+_GEOMETRY = ("architectures", "hidden_size", "num_hidden_layers", "num_attention_heads",
+             "intermediate_size", "vocab_size", "type_vocab_size", "layer_norm_eps", "pad_token_id")
+_FLOAT_DTYPES = {"F64", "F32", "F16", "BF16"}
+_LAYERNORM = re.compile(r"(LayerNorm|layernorm|layer_norm|norm)\.weight$")
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    """One check: a short name, whether it passed, and a one-line detail."""
+
+    name: str
+    passed: bool
+    detail: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True)
+class FileDigest:
+    """A file of the checkpoint directory (path relative to it), its size and sha256."""
+
+    path: str
+    size: int
+    sha256: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def verify_checkpoint(directory: str | Path, against: str | Path | None = None,
+                      golden: str | Path | None = None,
+                      device: torch.device | str = "cpu") -> list[CheckResult]:
+    """Run every check on a checkpoint directory.
+
+    Args:
+        directory: checkpoint directory (``config.json``, ``model.safetensors`` or a sharded
+            index, ``tokenizer.json``).
+        against: a published checkpoint name (see :data:`mosaic_encoder.manifest.PUBLISHED`) or a
+            manifest JSON file; by default the published manifest whose config matches, if any.
+        golden: a reference-output file (``CASE.FIELD`` keys, see ``tests/data/README.md``) to
+            compare the model's float32 outputs with.
+        device: where the golden comparison runs.
+    Returns:
+        The check results, in order; the checkpoint is sound when every ``passed`` is true.
+    Raises:
+        MosaicError: with one sentence, when the directory cannot be checked at all.
+    """
+    root = directory = Path(directory)
+    if not directory.is_dir():
+        raise CheckpointError(f"checkpoint directory {directory} does not exist.")
+    if (directory / "modules.json").is_file():
+        # A sentence-transformers directory may keep the transformer in a sub-directory.
+        from .sentence import Pipeline
+
+        directory = Pipeline.from_directory(directory).transformer_dir
+    values = _read_config_values(directory / "config.json")
+    found = loading.read_tensor_index(directory)
+    layout = loading.detect_layout(set(found), str(directory))
+    ignored = set(getattr(loading, "IGNORED", ()))
+    found = {n: info for n, info in found.items() if n.removeprefix(layout.prefix) not in ignored}
+    manifest, manifest_row = _pick_manifest(values, against)
+    golden_tensors = _read_golden(Path(golden)) if golden is not None else None
+
+    results = [manifest_row]
+    config, config_row = _config_values(values, directory)
+    results.append(config_row)
+    results.append(_config_architecture(values, config, found, layout, directory))
+    tokenizer_rows, tokenizer_size = _tokenizer_checks(directory, config, manifest is not None)
+    results += tokenizer_rows
+    results.append(_vocab_rows(values, found, layout, tokenizer_size))
+    results += _structure_checks(config, found, layout)
+    results.append(_tied_weights(found, layout))
+    if manifest is not None:
+        results += _manifest_checks(values, found, layout, manifest)
+    results += _numeric_checks(found)
+    if golden_tensors is not None:
+        results += _golden_checks(root, golden_tensors, Path(golden), device)
+    return results
+
+
+def file_digests(directory: str | Path) -> list[FileDigest]:
+    """sha256 of every file in the directory and its sub-directories (hidden ones skipped)."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise CheckpointError(f"checkpoint directory {directory} does not exist.")
+    digests = []
+    for path in sorted(directory.rglob("*")):
+        relative = path.relative_to(directory)
+        if any(part.startswith(".") for part in relative.parts) or not path.is_file():
+            continue
+        sha = hashlib.sha256()
+        try:
+            with path.open("rb") as stream:
+                for chunk in iter(lambda: stream.read(1 << 20), b""):
+                    sha.update(chunk)
+        except OSError as err:
+            raise CheckpointError(f"file {path} cannot be read ({err.strerror}).") from None
+        digests.append(FileDigest(relative.as_posix(), path.stat().st_size, sha.hexdigest()))
+    return digests
+
+
+def select_manifest(values: dict[str, Any]) -> str | None:
+    """The published checkpoint whose config has this config's architecture and geometry."""
+    for name in PUBLISHED:
+        published = load_manifest(name)["config"]
+        if all(values.get(key) == published.get(key) for key in
+               ("architectures", "hidden_size", "num_hidden_layers", "num_attention_heads")):
+            return name
+    return None
+
+
+def summarise(items: list[str], limit: int = 4) -> str:
+    """'a, b, c, d and 12 more': a long list kept to one readable line."""
+    shown = ", ".join(items[:limit])
+    return shown if len(items) <= limit else f"{shown} and {len(items) - limit} more"
+
+
+_LAYER_NAME = re.compile(r"^(.*\.layer\.)(\d+)\.(.+)$")
+
+
+def summarise_names(names: list[str], limit: int = 4) -> str:
+    """Tensor names in one line: whole runs of layers collapse ('encoder.layer.2-11, 11 each')."""
+    per_layer: dict[tuple[str, int], set[str]] = {}
+    others = []
+    for name in names:
+        match = _LAYER_NAME.match(name)
+        if match:
+            per_layer.setdefault((match[1], int(match[2])), set()).add(match[3])
+        else:
+            others.append(name)
+    full = {}
+    if per_layer:
+        # Layers whose every listed tensor set is the same are reported as one range.
+        sets = {frozenset(v) for v in per_layer.values()}
+        prefixes = {p for p, _ in per_layer}
+        if len(sets) == 1 and len(prefixes) == 1 and len(per_layer) > 1:
+            indices = sorted(i for _, i in per_layer)
+            if indices == list(range(indices[0], indices[-1] + 1)):
+                prefix = next(iter(prefixes))
+                full[f"{prefix}{indices[0]}-{indices[-1]}.* ({len(next(iter(sets)))} each)"] = True
+    if not full:
+        return summarise(sorted(names), limit)
+    return summarise(list(full) + sorted(others), limit)
+
+
+# --- reading -------------------------------------------------------------------------------
+
+
+def _read_config_values(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist.") from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise ConfigError(f"config file {path} cannot be read ({err}).") from None
+    try:
+        values = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise ConfigError(f"config file {path} is not valid JSON ({err}).") from None
+    if not isinstance(values, dict):
+        raise ConfigError(f"config file {path} must hold a JSON object, got "
+                          f"{type(values).__name__}.")
+    required = [f.name for f in dataclasses.fields(MosaicConfig)
+                if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
+    missing = [name for name in required if name not in values]
+    if missing:
+        raise ConfigError(f"config file {path} is missing the field(s) {', '.join(missing)}.")
+    return values
+
+
+def _pick_manifest(values: dict[str, Any], against: str | Path | None):
+    if against is not None:
+        manifest = load_manifest(against)
+        name = manifest.get("checkpoint", str(against))
+        return manifest, CheckResult("manifest", True, f"comparing with {name} (as asked)")
+    name = select_manifest(values)
+    if name is None:
+        return None, CheckResult(
+            "manifest", True, f"no published manifest has this geometry "
+            f"({values.get('architectures')}, hidden {values.get('hidden_size')}): structural "
+            f"checks only")
+    return load_manifest(name), CheckResult(
+        "manifest", True, f"comparing with {name} (its config's architecture and geometry match)")
+
+
+def _read_golden(path: Path) -> dict[str, torch.Tensor]:
+    if not path.is_file():
+        raise CheckpointError(f"golden file {path} does not exist.")
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            tensors = {name: handle.get_tensor(name) for name in handle.keys()}
+    except (SafetensorError, OSError, ValueError) as err:
+        raise CheckpointError(f"golden file {path} is truncated or not a safetensors file "
+                              f"({err}).") from None
+    if not any(name.endswith(".input_ids") for name in tensors):
+        raise CheckpointError(f"golden file {path} has no CASE.input_ids tensors, so it holds no "
+                              f"case to compare.")
+    return tensors
+
+
+def _tensors(found: dict[str, loading.TensorInfo]) -> Iterable[tuple[str, torch.Tensor]]:
+    """Every stored tensor, one at a time, in file order."""
+    by_file: dict[Path, list[str]] = {}
+    for name, info in found.items():
+        by_file.setdefault(info.file, []).append(name)
+    for file, names in by_file.items():
+        try:
+            with safe_open(str(file), framework="pt") as handle:
+                for name in names:
+                    yield name, handle.get_tensor(name)
+        except (SafetensorError, OSError, ValueError) as err:
+            raise CheckpointError(f"weights file {file} is truncated or corrupted ({err}).") from None
+
+
+def _read_one(found: dict[str, loading.TensorInfo], name: str) -> torch.Tensor:
+    info = found[name]
+    try:
+        with safe_open(str(info.file), framework="pt") as handle:
+            return handle.get_tensor(name)
+    except (SafetensorError, OSError, ValueError) as err:
+        raise CheckpointError(f"weights file {info.file} is truncated or corrupted ({err}).") from None
+
+
+# --- config and tokenizer --------------------------------------------------------------------
+
+
+def _config_values(values: dict[str, Any], directory: Path):
+    try:
+        config = MosaicConfig.from_dict(values, source=f"config file {directory / 'config.json'}")
+    except ConfigError as err:
+        return None, CheckResult("config values", False, str(err))
+    family = "ALiBi, GLU" if getattr(config, "uses_alibi", True) else "absolute positions"
+    return config, CheckResult(
+        "config values", True,
+        f"hidden {config.hidden_size} = {config.num_attention_heads} heads x {config.head_dim}, "
+        f"{config.num_hidden_layers} layers, intermediate {config.intermediate_size}, "
+        f"vocab {config.vocab_size}, {family}")
+
+
+def _config_architecture(values, config, found, layout, directory) -> CheckResult:
+    kind = "masked-LM (cls.predictions.*)" if layout.masked_lm else \
+        "encoder" + (" with pooler" if layout.pooler else " without pooler")
+    architectures = values.get("architectures")
+    expected = "BertForMaskedLM" if layout.masked_lm else "BertModel"
+    if architectures is not None and architectures != [expected]:
+        return CheckResult("config architecture", False,
+                           f"config.json says {architectures} but the weights have the {kind} "
+                           f"layout ({expected})")
+    check_family = getattr(loading, "check_family", None)
+    if config is not None and check_family is not None:
+        try:
+            check_family(config, set(found), layout, str(directory))
+        except MosaicError as err:
+            return CheckResult("config architecture", False, str(err))
+    said = f"config.json says {architectures}" if architectures else "config.json names none"
+    return CheckResult("config architecture", True, f"{said}; weights have the {kind} "
+                                                    f"layout")
+
+
+def _tokenizer_checks(directory: Path, config: MosaicConfig | None,
+                      published: bool) -> tuple[list[CheckResult], int | None]:
+    from .tokenizer import TextTokenizer  # the tokenizers import is only needed here
+
+    path = directory / "tokenizer.json"
+    try:
+        tokenizer = TextTokenizer(path)
+    except MosaicError as err:
+        return [CheckResult("tokenizer", False, str(err))], None
+    ids = {token: tokenizer.token_to_id(token) for token in BERT_SPECIAL_IDS}
+    problems = [f"{token} is missing" for token, i in ids.items() if i is None]
+    present = {t: i for t, i in ids.items() if i is not None}
+    if len(set(present.values())) != len(present):
+        problems.append("special tokens share ids")
+    vocab_rows = config.vocab_size if config is not None else None
+    if vocab_rows is not None:
+        problems += [f"{t}={i} is outside the {vocab_rows} embedding rows"
+                     for t, i in present.items() if i >= vocab_rows]
+        pad = present.get("[PAD]")
+        if pad is not None and pad != config.pad_token_id:
+            problems.append(f"[PAD]={pad} but config.json's pad_token_id is {config.pad_token_id}")
+    if published:
+        problems += [f"{t}={present[t]} where bert-base-uncased has {i}"
+                     for t, i in BERT_SPECIAL_IDS.items() if t in present and present[t] != i]
+    problems += _special_tokens_map(directory, tokenizer)
+    if "[CLS]" in present and "[SEP]" in present:
+        sample, _, _ = tokenizer.encode_ids(["hello world"])
+        if not sample[0] or sample[0][0] != present["[CLS]"] or sample[0][-1] != present["[SEP]"]:
+            problems.append("texts are not encoded as [CLS] ... [SEP]")
+    detail = " ".join(f"{t}={i}" for t, i in present.items())
+    detail = f"{tokenizer.vocab_size} entries; {detail}"
+    if problems:
+        return [CheckResult("tokenizer", False, f"{'; '.join(problems)} ({detail})")], \
+            tokenizer.vocab_size
+    return [CheckResult("tokenizer", True, f"{detail}; [CLS] text [SEP]")], tokenizer.vocab_size
+
+
+def _special_tokens_map(directory: Path, tokenizer) -> list[str]:
+    path = directory / "special_tokens_map.json"
+    if not path.is_file():
+        return []
+    try:
+        mapping = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return [f"{path.name} is not readable JSON"]
+    problems = []
+    for role, token in (mapping.items() if isinstance(mapping, dict) else ()):
+        text = token.get("content") if isinstance(token, dict) else token
+        if isinstance(text, str) and tokenizer.token_to_id(text) is None:
+            problems.append(f"{path.name} names {role} {text!r}, which the tokenizer lacks")
+    return problems
+
+
+def _vocab_rows(values, found, layout, tokenizer_size) -> CheckResult:
+    info = found.get(f"{layout.prefix}embeddings.word_embeddings.weight")
+    rows = info.shape[0] if info is not None and info.shape else None
+    problems = []
+    if rows is not None and rows != values.get("vocab_size"):
+        problems.append(f"the word embedding has {rows} rows but config.json's vocab_size is "
+                        f"{values.get('vocab_size')}")
+    if rows is not None and tokenizer_size is not None and rows < tokenizer_size:
+        problems.append(f"the tokenizer has {tokenizer_size} entries, more than the {rows} "
+                        f"embedding rows")
+    if problems:
+        return CheckResult("vocab rows", False, "; ".join(problems))
+    size = f"{tokenizer_size} tokenizer entries" if tokenizer_size is not None else \
+        "tokenizer unreadable"
+    return CheckResult("vocab rows", True, f"{rows} embedding rows >= {size}")
+
+
+# --- structure -------------------------------------------------------------------------------
+
+
+def _expected_model(config: MosaicConfig, layout) -> tuple[dict[str, tuple[int, ...]], int]:
+    with torch.device("meta"):
+        model = layout.build(config)
+    return loading.expected_tensors(model, layout), sum(p.numel() for p in model.parameters())
+
+
+def _stored_parameters(found, layout) -> int:
+    count = sum(math.prod(info.shape) for info in found.values())
+    if layout.masked_lm and loading.TIED_DECODER in found:
+        count -= math.prod(found[loading.TIED_DECODER].shape)
+    return count
+
+
+def _name_problems(expected: dict[str, tuple[int, ...]], found, optional: set[str]) -> list[str]:
+    missing = sorted(set(expected) - set(found) - optional)
+    stray = sorted(set(found) - set(expected))
+    problems = []
+    if missing:
+        problems.append(f"{len(missing)} missing: {summarise_names(missing)}")
+    if stray:
+        problems.append(f"{len(stray)} stray: {summarise_names(stray)}")
+    return problems
+
+
+def _shape_problems(expected: dict[str, tuple[int, ...]], found, whose: str) -> list[str]:
+    return [f"{name} {list(found[name].shape)} ({whose} {list(expected[name])})"
+            for name in sorted(set(expected) & set(found)) if tuple(found[name].shape)
+            != tuple(expected[name])]
+
+
+def _structure_checks(config, found, layout) -> list[CheckResult]:
+    dtypes = Counter(info.dtype for info in found.values())
+    odd = sorted(n for n, info in found.items() if info.dtype not in _FLOAT_DTYPES)
+    dtype_detail = f"all {next(iter(dtypes))}" if len(dtypes) == 1 else \
+        ", ".join(f"{d} x{c}" for d, c in dtypes.most_common())
+    dtype_row = CheckResult("tensor dtypes", False,
+                            f"{len(odd)} not floating point: {summarise(odd)} ({dtype_detail})") \
+        if odd else CheckResult("tensor dtypes", True, dtype_detail)
+    if config is None:
+        reason = "cannot build the model: config.json's values are invalid"
+        return [CheckResult("tensor names", False, reason), CheckResult("tensor shapes", False, reason),
+                dtype_row, CheckResult("parameter count", False, reason)]
+    expected, parameters = _expected_model(config, layout)
+    optional = {loading.TIED_DECODER} if layout.masked_lm else set()
+    rows = []
+    problems = _name_problems(expected, found, optional)
+    rows.append(CheckResult("tensor names", False, "; ".join(problems)) if problems else
+                CheckResult("tensor names", True, f"{len(found)} tensors, exactly those the "
+                                                   f"config's model needs"))
+    shapes = _shape_problems(expected, found, "config")
+    rows.append(CheckResult("tensor shapes", False, f"{len(shapes)} differ from the config's "
+                                                    f"model: {summarise(shapes, 3)}") if shapes else
+                CheckResult("tensor shapes", True, "every shape matches the config's model"))
+    rows.append(dtype_row)
+    stored = _stored_parameters(found, layout)
+    rows.append(CheckResult("parameter count", stored == parameters,
+                            f"{stored:,} stored, config's model has {parameters:,}"))
+    return rows
+
+
+def _tied_weights(found, layout) -> CheckResult:
+    if not layout.masked_lm:
+        return CheckResult("tied weights", True, "none in this layout")
+    if loading.TIED_DECODER not in found:
+        return CheckResult("tied weights", True, f"{loading.TIED_DECODER} not stored; tied to "
+                                                 f"{loading.TIED_SOURCE} at load")
+    if loading.TIED_SOURCE not in found:
+        return CheckResult("tied weights", False, f"{loading.TIED_SOURCE} is missing")
+    decoder, source = (_read_one(found, n) for n in (loading.TIED_DECODER, loading.TIED_SOURCE))
+    if decoder.shape != source.shape or not torch.equal(decoder, source):
+        return CheckResult("tied weights", False, f"{loading.TIED_DECODER} differs from "
+                                                  f"{loading.TIED_SOURCE}, but they are tied")
+    return CheckResult("tied weights", True, f"{loading.TIED_DECODER} equals "
+                                             f"{loading.TIED_SOURCE}")
+
+
+def _manifest_checks(values, found, layout, manifest) -> list[CheckResult]:
+    name = manifest.get("checkpoint", "the manifest")
+    published = {n: t for n, t in manifest["tensors"].items() if isinstance(t, dict)}
+    shapes = {n: tuple(t.get("shape", ())) for n, t in published.items()}
+    rows = []
+    config = manifest.get("config")
+    if isinstance(config, dict):
+        diffs = [f"{key} {values.get(key)!r} ({name} {config.get(key)!r})" for key in _GEOMETRY
+                 if key in config and values.get(key) != config.get(key)]
+        rows.append(CheckResult("manifest config", False, f"{len(diffs)} differ: "
+                                f"{summarise(diffs)}") if diffs else
+                    CheckResult("manifest config", True, "geometry matches"))
+    optional = {loading.TIED_DECODER} if layout.masked_lm else set()
+    problems = _name_problems(shapes, found, optional)
+    rows.append(CheckResult("manifest names", False, f"against {len(shapes)} published: "
+                            f"{'; '.join(problems)}") if problems else
+                CheckResult("manifest names", True, f"the {len(shapes)} published tensors"
+                            + (" (tied decoder not stored)" if optional - set(found) else "")))
+    wrong = _shape_problems(shapes, found, "published")
+    common = len(set(shapes) & set(found))
+    if not common:
+        reason = f"no tensor name in common with {name}"
+        return rows + [CheckResult("manifest shapes", False, reason),
+                       CheckResult("manifest dtypes", False, reason)] + _manifest_count(
+            found, layout, manifest, name)
+    rows.append(CheckResult("manifest shapes", False, f"{len(wrong)} of {common} differ: "
+                            f"{summarise(wrong, 3)}") if wrong else
+                CheckResult("manifest shapes", True, f"all {common} shared tensors match"))
+    dtypes = [f"{n} {found[n].dtype} ({name} {published[n].get('dtype')})"
+              for n in sorted(set(published) & set(found))
+              if published[n].get("dtype") and found[n].dtype != published[n]["dtype"]]
+    stored = Counter(published[n].get("dtype") for n in published)
+    rows.append(CheckResult("manifest dtypes", False, f"{len(dtypes)} differ: "
+                            f"{summarise(dtypes, 3)}") if dtypes else
+                CheckResult("manifest dtypes", True, "storage dtypes match ("
+                            + ", ".join(str(d) for d in stored) + ")"))
+    return rows + _manifest_count(found, layout, manifest, name)
+
+
+def _manifest_count(found, layout, manifest, name) -> list[CheckResult]:
+    count = manifest.get("num_parameters_unique")
+    if not isinstance(count, int):
+        return []
+    mine = _stored_parameters(found, layout)
+    return [CheckResult("manifest parameter count", mine == count,
+                        f"{mine:,} stored, {name} has {count:,}")]
+
+
+# --- numeric health --------------------------------------------------------------------------
+
+
+def _numeric_checks(found) -> list[CheckResult]:
+    not_finite, all_zero, zero_biases, implausible, norm_means = [], [], [], [], []
+    largest = 0.0
+    for name, tensor in _tensors(found):
+        if not tensor.is_floating_point():
+            continue
+        values = tensor.float()
+        finite = bool(torch.isfinite(values).all())
+        if not finite:
+            not_finite.append(name)
+        if values.numel() and not bool(values.any()):
+            # A zero bias is an initial value (e.g. a pooler never trained), not lost data.
+            (zero_biases if name.endswith(".bias") else all_zero).append(name)
+        if finite and values.numel():
+            largest = max(largest, float(values.abs().max()))
+        if _LAYERNORM.search(name) and values.numel() and finite:
+            mean = float(values.abs().mean())
+            norm_means.append(mean)
+            if not LAYERNORM_MEAN_ABS[0] <= mean <= LAYERNORM_MEAN_ABS[1]:
+                implausible.append(f"{name} (mean |w| {mean:.3g})")
+        del values, tensor
+    rows = [CheckResult("finite values", False, f"NaN or inf in {len(not_finite)} tensor(s): "
+                        f"{summarise(not_finite)}") if not_finite else
+            CheckResult("finite values", True, f"all {len(found)} tensors; largest |x| "
+                                               f"{largest:.4g}"),
+            CheckResult("no all-zero tensors", False, f"{len(all_zero)} all zero: "
+                        f"{summarise(all_zero)}") if all_zero else
+            CheckResult("no all-zero tensors", True, "none" if not zero_biases else
+                        f"none but {len(zero_biases)} bias(es) at their initial zeros: "
+                        f"{summarise(zero_biases)}")]
+    low, high = LAYERNORM_MEAN_ABS
+    if implausible:
+        rows.append(CheckResult("LayerNorm weights", False, f"{len(implausible)} outside mean |w| "
+                                f"in [{low}, {high}]: {summarise(implausible, 3)}"))
+    elif norm_means:
+        rows.append(CheckResult("LayerNorm weights", True, f"{len(norm_means)} with mean |w| in "
+                                f"[{min(norm_means):.3g}, {max(norm_means):.3g}]"))
+    else:
+        rows.append(CheckResult("LayerNorm weights", False, "no LayerNorm weight found"))
+    return rows
+
+
+# --- golden equivalence ----------------------------------------------------------------------
+
+
+@torch.inference_mode()
+def _golden_checks(directory: Path, golden: dict[str, torch.Tensor], path: Path,
+                   device) -> list[CheckResult]:
+    from .sentence import Pipeline  # imports tqdm and tokenizers; only needed here
+
+    try:
+        pipeline = Pipeline.from_directory(directory)
+        model = loading.load_model(pipeline.transformer_dir, dtype=torch.float32, device=device)
+    except MosaicError as err:
+        return [CheckResult(f"golden {path.name}", False, f"the model does not load: {err}")]
+    cases = sorted({name.rsplit(".", 1)[0] for name in golden if name.endswith(".input_ids")})
+    return [_golden_case(model, pipeline, golden, case, torch.device(device)) for case in cases]
+
+
+def _golden_case(model, pipeline, golden, case: str, device: torch.device) -> CheckResult:
+    ids = golden[f"{case}.input_ids"]
+    mask = golden.get(f"{case}.attention_mask", torch.ones_like(ids))
+    try:
+        out = model(ids.to(device), mask.to(device))
+    except MosaicError as err:
+        return CheckResult(f"golden {case}", False, f"the model rejects the inputs: {err}")
+    measured, problems = [], []
+
+    def compare(field: str, ours: torch.Tensor | None, what: str) -> None:
+        reference = golden[f"{case}.{field}"]
+        if ours is None:
+            problems.append(f"{field} expected but the checkpoint has no {what}")
+        elif ours.shape != reference.shape:
+            problems.append(f"{field} has shape {list(ours.shape)}, expected "
+                            f"{list(reference.shape)}")
+        else:
+            error = float((ours.float().cpu() - reference.float()).abs().max()) \
+                if reference.numel() else 0.0
+            measured.append(f"{field} {error:.1e}")
+            if not error <= GOLDEN_MAX_ABS:
+                problems.append(f"{field} max |diff| {error:.2e} > {GOLDEN_MAX_ABS:g}")
+
+    if f"{case}.last_hidden_state" in golden:
+        compare("last_hidden_state", out.last_hidden_state, "encoder output")
+    if f"{case}.pooler_output" in golden:
+        compare("pooler_output", out.pooler_output, "pooler")
+    if f"{case}.logits_at_positions" in golden:
+        positions = golden.get(f"{case}.logit_positions")
+        if positions is None:
+            problems.append("logits_at_positions without logit_positions")
+        else:
+            logits = None if out.logits is None else \
+                out.logits[positions[:, 0].to(device), positions[:, 1].to(device)]
+            compare("logits_at_positions", logits, "masked-LM head")
+    if f"{case}.sentence_embedding" in golden:
+        reference = golden[f"{case}.sentence_embedding"]
+        hidden_mask = mask.to(device)
+        embedding = F.normalize(pipeline.pooling(out.last_hidden_state.float(), hidden_mask),
+                                dim=-1).cpu()
+        if embedding.shape != reference.shape:
+            problems.append(f"sentence_embedding has shape {list(embedding.shape)}, expected "
+                            f"{list(reference.shape)}")
+        else:
+            cosine = float(F.cosine_similarity(embedding, reference.float(), dim=-1).min())
+            measured.append(f"sentence_embedding cos {cosine:.7f}")
+            if not cosine >= GOLDEN_MIN_COSINE:
+                problems.append(f"sentence_embedding cosine {cosine:.7f} < {GOLDEN_MIN_COSINE}")
+    if not measured and not problems:
+        problems.append("no output field to compare")
+    detail = "; ".join(problems) if problems else \
+        f"{', '.join(measured)} (max |diff| <= {GOLDEN_MAX_ABS:g}, cos >= {GOLDEN_MIN_COSINE})"
+    return CheckResult(f"golden {case}", not problems, detail)

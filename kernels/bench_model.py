@@ -1,0 +1,445 @@
+"""Whole-model benchmark: tokens/s and peak memory of a full encoder forward, against upstream's
+dense computation run in the same invocation.
+
+``python -m kernels.bench model`` (or ``mosaic-encoder bench model``). Two kinds of rows:
+
+* ``single``: one batch of ``--batch`` sequences of L tokens, for each L of ``--lengths``;
+* ``corpus``: encoding a synthetic mixed-length corpus (``--corpus-docs`` token sequences with
+  lengths drawn log-uniformly from [``--corpus-min-len``, ``--corpus-max-len``]), sorted by
+  length and batched by ``--corpus-batch-size`` as sentence-transformers does, then mean-pooled
+  and L2-normalised.
+
+Implementations: ``ours-<attention>`` (the package's model, attention ``sdpa`` or ``triton``) and
+``baseline``: :class:`mosaic_encoder.baseline.UpstreamStyleEncoder` over the same weights (dense
+padded computation, a (heads, N, N) float32 ALiBi table built at construction for
+N = ``--alibi-starting-size``, reported as ``state_bytes``). The weights are random (seeded) for
+the default BERT-base geometry (768 hidden, 12 heads, 12 layers, GLU 3072, vocab 30528), or
+loaded with ``--checkpoint DIR``. Nothing is downloaded.
+
+Each measurement's first call runs under the memory measurement (and warms up); then
+:func:`kernels.measure.time_call` times it. With ``--isolate`` every measurement runs in a fresh
+child process, which also reports its peak resident set size (``ru_maxrss``) and its RSS just
+before the first call; without it, everything runs in this process and each ``ours`` row also
+carries its largest difference from the baseline's output.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import random
+import subprocess
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from .bench import (DTYPES, _choice_list, _first_line, _int_list, _is_oom, _release,
+                    default_max_dense_bytes, new_document, resolve_device, write_results)
+from .measure import (REPO_ROOT, current_rss_bytes, environment, gib, max_rss_bytes, peak_memory,
+                      time_call)
+
+MODEL_IMPLS = ("ours", "baseline")
+DEFAULT_MODEL_LENGTHS = {"cpu": (512, 2048, 4096), "cuda": (512, 2048, 4096, 8192)}
+ROW_MARKER = "@@bench-row "
+
+MODEL_FIELDS = (
+    "kind", "impl", "attention", "case", "seqlen", "batch", "num_seqs", "real_tokens",
+    "padded_tokens", "dtype", "geometry", "checkpoint", "status", "reason", "notes",
+    "time_s", "time_s_events", "timer", "samples", "tokens_per_s", "speedup_vs_baseline",
+    "peak_bytes", "memory_method", "state_bytes", "model_bytes", "isolated", "rss_before_bytes",
+    "peak_rss_bytes", "max_abs_diff_vs_baseline", "device", "torch", "triton", "seqlens")
+
+
+def corpus_lengths(docs: int, min_len: int, max_len: int, seed: int = 0) -> list[int]:
+    """Token counts of a synthetic corpus, log-uniform in [min_len, max_len], deterministic."""
+    rng = random.Random(seed * 1_000_003 + docs * 31 + max_len)
+    low, high = math.log(max(1, min_len)), math.log(max(min_len, max_len))
+    return [round(math.exp(rng.uniform(low, high))) for _ in range(docs)]
+
+
+def corpus_batches(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
+    """Document indices sorted longest first, cut into batches of ``batch_size``."""
+    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+    return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+
+
+# --------------------------------------------------------------------------------------------
+# Building models and inputs
+# --------------------------------------------------------------------------------------------
+
+def build_model(spec: dict, device: torch.device) -> torch.nn.Module:
+    """The encoder described by ``spec`` (checkpoint or random geometry), eval mode."""
+    from mosaic_encoder import MosaicConfig, load_model
+    from mosaic_encoder.loading import Layout
+    from mosaic_encoder.models import MosaicBertForMaskedLM
+
+    dtype = DTYPES[spec["dtype"]]
+    if spec.get("checkpoint"):
+        model = load_model(spec["checkpoint"], dtype=dtype, device=device,
+                           attention=spec["attention"])
+        model = model.bert if isinstance(model, MosaicBertForMaskedLM) else model
+    else:
+        geometry = spec["geometry"]
+        config = MosaicConfig(vocab_size=geometry["vocab"], hidden_size=geometry["hidden"],
+                              num_hidden_layers=geometry["layers"],
+                              num_attention_heads=geometry["heads"],
+                              intermediate_size=geometry["intermediate"],
+                              attention_impl=spec["attention"])
+        torch.manual_seed(spec["seed"])
+        model = Layout(masked_lm=False, prefix="", pooler=True).build(config)
+        model = model.to(device=device, dtype=dtype)
+    return model.eval()
+
+
+def make_batches(spec: dict, vocab: int, device: torch.device
+                 ) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """(input_ids, attention_mask) padded batches of the row's case; right padding with id 0."""
+    generator = torch.Generator().manual_seed(spec["seed"] + 1)
+    if spec["case"] == "single":
+        groups = [[spec["seqlen"]] * spec["batch"]]
+    else:
+        lengths = spec["seqlens"]
+        groups = [[lengths[i] for i in batch]
+                  for batch in corpus_batches(lengths, spec["corpus_batch_size"])]
+    batches = []
+    for group in groups:
+        width = max(group)
+        ids = torch.randint(1000, vocab, (len(group), width), generator=generator)
+        mask = (torch.arange(width)[None, :] < torch.tensor(group)[:, None]).to(torch.int64)
+        batches.append(((ids * mask).to(device), mask.to(device)))
+    return batches
+
+
+def _runner(impl: str, model, baseline, batches, case: str):
+    """The timed call: forward over every batch (corpus: plus mean pooling and L2 norm)."""
+
+    def forward(ids, mask):
+        if impl == "baseline":
+            return baseline(ids, mask)
+        return model(ids, mask).last_hidden_state
+
+    @torch.inference_mode()
+    def run():
+        outputs = []
+        for ids, mask in batches:
+            hidden = forward(ids, mask)
+            if case == "corpus":
+                weights = mask[..., None].to(hidden.dtype)
+                pooled = (hidden * weights).sum(1) / weights.sum(1).clamp(min=1e-9)
+                outputs.append(F.normalize(pooled.float(), dim=-1))
+            else:
+                outputs.append(hidden)
+        return outputs
+    return run
+
+
+def _real_outputs(outputs: list[torch.Tensor], batches, case: str) -> torch.Tensor:
+    """Concatenate outputs over real tokens (single) or documents (corpus), as float64."""
+    if case == "corpus":
+        return torch.cat([o.double() for o in outputs])
+    return torch.cat([o[m.bool()].double() for o, (_, m) in zip(outputs, batches)])
+
+
+# --------------------------------------------------------------------------------------------
+# One measurement
+# --------------------------------------------------------------------------------------------
+
+def _base_row(spec: dict, env: dict) -> dict:
+    row = dict.fromkeys(MODEL_FIELDS)
+    seqlens = [spec["seqlen"]] * spec["batch"] if spec["case"] == "single" else spec["seqlens"]
+    if spec["case"] == "single":
+        padded = spec["seqlen"] * spec["batch"]
+    else:
+        padded = sum(len(b) * max(seqlens[i] for i in b)
+                     for b in corpus_batches(seqlens, spec["corpus_batch_size"]))
+    geometry = spec.get("geometry") or {}
+    row.update(kind="model", impl=spec["impl"], case=spec["case"], seqlen=max(seqlens),
+               batch=spec["batch"] if spec["case"] == "single" else spec["corpus_batch_size"],
+               num_seqs=len(seqlens), real_tokens=sum(seqlens), padded_tokens=padded,
+               dtype=spec["dtype"], checkpoint=spec.get("checkpoint"),
+               geometry=None if spec.get("checkpoint") else
+               "{hidden}/{heads}/{layers} GLU {intermediate} vocab {vocab}".format(**geometry),
+               isolated=bool(spec.get("isolated")), device=env["device"], torch=env["torch"],
+               triton=env["triton"], seqlens=seqlens if spec["case"] == "corpus" else None)
+    return row
+
+
+class ModelCache:
+    """The model and baseline shared by in-process measurements."""
+
+    def __init__(self):
+        self.model = None
+        self.baseline = None
+
+
+def measure_model(spec: dict, device: torch.device, env: dict, cache: ModelCache | None = None,
+                  keep_outputs: bool = False) -> tuple[dict, torch.Tensor | None]:
+    """Measure one (implementation, case); returns (row, real outputs when asked)."""
+    from mosaic_encoder.attention import resolve_impl
+    from mosaic_encoder.baseline import UpstreamStyleEncoder
+
+    row = _base_row(spec, env)
+    cache = cache or ModelCache()
+    outputs = None
+    try:
+        if spec["impl"] == "ours":
+            row["attention"] = resolve_impl(spec["attention"], device)
+            row["impl"] = f"ours-{row['attention']}"
+        else:
+            row["attention"] = "dense (upstream-style)"
+            _check_baseline_budget(spec, row)
+        if cache.model is None:
+            cache.model = build_model(spec, device)
+        model = cache.model
+        row["model_bytes"] = sum(p.numel() * p.element_size() for p in model.parameters())
+        baseline = None
+        if spec["impl"] == "baseline":
+            if cache.baseline is None:
+                cache.baseline = UpstreamStyleEncoder(model, spec["alibi_starting_size"])
+            baseline = cache.baseline
+            row["state_bytes"] = baseline.bias.numel() * baseline.bias.element_size()
+        else:
+            row["state_bytes"] = 0
+        batches = make_batches(spec, model.config.vocab_size, device)
+        run = _runner(spec["impl"], model, baseline, batches, spec["case"])
+        if spec.get("isolated"):
+            row["rss_before_bytes"] = current_rss_bytes()
+        results, row["peak_bytes"], row["memory_method"] = peak_memory(run, device)
+        if baseline is not None:  # the table grows inside the call when the batch is longer
+            row["state_bytes"] = baseline.bias.numel() * baseline.bias.element_size()
+        if keep_outputs:
+            outputs = _real_outputs(results, batches, spec["case"])
+        del results
+        timing = time_call(run, device, min_run_time=spec["min_run_time"],
+                           min_samples=spec["min_samples"], max_time=spec["max_row_time"],
+                           gpu_reps=spec["min_samples"])
+        row.update(status="ok", time_s=timing.median_s, time_s_events=timing.events_median_s,
+                   timer=timing.timer, samples=timing.samples,
+                   tokens_per_s=row["real_tokens"] / timing.median_s)
+        if spec.get("isolated"):
+            row["peak_rss_bytes"] = max_rss_bytes()
+    except KeyboardInterrupt:
+        raise
+    except Exception as err:  # noqa: BLE001 - every failure becomes a row
+        from mosaic_encoder.errors import MosaicError
+
+        if isinstance(err, _Unsupported):
+            row.update(status="unsupported", reason=str(err))
+        elif isinstance(err, MosaicError) or _is_oom(err):
+            row.update(status="unsupported", reason=f"{type(err).__name__}: {_first_line(err)}")
+        else:
+            row.update(status="failed", reason=f"{type(err).__name__}: {_first_line(err)}")
+    finally:
+        _release(device)
+    return row, outputs
+
+
+class _Unsupported(Exception):
+    pass
+
+
+def _check_baseline_budget(spec: dict, row: dict) -> None:
+    geometry = spec.get("geometry") or {}
+    heads = geometry.get("heads", 12)
+    width = row["seqlen"]
+    batch = row["num_seqs"] if spec["case"] == "single" else spec["corpus_batch_size"]
+    table = max(width, spec["alibi_starting_size"])
+    need = 4 * heads * (4 * batch * width * width + table * table)
+    if need > spec["max_dense_bytes"]:
+        raise _Unsupported(f"the dense baseline would materialise about {gib(need)} of "
+                           f"(B, heads, S, S) tensors and ALiBi table, above --max-dense-gib "
+                           f"{gib(spec['max_dense_bytes'])}")
+
+
+# --------------------------------------------------------------------------------------------
+# Isolation in child processes
+# --------------------------------------------------------------------------------------------
+
+def run_isolated(spec: dict, timeout: float | None = None) -> dict:
+    """Run one measurement in a fresh ``python -m kernels.bench _model-child`` process."""
+    spec = dict(spec, isolated=True)
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
+    command = [sys.executable, "-m", "kernels.bench", "_model-child", json.dumps(spec)]
+    try:
+        done = subprocess.run(command, cwd=REPO_ROOT, env=env, capture_output=True, text=True,
+                              timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return {"status": "failed", "reason": f"child process exceeded {timeout} s"}
+    for line in done.stdout.splitlines():
+        if line.startswith(ROW_MARKER):
+            return json.loads(line[len(ROW_MARKER):])
+    tail = (done.stderr or done.stdout).strip().splitlines()[-1:] or ["no output"]
+    reason = f"child process exited with status {done.returncode}: {tail[0][:300]}"
+    if done.returncode in (-9, 137):
+        reason = f"child process was killed (status {done.returncode}; out of memory?)"
+    return {"status": "failed", "reason": reason}
+
+
+def child_main(argv: list[str]) -> int:
+    """``python -m kernels.bench _model-child SPEC_JSON``: one measurement, one marked line."""
+    spec = json.loads(argv[0])
+    device = torch.device(spec["device"])
+    if spec.get("threads"):
+        torch.set_num_threads(spec["threads"])
+    row, _ = measure_model(spec, device, environment(device))
+    print(ROW_MARKER + json.dumps(row), flush=True)
+    return 0
+
+
+# --------------------------------------------------------------------------------------------
+# Command line
+# --------------------------------------------------------------------------------------------
+
+def model_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m kernels.bench model",
+        description="Benchmark a full encoder forward (tokens/s, peak memory) against the dense "
+                    "upstream-style baseline, at fixed lengths and on a mixed-length corpus.")
+    parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
+    parser.add_argument("--checkpoint", type=Path, default=None,
+                        help="a checkpoint directory (default: random weights, --hidden etc.)")
+    parser.add_argument("--hidden", type=int, default=768)
+    parser.add_argument("--layers", type=int, default=12)
+    parser.add_argument("--heads", type=int, default=12)
+    parser.add_argument("--intermediate", type=int, default=3072)
+    parser.add_argument("--vocab", type=int, default=30528)
+    parser.add_argument("--dtype", choices=tuple(DTYPES), default=None,
+                        help="default: CPU float32, GPU bfloat16")
+    parser.add_argument("--attention", choices=("auto", "sdpa", "triton"), default="auto",
+                        help="our model's attention (default auto: triton on GPU, sdpa on CPU)")
+    parser.add_argument("--impls", type=_choice_list(MODEL_IMPLS), default=list(MODEL_IMPLS),
+                        help="ours, baseline (default: both)")
+    parser.add_argument("--lengths", type=_int_list, default=None,
+                        help="tokens per sequence (default: CPU 512,2048,4096; GPU adds 8192)")
+    parser.add_argument("--batch", type=int, default=1, help="sequences per batch (default 1)")
+    parser.add_argument("--alibi-starting-size", type=int, default=4096,
+                        help="N of the baseline's ALiBi table (default 4096, lodestone's)")
+    parser.add_argument("--corpus-docs", type=int, default=None,
+                        help="documents in the corpus row (default: CPU 32, GPU 1024; 0: none)")
+    parser.add_argument("--corpus-min-len", type=int, default=16)
+    parser.add_argument("--corpus-max-len", type=int, default=None,
+                        help="longest document (default: CPU 512, GPU 4096)")
+    parser.add_argument("--corpus-batch-size", type=int, default=32)
+    parser.add_argument("--min-samples", type=int, default=3,
+                        help="timed calls per row (default 3; fewer when --max-row-time is hit)")
+    parser.add_argument("--min-run-time", type=float, default=0.0,
+                        help="CPU: use blocked_autorange for calls this fast (default 0: off)")
+    parser.add_argument("--max-row-time", type=float, default=None,
+                        help="CPU: stop adding timed calls once a row has spent this many "
+                             "seconds (default 30; at least one call is always timed)")
+    parser.add_argument("--max-dense-gib", type=float, default=None,
+                        help="report baseline runs needing more as unsupported (default: CPU "
+                             "min(8, RAM/3), GPU 80%% of its memory)")
+    parser.add_argument("--isolate", action="store_true",
+                        help="run every measurement in a fresh child process and report its peak "
+                             "RSS (ru_maxrss)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch CPU threads (default: torch's choice)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--quick", action="store_true", help="lengths 512 and a 16-doc corpus")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="write results to this .json and the .csv beside it")
+    return parser
+
+
+def main(argv: Sequence[str], full_argv: Sequence[str] | None = None) -> int:
+    """``python -m kernels.bench model ...``; see :func:`model_parser`."""
+    args = model_parser().parse_args(list(argv))
+    document = run_model(args, list(full_argv if full_argv is not None else ["model", *argv]))
+    if args.out:
+        json_path, csv_path = write_results(document, args.out)
+        print(f"# wrote {json_path} and {csv_path}", flush=True)
+    from .bench import summarize
+
+    return summarize(document["rows"])
+
+
+def run_model(args: argparse.Namespace, argv: Sequence[str]) -> dict:
+    device = resolve_device(args.device)
+    kind = device.type
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    lengths = args.lengths or ((512,) if args.quick else DEFAULT_MODEL_LENGTHS[kind])
+    docs = args.corpus_docs if args.corpus_docs is not None else \
+        (16 if args.quick else (32 if kind == "cpu" else 1024))
+    max_len = args.corpus_max_len or (512 if kind == "cpu" else 4096)
+    base_spec = dict(
+        device=str(device), dtype=args.dtype or ("float32" if kind == "cpu" else "bfloat16"),
+        attention=args.attention, checkpoint=str(args.checkpoint) if args.checkpoint else None,
+        geometry=None if args.checkpoint else dict(hidden=args.hidden, layers=args.layers,
+                                                   heads=args.heads,
+                                                   intermediate=args.intermediate,
+                                                   vocab=args.vocab),
+        seed=args.seed, batch=args.batch, alibi_starting_size=args.alibi_starting_size,
+        corpus_batch_size=args.corpus_batch_size, min_samples=args.min_samples,
+        min_run_time=args.min_run_time,
+        max_row_time=args.max_row_time if args.max_row_time is not None else 30.0,
+        max_dense_bytes=args.max_dense_gib * 2 ** 30 if args.max_dense_gib
+        else default_max_dense_bytes(device), threads=args.threads)
+    cases = [dict(case="single", seqlen=length) for length in lengths]
+    if docs > 0:
+        seqlens = corpus_lengths(docs, args.corpus_min_len, max_len, args.seed)
+        cases.append(dict(case="corpus", seqlen=max(seqlens), seqlens=seqlens))
+    env = environment(device)
+    settings = dict(base_spec, lengths=list(lengths), corpus_docs=docs,
+                    corpus_min_len=args.corpus_min_len, corpus_max_len=max_len,
+                    impls=args.impls, isolate=args.isolate)
+    document = new_document("model", argv, env, settings)
+    print(f"# {env['device']} | torch {env['torch']} | triton {env['triton']}", flush=True)
+    cache = ModelCache()
+    for case in cases:
+        case_rows, outputs = {}, {}
+        for impl in args.impls:
+            spec = dict(base_spec, impl=impl, **case)
+            if args.isolate:
+                row = dict(_base_row(spec, env), isolated=True)
+                row.update(run_isolated(spec))
+            else:
+                row, outputs[impl] = measure_model(spec, device, env, cache, keep_outputs=True)
+            case_rows[impl] = row
+        _compare(case_rows, outputs)
+        for row in case_rows.values():
+            document["rows"].append(row)
+            print(format_model_row(row), flush=True)
+        if args.out:
+            write_results(document, args.out)
+    return document
+
+
+def _compare(rows: dict[str, dict], outputs: dict[str, torch.Tensor | None]) -> None:
+    """Fill speedup and output difference of ``ours`` against ``baseline``."""
+    ours, base = rows.get("ours"), rows.get("baseline")
+    if base is not None and base.get("status") == "ok":
+        base["speedup_vs_baseline"] = 1.0
+    if not (ours and base and ours.get("status") == "ok" and base.get("status") == "ok"):
+        return
+    ours["speedup_vs_baseline"] = base["time_s"] / ours["time_s"]
+    a, b = outputs.get("ours"), outputs.get("baseline")
+    if a is not None and b is not None and a.shape == b.shape:
+        ours["max_abs_diff_vs_baseline"] = float((a - b).abs().max()) if a.numel() else 0.0
+
+
+def format_model_row(row: dict) -> str:
+    head = (f"{row['impl']:<16} {row['case']:<7} L={row['seqlen']:<6} "
+            f"tokens={row['real_tokens']:<7} {row['dtype']:<8}")
+    if row.get("status") != "ok":
+        return f"{head} {str(row.get('status')).upper()}: {row.get('reason')}"
+    extra = ""
+    if row.get("speedup_vs_baseline") and not row["impl"] == "baseline":
+        extra += f" x{row['speedup_vs_baseline']:.2f} vs baseline"
+    if row.get("peak_rss_bytes"):
+        extra += f" rss {gib(row['peak_rss_bytes'])}"
+    if row.get("max_abs_diff_vs_baseline") is not None:
+        extra += f" diff {row['max_abs_diff_vs_baseline']:.1e}"
+    return (f"{head} {row['time_s']:9.3f} s {row['tokens_per_s']:10.1f} tok/s "
+            f"peak {gib(row['peak_bytes']):>10}{extra}")
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,238 @@
+"""Timing, peak memory and environment records for the benchmarks.
+
+Time
+    CPU: ``torch.utils.benchmark.Timer`` with all of torch's threads. A call that takes less than
+    ``min_run_time / min_samples`` is timed with ``blocked_autorange(min_run_time)`` (many calls
+    per sample); a slower one is timed ``min_samples`` times with ``timeit(1)``. The median is
+    reported. GPU: the median of ``triton.testing.do_bench`` (primary) and, alongside, the median
+    of ``reps`` calls bracketed by CUDA events.
+
+Peak memory (``peak_bytes``)
+    The largest amount of memory allocated *during one call* and not yet freed, counted from the
+    allocator state just before the call: what the call itself needs for its temporaries and its
+    outputs. Inputs, weights and state built before the call are excluded. CPU: torch has no
+    allocator statistics, so the call runs under ``torch.profiler`` with ``profile_memory=True``,
+    which records every allocation and free of torch's CPU allocator; the peak of their running
+    sum in time order is the figure (memory outside torch's allocator, e.g. NumPy arrays of the
+    Triton interpreter, is not seen). GPU: ``torch.cuda.max_memory_allocated()`` after
+    ``reset_peak_memory_stats()``, minus ``memory_allocated()`` before the call.
+
+Peak RSS (``peak_rss_bytes``)
+    For whole-process figures: ``resource.getrusage(RUSAGE_SELF).ru_maxrss`` of a fresh child
+    process that ran one measurement (see :mod:`kernels.bench_model`'s ``--isolate``).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass
+class Timing:
+    """Median time of a call and how it was obtained."""
+
+    median_s: float
+    samples: int
+    timer: str
+    events_median_s: float | None = None
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def time_call(fn: Callable[[], object], device: torch.device, *, min_run_time: float = 1.0,
+              min_samples: int = 3, max_time: float | None = None,
+              gpu_reps: int = 30) -> Timing:
+    """Median time of ``fn()``; ``fn`` must already be warm (compiled, caches filled).
+
+    On CPU a first ``timeit(1)`` decides: if ``min_samples`` such calls take less than
+    ``min_run_time``, ``blocked_autorange(min_run_time)`` times the call; otherwise that first
+    call is the first of up to ``min_samples`` single-call samples, fewer once the samples add
+    up to ``max_time`` seconds (at least one is always taken).
+    """
+    if device.type == "cuda":
+        import triton.testing
+
+        median_ms = triton.testing.do_bench(fn, return_mode="median")
+        starts = [torch.cuda.Event(enable_timing=True) for _ in range(gpu_reps)]
+        ends = [torch.cuda.Event(enable_timing=True) for _ in range(gpu_reps)]
+        torch.cuda.synchronize(device)
+        for start, end in zip(starts, ends):
+            start.record()
+            fn()
+            end.record()
+        torch.cuda.synchronize(device)
+        events = statistics.median(s.elapsed_time(e) for s, e in zip(starts, ends)) / 1e3
+        return Timing(median_ms / 1e3, gpu_reps, "triton.testing.do_bench", events)
+
+    from torch.utils.benchmark import Timer
+
+    timer = Timer(stmt="fn()", globals={"fn": fn}, num_threads=torch.get_num_threads())
+    first = timer.timeit(1).median
+    if first * max(min_samples, 1) < min_run_time:
+        measurement = timer.blocked_autorange(min_run_time=min_run_time)
+        return Timing(measurement.median, len(measurement.times),
+                      "torch.utils.benchmark.blocked_autorange")
+    times = [first]
+    while len(times) < min_samples and (max_time is None or sum(times) < max_time):
+        times.append(timer.timeit(1).median)
+    return Timing(statistics.median(times), len(times), "torch.utils.benchmark.timeit(1)")
+
+
+def wall_time(fn: Callable[[], object], device: torch.device) -> tuple[object, float]:
+    """Run ``fn`` once; its result and wall-clock seconds (device synchronised)."""
+    synchronize(device)
+    start = time.perf_counter()
+    result = fn()
+    synchronize(device)
+    return result, time.perf_counter() - start
+
+
+def _cpu_allocation_deltas(prof) -> list[tuple[int, int]]:
+    """(time, signed bytes) of every CPU allocator event recorded by a profiler run."""
+    try:
+        from torch._C._profiler import _EventType
+
+        def walk(nodes):
+            for node in nodes:
+                yield node
+                yield from walk(node.children)
+
+        events = []
+        for node in walk(prof.profiler.kineto_results.experimental_event_tree()):
+            if node.tag == _EventType.Allocation and node.extra_fields.device.type == "cpu":
+                events.append((node.start_time_ns, int(node.extra_fields.alloc_size)))
+        return events
+    except (AttributeError, ImportError, RuntimeError):  # pragma: no cover - older torch
+        raise RuntimeError("this torch's profiler does not expose allocation events") from None
+
+
+def peak_memory(fn: Callable[[], object], device: torch.device) -> tuple[object, int, str]:
+    """Run ``fn`` once; returns (its result, peak bytes allocated during the call, method)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        before = torch.cuda.memory_allocated(device)
+        result = fn()
+        torch.cuda.synchronize(device)
+        return result, torch.cuda.max_memory_allocated(device) - before, \
+            "cuda.max_memory_allocated"
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        result = fn()
+    live = peak = 0
+    for _, delta in sorted(_cpu_allocation_deltas(prof)):
+        live += delta
+        peak = max(peak, live)
+    return result, peak, "torch.profiler (CPU allocator)"
+
+
+def current_rss_bytes() -> int:
+    """Resident set size of this process now (Linux ``/proc/self/statm``; else ru_maxrss)."""
+    try:
+        pages = int(Path("/proc/self/statm").read_text().split()[1])
+        return pages * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return max_rss_bytes()
+
+
+def max_rss_bytes() -> int:
+    """High-water mark of this process's resident set size (``ru_maxrss``) in bytes."""
+    value = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return value if sys.platform == "darwin" else value * 1024  # Linux reports KiB
+
+
+def _git_commit() -> str | None:
+    try:
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True,
+                              text=True, timeout=10)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+                               cwd=REPO_ROOT, capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if head.returncode:
+        return None
+    return head.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _version(module: str) -> str | None:
+    try:
+        return __import__(module).__version__
+    except Exception:  # noqa: BLE001 - any import problem means "not available"
+        return None
+
+
+def environment(device: torch.device) -> dict:
+    """Machine and software versions, stored once per result file."""
+    env = {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "triton": _version("triton"),
+        "numpy": _version("numpy"),
+        "platform": platform.platform(),
+        "cpu": _cpu_model(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "memory_bytes": _total_memory(),
+        "device": device_name(device),
+        "cuda": torch.version.cuda,
+        "triton_interpret": os.environ.get("TRITON_INTERPRET") == "1",
+        "git_commit": _git_commit(),
+    }
+    if device.type == "cuda":
+        props = torch.cuda.get_device_properties(device)
+        env["gpu"] = props.name
+        env["gpu_capability"] = f"{props.major}.{props.minor}"
+        env["gpu_memory_bytes"] = props.total_memory
+    return env
+
+
+def device_name(device: torch.device) -> str:
+    """A short name of the compute device: the GPU's name or 'cpu: <model> x<cores>'."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"cpu: {_cpu_model()} x{os.cpu_count()}"
+
+
+def _total_memory() -> int | None:
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def gib(nbytes: float | None) -> str:
+    """Human-readable bytes for console tables."""
+    if nbytes is None or (isinstance(nbytes, float) and math.isnan(nbytes)):
+        return "-"
+    for unit, size in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if abs(nbytes) >= size:
+            return f"{nbytes / size:.1f} {unit}"
+    return f"{int(nbytes)} B"

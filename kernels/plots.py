@@ -1,0 +1,194 @@
+"""Charts of benchmark results (the JSON written by ``python -m kernels.bench --out``).
+
+``python -m kernels.plots RESULTS.json [MORE.json ...] --out DIR`` writes PNG files; in a notebook,
+import the functions, which return :class:`matplotlib.figure.Figure` objects (made without
+pyplot, so nothing is left open)::
+
+    from kernels.plots import load_results, attention_figure, model_figure
+    results = load_results("benchmarks/cpu/attention.json")
+    attention_figure(results, metric="tflops", mode="fwd")
+
+Attention figures have one panel per batch composition and one line per implementation, against
+the longest sequence length (log scale). Only ``status == "ok"`` rows are drawn; unsupported
+combinations simply have no point.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+from matplotlib.figure import Figure
+
+METRICS = {
+    "time_ms": ("median time (ms)", True),
+    "tflops": ("achieved TFLOP/s (real query-key pairs)", False),
+    "peak_bytes": ("peak memory during the call (MiB)", True),
+}
+MODEL_METRICS = {
+    "tokens_per_s": ("tokens / s", True),
+    "peak_bytes": ("peak memory during the forward (MiB)", True),
+    "peak_rss_bytes": ("peak RSS of the process (MiB)", True),
+}
+IMPL_STYLES = {
+    "ours-triton": dict(color="tab:red", marker="o"),
+    "ours-sdpa": dict(color="tab:orange", marker="s"),
+    "sdpa-dense": dict(color="tab:blue", marker="^"),
+    "flex": dict(color="tab:green", marker="D"),
+    "naive": dict(color="tab:gray", marker="x"),
+    "baseline": dict(color="tab:gray", marker="x"),
+}
+_MIB = 2 ** 20
+
+
+def load_results(path: str | Path) -> dict:
+    """Read one result document (``schema`` mosaic-encoder.bench/1)."""
+    document = json.loads(Path(path).read_text(encoding="utf-8"))
+    if not isinstance(document, dict) or "rows" not in document:
+        raise ValueError(f"{path} is not a benchmark result file (no 'rows').")
+    return document
+
+
+def _rows(results: dict | Iterable[dict]) -> list[dict]:
+    return list(results["rows"] if isinstance(results, dict) else results)
+
+
+def _title(results: dict | Iterable[dict]) -> str:
+    if isinstance(results, dict):
+        env = results.get("environment", {})
+        return f"{env.get('device', '?')} | torch {env.get('torch', '?')}"
+    return ""
+
+
+def _scale(metric: str, value: float) -> float:
+    return value / _MIB if metric.endswith("bytes") else value
+
+
+def _pick(values: set, wanted, name: str):
+    """The requested value, or the only / first (sorted) one present."""
+    if wanted is not None:
+        return wanted
+    if not values:
+        raise ValueError(f"no ok rows to plot (no {name}).")
+    return sorted(values, key=str)[0]
+
+
+def attention_figure(results: dict | Iterable[dict], metric: str = "time_ms", mode: str = "fwd",
+                     dtype: str | None = None, heads: int | None = None,
+                     head_dim: int | None = None,
+                     compositions: Sequence[str] = ("single", "equal", "mixed")) -> Figure:
+    """``metric`` (time_ms, tflops or peak_bytes) against sequence length, per implementation.
+
+    One panel per composition; ``dtype``, ``heads`` and ``head_dim`` default to the first value
+    present among the ok rows of ``mode``.
+    """
+    if metric not in METRICS:
+        raise ValueError(f"metric must be one of {tuple(METRICS)}, got {metric!r}.")
+    rows = [r for r in _rows(results) if r.get("kind") == "attention" and r["status"] == "ok"
+            and r["mode"] == mode and r.get(metric) is not None]
+    dtype = _pick({r["dtype"] for r in rows}, dtype, "dtype")
+    heads = _pick({r["heads"] for r in rows}, heads, "heads")
+    head_dim = _pick({r["head_dim"] for r in rows}, head_dim, "head_dim")
+    rows = [r for r in rows if (r["dtype"], r["heads"], r["head_dim"]) == (dtype, heads, head_dim)]
+    present = [c for c in compositions if any(r["composition"] == c for r in rows)] or \
+        list(compositions[:1])
+    label, log_y = METRICS[metric]
+    figure = Figure(figsize=(4.2 * len(present), 3.6), layout="constrained")
+    axes = figure.subplots(1, len(present), squeeze=False)[0]
+    for ax, composition in zip(axes, present):
+        selected = [r for r in rows if r["composition"] == composition]
+        for impl in _ordered({r["impl"] for r in selected}):
+            points = sorted((r["seqlen"], _scale(metric, r[metric]))
+                            for r in selected if r["impl"] == impl)
+            ax.plot(*zip(*points), label=impl, **IMPL_STYLES.get(impl, {}))
+        ax.set_xscale("log", base=2)
+        if log_y:
+            ax.set_yscale("log")
+        ax.set_xlabel("longest sequence length (tokens)")
+        ax.set_title(composition)
+        ax.grid(True, which="both", alpha=0.3)
+    axes[0].set_ylabel(label)
+    axes[-1].legend(fontsize="small")
+    figure.suptitle(f"attention {mode}, {dtype}, {heads} heads x {head_dim} | {_title(results)}",
+                    fontsize="medium")
+    return figure
+
+
+def model_figure(results: dict | Iterable[dict], metrics: Sequence[str] = ("tokens_per_s",
+                                                                           "peak_bytes")) -> Figure:
+    """Whole-model rows (``case == "single"``): each metric against length, ours vs baseline."""
+    rows = [r for r in _rows(results) if r.get("kind") == "model" and r["status"] == "ok"
+            and r["case"] == "single"]
+    metrics = [m for m in metrics if any(r.get(m) is not None for r in rows)] or \
+        list(metrics[:1])
+    figure = Figure(figsize=(4.6 * len(metrics), 3.6), layout="constrained")
+    axes = figure.subplots(1, len(metrics), squeeze=False)[0]
+    for ax, metric in zip(axes, metrics):
+        label, log_y = MODEL_METRICS[metric]
+        for impl in _ordered({r["impl"] for r in rows}):
+            points = sorted((r["real_tokens"], _scale(metric, r[metric]))
+                            for r in rows if r["impl"] == impl and r.get(metric) is not None)
+            if points:
+                style = IMPL_STYLES.get(impl, IMPL_STYLES.get(impl.split("-")[0] + "-sdpa", {}))
+                ax.plot(*zip(*points), label=impl, **style)
+        ax.set_xscale("log", base=2)
+        if log_y:
+            ax.set_yscale("log")
+        ax.set_xlabel("tokens per forward")
+        ax.set_ylabel(label)
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize="small")
+    figure.suptitle(f"full encoder forward | {_title(results)}", fontsize="medium")
+    return figure
+
+
+def _ordered(impls: set[str]) -> list[str]:
+    known = list(IMPL_STYLES)
+    return sorted(impls, key=lambda i: (known.index(i) if i in known else len(known), i))
+
+
+def save_figures(results: dict, out_dir: str | Path, stem: str = "") -> list[Path]:
+    """Every standard chart of ``results`` as PNG files in ``out_dir``; returns their paths.
+
+    Attention charts are named ``<stem>-<metric>-<mode>-<dtype>-h<heads>d<head_dim>.png`` and
+    the model chart ``<stem>.png``; ``stem`` defaults to "attention" / "model".
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    rows = _rows(results)
+    if any(r.get("kind") == "attention" and r["status"] == "ok" for r in rows):
+        combos = sorted({(r["mode"], r["dtype"], r["heads"], r["head_dim"]) for r in rows
+                         if r.get("kind") == "attention" and r["status"] == "ok"}, key=str)
+        for mode, dtype, heads, head_dim in combos:
+            tag = f"{mode.replace('+', '-')}-{dtype}-h{heads}d{head_dim}"
+            for metric in METRICS:
+                figure = attention_figure(results, metric, mode, dtype, heads, head_dim)
+                path = out_dir / f"{stem or 'attention'}-{metric}-{tag}.png"
+                figure.savefig(path, dpi=110)
+                written.append(path)
+    if any(r.get("kind") == "model" and r["status"] == "ok" for r in rows):
+        figure = model_figure(results, tuple(MODEL_METRICS))
+        path = out_dir / f"{stem or 'model'}.png"
+        figure.savefig(path, dpi=110)
+        written.append(path)
+    return written
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m kernels.plots",
+                                     description="Turn benchmark JSON into PNG charts.")
+    parser.add_argument("results", nargs="+", type=Path, help="result .json files")
+    parser.add_argument("--out", type=Path, required=True, help="directory for the PNG files")
+    args = parser.parse_args(argv)
+    for path in args.results:
+        for written in save_figures(load_results(path), args.out, stem=path.stem):
+            print(written)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

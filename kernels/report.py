@@ -1,0 +1,113 @@
+"""Markdown tables of benchmark result files: ``python -m kernels.bench report FILE.json ...``.
+
+BENCHMARKS.md pastes this output, so its tables are reproducible from the committed JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+_MIB = 2 ** 20
+
+
+def _mib(value) -> str:
+    return "—" if value is None else f"{value / _MIB:,.1f}"
+
+
+def _environment_line(document: dict) -> str:
+    env = document.get("environment", {})
+    parts = [env.get("device", "?"), f"{env.get('torch_threads', '?')} torch threads",
+             f"Python {env.get('python', '?')}", f"torch {env.get('torch', '?')}",
+             f"triton {env.get('triton', '?')}"]
+    if env.get("cuda"):
+        parts.append(f"CUDA {env['cuda']}")
+    return ", ".join(parts) + f"; {document.get('created', '?')}, commit {env.get('git_commit')}"
+
+
+def attention_tables(document: dict) -> str:
+    """Per mode and dtype: a time (TFLOP/s) table and a peak-memory table, plus reasons."""
+    rows = [r for r in document["rows"] if r.get("kind") == "attention"]
+    impls = list(dict.fromkeys(r["impl"] for r in rows))
+    out = [f"`{document['command']}`", "", _environment_line(document), ""]
+    groups = dict.fromkeys((r["mode"], r["dtype"], r["heads"], r["head_dim"]) for r in rows)
+    for mode, dtype, heads, head_dim in groups:
+        selected = [r for r in rows if (r["mode"], r["dtype"], r["heads"], r["head_dim"]) ==
+                    (mode, dtype, heads, head_dim)]
+        cases = list(dict.fromkeys((r["composition"], r["seqlen"]) for r in selected))
+        cell = {(r["composition"], r["seqlen"], r["impl"]): r for r in selected}
+        present = [i for i in impls if any(r["impl"] == i and r["status"] == "ok"
+                                           for r in selected)]
+        absent = [i for i in impls if i not in present and any(r["impl"] == i for r in selected)]
+        for title, render in (
+                ("median time, ms (TFLOP/s)",
+                 lambda r: f"{r['time_ms']:,.2f} ({r['tflops']:.3g})"),
+                ("peak memory during the call, MiB", lambda r: _mib(r["peak_bytes"]))):
+            out += [f"**{mode}, {dtype}, {heads} heads x {head_dim}: {title}**", ""]
+            out.append("| composition | L | seqs | tokens | " + " | ".join(present) + " |")
+            out.append("|---|---:|---:|---:|" + "---:|" * len(present))
+            for composition, seqlen in cases:
+                any_row = next(r for r in selected if (r["composition"], r["seqlen"]) ==
+                               (composition, seqlen))
+                cells = []
+                for impl in present:
+                    r = cell.get((composition, seqlen, impl))
+                    cells.append(render(r) if r and r["status"] == "ok" else "—")
+                out.append(f"| {composition} | {seqlen} | {any_row['num_seqs']} | "
+                           f"{any_row['total_tokens']} | " + " | ".join(cells) + " |")
+            out.append("")
+        errors = []
+        for impl in present:
+            ok = [r for r in selected if r["impl"] == impl and r["status"] == "ok"
+                  and r["max_abs_err"] is not None]
+            if ok:
+                worst = max(r["max_abs_err"] for r in ok)
+                grad = [r["max_abs_err_grad"] for r in ok if r["max_abs_err_grad"] is not None]
+                errors.append(f"{impl} {worst:.1e}" + (f" (grads {max(grad):.1e})" if grad else ""))
+        if errors:
+            out += ["Largest |error| against the float64 oracle: " + "; ".join(errors) + ".", ""]
+        for impl in absent:
+            reasons = sorted({r["reason"] for r in selected if r["impl"] == impl})
+            out += [f"{impl}: no result — " + " / ".join(reasons), ""]
+    return "\n".join(out)
+
+
+def model_table(document: dict) -> str:
+    rows = [r for r in document["rows"] if r.get("kind") == "model"]
+    out = [f"`{document['command']}`", "", _environment_line(document), "",
+           "| case | tokens (padded) | impl | median s (samples) | tokens/s | speed-up | "
+           "peak MiB | peak RSS MiB | RSS before MiB | state MiB | max diff |",
+           "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        case = f"{r['case']} {r['seqlen']}" if r["case"] == "single" else \
+            f"corpus ({r['num_seqs']} docs ≤ {r['seqlen']})"
+        tokens = f"{r['real_tokens']} ({r['padded_tokens']})"
+        if r["status"] != "ok":
+            out.append(f"| {case} | {tokens} | {r['impl']} | {r['status']}: {r['reason']} "
+                       "| | | | | | | |")
+            continue
+        speedup = "—" if r.get("speedup_vs_baseline") is None else \
+            f"{r['speedup_vs_baseline']:.2f}x"
+        diff = "—" if r.get("max_abs_diff_vs_baseline") is None else \
+            f"{r['max_abs_diff_vs_baseline']:.1e}"
+        out.append(f"| {case} | {tokens} | {r['impl']} | {r['time_s']:.3f} ({r['samples']}) | "
+                   f"{r['tokens_per_s']:,.0f} | {speedup} | {_mib(r['peak_bytes'])} | "
+                   f"{_mib(r.get('peak_rss_bytes'))} | {_mib(r.get('rss_before_bytes'))} | "
+                   f"{_mib(r.get('state_bytes'))} | {diff} |")
+    return "\n".join(out) + "\n"
+
+
+def render(document: dict) -> str:
+    return model_table(document) if document.get("kind") == "model" else \
+        attention_tables(document)
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="python -m kernels.bench report",
+                                     description="Print Markdown tables of result files.")
+    parser.add_argument("results", nargs="+", type=Path)
+    args = parser.parse_args(argv)
+    for path in args.results:
+        print(render(json.loads(path.read_text(encoding="utf-8"))))
+    return 0

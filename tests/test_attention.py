@@ -63,3 +63,15 @@ def test_triton_on_cpu_without_interpreter_is_an_error(monkeypatch):
     q, k, v, cu = packed_inputs([4], 1, 16)
     with pytest.raises(ConfigError, match="TRITON_INTERPRET"):
         varlen_attention(q, k, v, cu, 4, alibi_slopes(1), impl="triton")
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_inference_buffers_equal_autograd_path(dtype):
+    """The buffer-reusing inference path computes what the differentiable path computes."""
+    q, k, v, cu = packed_inputs([37, 64, 1, 64], 3, 16, dtype=dtype, seed=4)
+    slopes = alibi_slopes(3)
+    inference = sdpa_varlen_alibi(q, k, v, cu, slopes, max_score_elements=3 * 64 * 20)
+    q.requires_grad_(True)
+    training = sdpa_varlen_alibi(q, k, v, cu, slopes, max_score_elements=3 * 64 * 20)
+    assert training.requires_grad
+    torch.testing.assert_close(inference, training.detach(), rtol=0, atol=0)

@@ -207,22 +207,28 @@ def measure_model(spec: dict, device: torch.device, env: dict, cache: ModelCache
             row["state_bytes"] = 0
         batches = make_batches(spec, model.config.vocab_size, device)
         run = _runner(spec["impl"], model, baseline, batches, spec["case"])
+        def timed():
+            return time_call(run, device, min_run_time=spec["min_run_time"],
+                             min_samples=spec["min_samples"], max_time=spec["max_row_time"],
+                             gpu_reps=spec["min_samples"])
+
         if spec.get("isolated"):
+            # Timed calls first, then the process's high-water mark: the profiler's own
+            # bookkeeping in the memory-measuring call below must not count as the model's RSS.
             row["rss_before_bytes"] = current_rss_bytes()
+            timing = timed()
+            row["peak_rss_bytes"] = max_rss_bytes()
         results, row["peak_bytes"], row["memory_method"] = peak_memory(run, device)
         if baseline is not None:  # the table grows inside the call when the batch is longer
             row["state_bytes"] = baseline.bias.numel() * baseline.bias.element_size()
         if keep_outputs:
             outputs = _real_outputs(results, batches, spec["case"])
         del results
-        timing = time_call(run, device, min_run_time=spec["min_run_time"],
-                           min_samples=spec["min_samples"], max_time=spec["max_row_time"],
-                           gpu_reps=spec["min_samples"])
+        if not spec.get("isolated"):
+            timing = timed()
         row.update(status="ok", time_s=timing.median_s, time_s_events=timing.events_median_s,
                    timer=timing.timer, samples=timing.samples,
                    tokens_per_s=row["real_tokens"] / timing.median_s)
-        if spec.get("isolated"):
-            row["peak_rss_bytes"] = max_rss_bytes()
     except KeyboardInterrupt:
         raise
     except Exception as err:  # noqa: BLE001 - every failure becomes a row

@@ -96,11 +96,10 @@ class MosaicConfig:
         """Build from a ``config.json`` mapping; unknown keys are ignored, required ones named."""
         if not isinstance(values, dict):
             raise ConfigError(f"{source} must hold a JSON object, got {type(values).__name__}.")
-        fields = {f.name: f for f in dataclasses.fields(cls)}
-        required = [n for n, f in fields.items() if f.default is dataclasses.MISSING]
-        missing = [n for n in required if n not in values]
+        missing = cls.missing_fields(values)
         if missing:
             raise ConfigError(f"{source} is missing the field(s) {', '.join(missing)}.")
+        fields = {f.name for f in dataclasses.fields(cls)}
         known = {n: values[n] for n in fields if n in values}
         if is_mosaic_config(values):
             known.update(position_embedding_type="alibi", feed_forward="glu")
@@ -113,22 +112,37 @@ class MosaicConfig:
             raise ConfigError(f"{source}: {err}") from None
 
     @classmethod
+    def missing_fields(cls, values: dict[str, Any]) -> list[str]:
+        """Required fields (those without a default) absent from a config mapping."""
+        return [f.name for f in dataclasses.fields(cls)
+                if f.default is dataclasses.MISSING and f.name not in values]
+
+    @classmethod
     def from_json_file(cls, path: str | Path) -> MosaicConfig:
-        path = Path(path)
-        try:
-            text = path.read_text(encoding="utf-8")
-        except FileNotFoundError:
-            raise ConfigError(f"config file {path} does not exist.") from None
-        except (OSError, UnicodeDecodeError) as err:
-            raise ConfigError(f"config file {path} cannot be read ({err}).") from None
-        try:
-            values = json.loads(text)
-        except json.JSONDecodeError as err:
-            raise ConfigError(f"config file {path} is not valid JSON ({err}).") from None
-        return cls.from_dict(values, source=f"config file {path}")
+        return cls.from_dict(read_config_values(path), source=f"config file {path}")
 
     def replace(self, **changes: Any) -> MosaicConfig:
         return dataclasses.replace(self, **changes)
+
+
+def read_config_values(path: str | Path) -> dict[str, Any]:
+    """The JSON object in a ``config.json``; a missing, unreadable or non-object file is a
+    :class:`ConfigError` naming it."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist.") from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise ConfigError(f"config file {path} cannot be read ({err}).") from None
+    try:
+        values = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise ConfigError(f"config file {path} is not valid JSON ({err}).") from None
+    if not isinstance(values, dict):
+        raise ConfigError(f"config file {path} must hold a JSON object, got "
+                          f"{type(values).__name__}.")
+    return values
 
 
 def is_mosaic_config(values: dict[str, Any]) -> bool:

@@ -41,7 +41,7 @@ import torch.nn.functional as F
 from safetensors import SafetensorError, safe_open
 
 from . import loading
-from .config import MosaicConfig
+from .config import MosaicConfig, read_config_values
 from .errors import CheckpointError, ConfigError, MosaicError
 from .manifest import PUBLISHED, load_manifest
 
@@ -203,22 +203,8 @@ def summarise_names(names: list[str], limit: int = 4) -> str:
 
 
 def _read_config_values(path: Path) -> dict[str, Any]:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError(f"config file {path} does not exist.") from None
-    except (OSError, UnicodeDecodeError) as err:
-        raise ConfigError(f"config file {path} cannot be read ({err}).") from None
-    try:
-        values = json.loads(text)
-    except json.JSONDecodeError as err:
-        raise ConfigError(f"config file {path} is not valid JSON ({err}).") from None
-    if not isinstance(values, dict):
-        raise ConfigError(f"config file {path} must hold a JSON object, got "
-                          f"{type(values).__name__}.")
-    required = [f.name for f in dataclasses.fields(MosaicConfig)
-                if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
-    missing = [name for name in required if name not in values]
+    values = read_config_values(path)
+    missing = MosaicConfig.missing_fields(values)
     if missing:
         raise ConfigError(f"config file {path} is missing the field(s) {', '.join(missing)}.")
     return values

@@ -120,9 +120,12 @@ def test_bfloat16_does_not_crash_and_token_type_defaults(models):
 
 
 def test_sequence_longer_than_alibi_starting_size(models):
-    """alibi_starting_size is 32 in the tiny config; nothing caps the length."""
+    """alibi_starting_size is 32 in the tiny config; nothing caps the length. 1300 tokens also
+    exercise the blocked feed-forward (FEED_FORWARD_BLOCK tokens per step)."""
+    from mosaic_encoder.layers import FEED_FORWARD_BLOCK
     model = models("mosaic-tiny")
-    ids = torch.randint(1, 30522, (1, 700), generator=torch.Generator().manual_seed(0))
+    ids = torch.randint(1, 30522, (1, 1300), generator=torch.Generator().manual_seed(0))
+    assert ids.shape[1] > FEED_FORWARD_BLOCK
     dense = UpstreamStyleEncoder(model, alibi_starting_size=32)
     with torch.inference_mode():
         torch.testing.assert_close(model(ids).last_hidden_state, dense(ids), rtol=1e-4, atol=1e-4)

@@ -1,6 +1,5 @@
 """Golden equivalence with upstream's outputs, dtype behaviour, padding invariance, geometry."""
 
-import json
 
 import pytest
 import torch

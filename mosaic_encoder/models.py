@@ -127,3 +127,12 @@ class MosaicBertForMaskedLM(nn.Module):
         hidden, packing = self.bert.encode_packed(input_ids, attention_mask, token_type_ids)
         logits = self.cls.predictions(hidden)
         return EncoderOutput(last_hidden_state=pad(hidden, packing), logits=pad(logits, packing))
+
+
+def unwrap_encoder(model: nn.Module) -> MosaicBertModel:
+    """The encoder inside ``model``: the model itself, or the ``bert`` of a masked-LM model."""
+    if isinstance(model, MosaicBertForMaskedLM):
+        return model.bert
+    if isinstance(model, MosaicBertModel):
+        return model
+    raise TypeError(f"expected a MosaicBertModel or MosaicBertForMaskedLM, got {type(model).__name__}.")

@@ -4,7 +4,7 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from conftest import DATA
+from helpers import DATA
 from mosaic_encoder.alibi import alibi_bias, alibi_slopes
 
 TABLE = json.loads((DATA / "alibi_slopes.json").read_text())

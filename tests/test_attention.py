@@ -6,22 +6,19 @@ from hypothesis import strategies as st
 from mosaic_encoder import ConfigError
 from mosaic_encoder.alibi import alibi_bias, alibi_slopes
 from mosaic_encoder.attention import resolve_impl, sdpa_varlen_alibi, varlen_attention
-from oracle import attention_oracle
+from helpers import packed_qkv
+from mosaic_kernels import reference
 
 
-def packed_inputs(lengths, heads, head_dim, dtype=torch.float32, seed=0):
-    generator = torch.Generator().manual_seed(seed)
-    total = sum(lengths)
-    qkv = torch.randn(total, 3, heads, head_dim, generator=generator).to(dtype)
-    cu_seqlens = torch.tensor([0] + lengths, dtype=torch.int32).cumsum(0, dtype=torch.int32)
-    return (*qkv.unbind(1), cu_seqlens)
+def attention_oracle(q, k, v, cu_seqlens, slopes):
+    return reference.attention(q, k, v, cu_seqlens, slopes)[0]
 
 
 @given(lengths=st.lists(st.integers(0, 40), min_size=1, max_size=5).filter(any),
        heads=st.integers(1, 4), budget=st.sampled_from([1, 7, 64, 1 << 24]))
 def test_chunked_sdpa_matches_oracle_at_any_chunk_size(lengths, heads, budget):
     """Query chunking and same-length grouping are exact, whatever the chunk boundaries."""
-    q, k, v, cu = packed_inputs(lengths, heads, 16)
+    q, k, v, cu = packed_qkv(lengths, heads, 16)
     slopes = alibi_slopes(heads)
     out = sdpa_varlen_alibi(q, k, v, cu, slopes, max_score_elements=budget)
     torch.testing.assert_close(out.double(), attention_oracle(q, k, v, cu, slopes),
@@ -29,7 +26,7 @@ def test_chunked_sdpa_matches_oracle_at_any_chunk_size(lengths, heads, budget):
 
 
 def test_chunking_does_not_change_results():
-    q, k, v, cu = packed_inputs([300, 1, 299, 300], 3, 16, seed=1)
+    q, k, v, cu = packed_qkv([300, 1, 299, 300], 3, 16, seed=1)
     slopes = alibi_slopes(3)
     whole = sdpa_varlen_alibi(q, k, v, cu, slopes)
     for budget in (3 * 300 * 64, 3 * 300 * 64 + 1, 3 * 300 * 127, 3 * 300 * 300 - 1):
@@ -39,7 +36,7 @@ def test_chunking_does_not_change_results():
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 def test_low_precision_error_bounded_by_plain_pytorch(dtype):
-    q, k, v, cu = packed_inputs([64, 17, 100], 4, 32, dtype=dtype, seed=2)
+    q, k, v, cu = packed_qkv([64, 17, 100], 4, 32, dtype=dtype, seed=2)
     slopes = alibi_slopes(4)
     oracle = attention_oracle(q, k, v, cu, slopes)
     ours = (sdpa_varlen_alibi(q, k, v, cu, slopes).double() - oracle).abs().max()
@@ -60,7 +57,7 @@ def test_auto_resolves_to_sdpa_on_cpu_and_rejects_unknown():
 
 def test_triton_on_cpu_without_interpreter_is_an_error(monkeypatch):
     monkeypatch.delenv("TRITON_INTERPRET", raising=False)
-    q, k, v, cu = packed_inputs([4], 1, 16)
+    q, k, v, cu = packed_qkv([4], 1, 16)
     with pytest.raises(ConfigError, match="TRITON_INTERPRET"):
         varlen_attention(q, k, v, cu, 4, alibi_slopes(1), impl="triton")
 
@@ -68,7 +65,7 @@ def test_triton_on_cpu_without_interpreter_is_an_error(monkeypatch):
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_inference_buffers_equal_autograd_path(dtype):
     """The buffer-reusing inference path computes what the differentiable path computes."""
-    q, k, v, cu = packed_inputs([37, 64, 1, 64], 3, 16, dtype=dtype, seed=4)
+    q, k, v, cu = packed_qkv([37, 64, 1, 64], 3, 16, dtype=dtype, seed=4)
     slopes = alibi_slopes(3)
     inference = sdpa_varlen_alibi(q, k, v, cu, slopes, max_score_elements=3 * 64 * 20)
     q.requires_grad_(True)

@@ -16,7 +16,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 import mosaic_encoder as me
-from conftest import DATA, WEIGHTS
+from helpers import DATA, WEIGHTS
 from mosaic_encoder.sentence import SentenceEncoder
 from mosaic_encoder.tokenizer import TextTokenizer
 

@@ -4,7 +4,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from conftest import WEIGHTS
+from helpers import WEIGHTS
 from mosaic_encoder import ConfigError, MosaicConfig
 
 BASE = dict(vocab_size=100, hidden_size=64, num_hidden_layers=2, num_attention_heads=4,

@@ -13,7 +13,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file
 
 import mosaic_encoder as me
-from conftest import WEIGHTS
+from helpers import WEIGHTS
 from mosaic_encoder import CheckpointError, InputError
 from mosaic_encoder.convert import convert_checkpoint, deduplicate, load_state_dict
 

@@ -9,7 +9,7 @@ from safetensors.torch import load_file, save_file
 from torch.utils._python_dispatch import TorchDispatchMode
 
 import mosaic_encoder as me
-from conftest import WEIGHTS
+from helpers import WEIGHTS
 from mosaic_encoder import CheckpointError, ConfigError
 
 IDS = torch.tensor([[101, 7592, 2088, 102, 0], [101, 2023, 102, 0, 0]])

@@ -7,7 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import mosaic_encoder as me
-from conftest import CASES, CHECKPOINTS, WEIGHTS
+from helpers import CASES, CHECKPOINTS, WEIGHTS
 from mosaic_encoder.baseline import UpstreamStyleEncoder
 from mosaic_encoder.loading import Layout, expected_tensors
 from mosaic_encoder.manifest import load_manifest

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import WEIGHTS
+from helpers import WEIGHTS
 from mosaic_encoder import CheckpointError
 from mosaic_encoder.pooling import Pooling
 from mosaic_encoder.sentence import SentenceEncoder

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from conftest import CHECKPOINTS, WEIGHTS
+from helpers import CHECKPOINTS, WEIGHTS
 from mosaic_encoder import CheckpointError, InputError
 from mosaic_encoder.tokenizer import TextTokenizer
 

@@ -1,7 +1,7 @@
 import torch
 
 import mosaic_encoder as me
-from conftest import WEIGHTS
+from helpers import WEIGHTS
 from mosaic_encoder.tracing import trace_shapes
 
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from conftest import DATA, WEIGHTS
+from helpers import DATA, WEIGHTS
 from mosaic_encoder import CheckpointError, ConfigError, MosaicError
 from mosaic_encoder.manifest import load_manifest
 from mosaic_encoder.verify import (file_digests, select_manifest, summarise_names,

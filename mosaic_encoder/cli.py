@@ -3,7 +3,7 @@
 Subcommands: ``encode`` (sentence embeddings), ``fill-mask`` (masked-LM predictions), ``verify``
 (a checkpoint against the published manifests, config/tokenizer/numeric sanity, golden outputs),
 ``convert`` (``pytorch_model.bin`` to ``model.safetensors`` without running pickled code) and
-``bench`` (the kernel benchmarks of ``kernels/bench.py``).
+``bench`` (the benchmarks of :mod:`mosaic_encoder.bench`).
 
 Every error a user can cause is one sentence on stderr and a non-zero exit (1, or 2 for a usage
 error), with nothing on stdout and no file left behind: files are written to a temporary name and
@@ -320,11 +320,8 @@ def _convert(args: argparse.Namespace) -> int:
 
 
 def _bench(args: argparse.Namespace) -> int:
-    try:
-        from kernels.bench import main as bench_main
-    except ImportError as err:
-        raise MosaicError(f"the bench subcommand needs kernels/bench.py, which cannot be imported "
-                          f"({err}).") from None
+    from .bench.cli import main as bench_main
+
     return int(bench_main(list(args.bench_args)) or 0)
 
 
@@ -418,8 +415,9 @@ def build_parser() -> argparse.ArgumentParser:
     convert.add_argument("--force", action="store_true", help="replace an existing output file")
     convert.set_defaults(run=_convert)
 
-    bench = commands.add_parser("bench", add_help=False, help="kernel benchmarks (kernels/bench.py)",
-                                description="Every argument goes to kernels/bench.py.")
+    bench = commands.add_parser("bench", add_help=False,
+                                help="benchmarks: bench attention|model|report|plots ...",
+                                description="Every argument goes to python -m mosaic_encoder.bench.")
     bench.set_defaults(run=_bench)
     return parser
 

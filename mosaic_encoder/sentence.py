@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from .batching import length_sorted_batches
 from .errors import CheckpointError, ConfigError, InputError
 from .loading import load_model
 from .models import MosaicBertForMaskedLM
@@ -122,8 +123,8 @@ class SentenceEncoder:
         if self.pipeline.do_lower_case:
             texts = [t.lower() if isinstance(t, str) else t for t in texts]
         ids, types, self.last_truncated = self.tokenizer.encode_ids(texts)
-        order = sorted(range(len(ids)), key=lambda i: -len(ids[i]))
-        batches = list(_batches(order, [len(row) for row in ids], batch_size, max_tokens_per_batch))
+        batches = length_sorted_batches([len(row) for row in ids], batch_size,
+                                        max_tokens_per_batch)
         show = sys.stderr.isatty() and len(batches) > 1 if show_progress_bar is None \
             else show_progress_bar
         out = torch.empty((len(texts), self.embedding_dim), dtype=torch.float32)
@@ -140,16 +141,3 @@ class SentenceEncoder:
         result = out[0] if single else out
         return result.numpy() if convert_to_numpy else result
 
-
-def _batches(order: list[int], lengths: list[int], batch_size: int, max_tokens: int | None):
-    """Split ``order`` (longest first) into batches under a count and a padded-token budget."""
-    batch: list[int] = []
-    for index in order:
-        # Sorted longest first, so the batch's padded length is that of its first member.
-        padded = lengths[batch[0] if batch else index] * (len(batch) + 1)
-        if batch and (len(batch) == batch_size or (max_tokens and padded > max_tokens)):
-            yield batch
-            batch = []
-        batch.append(index)
-    if batch:
-        yield batch

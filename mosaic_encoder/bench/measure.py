@@ -19,11 +19,12 @@ Peak memory (``peak_bytes``)
 
 Peak RSS (``peak_rss_bytes``)
     For whole-process figures: ``resource.getrusage(RUSAGE_SELF).ru_maxrss`` of a fresh child
-    process that ran one measurement (see :mod:`kernels.bench_model`'s ``--isolate``).
+    process that ran one measurement (see :mod:`mosaic_encoder.bench.model`'s ``--isolate``).
 """
 
 from __future__ import annotations
 
+import gc
 import math
 import os
 import platform
@@ -38,7 +39,12 @@ from pathlib import Path
 
 import torch
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+# Kineto, torch's profiler backend, logs every profiler start and stop on stderr at its USDT
+# level ("USDT: ... profiler_start/stop"), which ranks above ERROR (VERBOSE 0 ... ERROR 4, USDT
+# 5), so only a level past all of them (6) silences it. Profiler failures still surface as
+# Python exceptions. Read when the profiler first initialises, hence set at import; an explicit
+# setting wins.
+os.environ.setdefault("KINETO_LOG_LEVEL", "6")
 
 
 @dataclass
@@ -160,11 +166,13 @@ def max_rss_bytes() -> int:
 
 
 def _git_commit() -> str | None:
+    """The commit of the source tree this package runs from; None when installed from a wheel."""
+    source = Path(__file__).resolve().parents[2]
     try:
-        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True,
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=source, capture_output=True,
                               text=True, timeout=10)
         dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
-                               cwd=REPO_ROOT, capture_output=True, text=True, timeout=10)
+                               cwd=source, capture_output=True, text=True, timeout=10)
     except (OSError, subprocess.SubprocessError):
         return None
     if head.returncode:
@@ -200,7 +208,7 @@ def environment(device: torch.device) -> dict:
         "cpu": _cpu_model(),
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
-        "memory_bytes": _total_memory(),
+        "memory_bytes": total_memory(),
         "device": device_name(device),
         "cuda": torch.version.cuda,
         "triton_interpret": os.environ.get("TRITON_INTERPRET") == "1",
@@ -209,9 +217,46 @@ def environment(device: torch.device) -> dict:
     if device.type == "cuda":
         props = torch.cuda.get_device_properties(device)
         env["gpu"] = props.name
+        env["gpu_driver"] = _nvidia_driver()
         env["gpu_capability"] = f"{props.major}.{props.minor}"
         env["gpu_memory_bytes"] = props.total_memory
     return env
+
+
+def _nvidia_driver() -> str | None:
+    try:
+        done = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
+                              capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return done.stdout.strip().splitlines()[0] if done.returncode == 0 and done.stdout.strip() \
+        else None
+
+
+def resolve_device(name: str | None) -> torch.device:
+    """The device named on the command line (default: cuda when available, else cpu)."""
+    if name is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("error: --device cuda was requested but no CUDA GPU is available.")
+    if device.type not in ("cpu", "cuda"):
+        raise SystemExit(f"error: --device must be cpu or cuda, got {name!r}.")
+    return device
+
+
+def default_max_dense_bytes(device: torch.device) -> float:
+    """Default budget of dense implementations: GPU 80 % of its memory, CPU min(8 GiB, RAM/3)."""
+    if device.type == "cuda":
+        return 0.8 * torch.cuda.get_device_properties(device).total_memory
+    return min(8 * 2 ** 30, (total_memory() or 24 * 2 ** 30) / 3)
+
+
+def release(device: torch.device) -> None:
+    """Free what the last measurement left, so the next one starts from the same state."""
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
 
 
 def device_name(device: torch.device) -> str:
@@ -221,7 +266,8 @@ def device_name(device: torch.device) -> str:
     return f"cpu: {_cpu_model()} x{os.cpu_count()}"
 
 
-def _total_memory() -> int | None:
+def total_memory() -> int | None:
+    """Physical memory of this machine in bytes, or None where the OS does not say."""
     try:
         return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     except (ValueError, OSError, AttributeError):

@@ -1,13 +1,9 @@
-"""Markdown tables of benchmark result files: ``python -m kernels.bench report FILE.json ...``.
+"""Markdown tables of result files: ``python -m mosaic_encoder.bench report FILE.json ...``.
 
 BENCHMARKS.md pastes this output, so its tables are reproducible from the committed JSON.
 """
 
 from __future__ import annotations
-
-import argparse
-import json
-from pathlib import Path
 
 _MIB = 2 ** 20
 
@@ -102,12 +98,3 @@ def render(document: dict) -> str:
     return model_table(document) if document.get("kind") == "model" else \
         attention_tables(document)
 
-
-def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="python -m kernels.bench report",
-                                     description="Print Markdown tables of result files.")
-    parser.add_argument("results", nargs="+", type=Path)
-    args = parser.parse_args(argv)
-    for path in args.results:
-        print(render(json.loads(path.read_text(encoding="utf-8"))))
-    return 0

@@ -1,13 +1,14 @@
 """Whole-model benchmark: tokens/s and peak memory of a full encoder forward, against upstream's
 dense computation run in the same invocation.
 
-``python -m kernels.bench model`` (or ``mosaic-encoder bench model``). Two kinds of rows:
+``python -m mosaic_encoder.bench model`` (or ``mosaic-encoder bench model``). Two kinds of rows:
 
 * ``single``: one batch of ``--batch`` sequences of L tokens, for each L of ``--lengths``;
 * ``corpus``: encoding a synthetic mixed-length corpus (``--corpus-docs`` token sequences with
   lengths drawn log-uniformly from [``--corpus-min-len``, ``--corpus-max-len``]), sorted by
-  length and batched by ``--corpus-batch-size`` as sentence-transformers does, then mean-pooled
-  and L2-normalised.
+  length and batched by ``--corpus-batch-size`` as sentence-transformers does
+  (:func:`mosaic_encoder.batching.length_sorted_batches`), then mean-pooled
+  (:class:`mosaic_encoder.pooling.Pooling`) and L2-normalised.
 
 Implementations: ``ours-<attention>`` (the package's model, attention ``sdpa`` or ``triton``) and
 ``baseline``: :class:`mosaic_encoder.baseline.UpstreamStyleEncoder` over the same weights (dense
@@ -17,8 +18,8 @@ the default BERT-base geometry (768 hidden, 12 heads, 12 layers, GLU 3072, vocab
 loaded with ``--checkpoint DIR``. Nothing is downloaded.
 
 Each measurement's first call runs under the memory measurement (and warms up); then
-:func:`kernels.measure.time_call` times it. With ``--isolate`` every measurement runs in a fresh
-child process, which also reports its peak resident set size (``ru_maxrss``) and its RSS just
+:func:`.measure.time_call` times it. With ``--isolate`` every measurement runs in a fresh child
+process (``python -m mosaic_encoder.bench.model SPEC_JSON``, this module), which also reports its peak resident set size (``ru_maxrss``) and its RSS just
 before the first call; without it, everything runs in this process and each ``ours`` row also
 carries its largest difference from the baseline's output.
 """
@@ -28,20 +29,26 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import random
 import subprocess
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-from .bench import (DTYPES, _choice_list, _first_line, _int_list, _is_oom, _release,
-                    default_max_dense_bytes, new_document, resolve_device, write_results)
-from .measure import (REPO_ROOT, current_rss_bytes, environment, gib, max_rss_bytes, peak_memory,
-                      time_call)
+from ..attention import resolve_impl
+from ..baseline import UpstreamStyleEncoder
+from ..batching import length_sorted_batches
+from ..config import MosaicConfig
+from ..dtypes import DTYPES
+from ..errors import MosaicError
+from ..loading import load_model
+from ..models import MosaicBertModel, unwrap_encoder
+from ..pooling import Pooling
+from .measure import (current_rss_bytes, default_max_dense_bytes, environment, gib,
+                      max_rss_bytes, peak_memory, release, resolve_device, time_call)
+from .results import Unsupported, first_line, is_out_of_memory, new_document, write_results
 
 MODEL_IMPLS = ("ours", "baseline")
 DEFAULT_MODEL_LENGTHS = {"cpu": (512, 2048, 4096), "cuda": (512, 2048, 4096, 8192)}
@@ -62,27 +69,16 @@ def corpus_lengths(docs: int, min_len: int, max_len: int, seed: int = 0) -> list
     return [round(math.exp(rng.uniform(low, high))) for _ in range(docs)]
 
 
-def corpus_batches(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
-    """Document indices sorted longest first, cut into batches of ``batch_size``."""
-    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
-    return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
-
-
 # --------------------------------------------------------------------------------------------
 # Building models and inputs
 # --------------------------------------------------------------------------------------------
 
-def build_model(spec: dict, device: torch.device) -> torch.nn.Module:
+def build_model(spec: dict, device: torch.device) -> MosaicBertModel:
     """The encoder described by ``spec`` (checkpoint or random geometry), eval mode."""
-    from mosaic_encoder import MosaicConfig, load_model
-    from mosaic_encoder.loading import Layout
-    from mosaic_encoder.models import MosaicBertForMaskedLM
-
     dtype = DTYPES[spec["dtype"]]
     if spec.get("checkpoint"):
-        model = load_model(spec["checkpoint"], dtype=dtype, device=device,
-                           attention=spec["attention"])
-        model = model.bert if isinstance(model, MosaicBertForMaskedLM) else model
+        model = unwrap_encoder(load_model(spec["checkpoint"], dtype=dtype, device=device,
+                                          attention=spec["attention"]))
     else:
         geometry = spec["geometry"]
         config = MosaicConfig(vocab_size=geometry["vocab"], hidden_size=geometry["hidden"],
@@ -91,8 +87,7 @@ def build_model(spec: dict, device: torch.device) -> torch.nn.Module:
                               intermediate_size=geometry["intermediate"],
                               attention_impl=spec["attention"])
         torch.manual_seed(spec["seed"])
-        model = Layout(masked_lm=False, prefix="", pooler=True).build(config)
-        model = model.to(device=device, dtype=dtype)
+        model = MosaicBertModel(config, add_pooler=True).to(device=device, dtype=dtype)
     return model.eval()
 
 
@@ -105,7 +100,7 @@ def make_batches(spec: dict, vocab: int, device: torch.device
     else:
         lengths = spec["seqlens"]
         groups = [[lengths[i] for i in batch]
-                  for batch in corpus_batches(lengths, spec["corpus_batch_size"])]
+                  for batch in length_sorted_batches(lengths, spec["corpus_batch_size"])]
     batches = []
     for group in groups:
         width = max(group)
@@ -123,15 +118,15 @@ def _runner(impl: str, model, baseline, batches, case: str):
             return baseline(ids, mask)
         return model(ids, mask).last_hidden_state
 
+    mean = Pooling(("mean_tokens",))
+
     @torch.inference_mode()
     def run():
         outputs = []
         for ids, mask in batches:
             hidden = forward(ids, mask)
             if case == "corpus":
-                weights = mask[..., None].to(hidden.dtype)
-                pooled = (hidden * weights).sum(1) / weights.sum(1).clamp(min=1e-9)
-                outputs.append(F.normalize(pooled.float(), dim=-1))
+                outputs.append(F.normalize(mean(hidden, mask).float(), dim=-1))
             else:
                 outputs.append(hidden)
         return outputs
@@ -156,7 +151,7 @@ def _base_row(spec: dict, env: dict) -> dict:
         padded = spec["seqlen"] * spec["batch"]
     else:
         padded = sum(len(b) * max(seqlens[i] for i in b)
-                     for b in corpus_batches(seqlens, spec["corpus_batch_size"]))
+                     for b in length_sorted_batches(seqlens, spec["corpus_batch_size"]))
     geometry = spec.get("geometry") or {}
     row.update(kind="model", impl=spec["impl"], case=spec["case"], seqlen=max(seqlens),
                batch=spec["batch"] if spec["case"] == "single" else spec["corpus_batch_size"],
@@ -180,9 +175,6 @@ class ModelCache:
 def measure_model(spec: dict, device: torch.device, env: dict, cache: ModelCache | None = None,
                   keep_outputs: bool = False) -> tuple[dict, torch.Tensor | None]:
     """Measure one (implementation, case); returns (row, real outputs when asked)."""
-    from mosaic_encoder.attention import resolve_impl
-    from mosaic_encoder.baseline import UpstreamStyleEncoder
-
     row = _base_row(spec, env)
     cache = cache or ModelCache()
     outputs = None
@@ -202,7 +194,7 @@ def measure_model(spec: dict, device: torch.device, env: dict, cache: ModelCache
             if cache.baseline is None:
                 cache.baseline = UpstreamStyleEncoder(model, spec["alibi_starting_size"])
             baseline = cache.baseline
-            row["state_bytes"] = baseline.bias.numel() * baseline.bias.element_size()
+            row["state_bytes"] = baseline.alibi.nbytes
         else:
             row["state_bytes"] = 0
         batches = make_batches(spec, model.config.vocab_size, device)
@@ -220,7 +212,7 @@ def measure_model(spec: dict, device: torch.device, env: dict, cache: ModelCache
             row["peak_rss_bytes"] = max_rss_bytes()
         results, row["peak_bytes"], row["memory_method"] = peak_memory(run, device)
         if baseline is not None:  # the table grows inside the call when the batch is longer
-            row["state_bytes"] = baseline.bias.numel() * baseline.bias.element_size()
+            row["state_bytes"] = baseline.alibi.nbytes
         if keep_outputs:
             outputs = _real_outputs(results, batches, spec["case"])
         del results
@@ -232,21 +224,15 @@ def measure_model(spec: dict, device: torch.device, env: dict, cache: ModelCache
     except KeyboardInterrupt:
         raise
     except Exception as err:  # noqa: BLE001 - every failure becomes a row
-        from mosaic_encoder.errors import MosaicError
-
-        if isinstance(err, _Unsupported):
+        if isinstance(err, Unsupported):
             row.update(status="unsupported", reason=str(err))
-        elif isinstance(err, MosaicError) or _is_oom(err):
-            row.update(status="unsupported", reason=f"{type(err).__name__}: {_first_line(err)}")
+        elif isinstance(err, MosaicError) or is_out_of_memory(err):
+            row.update(status="unsupported", reason=f"{type(err).__name__}: {first_line(err)}")
         else:
-            row.update(status="failed", reason=f"{type(err).__name__}: {_first_line(err)}")
+            row.update(status="failed", reason=f"{type(err).__name__}: {first_line(err)}")
     finally:
-        _release(device)
+        release(device)
     return row, outputs
-
-
-class _Unsupported(Exception):
-    pass
 
 
 def _check_baseline_budget(spec: dict, row: dict) -> None:
@@ -257,7 +243,7 @@ def _check_baseline_budget(spec: dict, row: dict) -> None:
     table = max(width, spec["alibi_starting_size"])
     need = 4 * heads * (4 * batch * width * width + table * table)
     if need > spec["max_dense_bytes"]:
-        raise _Unsupported(f"the dense baseline would materialise about {gib(need)} of "
+        raise Unsupported(f"the dense baseline would materialise about {gib(need)} of "
                            f"(B, heads, S, S) tensors and ALiBi table, above --max-dense-gib "
                            f"{gib(spec['max_dense_bytes'])}")
 
@@ -267,14 +253,15 @@ def _check_baseline_budget(spec: dict, row: dict) -> None:
 # --------------------------------------------------------------------------------------------
 
 def run_isolated(spec: dict, timeout: float | None = None) -> dict:
-    """Run one measurement in a fresh ``python -m kernels.bench _model-child`` process."""
+    """Run one measurement in a fresh ``python -m mosaic_encoder.bench.model`` process.
+
+    The child imports this package the way this process did (installed, or through the
+    caller's own PYTHONPATH): nothing is added to its environment.
+    """
     spec = dict(spec, isolated=True)
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
-    command = [sys.executable, "-m", "kernels.bench", "_model-child", json.dumps(spec)]
+    command = [sys.executable, "-m", __name__, json.dumps(spec)]
     try:
-        done = subprocess.run(command, cwd=REPO_ROOT, env=env, capture_output=True, text=True,
-                              timeout=timeout)
+        done = subprocess.run(command, capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired:
         return {"status": "failed", "reason": f"child process exceeded {timeout} s"}
     for line in done.stdout.splitlines():
@@ -288,7 +275,7 @@ def run_isolated(spec: dict, timeout: float | None = None) -> dict:
 
 
 def child_main(argv: list[str]) -> int:
-    """``python -m kernels.bench _model-child SPEC_JSON``: one measurement, one marked line."""
+    """``python -m mosaic_encoder.bench.model SPEC_JSON``: one measurement, one marked line."""
     spec = json.loads(argv[0])
     device = torch.device(spec["device"])
     if spec.get("threads"):
@@ -299,82 +286,20 @@ def child_main(argv: list[str]) -> int:
 
 
 # --------------------------------------------------------------------------------------------
-# Command line
+# The run
 # --------------------------------------------------------------------------------------------
 
-def model_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m kernels.bench model",
-        description="Benchmark a full encoder forward (tokens/s, peak memory) against the dense "
-                    "upstream-style baseline, at fixed lengths and on a mixed-length corpus.")
-    parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
-    parser.add_argument("--checkpoint", type=Path, default=None,
-                        help="a checkpoint directory (default: random weights, --hidden etc.)")
-    parser.add_argument("--hidden", type=int, default=768)
-    parser.add_argument("--layers", type=int, default=12)
-    parser.add_argument("--heads", type=int, default=12)
-    parser.add_argument("--intermediate", type=int, default=3072)
-    parser.add_argument("--vocab", type=int, default=30528)
-    parser.add_argument("--dtype", choices=tuple(DTYPES), default=None,
-                        help="default: CPU float32, GPU bfloat16")
-    parser.add_argument("--attention", choices=("auto", "sdpa", "triton"), default="auto",
-                        help="our model's attention (default auto: triton on GPU, sdpa on CPU)")
-    parser.add_argument("--impls", type=_choice_list(MODEL_IMPLS), default=list(MODEL_IMPLS),
-                        help="ours, baseline (default: both)")
-    parser.add_argument("--lengths", type=_int_list, default=None,
-                        help="tokens per sequence (default: CPU 512,2048,4096; GPU adds 8192)")
-    parser.add_argument("--batch", type=int, default=1, help="sequences per batch (default 1)")
-    parser.add_argument("--alibi-starting-size", type=int, default=4096,
-                        help="N of the baseline's ALiBi table (default 4096, lodestone's)")
-    parser.add_argument("--corpus-docs", type=int, default=None,
-                        help="documents in the corpus row (default: CPU 32, GPU 1024; 0: none)")
-    parser.add_argument("--corpus-min-len", type=int, default=16)
-    parser.add_argument("--corpus-max-len", type=int, default=None,
-                        help="longest document (default: CPU 512, GPU 4096)")
-    parser.add_argument("--corpus-batch-size", type=int, default=32)
-    parser.add_argument("--min-samples", type=int, default=3,
-                        help="timed calls per row (default 3; fewer when --max-row-time is hit)")
-    parser.add_argument("--min-run-time", type=float, default=0.0,
-                        help="CPU: use blocked_autorange for calls this fast (default 0: off)")
-    parser.add_argument("--max-row-time", type=float, default=None,
-                        help="CPU: stop adding timed calls once a row has spent this many "
-                             "seconds (default 30; at least one call is always timed)")
-    parser.add_argument("--max-dense-gib", type=float, default=None,
-                        help="report baseline runs needing more as unsupported (default: CPU "
-                             "min(8, RAM/3), GPU 80%% of its memory)")
-    parser.add_argument("--isolate", action="store_true",
-                        help="run every measurement in a fresh child process and report its peak "
-                             "RSS (ru_maxrss)")
-    parser.add_argument("--threads", type=int, default=None,
-                        help="torch CPU threads (default: torch's choice)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--quick", action="store_true", help="lengths 512 and a 16-doc corpus")
-    parser.add_argument("--out", type=Path, default=None,
-                        help="write results to this .json and the .csv beside it")
-    return parser
-
-
-def main(argv: Sequence[str], full_argv: Sequence[str] | None = None) -> int:
-    """``python -m kernels.bench model ...``; see :func:`model_parser`."""
-    args = model_parser().parse_args(list(argv))
-    document = run_model(args, list(full_argv if full_argv is not None else ["model", *argv]))
-    if args.out:
-        json_path, csv_path = write_results(document, args.out)
-        print(f"# wrote {json_path} and {csv_path}", flush=True)
-    from .bench import summarize
-
-    return summarize(document["rows"])
-
-
 def run_model(args: argparse.Namespace, argv: Sequence[str]) -> dict:
+    """Run the cases described by ``args`` (parsed by :mod:`.cli`); returns the document."""
     device = resolve_device(args.device)
     kind = device.type
     if args.threads:
         torch.set_num_threads(args.threads)
     lengths = args.lengths or ((512,) if args.quick else DEFAULT_MODEL_LENGTHS[kind])
     docs = args.corpus_docs if args.corpus_docs is not None else \
-        (16 if args.quick else (32 if kind == "cpu" else 1024))
+        (8 if args.quick else (32 if kind == "cpu" else 1024))
     max_len = args.corpus_max_len or (512 if kind == "cpu" else 4096)
+    min_samples = args.min_samples or (1 if args.quick else 3)
     base_spec = dict(
         device=str(device), dtype=args.dtype or ("float32" if kind == "cpu" else "bfloat16"),
         attention=args.attention, checkpoint=str(args.checkpoint) if args.checkpoint else None,
@@ -383,7 +308,7 @@ def run_model(args: argparse.Namespace, argv: Sequence[str]) -> dict:
                                                    intermediate=args.intermediate,
                                                    vocab=args.vocab),
         seed=args.seed, batch=args.batch, alibi_starting_size=args.alibi_starting_size,
-        corpus_batch_size=args.corpus_batch_size, min_samples=args.min_samples,
+        corpus_batch_size=args.corpus_batch_size, min_samples=min_samples,
         min_run_time=args.min_run_time,
         max_row_time=args.max_row_time if args.max_row_time is not None else 30.0,
         max_dense_bytes=args.max_dense_gib * 2 ** 30 if args.max_dense_gib
@@ -448,4 +373,4 @@ def format_model_row(row: dict) -> str:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    sys.exit(child_main(sys.argv[1:]))

@@ -1,10 +1,11 @@
-"""Charts of benchmark results (the JSON written by ``python -m kernels.bench --out``).
+"""Charts of benchmark results (the JSON written by ``python -m mosaic_encoder.bench ... --out``).
 
-``python -m kernels.plots RESULTS.json [MORE.json ...] --out DIR`` writes PNG files; in a notebook,
-import the functions, which return :class:`matplotlib.figure.Figure` objects (made without
-pyplot, so nothing is left open)::
+``python -m mosaic_encoder.bench plots RESULTS.json [MORE.json ...] --out DIR`` writes PNG files;
+in a notebook, import the functions, which return :class:`matplotlib.figure.Figure` objects (made
+without pyplot, so nothing is left open; a notebook displays a returned figure as an image)::
 
-    from kernels.plots import load_results, attention_figure, model_figure
+    from mosaic_encoder.bench.plots import attention_figure, model_figure
+    from mosaic_encoder.bench.results import load_results
     results = load_results("benchmarks/cpu/attention.json")
     attention_figure(results, metric="tflops", mode="fwd")
 
@@ -15,9 +16,6 @@ combinations simply have no point.
 
 from __future__ import annotations
 
-import argparse
-import json
-import sys
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
@@ -42,14 +40,6 @@ IMPL_STYLES = {
     "baseline": dict(color="tab:gray", marker="x"),
 }
 _MIB = 2 ** 20
-
-
-def load_results(path: str | Path) -> dict:
-    """Read one result document (``schema`` mosaic-encoder.bench/1)."""
-    document = json.loads(Path(path).read_text(encoding="utf-8"))
-    if not isinstance(document, dict) or "rows" not in document:
-        raise ValueError(f"{path} is not a benchmark result file (no 'rows').")
-    return document
 
 
 def _rows(results: dict | Iterable[dict]) -> list[dict]:
@@ -177,18 +167,3 @@ def save_figures(results: dict, out_dir: str | Path, stem: str = "") -> list[Pat
         written.append(path)
     return written
 
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m kernels.plots",
-                                     description="Turn benchmark JSON into PNG charts.")
-    parser.add_argument("results", nargs="+", type=Path, help="result .json files")
-    parser.add_argument("--out", type=Path, required=True, help="directory for the PNG files")
-    args = parser.parse_args(argv)
-    for path in args.results:
-        for written in save_figures(load_results(path), args.out, stem=path.stem):
-            print(written)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

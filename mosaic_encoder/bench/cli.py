@@ -1,0 +1,204 @@
+"""The command line of the benchmarks: one parser for every subcommand.
+
+``python -m mosaic_encoder.bench SUBCOMMAND ...`` and ``mosaic-encoder bench SUBCOMMAND ...``:
+
+* ``attention``: the attention sweep (:mod:`.attention`);
+* ``model``: the whole-model benchmark against the dense baseline (:mod:`.model`);
+* ``report FILE.json ...``: Markdown tables of result files (:mod:`.report`);
+* ``plots FILE.json ... --out DIR``: PNG charts of result files (:mod:`.plots`).
+
+Options both benchmarks share are declared once, in :func:`_common_options`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from ..dtypes import DTYPES
+from .flops import MODES
+from .results import COMMAND, load_results, summarize, write_results
+
+
+def int_list(text: str) -> list[int]:
+    """``"128,512"`` -> [128, 512]; positive integers only."""
+    try:
+        values = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") \
+            from None
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"expected positive integers, got {text!r}")
+    return values
+
+
+def choice_list(choices: Sequence[str]) -> Callable[[str], list[str]]:
+    """A parser of comma-separated values, each one of ``choices``."""
+    def parse(text: str) -> list[str]:
+        values = [part.strip() for part in text.split(",") if part.strip()]
+        bad = [v for v in values if v not in choices]
+        if bad or not values:
+            raise argparse.ArgumentTypeError(f"choose from {', '.join(choices)} "
+                                             f"(comma-separated), got {text!r}")
+        return values
+    return parse
+
+
+def _common_options() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--device", default=None,
+                        help="cpu or cuda (default: cuda when available)")
+    common.add_argument("--min-samples", type=int, default=None,
+                        help="timed calls per row at least (default 3; --quick: attention 3, "
+                             "model 1)")
+    common.add_argument("--max-dense-gib", type=float, default=None,
+                        help="report dense implementations that would materialise more than "
+                             "this as unsupported (default: CPU min(8, RAM/3), GPU 80%% of its "
+                             "memory)")
+    common.add_argument("--alibi-starting-size", type=int, default=4096,
+                        help="N of the dense baseline's (heads, N, N) ALiBi table (default "
+                             "4096, lodestone's)")
+    common.add_argument("--threads", type=int, default=None,
+                        help="torch CPU threads (default: torch's choice)")
+    common.add_argument("--seed", type=int, default=0)
+    common.add_argument("--out", type=Path, default=None,
+                        help="write results to this .json and the .csv beside it")
+    return common
+
+
+def _attention_options(parser: argparse.ArgumentParser) -> None:
+    from .attention import COMPOSITIONS, IMPLS
+
+    parser.add_argument("--impls", type=choice_list(IMPLS), default=list(IMPLS),
+                        help=f"comma-separated subset of {','.join(IMPLS)} (default: all)")
+    parser.add_argument("--lengths", type=int_list, default=None,
+                        help="longest-sequence lengths to sweep (default: CPU 128..2048, "
+                             "GPU 128..16384, powers of two)")
+    parser.add_argument("--compositions", type=choice_list(COMPOSITIONS), default=None,
+                        help="single, equal, mixed (default: all; --quick: single, mixed)")
+    parser.add_argument("--batch-tokens", type=int, default=None,
+                        help="tokens per batch for 'equal' and 'mixed' (at least 2 x length; "
+                             "default: CPU 4096, GPU 16384; --quick: CPU 1024, GPU 4096)")
+    parser.add_argument("--heads", type=int_list, default=[12], help="head counts (default 12)")
+    parser.add_argument("--head-dims", type=int_list, default=[64],
+                        help="head dimensions (default 64)")
+    parser.add_argument("--dtypes", type=choice_list(tuple(DTYPES)), default=None,
+                        help="float32, bfloat16, float16 (default: CPU float32, GPU bfloat16)")
+    parser.add_argument("--modes", type=choice_list(MODES), default=list(MODES),
+                        help="fwd, fwd+bwd (default: both)")
+    parser.add_argument("--min-run-time", type=float, default=None,
+                        help="CPU: seconds of timed calls per row at least (default 1.0; "
+                             "0.05 with --quick)")
+    parser.add_argument("--oracle-max-seqlen", type=int, default=None,
+                        help="skip the float64 reference above this sequence length (default: "
+                             "CPU 4096, GPU 16384)")
+    parser.add_argument("--flex-eager", action="store_true",
+                        help="run FlexAttention without torch.compile (unfused, dense scores; "
+                             "always so for a --quick CPU run)")
+    parser.add_argument("--triton-interpret", action="store_true",
+                        help="CPU: run ours-triton in Triton's interpreter (needs "
+                             "TRITON_INTERPRET=1; tiny sizes only)")
+    parser.add_argument("--interpret-max-tokens", type=int, default=1024,
+                        help="largest batch run in the Triton interpreter (default 1024)")
+    parser.add_argument("--quick", action="store_true",
+                        help="a short sweep: lengths CPU 128,512 / GPU 128,512,2048, single and "
+                             "mixed batches, short timing")
+
+
+def _model_options(parser: argparse.ArgumentParser) -> None:
+    from .model import MODEL_IMPLS
+
+    parser.add_argument("--checkpoint", type=Path, default=None,
+                        help="a checkpoint directory (default: random weights, --hidden etc.)")
+    parser.add_argument("--hidden", type=int, default=768)
+    parser.add_argument("--layers", type=int, default=12)
+    parser.add_argument("--heads", type=int, default=12)
+    parser.add_argument("--intermediate", type=int, default=3072)
+    parser.add_argument("--vocab", type=int, default=30528)
+    parser.add_argument("--dtype", choices=tuple(DTYPES), default=None,
+                        help="default: CPU float32, GPU bfloat16")
+    parser.add_argument("--attention", choices=("auto", "sdpa", "triton"), default="auto",
+                        help="our model's attention (default auto: triton on GPU, sdpa on CPU)")
+    parser.add_argument("--impls", type=choice_list(MODEL_IMPLS), default=list(MODEL_IMPLS),
+                        help="ours, baseline (default: both)")
+    parser.add_argument("--lengths", type=int_list, default=None,
+                        help="tokens per sequence (default: CPU 512,2048,4096; GPU adds 8192)")
+    parser.add_argument("--batch", type=int, default=1, help="sequences per batch (default 1)")
+    parser.add_argument("--corpus-docs", type=int, default=None,
+                        help="documents in the corpus row (default: CPU 32, GPU 1024; 0: none)")
+    parser.add_argument("--corpus-min-len", type=int, default=16)
+    parser.add_argument("--corpus-max-len", type=int, default=None,
+                        help="longest document (default: CPU 512, GPU 4096)")
+    parser.add_argument("--corpus-batch-size", type=int, default=32)
+    parser.add_argument("--min-run-time", type=float, default=0.0,
+                        help="CPU: use blocked_autorange for calls this fast (default 0: off)")
+    parser.add_argument("--max-row-time", type=float, default=None,
+                        help="CPU: stop adding timed calls once a row has spent this many "
+                             "seconds (default 30; at least one call is always timed)")
+    parser.add_argument("--isolate", action="store_true",
+                        help="run every measurement in a fresh child process and report its peak "
+                             "RSS (ru_maxrss)")
+    parser.add_argument("--quick", action="store_true",
+                        help="one timed call per row, 512 tokens and an 8-document corpus")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=COMMAND,
+        description="Benchmarks of the attention implementations and of the whole encoder "
+                    "(time, TFLOP/s, peak memory, error against float64); BENCHMARKS.md "
+                    "explains every column.")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="SUBCOMMAND")
+    common = _common_options()
+    attention = commands.add_parser(
+        "attention", parents=[common], help="varlen ALiBi attention, five implementations",
+        description="Benchmark varlen ALiBi attention implementations (time, TFLOP/s, peak "
+                    "memory, error against the float64 reference).")
+    _attention_options(attention)
+    model = commands.add_parser(
+        "model", parents=[common], help="whole encoder against the dense baseline",
+        description="Benchmark a full encoder forward (tokens/s, peak memory) against the dense "
+                    "upstream-style baseline, at fixed lengths and on a mixed-length corpus.")
+    _model_options(model)
+    report = commands.add_parser("report", help="Markdown tables of result files",
+                                 description="Print Markdown tables of result files.")
+    report.add_argument("results", nargs="+", type=Path, help="result .json files")
+    plots = commands.add_parser("plots", help="PNG charts of result files",
+                                description="Turn result files into PNG charts.")
+    plots.add_argument("results", nargs="+", type=Path, help="result .json files")
+    plots.add_argument("--out", type=Path, required=True, help="directory for the PNG files")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``python -m mosaic_encoder.bench`` and ``mosaic-encoder bench``.
+
+    Returns the exit status: for a benchmark 0 when the run completed (unsupported rows
+    included), 1 when a row failed unexpectedly or an error is out of tolerance.
+    """
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser().parse_args(argv)
+    if args.command == "report":
+        from .report import render
+
+        for path in args.results:
+            print(render(load_results(path)))
+        return 0
+    if args.command == "plots":
+        from .plots import save_figures
+
+        for path in args.results:
+            for written in save_figures(load_results(path), args.out, stem=path.stem):
+                print(written)
+        return 0
+    if args.command == "attention":
+        from .attention import run_attention as run
+    else:
+        from .model import run_model as run
+    document = run(args, argv)
+    if args.out:
+        json_path, csv_path = write_results(document, args.out)
+        print(f"# wrote {json_path} and {csv_path}", flush=True)
+    return summarize(document["rows"])

@@ -1,0 +1,25 @@
+"""Charts of result files (mosaic_encoder.bench.plots) and their command."""
+
+import pytest
+
+from mosaic_encoder.bench.cli import main
+from mosaic_encoder.bench.results import load_results
+
+
+def test_plots(tmp_path):
+    pytest.importorskip("matplotlib")
+    from matplotlib.figure import Figure
+
+    from mosaic_encoder.bench import plots
+
+    out = tmp_path / "attention.json"
+    assert main(["attention", "--device", "cpu", "--impls", "ours-sdpa,naive", "--lengths", "16,32",
+                 "--compositions", "single", "--heads", "2", "--head-dims", "8", "--modes", "fwd",
+                 "--min-run-time", "0", "--min-samples", "1", "--out", str(out)]) == 0
+    results = load_results(out)
+    for metric in plots.METRICS:
+        assert isinstance(plots.attention_figure(results, metric, mode="fwd"), Figure)
+    written = plots.save_figures(results, tmp_path / "png")
+    assert written and all(p.suffix == ".png" and p.stat().st_size > 1000 for p in written)
+    assert main(["plots", str(out), "--out", str(tmp_path / "cli")]) == 0
+    assert list((tmp_path / "cli").glob("*.png"))

@@ -63,10 +63,9 @@ COMPOSITIONS = ("single", "equal", "mixed")
 # Max |error| against the float64 reference, for inputs drawn from N(0, 1): (output, gradients).
 TOLERANCES = {"float32": (1e-4, 1e-3), "float16": (5e-3, 5e-2), "bfloat16": (4e-2, 4e-1)}
 DEFAULT_LENGTHS = {"cpu": (128, 256, 512, 1024, 2048), "cuda": tuple(2 ** i for i in range(7, 15))}
-# --quick: one short and one mid length, single and mixed, small mixed batches, short timing.
-QUICK = dict(lengths={"cpu": (128, 512), "cuda": (128, 512, 2048)},
-             compositions=("single", "mixed"), batch_tokens={"cpu": 1024, "cuda": 4096},
-             min_run_time=0.05)
+# --quick (a minute on a loaded 2-core CPU): single and mixed batches, one timed call per row.
+QUICK = dict(lengths={"cpu": (256,), "cuda": (512, 2048)}, compositions=("single", "mixed"),
+             batch_tokens={"cpu": 512, "cuda": 4096}, min_run_time=0.0, min_samples=1)
 
 ATTENTION_FIELDS = (
     "kind", "impl", "composition", "seqlen", "num_seqs", "total_tokens", "padded_tokens",
@@ -486,7 +485,7 @@ def run_attention(args: argparse.Namespace, argv: Sequence[str]) -> dict:
     dtypes = args.dtypes or (["float32"] if kind == "cpu" else ["bfloat16"])
     batch_tokens = args.batch_tokens or (QUICK["batch_tokens"][kind] if args.quick else
                                          (4096 if kind == "cpu" else 16384))
-    min_samples = args.min_samples or 3
+    min_samples = args.min_samples or (QUICK["min_samples"] if args.quick else 3)
     min_run_time = args.min_run_time if args.min_run_time is not None else \
         (QUICK["min_run_time"] if args.quick else 1.0)
     oracle_max = args.oracle_max_seqlen or (4096 if kind == "cpu" else 16384)

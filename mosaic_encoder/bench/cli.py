@@ -19,7 +19,10 @@ from pathlib import Path
 
 from ..dtypes import DTYPES
 from .flops import MODES
+from .measure import device_name, resolve_device
 from .results import COMMAND, load_results, summarize, write_results
+
+GPU_RESULTS = Path("benchmarks") / "gpu"
 
 
 def int_list(text: str) -> list[int]:
@@ -51,8 +54,7 @@ def _common_options() -> argparse.ArgumentParser:
     common.add_argument("--device", default=None,
                         help="cpu or cuda (default: cuda when available)")
     common.add_argument("--min-samples", type=int, default=None,
-                        help="timed calls per row at least (default 3; --quick: attention 3, "
-                             "model 1)")
+                        help="timed calls per row at least (default 3; --quick: 1)")
     common.add_argument("--max-dense-gib", type=float, default=None,
                         help="report dense implementations that would materialise more than "
                              "this as unsupported (default: CPU min(8, RAM/3), GPU 80%% of its "
@@ -64,7 +66,8 @@ def _common_options() -> argparse.ArgumentParser:
                         help="torch CPU threads (default: torch's choice)")
     common.add_argument("--seed", type=int, default=0)
     common.add_argument("--out", type=Path, default=None,
-                        help="write results to this .json and the .csv beside it")
+                        help="write results to this .json and the .csv beside it (default: "
+                             "none on CPU; on a GPU benchmarks/gpu/<subcommand>-<gpu>.json)")
     return common
 
 
@@ -90,7 +93,7 @@ def _attention_options(parser: argparse.ArgumentParser) -> None:
                         help="fwd, fwd+bwd (default: both)")
     parser.add_argument("--min-run-time", type=float, default=None,
                         help="CPU: seconds of timed calls per row at least (default 1.0; "
-                             "0.05 with --quick)")
+                             "0 with --quick)")
     parser.add_argument("--oracle-max-seqlen", type=int, default=None,
                         help="skip the float64 reference above this sequence length (default: "
                              "CPU 4096, GPU 16384)")
@@ -103,8 +106,8 @@ def _attention_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--interpret-max-tokens", type=int, default=1024,
                         help="largest batch run in the Triton interpreter (default 1024)")
     parser.add_argument("--quick", action="store_true",
-                        help="a short sweep: lengths CPU 128,512 / GPU 128,512,2048, single and "
-                             "mixed batches, short timing")
+                        help="a short sweep: length CPU 256 / GPU 512,2048, single and mixed "
+                             "batches (CPU 512 tokens, GPU 4096), one timed call per row")
 
 
 def _model_options(parser: argparse.ArgumentParser) -> None:
@@ -141,7 +144,8 @@ def _model_options(parser: argparse.ArgumentParser) -> None:
                         help="run every measurement in a fresh child process and report its peak "
                              "RSS (ru_maxrss)")
     parser.add_argument("--quick", action="store_true",
-                        help="one timed call per row, 512 tokens and an 8-document corpus")
+                        help="one timed call per row, 256 tokens and a corpus of 8 documents of "
+                             "at most 256 tokens")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -197,6 +201,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         from .attention import run_attention as run
     else:
         from .model import run_model as run
+    device = resolve_device(args.device)
+    if args.out is None and device.type == "cuda":
+        # GPU figures are the ones worth keeping: recorded by default, named by the card.
+        card = "".join(c if c.isalnum() else "-" for c in device_name(device).lower()).strip("-")
+        args.out = GPU_RESULTS / f"{args.command}-{card}.json"
     document = run(args, argv)
     if args.out:
         json_path, csv_path = write_results(document, args.out)

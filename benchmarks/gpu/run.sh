@@ -28,7 +28,7 @@ step() {  # step SECONDS NAME COMMAND...
     timeout "$limit" "$@" >>"$LOG" 2>&1
     echo "=== $name: rc=$? $(date -u +%T)" >>"$LOG"
 }
-bench() { python3 -m mosaic_encoder.bench "$@"; }
+BENCH=(python3 -m mosaic_encoder.bench)  # an array: timeout runs commands, not shell functions
 
 # 1. environment
 step 60 environment bash -c 'nvidia-smi; python3 -c "import sys, torch, triton; \
@@ -43,17 +43,18 @@ step ${T_TESTS:-120} cuda-tests python3 -m pytest -q -p no:cacheprovider -k cuda
 ATTN=(--device cuda --impls ours-triton,flex,sdpa-dense --dtypes bfloat16,float16
       --heads 12 --head-dims 64,128 --modes fwd,fwd+bwd)
 #    1 x 4096 and 1 x 16384
-step ${T_ATTN_SINGLE:-150} attention-single bench attention "${ATTN[@]}" \
+step ${T_ATTN_SINGLE:-150} attention-single "${BENCH[@]}" attention "${ATTN[@]}" \
     --compositions single --lengths 4096,16384 --out "$RESULTS/attention-single.json"
 #    4 x 4096 and a mixed batch (longest 4096, 16384 tokens)
-step ${T_ATTN_BATCH:-120} attention-batches bench attention "${ATTN[@]}" \
+step ${T_ATTN_BATCH:-120} attention-batches "${BENCH[@]}" attention "${ATTN[@]}" \
     --compositions equal,mixed --lengths 4096 --batch-tokens 16384 \
     --out "$RESULTS/attention-batches.json"
 
 # 4. the whole model against the dense baseline: 512 tokens and a mixed corpus
-step ${T_MODEL:-90} model bench model --device cuda --dtype bfloat16 --lengths 512 \
+step ${T_MODEL:-90} model "${BENCH[@]}" model --device cuda --dtype bfloat16 --lengths 512 \
     --corpus-docs 256 --corpus-max-len 4096 --out "$RESULTS/model.json"
 
-step 30 report bench report "$RESULTS"/attention-single.json "$RESULTS"/attention-batches.json \
-    "$RESULTS"/model.json
+shopt -s nullglob
+written=("$RESULTS"/*.json)
+[ ${#written[@]} -gt 0 ] && step 30 report "${BENCH[@]}" report "${written[@]}"
 echo "=== done $(date -u +%T)" >>"$LOG"

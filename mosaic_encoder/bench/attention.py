@@ -134,7 +134,7 @@ class Inputs:
     slopes: torch.Tensor     # (heads,) float32
     seqlens: list[int]
     scale: float
-    _packing: list = field(default_factory=list)
+    _packing: Packing | None = field(default=None, init=False, repr=False)
 
     @property
     def max_seqlen(self) -> int:
@@ -147,9 +147,9 @@ class Inputs:
 
     def packing(self) -> Packing:
         """The model's packing of the right-padded batch (built once)."""
-        if not self._packing:
-            self._packing.append(Packing.from_mask(self.key_mask()))
-        return self._packing[0]
+        if self._packing is None:
+            self._packing = Packing.from_mask(self.key_mask())
+        return self._packing
 
     def to_padded(self, packed: torch.Tensor) -> torch.Tensor:
         """(T, heads, d) -> contiguous (B, heads, S, d), zeros at padded positions."""

@@ -184,17 +184,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     """
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
+    if args.command in ("report", "plots"):
+        try:
+            documents = [(path, load_results(path)) for path in args.results]
+        except (OSError, ValueError) as err:  # missing, unreadable or not a result file
+            print(f"error: {err}", file=sys.stderr)
+            return 1
     if args.command == "report":
         from .report import render
 
-        for path in args.results:
-            print(render(load_results(path)))
+        for _, document in documents:
+            print(render(document))
         return 0
     if args.command == "plots":
         from .plots import save_figures
 
-        for path in args.results:
-            for written in save_figures(load_results(path), args.out, stem=path.stem):
+        for path, document in documents:
+            for written in save_figures(document, args.out, stem=path.stem):
                 print(written)
         return 0
     if args.command == "attention":

@@ -44,4 +44,5 @@ def test_result_files_and_report_through_python_dash_m(tmp_path):
     assert done.returncode == 0, done.stderr
     assert "unsupported: example" in done.stdout
     assert main(["report", str(json_path)]) == 0
+    assert main(["report", str(tmp_path / "missing.json")]) == 1
     assert json.loads(json_path.read_text())["kind"] == "model"

@@ -75,8 +75,7 @@ def corpus_batches(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
 def build_model(spec: dict, device: torch.device) -> torch.nn.Module:
     """The encoder described by ``spec`` (checkpoint or random geometry), eval mode."""
     from mosaic_encoder import MosaicConfig, load_model
-    from mosaic_encoder.loading import Layout
-    from mosaic_encoder.models import MosaicBertForMaskedLM
+    from mosaic_encoder.models import MosaicBertForMaskedLM, MosaicBertModel
 
     dtype = DTYPES[spec["dtype"]]
     if spec.get("checkpoint"):
@@ -91,7 +90,7 @@ def build_model(spec: dict, device: torch.device) -> torch.nn.Module:
                               intermediate_size=geometry["intermediate"],
                               attention_impl=spec["attention"])
         torch.manual_seed(spec["seed"])
-        model = Layout(masked_lm=False, prefix="", pooler=True).build(config)
+        model = MosaicBertModel(config, add_pooler=True)
         model = model.to(device=device, dtype=dtype)
     return model.eval()
 

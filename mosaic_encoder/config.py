@@ -15,12 +15,13 @@ a GELU feed-forward (``intermediate`` / ``output``).
 from __future__ import annotations
 
 import dataclasses
-import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError
+from .files import json_object, read_json
 
 ATTENTION_IMPLS = ("auto", "sdpa", "triton")
 
@@ -66,8 +67,8 @@ class MosaicConfig:
             raise ConfigError(f"config field 'hidden_size' ({self.hidden_size}) is not divisible by "
                               f"'num_attention_heads' ({self.num_attention_heads}).")
         if not isinstance(self.layer_norm_eps, (int, float)) or isinstance(self.layer_norm_eps, bool) \
-                or not self.layer_norm_eps > 0:
-            raise ConfigError(f"config field 'layer_norm_eps' must be a positive number, got "
+                or not 0 < self.layer_norm_eps < math.inf:
+            raise ConfigError(f"config field 'layer_norm_eps' must be a positive finite number, got "
                               f"{self.layer_norm_eps!r}.")
         for name in ("hidden_dropout_prob", "attention_probs_dropout_prob"):
             value = getattr(self, name)
@@ -126,23 +127,10 @@ class MosaicConfig:
 
 
 def read_config_values(path: str | Path) -> dict[str, Any]:
-    """The JSON object in a ``config.json``; a missing, unreadable or non-object file is a
-    :class:`ConfigError` naming it."""
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError(f"config file {path} does not exist.") from None
-    except (OSError, UnicodeDecodeError) as err:
-        raise ConfigError(f"config file {path} cannot be read ({err}).") from None
-    try:
-        values = json.loads(text)
-    except json.JSONDecodeError as err:
-        raise ConfigError(f"config file {path} is not valid JSON ({err}).") from None
-    if not isinstance(values, dict):
-        raise ConfigError(f"config file {path} must hold a JSON object, got "
-                          f"{type(values).__name__}.")
-    return values
+    """The JSON object in a ``config.json``; a missing, unreadable or non-object file (or a FIFO,
+    deep nesting, a number too long to read) is a :class:`ConfigError` naming it."""
+    return json_object(read_json(path, "config file", error=ConfigError), "config file", path,
+                       ConfigError)
 
 
 def is_mosaic_config(values: dict[str, Any]) -> bool:

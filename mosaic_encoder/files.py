@@ -31,6 +31,8 @@ def regular_file(path: str | Path, what: str, root: str | Path | None = None,
     and their target must lie inside ``root`` too.
     """
     path = Path(path)
+    if root is not None:
+        inside(path, root, what, error)
     try:
         mode = os.stat(path).st_mode
     except FileNotFoundError:
@@ -39,8 +41,6 @@ def regular_file(path: str | Path, what: str, root: str | Path | None = None,
         raise error(f"{what} {path} cannot be read ({err.strerror}).") from None
     if not stat.S_ISREG(mode):
         raise error(f"{what} {path} is not a regular file.")
-    if root is not None:
-        inside(path, root, what, error)
     return path
 
 

@@ -19,9 +19,12 @@ from safetensors.torch import load_file
 settings.register_profile("default", deadline=None, max_examples=30)
 settings.load_profile("default")
 
+from mosaic_encoder.bundled import WEIGHTS_DIR
+
 ROOT = Path(__file__).resolve().parent.parent
 DATA = Path(__file__).resolve().parent / "data"
-WEIGHTS = ROOT / "weights"
+# The bundled checkpoints where the package under test finds them (repository or installed wheel).
+WEIGHTS = WEIGHTS_DIR
 CHECKPOINTS = ("mosaic-tiny", "mosaic-tiny-mlm")
 CASES = ("texts", "random0", "random1")
 

@@ -14,6 +14,7 @@ from safetensors.torch import load_file
 
 import mosaic_encoder as me
 from conftest import WEIGHTS
+from helpers import leftovers
 from mosaic_encoder import CheckpointError, InputError
 from mosaic_encoder.convert import convert_checkpoint, deduplicate, load_state_dict
 
@@ -28,10 +29,6 @@ class CodePayload:
 
     def __reduce__(self):
         return exec, (f"open({str(self.marker)!r}, 'w').close()",)
-
-
-def leftovers(directory: Path) -> list[str]:
-    return sorted(p.name for p in directory.iterdir() if p.name.endswith(".tmp"))
 
 
 def test_code_payload_is_refused_through_the_cli(tmp_path):

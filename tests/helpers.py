@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import struct
 from pathlib import Path
 from typing import Callable
 
@@ -34,3 +35,11 @@ def copy_checkpoint(tmp_path: Path, source: str = "mosaic-tiny", name: str = "ck
 def leftovers(directory: Path) -> list[str]:
     """Temporary files an interrupted atomic write would leave (hidden ``.NAME.*.tmp``)."""
     return sorted(p.name for p in directory.iterdir() if p.name.endswith(".tmp"))
+
+
+def write_with_duplicate_key(path, first_dtype="F32", second_dtype="I32"):
+    """A safetensors file whose header names tensor 'w' twice, with different dtypes."""
+    header = ('{"w": {"dtype": "%s", "shape": [2], "data_offsets": [0, 8]}, '
+              '"w": {"dtype": "%s", "shape": [2], "data_offsets": [0, 8]}}'
+              % (first_dtype, second_dtype)).encode()
+    path.write_bytes(struct.pack("<Q", len(header)) + header + b"\x00" * 8)

@@ -2,7 +2,6 @@
 
 import json
 import os
-import struct
 import time
 
 import pytest
@@ -11,7 +10,7 @@ from safetensors.torch import load_file, save_file
 
 import mosaic_encoder as me
 from conftest import WEIGHTS
-from helpers import copy_checkpoint
+from helpers import copy_checkpoint, write_with_duplicate_key
 from mosaic_encoder import CheckpointError, ConfigError
 from mosaic_encoder.checkpoint import (Layout, build_model, detect_layout, expected_tensors,
                                        mismatch_report, read_header, read_tensor_index,
@@ -94,14 +93,6 @@ def test_a_symlink_inside_the_checkpoint_is_followed(tmp_path):
     (directory / "model.safetensors").rename(directory / "blob")
     (directory / "model.safetensors").symlink_to(directory / "blob")
     assert set(read_tensor_index(directory)) == set(read_tensor_index(TINY))
-
-
-def write_with_duplicate_key(path, first_dtype="F32", second_dtype="I32"):
-    """A safetensors file whose header names tensor 'w' twice, with different dtypes."""
-    header = ('{"w": {"dtype": "%s", "shape": [2], "data_offsets": [0, 8]}, '
-              '"w": {"dtype": "%s", "shape": [2], "data_offsets": [0, 8]}}'
-              % (first_dtype, second_dtype)).encode()
-    path.write_bytes(struct.pack("<Q", len(header)) + header + b"\x00" * 8)
 
 
 def test_a_duplicate_header_key_is_refused(tmp_path):

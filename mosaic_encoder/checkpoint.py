@@ -33,7 +33,7 @@ from torch import nn
 
 from .config import MosaicConfig
 from .errors import CheckpointError
-from .files import json_object, read_json, regular_file
+from .files import json_object, read_json, regular_file, short
 from .models import MosaicBertForMaskedLM, MosaicBertModel
 
 WEIGHTS_NAME = "model.safetensors"
@@ -357,10 +357,3 @@ def summarise_names(names: list[str], limit: int = 4) -> str:
         return summarise([short(n) for n in sorted(names)], limit)
     return summarise(list(full) + [short(n) for n in sorted(others)], limit)
 
-
-def short(value: object, limit: int = 60) -> str:
-    """``repr``-like text of a value from a file, cut to ``limit`` characters."""
-    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 64:
-        return f"a {value.bit_length()}-bit integer"
-    text = value if isinstance(value, str) else repr(value)
-    return text if len(text) <= limit else text[:limit - 3] + "..."

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError
-from .files import json_object, read_json
+from .files import json_object, read_json, short
 
 ATTENTION_IMPLS = ("auto", "sdpa", "triton")
 
@@ -58,28 +58,31 @@ class MosaicConfig:
                      "intermediate_size", "type_vocab_size", "max_position_embeddings"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ConfigError(f"config field {name!r} must be a positive integer, got {value!r}.")
+                raise ConfigError(f"config field {name!r} must be a positive integer, got "
+                                  f"{short(value, quote=True)}.")
         if isinstance(self.pad_token_id, bool) or not isinstance(self.pad_token_id, int) or not (
                 0 <= self.pad_token_id < self.vocab_size):
             raise ConfigError(f"config field 'pad_token_id' must be an integer in [0, vocab_size), "
-                              f"got {self.pad_token_id!r}.")
+                              f"got {short(self.pad_token_id, quote=True)}.")
         if self.hidden_size % self.num_attention_heads:
-            raise ConfigError(f"config field 'hidden_size' ({self.hidden_size}) is not divisible by "
-                              f"'num_attention_heads' ({self.num_attention_heads}).")
+            raise ConfigError(f"config field 'hidden_size' ({short(self.hidden_size)}) is not "
+                              f"divisible by 'num_attention_heads' "
+                              f"({short(self.num_attention_heads)}).")
         if not isinstance(self.layer_norm_eps, (int, float)) or isinstance(self.layer_norm_eps, bool) \
                 or not 0 < self.layer_norm_eps < math.inf:
             raise ConfigError(f"config field 'layer_norm_eps' must be a positive finite number, got "
-                              f"{self.layer_norm_eps!r}.")
+                              f"{short(self.layer_norm_eps, quote=True)}.")
         for name in ("hidden_dropout_prob", "attention_probs_dropout_prob"):
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0 <= value < 1:
-                raise ConfigError(f"config field {name!r} must be a number in [0, 1), got {value!r}.")
+                raise ConfigError(f"config field {name!r} must be a number in [0, 1), got "
+                                  f"{short(value, quote=True)}.")
         if self.position_embedding_type not in ("alibi", "absolute"):
             raise ConfigError(f"config field 'position_embedding_type' must be 'alibi' or "
-                              f"'absolute', got {self.position_embedding_type!r}.")
+                              f"'absolute', got {short(self.position_embedding_type, quote=True)}.")
         if self.feed_forward not in ("glu", "gelu"):
             raise ConfigError(f"config field 'feed_forward' must be 'glu' or 'gelu', got "
-                              f"{self.feed_forward!r}.")
+                              f"{short(self.feed_forward, quote=True)}.")
         if self.attention_impl not in ATTENTION_IMPLS:
             raise ConfigError(f"attention implementation must be one of {ATTENTION_IMPLS}, got "
                               f"{self.attention_impl!r}.")

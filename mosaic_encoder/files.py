@@ -92,3 +92,12 @@ def _json_type(value: Any) -> str:
     names = {dict: "an object", list: "an array", str: "a string", bool: "a boolean",
              int: "a number", float: "a number", type(None): "null"}
     return names.get(type(value), type(value).__name__)
+
+
+def short(value: object, limit: int = 60, quote: bool = False) -> str:
+    """Text of a value read from a file, cut to ``limit`` characters; strings are quoted only
+    with ``quote`` (tensor names read better bare, config values quoted)."""
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 64:
+        return f"a {value.bit_length()}-bit integer"
+    text = value if isinstance(value, str) and not quote else repr(value)
+    return text if len(text) <= limit else text[:limit - 3] + "..."

@@ -188,8 +188,8 @@ def _pick_manifest(values: dict[str, Any], against: str | Path | None):
     if name is None:
         return None, CheckResult(
             "manifest", True, f"no published manifest has this geometry "
-            f"({short(values.get('architectures'))}, hidden {short(values.get('hidden_size'))}): structural "
-            f"checks only")
+            f"({short(values.get('architectures'))}, hidden {short(values.get('hidden_size'))}): "
+            f"structural checks only")
     return load_manifest(name), CheckResult(
         "manifest", True, f"comparing with {name} (its config's architecture and geometry match)")
 

@@ -15,6 +15,7 @@ from mosaic_encoder.atomic import atomic_write
 # The child signals readiness by creating a marker, then blocks mid-write until killed.
 CHILD = """
 import sys, time
+from pathlib import Path
 from mosaic_encoder.atomic import atomic_write
 
 def write(stream):

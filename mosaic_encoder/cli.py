@@ -16,20 +16,19 @@ import argparse
 import json
 import os
 import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from . import __version__
+from .atomic import atomic_write
+from .bundled import BUNDLED_CHECKPOINT, BUNDLED_MLM_CHECKPOINT
+from .dtypes import DTYPES
 from .errors import CheckpointError, InputError, MosaicError
+from .fill_mask import MASK_TOKEN
 
-WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
-BUNDLED_CHECKPOINT = WEIGHTS_DIR / "mosaic-tiny"
-BUNDLED_MLM_CHECKPOINT = WEIGHTS_DIR / "mosaic-tiny-mlm"
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 ENCODE_OUTPUTS = (".npy", ".jsonl", ".safetensors")
-MASK_TOKEN = "[MASK]"
 
 
 # --- input ------------------------------------------------------------------------------------
@@ -144,26 +143,6 @@ def _check_output(path: Path, suffixes: tuple[str, ...]) -> None:
                          f"exist).")
 
 
-def _write_atomically(path: Path, write) -> None:
-    """Write through a temporary file in the same directory, renamed into place on success."""
-    directory = path.parent if str(path.parent) else Path(".")
-    try:
-        handle, temporary = tempfile.mkstemp(dir=directory, prefix=f".{path.name}.", suffix=".tmp")
-    except OSError as err:
-        raise InputError(f"output path {path} cannot be written ({err.strerror}).") from None
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            write(stream)
-        os.replace(temporary, path)
-    except OSError as err:
-        Path(temporary).unlink(missing_ok=True)
-        raise InputError(f"output path {path} cannot be written ({err.strerror or err}).") \
-            from None
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-
-
 # --- encode -----------------------------------------------------------------------------------
 
 
@@ -185,16 +164,16 @@ def _encode(args: argparse.Namespace) -> int:
     if output is None:
         sys.stdout.writelines(lines)
     elif output.suffix == ".npy":
-        _write_atomically(output, lambda stream: np.save(stream, embeddings))
+        atomic_write(output, lambda stream: np.save(stream, embeddings))
     elif output.suffix == ".safetensors":
         from safetensors.numpy import save
 
         metadata = {"model": str(model), "texts": str(len(texts)),
                     "normalized": "true", "dtype": args.dtype}
         data = save({"embeddings": np.ascontiguousarray(embeddings, dtype=np.float32)}, metadata)
-        _write_atomically(output, lambda stream: stream.write(data))
+        atomic_write(output, lambda stream: stream.write(data))
     else:
-        _write_atomically(output, lambda stream: stream.writelines(l.encode() for l in lines))
+        atomic_write(output, lambda stream: stream.writelines(l.encode() for l in lines))
     print(f"encoded {len(texts)} text(s) into {embeddings.shape[1]}-d embeddings"
           f"{f' -> {output}' if output else ''}; {encoder.last_truncated} truncated.",
           file=sys.stderr)
@@ -205,8 +184,10 @@ def _encode(args: argparse.Namespace) -> int:
 
 
 def _fill_mask(args: argparse.Namespace) -> int:
-    from .loading import detect_layout, load_model, read_tensor_index
-    from .tokenizer import TextTokenizer, collate
+    from .checkpoint import detect_layout, read_tensor_index
+    from .fill_mask import fill_mask, masked_token_ids
+    from .loading import load_model
+    from .tokenizer import TextTokenizer
 
     texts = _read_texts(args)
     device = _device(args.device)
@@ -218,36 +199,11 @@ def _fill_mask(args: argparse.Namespace) -> int:
                          f"it cannot fill masks; use a masked-LM checkpoint such as "
                          f"mosaic-bert-base-seqlen-2048.")
     tokenizer = TextTokenizer(model_dir / "tokenizer.json", args.max_seq_length)
-    mask_id = tokenizer.token_to_id(MASK_TOKEN)
-    if mask_id is None:
-        raise CheckpointError(f"tokenizer {model_dir / 'tokenizer.json'} has no {MASK_TOKEN} token.")
-    ids, types, _ = tokenizer.encode_ids(texts)
-    for number, (text, row) in enumerate(zip(texts, ids), start=1):
-        if mask_id not in row:
-            preview = text if len(text) <= 60 else text[:57] + "..."
-            raise InputError(f"text {number} ({preview!r}) has no {MASK_TOKEN} token to fill "
-                             f"(write it in capitals, e.g. 'Paris is the {MASK_TOKEN} of France').")
+    masked_token_ids(tokenizer, texts)  # refuse texts without a mask before loading the model
     _note_bundled(args, BUNDLED_MLM_CHECKPOINT)
     model = load_model(model_dir, dtype=DTYPES[args.dtype], device=device, attention=args.attention)
-    known = tokenizer.vocab_size  # rows past the tokenizer's entries are never predicted
-    results = []
-    with torch.inference_mode():
-        for start in range(0, len(texts), args.batch_size):
-            chunk = range(start, min(start + args.batch_size, len(texts)))
-            batch = collate([ids[i] for i in chunk], [types[i] for i in chunk],
-                            tokenizer.pad_token_id)
-            logits = model(batch.input_ids.to(device), batch.attention_mask.to(device),
-                           batch.token_type_ids.to(device)).logits
-            for row, index in enumerate(chunk):
-                masks = []
-                for position in [p for p, t in enumerate(ids[index]) if t == mask_id]:
-                    probabilities = torch.softmax(logits[row, position].float(), dim=-1)[:known]
-                    top = torch.topk(probabilities, min(args.top_k, known))
-                    masks.append({"position": position, "predictions": [
-                        {"token": tokenizer.id_to_token(int(i)), "id": int(i),
-                         "probability": round(float(p), 6)}
-                        for p, i in zip(top.values, top.indices)]})
-                results.append({"text": texts[index], "masks": masks})
+    results = [result.as_dict() for result in fill_mask(model, tokenizer, texts, args.top_k,
+                                                        args.batch_size)]
     if args.json:
         sys.stdout.writelines(json.dumps(result) + "\n" for result in results)
     else:
@@ -357,6 +313,7 @@ def _add_runtime(parser: argparse.ArgumentParser) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mosaic-encoder",
                                      description="MosaicBERT / lodestone encoders in plain PyTorch.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     encode = commands.add_parser("encode", help="sentence embeddings of texts",

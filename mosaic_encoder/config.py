@@ -15,12 +15,13 @@ a GELU feed-forward (``intermediate`` / ``output``).
 from __future__ import annotations
 
 import dataclasses
-import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError
+from .files import json_object, read_json, short
 
 ATTENTION_IMPLS = ("auto", "sdpa", "triton")
 
@@ -57,28 +58,31 @@ class MosaicConfig:
                      "intermediate_size", "type_vocab_size", "max_position_embeddings"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ConfigError(f"config field {name!r} must be a positive integer, got {value!r}.")
+                raise ConfigError(f"config field {name!r} must be a positive integer, got "
+                                  f"{short(value, quote=True)}.")
         if isinstance(self.pad_token_id, bool) or not isinstance(self.pad_token_id, int) or not (
                 0 <= self.pad_token_id < self.vocab_size):
             raise ConfigError(f"config field 'pad_token_id' must be an integer in [0, vocab_size), "
-                              f"got {self.pad_token_id!r}.")
+                              f"got {short(self.pad_token_id, quote=True)}.")
         if self.hidden_size % self.num_attention_heads:
-            raise ConfigError(f"config field 'hidden_size' ({self.hidden_size}) is not divisible by "
-                              f"'num_attention_heads' ({self.num_attention_heads}).")
+            raise ConfigError(f"config field 'hidden_size' ({short(self.hidden_size)}) is not "
+                              f"divisible by 'num_attention_heads' "
+                              f"({short(self.num_attention_heads)}).")
         if not isinstance(self.layer_norm_eps, (int, float)) or isinstance(self.layer_norm_eps, bool) \
-                or not self.layer_norm_eps > 0:
-            raise ConfigError(f"config field 'layer_norm_eps' must be a positive number, got "
-                              f"{self.layer_norm_eps!r}.")
+                or not 0 < self.layer_norm_eps < math.inf:
+            raise ConfigError(f"config field 'layer_norm_eps' must be a positive finite number, got "
+                              f"{short(self.layer_norm_eps, quote=True)}.")
         for name in ("hidden_dropout_prob", "attention_probs_dropout_prob"):
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0 <= value < 1:
-                raise ConfigError(f"config field {name!r} must be a number in [0, 1), got {value!r}.")
+                raise ConfigError(f"config field {name!r} must be a number in [0, 1), got "
+                                  f"{short(value, quote=True)}.")
         if self.position_embedding_type not in ("alibi", "absolute"):
             raise ConfigError(f"config field 'position_embedding_type' must be 'alibi' or "
-                              f"'absolute', got {self.position_embedding_type!r}.")
+                              f"'absolute', got {short(self.position_embedding_type, quote=True)}.")
         if self.feed_forward not in ("glu", "gelu"):
             raise ConfigError(f"config field 'feed_forward' must be 'glu' or 'gelu', got "
-                              f"{self.feed_forward!r}.")
+                              f"{short(self.feed_forward, quote=True)}.")
         if self.attention_impl not in ATTENTION_IMPLS:
             raise ConfigError(f"attention implementation must be one of {ATTENTION_IMPLS}, got "
                               f"{self.attention_impl!r}.")
@@ -126,23 +130,10 @@ class MosaicConfig:
 
 
 def read_config_values(path: str | Path) -> dict[str, Any]:
-    """The JSON object in a ``config.json``; a missing, unreadable or non-object file is a
-    :class:`ConfigError` naming it."""
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError(f"config file {path} does not exist.") from None
-    except (OSError, UnicodeDecodeError) as err:
-        raise ConfigError(f"config file {path} cannot be read ({err}).") from None
-    try:
-        values = json.loads(text)
-    except json.JSONDecodeError as err:
-        raise ConfigError(f"config file {path} is not valid JSON ({err}).") from None
-    if not isinstance(values, dict):
-        raise ConfigError(f"config file {path} must hold a JSON object, got "
-                          f"{type(values).__name__}.")
-    return values
+    """The JSON object in a ``config.json``; a missing, unreadable or non-object file (or a FIFO,
+    deep nesting, a number too long to read) is a :class:`ConfigError` naming it."""
+    return json_object(read_json(path, "config file", error=ConfigError), "config file", path,
+                       ConfigError)
 
 
 def is_mosaic_config(values: dict[str, Any]) -> bool:

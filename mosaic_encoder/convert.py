@@ -2,33 +2,36 @@
 
 The pickle is read with torch's weights-only unpickler (``torch.load(..., weights_only=True)``),
 which builds tensors and plain containers only: a file whose pickle names any other global (a
-function to call, a class to build) is refused before anything in it runs. Tensor names are kept;
-tensors that share storage (tied weights) are stored once, and the file is written to a temporary
-name and renamed into place, so a failure never leaves a partial ``model.safetensors``.
+function to call, a class to build) is refused before anything in it runs. Tensors whose values
+need more bytes than their storage holds (a zero-stride view: a 1.6 KB pickle that would expand
+to gigabytes), meta tensors (no data) and nested tensors are refused too. Tensor names are kept;
+tensors that share storage (tied weights) are stored once, and the file is written through
+:func:`mosaic_encoder.atomic.atomic_path` and read back before it is renamed into place, so a
+failure never leaves a partial ``model.safetensors``.
 """
 
 from __future__ import annotations
 
-import os
 import pickle
 import re
-import tempfile
 import warnings
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError, safe_open
+from safetensors import SafetensorError
 from safetensors.torch import save_file
 
+from .atomic import atomic_path
+from .checkpoint import TIED_SOURCE, WEIGHTS_NAME, read_header, short
 from .errors import CheckpointError, InputError
-from .loading import TIED_SOURCE, WEIGHTS_NAME
 
 BIN_NAME = "pytorch_model.bin"
 # Containers a training script may wrap a state dict in.
 NESTED_KEYS = ("state_dict", "model")
-_GLOBAL = re.compile(r"Unsupported global: GLOBAL ([\w.]+)")
+# torch names the refused global "Unsupported global: GLOBAL x.y" or "unsupported GLOBAL x.y".
+_GLOBAL = re.compile(r"unsupported global:? (?:GLOBAL )?([\w.]+)", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -91,9 +94,11 @@ def _refusal(path: Path, message: str) -> str:
     if found:
         return (f"refused: {path} needs arbitrary code (global {found[1]}) to unpickle; nothing "
                 f"in it was run, and only plain tensor state dicts are converted.")
-    # Otherwise torch names the reason after "WeightsUnpickler error:", on that line or the next.
+    # Otherwise torch names the reason after "WeightsUnpickler error:", on that line or the next;
+    # its advice to load with weights_only=False (which would run the code) is never repeated.
     after = message.split("WeightsUnpickler error:", 1)[-1]
-    detail = next((line.strip() for line in after.splitlines() if line.strip()),
+    detail = next((line.strip() for line in after.splitlines() if line.strip()
+                   and "weights_only" not in line.lower() and "weights only" not in line.lower()),
                   "unpickling failed")
     return (f"refused: {path} is not a plain PyTorch tensor pickle: torch's weights-only "
             f"unpickler rejects it ({detail[:200].rstrip('.')}), so nothing in it was run.")
@@ -120,11 +125,29 @@ def _state_dict(loaded, path: Path) -> dict[str, torch.Tensor]:
         raise CheckpointError(f"{path} holds a {type(loaded).__name__}, not a state dict of "
                               f"tensors.")
     for name, tensor in state.items():
-        if tensor.layout != torch.strided or tensor.is_quantized:
-            raise CheckpointError(f"tensor {name} in {path} is {tensor.layout} "
-                                  f"{'quantized ' if tensor.is_quantized else ''}storage, which "
-                                  f"safetensors cannot hold.")
+        _check_storage(short(name), tensor, path)
     return {name: tensor.detach() for name, tensor in state.items()}
+
+
+def _check_storage(name: str, tensor: torch.Tensor, path: Path) -> None:
+    """Refuse a tensor that safetensors cannot hold or that would expand when written."""
+    if tensor.is_nested:
+        raise CheckpointError(f"tensor {name} in {path} is a nested tensor, which safetensors "
+                              f"cannot hold.")
+    if tensor.is_meta:
+        raise CheckpointError(f"tensor {name} in {path} is a meta tensor: it has a shape but no "
+                              f"values to convert.")
+    if tensor.layout != torch.strided or tensor.is_quantized:
+        raise CheckpointError(f"tensor {name} in {path} is {tensor.layout} "
+                              f"{'quantized ' if tensor.is_quantized else ''}storage, which "
+                              f"safetensors cannot hold.")
+    needed = tensor.numel() * tensor.element_size()
+    stored = tensor.untyped_storage().nbytes()
+    if needed > stored:
+        # Only overlapping views (zero or small strides) need more bytes than their storage.
+        raise CheckpointError(f"tensor {name} in {path} needs {needed:,} bytes but its storage "
+                              f"holds {stored:,} (a zero-stride or overlapping view); written out "
+                              f"it would expand, so it is refused.")
 
 
 def deduplicate(state: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor],
@@ -197,27 +220,12 @@ def _check_target(target: Path, overwrite: bool) -> None:
 
 
 def _save_atomically(tensors: dict[str, torch.Tensor], target: Path) -> None:
-    """Write to a temporary file beside ``target``, check it, then rename it into place."""
-    parent = target.parent if str(target.parent) else Path(".")
-    try:
-        handle, temporary = tempfile.mkstemp(dir=parent, prefix=f".{target.name}.", suffix=".tmp")
-    except OSError as err:
-        raise InputError(f"output path {target} cannot be written ({err.strerror}).") from None
-    os.close(handle)
-    try:
-        save_file(tensors, temporary, metadata={"format": "pt"})
-        with safe_open(temporary, framework="pt") as written:
-            if set(written.keys()) != set(tensors):
-                raise CheckpointError(f"the file written to {target} does not list the tensors "
-                                      f"it was given.")
-        os.replace(temporary, target)
-    except OSError as err:
-        Path(temporary).unlink(missing_ok=True)
-        raise InputError(f"output path {target} cannot be written ({err.strerror or err}).") \
-            from None
-    except SafetensorError as err:
-        Path(temporary).unlink(missing_ok=True)
-        raise CheckpointError(f"safetensors could not write {target} ({err}).") from None
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    """Write beside ``target``, read the file back, then rename it into place."""
+    with atomic_path(target) as temporary:
+        try:
+            save_file(tensors, temporary, metadata={"format": "pt"})
+        except SafetensorError as err:
+            raise CheckpointError(f"safetensors could not write {target} ({err}).") from None
+        if set(read_header(temporary)) != set(tensors):
+            raise CheckpointError(f"the file written to {target} does not list the tensors it "
+                                  f"was given.")

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from .errors import CheckpointError
+from .files import json_object, read_json
 
 _MODES = ("cls_token", "max_tokens", "mean_tokens", "mean_sqrt_len_tokens")
 
@@ -20,20 +20,21 @@ class Pooling:
     modes: tuple[str, ...] = ("mean_tokens",)
 
     @classmethod
-    def from_json_file(cls, path: str | Path) -> Pooling:
+    def from_json_file(cls, path: str | Path, root: str | Path | None = None) -> Pooling:
+        """Read a sentence-transformers ``1_Pooling/config.json`` (inside ``root`` if given)."""
         path = Path(path)
-        try:
-            values = json.loads(path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise CheckpointError(f"pooling config {path} does not exist.") from None
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-            raise CheckpointError(f"pooling config {path} is not readable JSON ({err}).") from None
-        unsupported = [k for k, v in values.items() if k.startswith("pooling_mode_") and v
-                       and k.removeprefix("pooling_mode_") not in _MODES]
+        values = json_object(read_json(path, "pooling config", root), "pooling config", path)
+        flags = {k.removeprefix("pooling_mode_"): v for k, v in values.items()
+                 if k.startswith("pooling_mode_")}
+        odd = [k for k, v in flags.items() if not isinstance(v, bool)]
+        if odd:
+            raise CheckpointError(f"pooling config {path}: pooling_mode_{odd[0][:40]} must be true "
+                                  f"or false.")
+        unsupported = [f"pooling_mode_{k}" for k, v in flags.items() if v and k not in _MODES]
         if unsupported:
             raise CheckpointError(f"pooling config {path} asks for unsupported mode(s) "
-                                  f"{', '.join(unsupported)}.")
-        modes = tuple(m for m in _MODES if values.get(f"pooling_mode_{m}"))
+                                  f"{', '.join(unsupported)[:200]}.")
+        modes = tuple(m for m in _MODES if flags.get(m))
         if not modes:
             raise CheckpointError(f"pooling config {path} enables no pooling mode.")
         return cls(modes)

@@ -59,6 +59,11 @@ class TextTokenizer:
     def vocab_size(self) -> int:
         return self._tokenizer.get_vocab_size(with_added_tokens=True)
 
+    @property
+    def largest_id(self) -> int:
+        """The largest token id (ids may have gaps, so it can exceed ``vocab_size - 1``)."""
+        return max(self._tokenizer.get_vocab(with_added_tokens=True).values(), default=-1)
+
     def encode_ids(self, texts: list[str]) -> tuple[list[list[int]], list[list[int]], int]:
         """Token ids and type ids per text, unpadded, and the number of truncated texts."""
         for i, text in enumerate(texts):

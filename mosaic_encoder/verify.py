@@ -28,21 +28,26 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import json
 import math
 import re
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from safetensors import SafetensorError, safe_open
 
-from . import loading
+from .checkpoint import (FLOAT_DTYPES, TIED_DECODER, TIED_SOURCE, build_model, check_family,
+                         detect_layout, expected_tensors, geometry_problems, iter_tensors,
+                         missing_and_stray, read_tensor, read_tensor_index, short, summarise,
+                         summarise_names, without_ignored, wrong_shapes)
 from .config import MosaicConfig, read_config_values
+from .dtypes import DTYPES
 from .errors import CheckpointError, ConfigError, MosaicError
+from .files import read_json
+from .loading import load_model
 from .manifest import PUBLISHED, load_manifest
 
 # bert-base-uncased's special tokens, which both published checkpoints use (SPEC, Tokenizer).
@@ -55,7 +60,6 @@ LAYERNORM_MEAN_ABS = (0.05, 20.0)
 # Config values that fix the geometry, compared with a manifest's config.
 _GEOMETRY = ("architectures", "hidden_size", "num_hidden_layers", "num_attention_heads",
              "intermediate_size", "vocab_size", "type_vocab_size", "layer_norm_eps", "pad_token_id")
-_FLOAT_DTYPES = {"F64", "F32", "F16", "BF16"}
 _LAYERNORM = re.compile(r"(LayerNorm|layernorm|layer_norm|norm)\.weight$")
 
 
@@ -110,10 +114,9 @@ def verify_checkpoint(directory: str | Path, against: str | Path | None = None,
 
         directory = Pipeline.from_directory(directory).transformer_dir
     values = _read_config_values(directory / "config.json")
-    found = loading.read_tensor_index(directory)
-    layout = loading.detect_layout(set(found), str(directory))
-    found = {n: info for n, info in found.items()
-             if n.removeprefix(layout.prefix) not in loading.IGNORED}
+    found = read_tensor_index(directory)
+    layout = detect_layout(set(found), str(directory))
+    found = without_ignored(found, layout)
     manifest, manifest_row = _pick_manifest(values, against)
     golden_tensors = _read_golden(Path(golden)) if golden is not None else None
 
@@ -121,9 +124,9 @@ def verify_checkpoint(directory: str | Path, against: str | Path | None = None,
     config, config_row = _config_values(values, directory)
     results.append(config_row)
     results.append(_config_architecture(values, config, found, layout, directory))
-    tokenizer_rows, tokenizer_size = _tokenizer_checks(directory, config, manifest is not None)
+    tokenizer_rows, tokenizer = _tokenizer_checks(directory, config, manifest is not None)
     results += tokenizer_rows
-    results.append(_vocab_rows(values, found, layout, tokenizer_size))
+    results.append(_vocab_rows(values, found, layout, tokenizer))
     results += _structure_checks(config, found, layout)
     results.append(_tied_weights(found, layout))
     if manifest is not None:
@@ -165,40 +168,6 @@ def select_manifest(values: dict[str, Any]) -> str | None:
     return None
 
 
-def summarise(items: list[str], limit: int = 4) -> str:
-    """'a, b, c, d and 12 more': a long list kept to one readable line."""
-    shown = ", ".join(items[:limit])
-    return shown if len(items) <= limit else f"{shown} and {len(items) - limit} more"
-
-
-_LAYER_NAME = re.compile(r"^(.*\.layer\.)(\d+)\.(.+)$")
-
-
-def summarise_names(names: list[str], limit: int = 4) -> str:
-    """Tensor names in one line: whole runs of layers collapse ('encoder.layer.2-11, 11 each')."""
-    per_layer: dict[tuple[str, int], set[str]] = {}
-    others = []
-    for name in names:
-        match = _LAYER_NAME.match(name)
-        if match:
-            per_layer.setdefault((match[1], int(match[2])), set()).add(match[3])
-        else:
-            others.append(name)
-    full = {}
-    if per_layer:
-        # Layers whose every listed tensor set is the same are reported as one range.
-        sets = {frozenset(v) for v in per_layer.values()}
-        prefixes = {p for p, _ in per_layer}
-        if len(sets) == 1 and len(prefixes) == 1 and len(per_layer) > 1:
-            indices = sorted(i for _, i in per_layer)
-            if indices == list(range(indices[0], indices[-1] + 1)):
-                prefix = next(iter(prefixes))
-                full[f"{prefix}{indices[0]}-{indices[-1]}.* ({len(next(iter(sets)))} each)"] = True
-    if not full:
-        return summarise(sorted(names), limit)
-    return summarise(list(full) + sorted(others), limit)
-
-
 # --- reading -------------------------------------------------------------------------------
 
 
@@ -219,8 +188,8 @@ def _pick_manifest(values: dict[str, Any], against: str | Path | None):
     if name is None:
         return None, CheckResult(
             "manifest", True, f"no published manifest has this geometry "
-            f"({values.get('architectures')}, hidden {values.get('hidden_size')}): structural "
-            f"checks only")
+            f"({short(values.get('architectures'))}, hidden {short(values.get('hidden_size'))}): "
+            f"structural checks only")
     return load_manifest(name), CheckResult(
         "manifest", True, f"comparing with {name} (its config's architecture and geometry match)")
 
@@ -238,29 +207,6 @@ def _read_golden(path: Path) -> dict[str, torch.Tensor]:
         raise CheckpointError(f"golden file {path} has no CASE.input_ids tensors, so it holds no "
                               f"case to compare.")
     return tensors
-
-
-def _tensors(found: dict[str, loading.TensorInfo]) -> Iterable[tuple[str, torch.Tensor]]:
-    """Every stored tensor, one at a time, in file order."""
-    by_file: dict[Path, list[str]] = {}
-    for name, info in found.items():
-        by_file.setdefault(info.file, []).append(name)
-    for file, names in by_file.items():
-        try:
-            with safe_open(str(file), framework="pt") as handle:
-                for name in names:
-                    yield name, handle.get_tensor(name)
-        except (SafetensorError, OSError, ValueError) as err:
-            raise CheckpointError(f"weights file {file} is truncated or corrupted ({err}).") from None
-
-
-def _read_one(found: dict[str, loading.TensorInfo], name: str) -> torch.Tensor:
-    info = found[name]
-    try:
-        with safe_open(str(info.file), framework="pt") as handle:
-            return handle.get_tensor(name)
-    except (SafetensorError, OSError, ValueError) as err:
-        raise CheckpointError(f"weights file {info.file} is truncated or corrupted ({err}).") from None
 
 
 # --- config and tokenizer --------------------------------------------------------------------
@@ -286,20 +232,21 @@ def _config_architecture(values, config, found, layout, directory) -> CheckResul
     expected = "BertForMaskedLM" if layout.masked_lm else "BertModel"
     if architectures is not None and architectures != [expected]:
         return CheckResult("config architecture", False,
-                           f"config.json says {architectures} but the weights have the {kind} "
+                           f"config.json says {short(architectures)} but the weights have the {kind} "
                            f"layout ({expected})")
     if config is not None:
         try:
-            loading.check_family(config, set(found), layout, str(directory))
+            check_family(config, set(found), layout, str(directory))
         except MosaicError as err:
             return CheckResult("config architecture", False, str(err))
-    said = f"config.json says {architectures}" if architectures else "config.json names none"
+    said = f"config.json says {short(architectures)}" if architectures else "config.json names none"
     return CheckResult("config architecture", True, f"{said}; weights have the {kind} "
                                                     f"layout")
 
 
 def _tokenizer_checks(directory: Path, config: MosaicConfig | None,
-                      published: bool) -> tuple[list[CheckResult], int | None]:
+                      published: bool) -> tuple[list[CheckResult], Any]:
+    """The tokenizer's check row, and the tokenizer (None when it cannot be read)."""
     from .tokenizer import TextTokenizer  # the tokenizers import is only needed here
 
     path = directory / "tokenizer.json"
@@ -331,18 +278,18 @@ def _tokenizer_checks(directory: Path, config: MosaicConfig | None,
     detail = f"{tokenizer.vocab_size} entries; {detail}"
     if problems:
         return [CheckResult("tokenizer", False, f"{'; '.join(problems)} ({detail})")], \
-            tokenizer.vocab_size
-    return [CheckResult("tokenizer", True, f"{detail}; [CLS] text [SEP]")], tokenizer.vocab_size
+            tokenizer
+    return [CheckResult("tokenizer", True, f"{detail}; [CLS] text [SEP]")], tokenizer
 
 
 def _special_tokens_map(directory: Path, tokenizer) -> list[str]:
     path = directory / "special_tokens_map.json"
-    if not path.is_file():
+    if not (path.exists() or path.is_symlink()):
         return []
     try:
-        mapping = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
-        return [f"{path.name} is not readable JSON"]
+        mapping = read_json(path, "special tokens map", directory)
+    except MosaicError as err:
+        return [str(err).rstrip(".")]
     problems = []
     for role, token in (mapping.items() if isinstance(mapping, dict) else ()):
         text = token.get("content") if isinstance(token, dict) else token
@@ -351,16 +298,21 @@ def _special_tokens_map(directory: Path, tokenizer) -> list[str]:
     return problems
 
 
-def _vocab_rows(values, found, layout, tokenizer_size) -> CheckResult:
+def _vocab_rows(values, found, layout, tokenizer) -> CheckResult:
     info = found.get(f"{layout.prefix}embeddings.word_embeddings.weight")
     rows = info.shape[0] if info is not None and info.shape else None
+    tokenizer_size = tokenizer.vocab_size if tokenizer is not None else None
     problems = []
     if rows is not None and rows != values.get("vocab_size"):
         problems.append(f"the word embedding has {rows} rows but config.json's vocab_size is "
-                        f"{values.get('vocab_size')}")
+                        f"{short(values.get('vocab_size'))}")
     if rows is not None and tokenizer_size is not None and rows < tokenizer_size:
         problems.append(f"the tokenizer has {tokenizer_size} entries, more than the {rows} "
                         f"embedding rows")
+    elif rows is not None and tokenizer is not None and tokenizer.largest_id >= rows:
+        # Ids with gaps: fewer entries than rows, yet an id past the last row.
+        problems.append(f"the tokenizer's largest id {tokenizer.largest_id} has no row among the "
+                        f"{rows} embedding rows")
     if problems:
         return CheckResult("vocab rows", False, "; ".join(problems))
     size = f"{tokenizer_size} tokenizer entries" if tokenizer_size is not None else \
@@ -373,20 +325,19 @@ def _vocab_rows(values, found, layout, tokenizer_size) -> CheckResult:
 
 def _expected_model(config: MosaicConfig, layout) -> tuple[dict[str, tuple[int, ...]], int]:
     with torch.device("meta"):
-        model = layout.build(config)
-    return loading.expected_tensors(model, layout), sum(p.numel() for p in model.parameters())
+        model = build_model(config, layout)
+    return expected_tensors(model, layout), sum(p.numel() for p in model.parameters())
 
 
 def _stored_parameters(found, layout) -> int:
     count = sum(math.prod(info.shape) for info in found.values())
-    if layout.masked_lm and loading.TIED_DECODER in found:
-        count -= math.prod(found[loading.TIED_DECODER].shape)
+    if layout.masked_lm and TIED_DECODER in found:
+        count -= math.prod(found[TIED_DECODER].shape)
     return count
 
 
 def _name_problems(expected: dict[str, tuple[int, ...]], found, optional: set[str]) -> list[str]:
-    missing = sorted(set(expected) - set(found) - optional)
-    stray = sorted(set(found) - set(expected))
+    missing, stray = missing_and_stray(expected, found, optional)
     problems = []
     if missing:
         problems.append(f"{len(missing)} missing: {summarise_names(missing)}")
@@ -396,27 +347,27 @@ def _name_problems(expected: dict[str, tuple[int, ...]], found, optional: set[st
 
 
 def _shape_problems(expected: dict[str, tuple[int, ...]], found, whose: str) -> list[str]:
-    return [f"{name} {list(found[name].shape)} ({whose} {list(expected[name])})"
-            for name in sorted(set(expected) & set(found)) if tuple(found[name].shape)
-            != tuple(expected[name])]
+    return [f"{name} {list(have)} ({whose} {list(want)})"
+            for name, want, have in wrong_shapes(expected, found)]
 
 
 def _structure_checks(config, found, layout) -> list[CheckResult]:
     dtypes = Counter(info.dtype for info in found.values())
-    odd = sorted(n for n, info in found.items() if info.dtype not in _FLOAT_DTYPES)
+    odd = sorted(short(n) for n, info in found.items() if info.dtype not in FLOAT_DTYPES)
     dtype_detail = f"all {next(iter(dtypes))}" if len(dtypes) == 1 else \
         ", ".join(f"{d} x{c}" for d, c in dtypes.most_common())
     dtype_row = CheckResult("tensor dtypes", False,
                             f"{len(odd)} not floating point: {summarise(odd)} ({dtype_detail})") \
         if odd else CheckResult("tensor dtypes", True, dtype_detail)
-    if config is None:
-        reason = "cannot build the model: config.json's values are invalid"
+    geometry = geometry_problems(config, found, layout) if config is not None else []
+    if config is None or geometry:
+        reason = "cannot build the model: config.json's values are invalid" if config is None \
+            else f"config.json contradicts the stored shapes: {summarise(geometry)}"
         return [CheckResult("tensor names", False, reason), CheckResult("tensor shapes", False, reason),
                 dtype_row, CheckResult("parameter count", False, reason)]
     expected, parameters = _expected_model(config, layout)
-    optional = {loading.TIED_DECODER} if layout.masked_lm else set()
     rows = []
-    problems = _name_problems(expected, found, optional)
+    problems = _name_problems(expected, found, layout.optional)
     rows.append(CheckResult("tensor names", False, "; ".join(problems)) if problems else
                 CheckResult("tensor names", True, f"{len(found)} tensors, exactly those the "
                                                    f"config's model needs"))
@@ -434,17 +385,17 @@ def _structure_checks(config, found, layout) -> list[CheckResult]:
 def _tied_weights(found, layout) -> CheckResult:
     if not layout.masked_lm:
         return CheckResult("tied weights", True, "none in this layout")
-    if loading.TIED_DECODER not in found:
-        return CheckResult("tied weights", True, f"{loading.TIED_DECODER} not stored; tied to "
-                                                 f"{loading.TIED_SOURCE} at load")
-    if loading.TIED_SOURCE not in found:
-        return CheckResult("tied weights", False, f"{loading.TIED_SOURCE} is missing")
-    decoder, source = (_read_one(found, n) for n in (loading.TIED_DECODER, loading.TIED_SOURCE))
+    if TIED_DECODER not in found:
+        return CheckResult("tied weights", True, f"{TIED_DECODER} not stored; tied to "
+                                                 f"{TIED_SOURCE} at load")
+    if TIED_SOURCE not in found:
+        return CheckResult("tied weights", False, f"{TIED_SOURCE} is missing")
+    decoder, source = (read_tensor(found, n) for n in (TIED_DECODER, TIED_SOURCE))
     if decoder.shape != source.shape or not torch.equal(decoder, source):
-        return CheckResult("tied weights", False, f"{loading.TIED_DECODER} differs from "
-                                                  f"{loading.TIED_SOURCE}, but they are tied")
-    return CheckResult("tied weights", True, f"{loading.TIED_DECODER} equals "
-                                             f"{loading.TIED_SOURCE}")
+        return CheckResult("tied weights", False, f"{TIED_DECODER} differs from "
+                                                  f"{TIED_SOURCE}, but they are tied")
+    return CheckResult("tied weights", True, f"{TIED_DECODER} equals "
+                                             f"{TIED_SOURCE}")
 
 
 def _manifest_checks(values, found, layout, manifest) -> list[CheckResult]:
@@ -459,7 +410,7 @@ def _manifest_checks(values, found, layout, manifest) -> list[CheckResult]:
         rows.append(CheckResult("manifest config", False, f"{len(diffs)} differ: "
                                 f"{summarise(diffs)}") if diffs else
                     CheckResult("manifest config", True, "geometry matches"))
-    optional = {loading.TIED_DECODER} if layout.masked_lm else set()
+    optional = layout.optional
     problems = _name_problems(shapes, found, optional)
     rows.append(CheckResult("manifest names", False, f"against {len(shapes)} published: "
                             f"{'; '.join(problems)}") if problems else
@@ -500,8 +451,9 @@ def _manifest_count(found, layout, manifest, name) -> list[CheckResult]:
 
 def _numeric_checks(found) -> list[CheckResult]:
     not_finite, all_zero, zero_biases, implausible, norm_means = [], [], [], [], []
+    overflowing: dict[str, list[str]] = {name: [] for name in DTYPES}
     largest = 0.0
-    for name, tensor in _tensors(found):
+    for name, tensor in iter_tensors(found):
         if not tensor.is_floating_point():
             continue
         values = tensor.float()
@@ -512,17 +464,24 @@ def _numeric_checks(found) -> list[CheckResult]:
             # A zero bias is an initial value (e.g. a pooler never trained), not lost data.
             (zero_biases if name.endswith(".bias") else all_zero).append(name)
         if finite and values.numel():
-            largest = max(largest, float(values.abs().max()))
+            peak = float(values.abs().max())
+            largest = max(largest, peak)
+            for dtype_name, dtype in DTYPES.items():
+                if peak > torch.finfo(dtype).max:
+                    overflowing[dtype_name].append(name)
         if _LAYERNORM.search(name) and values.numel() and finite:
             mean = float(values.abs().mean())
             norm_means.append(mean)
             if not LAYERNORM_MEAN_ABS[0] <= mean <= LAYERNORM_MEAN_ABS[1]:
                 implausible.append(f"{name} (mean |w| {mean:.3g})")
         del values, tensor
+    overflow = [f"{len(names)} tensor(s) overflow {dtype_name} (largest |x| {largest:.4g}): "
+                f"{summarise(names)}" for dtype_name, names in overflowing.items() if names]
     rows = [CheckResult("finite values", False, f"NaN or inf in {len(not_finite)} tensor(s): "
                         f"{summarise(not_finite)}") if not_finite else
-            CheckResult("finite values", True, f"all {len(found)} tensors; largest |x| "
-                                               f"{largest:.4g}"),
+            CheckResult("finite values", False, "; ".join(overflow)) if overflow else
+            CheckResult("finite values", True, f"all {len(found)} tensors, in every compute "
+                                               f"dtype; largest |x| {largest:.4g}"),
             CheckResult("no all-zero tensors", False, f"{len(all_zero)} all zero: "
                         f"{summarise(all_zero)}") if all_zero else
             CheckResult("no all-zero tensors", True, "none" if not zero_biases else
@@ -550,7 +509,7 @@ def _golden_checks(directory: Path, golden: dict[str, torch.Tensor], path: Path,
 
     try:
         pipeline = Pipeline.from_directory(directory)
-        model = loading.load_model(pipeline.transformer_dir, dtype=torch.float32, device=device)
+        model = load_model(pipeline.transformer_dir, dtype=torch.float32, device=device)
     except MosaicError as err:
         return [CheckResult(f"golden {path.name}", False, f"the model does not load: {err}")]
     cases = sorted({name.rsplit(".", 1)[0] for name in golden if name.endswith(".input_ids")})

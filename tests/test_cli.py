@@ -326,3 +326,22 @@ def test_usage_errors_exit_2(capsys, args, message):
         main(args)
     captured = capsys.readouterr()
     assert exit_info.value.code == 2 and message in captured.err and captured.out == ""
+
+
+@pytest.mark.parametrize("field,value", [("num_hidden_layers", 10**9), ("num_hidden_layers", 10**5),
+                                         ("hidden_size", 2**40), ("vocab_size", 2**62)])
+def test_config_geometry_bombs_are_one_short_line(tmp_path, capsys, field, value):
+    directory = tmp_path / "ckpt"
+    shutil.copytree(WEIGHTS / "mosaic-tiny", directory)
+    values = json.loads((directory / "config.json").read_text())
+    values[field] = value
+    values["num_attention_heads"] = 1  # so that hidden_size 2**40 is a valid geometry
+    (directory / "config.json").write_text(json.dumps(values))
+    from mosaic_encoder.cli import main
+
+    out = tmp_path / "e.npy"
+    assert main(["encode", "x", "--model", str(directory), "--output", str(out)]) == 1
+    captured = capsys.readouterr()
+    assert captured.out == "" and len(captured.err.splitlines()) == 1
+    assert f"{field} is {value} but the weights" in captured.err and len(captured.err) < 500
+    assert not out.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["ckpt"]

@@ -58,3 +58,26 @@ def test_unreadable_config_files(tmp_path):
 def test_unknown_attention_impl():
     with pytest.raises(ConfigError, match="attention implementation"):
         MosaicConfig.from_dict(dict(BASE, attention_impl="flash"))
+
+
+@pytest.mark.parametrize("text,message", [
+    ("[1, 2]", "must hold a JSON object, got an array"),
+    ("null", "must hold a JSON object, got null"),
+    ('{"vocab_size": null, "hidden_size": 8, "num_hidden_layers": 1, "num_attention_heads": 1, '
+     '"intermediate_size": 8}', "'vocab_size' must be a positive integer, got None"),
+    ('{"vocab_size": "10", "hidden_size": 8, "num_hidden_layers": 1, "num_attention_heads": 1, '
+     '"intermediate_size": 8}', "'vocab_size' must be a positive integer, got '10'"),
+    ('{"vocab_size": 10, "hidden_size": 8, "num_hidden_layers": 1, "num_attention_heads": 1, '
+     '"intermediate_size": 8, "layer_norm_eps": Infinity}', "positive finite number, got inf"),
+    ('{"vocab_size": 10, "hidden_size": 8, "num_hidden_layers": 1, "num_attention_heads": 1, '
+     '"intermediate_size": 8, "layer_norm_eps": NaN}', "positive finite number, got nan"),
+    ('{"a": ' + "[" * 100_000 + "]" * 100_000 + "}", "nests JSON values too deeply"),
+    ('{"vocab_size": ' + "7" * 4500 + "}", "number too large to read"),
+    ('{"vocab_size": -' + "7" * 4000 + ', "hidden_size": 8, "num_hidden_layers": 1, '
+     '"num_attention_heads": 1, "intermediate_size": 8}', "got a 13288-bit integer"),
+])
+def test_config_json_of_the_wrong_shape_is_one_sentence(tmp_path, text, message):
+    (tmp_path / "config.json").write_text(text)
+    with pytest.raises(ConfigError, match=message) as error:
+        MosaicConfig.from_json_file(tmp_path / "config.json")
+    assert len(str(error.value)) < 300

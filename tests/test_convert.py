@@ -13,7 +13,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file
 
 import mosaic_encoder as me
-from helpers import WEIGHTS
+from helpers import WEIGHTS, leftovers
 from mosaic_encoder import CheckpointError, InputError
 from mosaic_encoder.convert import convert_checkpoint, deduplicate, load_state_dict
 
@@ -28,10 +28,6 @@ class CodePayload:
 
     def __reduce__(self):
         return exec, (f"open({str(self.marker)!r}, 'w').close()",)
-
-
-def leftovers(directory: Path) -> list[str]:
-    return sorted(p.name for p in directory.iterdir() if p.name.endswith(".tmp"))
 
 
 def test_code_payload_is_refused_through_the_cli(tmp_path):
@@ -180,3 +176,43 @@ def test_output_rules(tmp_path):
         convert_checkpoint(tmp_path / "x.bin", tmp_path / "dir.safetensors")
     assert leftovers(tmp_path) == []
     assert not any(name.startswith(".") for name in os.listdir(tmp_path))
+
+
+class SystemPayload:
+    """Unpickling this object would call os.system (posix.system)."""
+
+    def __reduce__(self):
+        return os.system, ("true",)
+
+
+def test_refusal_names_the_global_without_torchs_advice(tmp_path):
+    torch.save({"w": torch.zeros(2), "payload": SystemPayload()}, tmp_path / "model.bin")
+    with pytest.raises(CheckpointError) as error:
+        convert_checkpoint(tmp_path / "model.bin")
+    message = str(error.value)
+    assert "global posix.system" in message and "weights_only" not in message
+    assert "\n" not in message
+
+
+@pytest.mark.filterwarnings("ignore:The PyTorch API of nested tensors")
+@pytest.mark.parametrize("make,message", [
+    (lambda: torch.zeros(1).expand(1 << 20), "needs 4,194,304 bytes but its storage holds 4"),
+    (lambda: torch.empty(3, device="meta"), "is a meta tensor"),
+    (lambda: torch.nested.nested_tensor([torch.ones(2), torch.ones(3)]), "is a nested tensor"),
+], ids=["zero-stride", "meta", "nested"])
+def test_tensors_that_would_expand_or_hold_no_data_are_refused(tmp_path, make, message):
+    torch.save({"w": make()}, tmp_path / "model.bin")
+    assert (tmp_path / "model.bin").stat().st_size < 10_000
+    with pytest.raises(CheckpointError, match=f"tensor w in .* {message}"):
+        convert_checkpoint(tmp_path / "model.bin")
+    assert not (tmp_path / "model.safetensors").exists() and leftovers(tmp_path) == []
+
+
+def test_converted_file_has_the_umask_permissions(tmp_path):
+    torch.save({"w": torch.ones(2)}, tmp_path / "model.bin")
+    previous = os.umask(0o027)
+    try:
+        convert_checkpoint(tmp_path / "model.bin")
+    finally:
+        os.umask(previous)
+    assert (tmp_path / "model.safetensors").stat().st_mode & 0o777 == 0o640

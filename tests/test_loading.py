@@ -175,3 +175,41 @@ def test_loading_builds_no_attention_bias():
         me.load_model(WEIGHTS / "mosaic-tiny")
     assert recorder.shapes
     assert not [s for s in recorder.shapes if len(s) == 3 and s[0] == 12 and s[1] == s[2]]
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf")])
+def test_non_finite_weights_are_refused_naming_the_tensor(tmp_path, value):
+    def edit(t):
+        t["encoder.layer.1.mlp.wo.weight"][0, 0] = value
+    with pytest.raises(CheckpointError, match="tensor encoder.layer.1.mlp.wo.weight in .* holds "
+                                              "NaN or infinite values"):
+        me.load_model(make_checkpoint(tmp_path, "mosaic-tiny", edit))
+
+
+def test_weights_overflowing_the_requested_dtype_are_refused(tmp_path):
+    def edit(t):
+        t["pooler.dense.weight"][0, 0] = 1e5  # fine in bfloat16, inf in float16
+    directory = make_checkpoint(tmp_path, "mosaic-tiny", edit)
+    assert me.load_model(directory, dtype=torch.bfloat16) is not None
+    with pytest.raises(CheckpointError, match="tensor pooler.dense.weight in .* overflows float16"):
+        me.load_model(directory, dtype=torch.float16)
+
+
+@pytest.mark.parametrize("device,message", [
+    ("mps", "MPS backend is not available"),
+    ("nonexistent", "is not a device name"),
+    (3, "must be a device name"),
+    ("meta", "holds no data"),
+    ("xpu", "is not supported"),
+] + ([("cuda", "no CUDA GPU is available")] if not torch.cuda.is_available() else []))
+def test_unusable_devices_are_one_sentence(device, message):
+    with pytest.raises(me.MosaicError, match=message):
+        me.load_model(WEIGHTS / "mosaic-tiny", device=device)
+
+
+def test_dtype_names_and_unsupported_dtypes():
+    model = me.load_model(WEIGHTS / "mosaic-tiny", dtype="bfloat16")
+    assert {p.dtype for p in model.parameters()} == {torch.bfloat16}
+    for dtype in (torch.float8_e4m3fn, "float8", torch.int64, "fp32"):
+        with pytest.raises(ConfigError, match="is not supported; use one of float32"):
+            me.load_model(WEIGHTS / "mosaic-tiny", dtype=dtype)

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 import mosaic_encoder as me
 from helpers import CASES, CHECKPOINTS, WEIGHTS
 from mosaic_encoder.baseline import UpstreamStyleEncoder
-from mosaic_encoder.loading import Layout, expected_tensors
+from mosaic_encoder.checkpoint import Layout, build_model, expected_tensors
 from mosaic_encoder.manifest import load_manifest
 
 TOLERANCE = 1e-4  # reference/README: float32 on CPU
@@ -158,7 +158,7 @@ def test_published_geometry_has_exact_tensor_names_and_shapes(manifest_name, lay
     manifest = load_manifest(manifest_name)
     config = me.MosaicConfig.from_dict(manifest["config"])
     with torch.device("meta"):
-        model = layout.build(config)
+        model = build_model(config, layout)
     expected = {name: tuple(info["shape"]) for name, info in manifest["tensors"].items()}
     assert expected_tensors(model, layout) == expected
     unique = sum(p.numel() for p in model.parameters())

@@ -8,7 +8,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from helpers import DATA, WEIGHTS
+from helpers import DATA, WEIGHTS, write_with_duplicate_key
 from mosaic_encoder import CheckpointError, ConfigError, MosaicError
 from mosaic_encoder.manifest import load_manifest
 from mosaic_encoder.verify import (file_digests, select_manifest, summarise_names,
@@ -240,3 +240,55 @@ def test_summarise_names_collapses_whole_layers():
     names = [f"encoder.layer.{i}.{p}" for i in range(2, 12) for p in ("a", "b")]
     assert summarise_names(names + ["pooler.w"]) == "encoder.layer.2-11.* (2 each), pooler.w"
     assert summarise_names(["x1", "x2", "x3", "x4", "x5", "x6"]) == "x1, x2, x3, x4 and 2 more"
+
+
+def test_tokenizer_ids_past_the_embedding_rows_fail(tmp_path):
+    directory = checkpoint(tmp_path)
+    tokenizer = json.loads((directory / "tokenizer.json").read_text())
+    vocab = tokenizer["model"]["vocab"]
+    rows = json.loads((directory / "config.json").read_text())["vocab_size"]
+    # Fewer entries than rows, but one id past the last row.
+    token = next(t for t, i in vocab.items() if i == max(vocab.values()))
+    vocab[token] = rows + 5
+    (directory / "tokenizer.json").write_text(json.dumps(tokenizer))
+    results = by_name(verify_checkpoint(directory))
+    assert not results["vocab rows"].passed
+    assert f"largest id {rows + 5} has no row among the {rows} embedding rows" in \
+        results["vocab rows"].detail
+
+
+def test_infinite_layer_norm_eps_fails(tmp_path):
+    directory = checkpoint(tmp_path)
+    text = (directory / "config.json").read_text()
+    values = json.loads(text)
+    (directory / "config.json").write_text(
+        text.replace(f'"layer_norm_eps": {json.dumps(values["layer_norm_eps"])}',
+                     '"layer_norm_eps": Infinity'))
+    results = by_name(verify_checkpoint(directory))
+    assert not results["config values"].passed
+    assert "positive finite number" in results["config values"].detail
+
+
+def test_a_duplicate_header_key_fails(tmp_path):
+    directory = checkpoint(tmp_path)
+    write_with_duplicate_key(directory / "model.safetensors")
+    with pytest.raises(CheckpointError, match="lists tensor w twice"):
+        verify_checkpoint(directory)
+
+
+def test_weights_overflowing_a_compute_dtype_fail(tmp_path):
+    def tensors(state):
+        state["pooler.dense.weight"][0, 0] = 1e5
+    results = by_name(verify_checkpoint(checkpoint(tmp_path, tensors=tensors)))
+    assert not results["finite values"].passed
+    assert "1 tensor(s) overflow float16" in results["finite values"].detail
+    assert "pooler.dense.weight" in results["finite values"].detail
+
+
+def test_geometry_bombs_fail_without_building(tmp_path):
+    def config(values):
+        values["num_hidden_layers"] = 10**9
+    results = by_name(verify_checkpoint(checkpoint(tmp_path, config=config)))
+    assert "num_hidden_layers is 1000000000 but the weights have 2" in \
+        results["tensor names"].detail
+    assert {"tensor names", "tensor shapes", "parameter count"} <= failed(results.values())

@@ -1,0 +1,359 @@
+"""The checkpoint layer: tensor indexes, tensors, layouts and mismatch reports, shared by loading,
+verify and convert.
+
+Three layouts are recognised from the tensor names alone:
+
+* sentence-transformers / lodestone: ``BertModel`` keys at the root, with ``pooler.dense.*``;
+* masked LM: ``bert.``-prefixed encoder plus ``cls.predictions.*``; the decoder weight is tied to
+  the word embeddings and may be absent from the file;
+* bare encoder: ``BertModel`` keys with or without the ``bert.`` prefix, with or without pooler.
+
+Classic BERT checkpoints (e.g. all-MiniLM-L6-v2) store ``attention.self.query/key/value``
+separately; :func:`expected_tensors` lists them so, and loading fuses them into ``Wqkv``.
+
+Nothing here trusts a file before checking it: shards must be regular files inside the
+checkpoint directory, a safetensors header may not name a tensor twice (the reader would keep
+one entry and re-type the other's bytes), and :func:`check_geometry` compares ``config.json``
+with the stored shapes before any model is built, so a config asking for 10⁹ layers or 2⁶²
+vocabulary rows is one sentence instead of a memory bomb.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Iterator
+
+import torch
+from safetensors import SafetensorError, safe_open
+from torch import nn
+
+from .config import MosaicConfig
+from .errors import CheckpointError
+from .files import json_object, read_json, regular_file, short
+from .models import MosaicBertForMaskedLM, MosaicBertModel
+
+WEIGHTS_NAME = "model.safetensors"
+INDEX_NAME = "model.safetensors.index.json"
+TIED_DECODER = "cls.predictions.decoder.weight"
+TIED_SOURCE = "bert.embeddings.word_embeddings.weight"
+# Buffers some writers store that carry no information (positions 0..N-1).
+IGNORED = ("embeddings.position_ids",)
+QKV = ("query", "key", "value")
+# Stored dtypes a weight may have (safetensors' names).
+FLOAT_DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16,
+                "BF16": torch.bfloat16}
+# The safetensors format caps its JSON header at 100 MB.
+MAX_HEADER_BYTES = 100_000_000
+# How many items of a mismatch list an error message names before "and N more".
+REPORT_LIMIT = 10
+# A layer counts as stored when its attention projection is: stray names do not add layers.
+_LAYER = re.compile(r"encoder\.layer\.(\d{1,9})\.attention\.self\.(Wqkv|query)\.weight$")
+_LAYER_NAME = re.compile(r"^(.*\.layer\.)(\d+)\.(.+)$")
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    """Where one stored tensor lives and what it is."""
+
+    file: Path
+    shape: tuple[int, ...]
+    dtype: str
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Which model class and key prefix a checkpoint uses."""
+
+    masked_lm: bool
+    prefix: str
+    pooler: bool
+    fused_qkv: bool = True
+
+    @property
+    def optional(self) -> set[str]:
+        """Stored names the model needs but the file may leave out (a tied decoder)."""
+        return {TIED_DECODER} if self.masked_lm else set()
+
+
+def build_model(config: MosaicConfig, layout: Layout) -> nn.Module:
+    """The model class a layout stores, freshly initialised on the current default device.
+
+    Build under ``torch.device("meta")`` to get the structure without allocating weights.
+    """
+    if layout.masked_lm:
+        return MosaicBertForMaskedLM(config)
+    return MosaicBertModel(config, add_pooler=layout.pooler)
+
+
+# --- reading ----------------------------------------------------------------------------------
+
+
+def _check_header(file: Path) -> None:
+    """Refuse a safetensors header that names a tensor twice.
+
+    The Rust reader keeps the last entry of a duplicated key, so a second entry can re-type
+    (or re-shape) bytes the first one describes; no writer produces one.
+    """
+    try:
+        with open(file, "rb") as stream:
+            prefix = stream.read(8)
+            if len(prefix) < 8:
+                return  # safe_open reports the truncation
+            (length,) = struct.unpack("<Q", prefix)
+            if length > MAX_HEADER_BYTES:
+                return  # safe_open reports the oversized header
+            header = stream.read(length)
+    except OSError as err:
+        raise CheckpointError(f"weights file {file} cannot be read ({err.strerror}).") from None
+
+    def no_duplicates(pairs: list[tuple[str, object]]) -> dict:
+        seen = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise CheckpointError(f"weights file {file} lists tensor {short(key)} twice in "
+                                      f"its header.")
+            seen.add(key)
+        return dict(pairs)
+
+    try:
+        json.loads(header.decode("utf-8"), object_pairs_hook=no_duplicates)
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        return  # not JSON: safe_open reports it
+
+
+def read_header(file: str | Path, root: str | Path | None = None) -> dict[str, TensorInfo]:
+    """Names, shapes and stored dtypes of the tensors in one safetensors file."""
+    file = regular_file(file, "weights file", root)
+    _check_header(file)
+    try:
+        with safe_open(str(file), framework="pt") as handle:
+            infos = {}
+            for name in handle.keys():
+                sliced = handle.get_slice(name)
+                infos[name] = TensorInfo(file, tuple(sliced.get_shape()), sliced.get_dtype())
+    except (SafetensorError, OSError, ValueError) as err:
+        raise CheckpointError(f"weights file {file} is truncated or not a safetensors file "
+                              f"({str(err)[:200]}).") from None
+    return infos
+
+
+def read_tensor_index(directory: str | Path) -> dict[str, TensorInfo]:
+    """Names, shapes and dtypes of every tensor in a checkpoint directory (single or sharded)."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise CheckpointError(f"checkpoint directory {directory} does not exist.")
+    single, index = directory / WEIGHTS_NAME, directory / INDEX_NAME
+    if single.exists() or single.is_symlink():
+        return read_header(single, directory)
+    if index.exists() or index.is_symlink():
+        return _read_sharded(directory, index)
+    if (directory / "pytorch_model.bin").is_file():
+        raise CheckpointError(f"{directory} holds only pytorch_model.bin; convert it first with "
+                              f"`mosaic-encoder convert {directory}`.")
+    raise CheckpointError(f"{directory} has no {WEIGHTS_NAME} or {INDEX_NAME}.")
+
+
+def _read_sharded(directory: Path, index: Path) -> dict[str, TensorInfo]:
+    values = json_object(read_json(index, "shard index", directory), "shard index", index)
+    weight_map = values.get("weight_map")
+    if not isinstance(weight_map, dict) or not weight_map:
+        raise CheckpointError(f"shard index {index} has no weight_map object naming the shards.")
+    bad = [name for name, shard in weight_map.items() if not isinstance(shard, str) or not shard]
+    if bad:
+        raise CheckpointError(f"shard index {index} maps {short(bad[0])} to "
+                              f"{short(weight_map[bad[0]])}, not a shard file name.")
+    infos: dict[str, TensorInfo] = {}
+    for shard in sorted(set(weight_map.values())):
+        infos.update(read_header(directory / shard, directory))
+    listed = {n for n, shard in weight_map.items()
+              if n in infos and infos[n].file == directory / shard}
+    if listed != set(weight_map):
+        missing = sorted(set(weight_map) - listed)
+        raise CheckpointError(f"shard index {index} lists tensors its shards do not hold: "
+                              f"{summarise([short(n) for n in missing], REPORT_LIMIT)}.")
+    return infos
+
+
+def iter_tensors(found: dict[str, TensorInfo],
+                 names: Iterable[str] | None = None) -> Iterator[tuple[str, torch.Tensor]]:
+    """The stored tensors (all, or ``names``) one at a time, as stored, grouped by file."""
+    by_file: dict[Path, list[str]] = {}
+    for name in found if names is None else names:
+        by_file.setdefault(found[name].file, []).append(name)
+    for file, file_names in by_file.items():
+        try:
+            with safe_open(str(file), framework="pt") as handle:
+                for name in file_names:
+                    yield name, handle.get_tensor(name)
+        except (SafetensorError, OSError, ValueError) as err:
+            raise CheckpointError(f"weights file {file} is truncated or corrupted "
+                                  f"({str(err)[:200]}).") from None
+
+
+def read_tensor(found: dict[str, TensorInfo], name: str) -> torch.Tensor:
+    """One stored tensor, as stored."""
+    return next(iter_tensors(found, [name]))[1]
+
+
+# --- layout and geometry ----------------------------------------------------------------------
+
+
+def detect_layout(names: set[str], source: str) -> Layout:
+    """Recognise the layout from tensor names; a checkpoint of another architecture is an error."""
+    if any(n.startswith("cls.predictions.") for n in names):
+        masked_lm, prefix, pooler = True, "bert.", False
+    else:
+        prefix = "bert." if names and all(n.startswith("bert.") for n in names) else ""
+        masked_lm, pooler = False, f"{prefix}pooler.dense.weight" in names
+    if f"{prefix}embeddings.word_embeddings.weight" not in names:
+        raise CheckpointError(f"{source} is not a BERT-family checkpoint (no "
+                              f"{prefix}embeddings.word_embeddings.weight).")
+    fused = any(n.endswith("attention.self.Wqkv.weight") for n in names)
+    if not fused and not any(n.endswith("attention.self.query.weight") for n in names):
+        raise CheckpointError(f"{source} has neither attention.self.Wqkv nor "
+                              f"attention.self.query weights: not a BERT-family encoder.")
+    return Layout(masked_lm, prefix, pooler, fused_qkv=fused)
+
+
+def without_ignored(found: dict[str, TensorInfo], layout: Layout) -> dict[str, TensorInfo]:
+    """The index without stored buffers that carry no weights (``position_ids``)."""
+    return {n: info for n, info in found.items() if n.removeprefix(layout.prefix) not in IGNORED}
+
+
+def check_family(config: MosaicConfig, names: set[str], layout: Layout, source: str) -> None:
+    """One sentence when config.json and the weights describe different model families."""
+    has_positions = f"{layout.prefix}embeddings.position_embeddings.weight" in names
+    has_glu = any(n.endswith("mlp.gated_layers.weight") for n in names)
+    if config.uses_alibi and has_positions:
+        raise CheckpointError(f"{source}: config.json describes an ALiBi (MosaicBERT) model but "
+                              f"the weights have learned position embeddings (classic BERT).")
+    if not config.uses_alibi and not has_positions:
+        raise CheckpointError(f"{source}: config.json describes a classic BERT model (no "
+                              f"alibi_starting_size) but the weights have no position embeddings.")
+    if (config.feed_forward == "glu") != has_glu:
+        kind = "gated (GLU)" if has_glu else "classic GELU"
+        raise CheckpointError(f"{source}: the weights have a {kind} feed-forward, which "
+                              f"config.json does not describe.")
+
+
+def stored_geometry(found: dict[str, TensorInfo], layout: Layout) -> dict[str, int]:
+    """The config fields the stored shapes fix: layers, hidden, vocabulary, intermediate, ..."""
+    prefix = layout.prefix
+    geometry: dict[str, int] = {}
+
+    def rows(name: str, dims: int = 2) -> tuple[int, ...] | None:
+        info = found.get(prefix + name)
+        return info.shape if info is not None and len(info.shape) == dims else None
+
+    if shape := rows("embeddings.word_embeddings.weight"):
+        geometry["vocab_size"], geometry["hidden_size"] = shape
+    if shape := rows("embeddings.token_type_embeddings.weight"):
+        geometry["type_vocab_size"] = shape[0]
+    if shape := rows("embeddings.position_embeddings.weight"):
+        geometry["max_position_embeddings"] = shape[0]
+    layers = {int(m[1]) for n in found if (m := _LAYER.match(n.removeprefix(prefix)))}
+    geometry["num_hidden_layers"] = max(layers) + 1 if layers else 0
+    if shape := rows("encoder.layer.0.mlp.gated_layers.weight"):
+        geometry["intermediate_size"] = shape[0] // 2
+    elif shape := rows("encoder.layer.0.intermediate.dense.weight"):
+        geometry["intermediate_size"] = shape[0]
+    return geometry
+
+
+def check_geometry(config: MosaicConfig, found: dict[str, TensorInfo], layout: Layout,
+                   source: str) -> None:
+    """Refuse a config whose geometry differs from the stored shapes, before building a model.
+
+    A config can ask for any size; only one that agrees with the weights on disk is built, so a
+    model never costs more memory than its files.
+    """
+    problems = geometry_problems(config, found, layout)
+    if problems:
+        raise CheckpointError(f"{source}: config.json does not match the stored weights: "
+                              f"{summarise(problems, REPORT_LIMIT)}.")
+
+
+def geometry_problems(config: MosaicConfig, found: dict[str, TensorInfo],
+                      layout: Layout) -> list[str]:
+    """One phrase per config field whose value the stored shapes contradict."""
+    return [f"{key} is {short(getattr(config, key))} but the weights have {value}"
+            for key, value in stored_geometry(found, layout).items()
+            if getattr(config, key) != value]
+
+
+def expected_tensors(model: nn.Module, layout: Layout) -> dict[str, tuple[int, ...]]:
+    """Names (as stored in files) and shapes of every tensor the model needs."""
+    prefix = "" if layout.masked_lm else layout.prefix
+    expected = {}
+    for name, tensor in model.state_dict(keep_vars=True).items():
+        shape = tuple(tensor.shape)
+        if not layout.fused_qkv and ".Wqkv." in name:
+            for part in QKV:
+                expected[prefix + name.replace("Wqkv", part)] = (shape[0] // 3, *shape[1:])
+        else:
+            expected[prefix + name] = shape
+    return expected
+
+
+# --- mismatch reports ---------------------------------------------------------------------------
+
+
+def missing_and_stray(expected: dict[str, tuple[int, ...]], found: dict[str, TensorInfo],
+                      optional: set[str] = frozenset()) -> tuple[list[str], list[str]]:
+    """Expected names the checkpoint lacks and stored names nothing expects, sorted."""
+    return sorted(set(expected) - set(found) - optional), sorted(set(found) - set(expected))
+
+
+def wrong_shapes(expected: dict[str, tuple[int, ...]],
+                 found: dict[str, TensorInfo]) -> list[tuple[str, tuple[int, ...], tuple[int, ...]]]:
+    """(name, expected shape, stored shape) for every shared name whose shapes differ, sorted."""
+    return [(name, tuple(expected[name]), tuple(found[name].shape))
+            for name in sorted(set(expected) & set(found))
+            if tuple(found[name].shape) != tuple(expected[name])]
+
+
+def mismatch_report(expected: dict[str, tuple[int, ...]], found: dict[str, TensorInfo],
+                    optional: set[str] = frozenset()) -> list[str]:
+    """One phrase per missing, unexpected or misshapen tensor."""
+    missing, stray = missing_and_stray(expected, found, optional)
+    return ([f"missing {name} (expected shape {list(expected[name])})" for name in missing]
+            + [f"unexpected {short(name)} (found shape {list(found[name].shape)})"
+               for name in stray]
+            + [f"wrong shape for {name} (expected {list(want)}, found {list(have)})"
+               for name, want, have in wrong_shapes(expected, found)])
+
+
+def summarise(items: list[str], limit: int = 4) -> str:
+    """'a, b, c, d and 12 more': a long list kept to one readable line."""
+    shown = ", ".join(items[:limit])
+    return shown if len(items) <= limit else f"{shown} and {len(items) - limit} more"
+
+
+def summarise_names(names: list[str], limit: int = 4) -> str:
+    """Tensor names in one line: whole runs of layers collapse ('encoder.layer.2-11, 11 each')."""
+    per_layer: dict[tuple[str, int], set[str]] = {}
+    others = []
+    for name in names:
+        match = _LAYER_NAME.match(name)
+        if match and len(match[2]) < 10:
+            per_layer.setdefault((match[1], int(match[2])), set()).add(match[3])
+        else:
+            others.append(name)
+    full = {}
+    if per_layer:
+        # Layers whose every listed tensor set is the same are reported as one range.
+        sets = {frozenset(v) for v in per_layer.values()}
+        prefixes = {p for p, _ in per_layer}
+        if len(sets) == 1 and len(prefixes) == 1 and len(per_layer) > 1:
+            indices = sorted(i for _, i in per_layer)
+            if indices == list(range(indices[0], indices[-1] + 1)):
+                prefix = next(iter(prefixes))
+                full[f"{prefix}{indices[0]}-{indices[-1]}.* ({len(next(iter(sets)))} each)"] = True
+    if not full:
+        return summarise([short(n) for n in sorted(names)], limit)
+    return summarise(list(full) + [short(n) for n in sorted(others)], limit)
+

@@ -1,0 +1,121 @@
+"""Masked-LM predictions for the ``[MASK]`` tokens of texts.
+
+The encoder runs on the packed real tokens; only the rows of ``[MASK]`` tokens go through the
+masked-LM head. Projecting every token onto the vocabulary would cost ``T x V`` floats (4.1 GB
+for a 16k-token input with BERT's 30k vocabulary) to keep a handful of rows.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from .errors import CheckpointError, InputError
+from .models import MosaicBertForMaskedLM
+from .tokenizer import TextTokenizer, collate
+
+MASK_TOKEN = "[MASK]"
+
+
+@dataclass(frozen=True)
+class TokenPrediction:
+    """One candidate for a mask: the token, its id and its probability over the vocabulary."""
+
+    token: str
+    id: int
+    probability: float
+
+
+@dataclass(frozen=True)
+class MaskPrediction:
+    """The ``top_k`` candidates for the mask at token ``position`` (``[CLS]`` is position 0)."""
+
+    position: int
+    predictions: list[TokenPrediction]
+
+
+@dataclass(frozen=True)
+class FillMaskResult:
+    """Every mask of one text, in order."""
+
+    text: str
+    masks: list[MaskPrediction]
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready, probabilities rounded to 6 decimals."""
+        values = dataclasses.asdict(self)
+        for mask in values["masks"]:
+            for prediction in mask["predictions"]:
+                prediction["probability"] = round(prediction["probability"], 6)
+        return values
+
+
+def masked_token_ids(tokenizer: TextTokenizer,
+                     texts: list[str]) -> tuple[list[list[int]], list[list[int]], int]:
+    """Token ids and type ids of texts that each hold a ``[MASK]``, and the mask's id.
+
+    Raises:
+        CheckpointError: the tokenizer has no ``[MASK]`` token.
+        InputError: a text has no ``[MASK]`` (or lost it to truncation).
+    """
+    mask_id = tokenizer.token_to_id(MASK_TOKEN)
+    if mask_id is None:
+        raise CheckpointError(f"the tokenizer has no {MASK_TOKEN} token, so it cannot fill masks.")
+    ids, types, _ = tokenizer.encode_ids(texts)
+    for number, (text, row) in enumerate(zip(texts, ids), start=1):
+        if mask_id not in row:
+            preview = text if len(text) <= 60 else text[:57] + "..."
+            raise InputError(f"text {number} ({preview!r}) has no {MASK_TOKEN} token to fill "
+                             f"(write it in capitals, e.g. 'Paris is the {MASK_TOKEN} of France').")
+    return ids, types, mask_id
+
+
+@torch.inference_mode()
+def fill_mask(model: MosaicBertForMaskedLM, tokenizer: TextTokenizer, texts: list[str],
+              top_k: int = 5, batch_size: int = 32) -> list[FillMaskResult]:
+    """The ``top_k`` most probable tokens for every ``[MASK]`` of every text.
+
+    Probabilities are the softmax over the model's whole vocabulary; candidates are drawn from
+    the tokenizer's entries only (embedding rows past them are padding no text can produce).
+
+    Args:
+        model: a masked-LM model (:func:`mosaic_encoder.load_model` on a masked-LM checkpoint).
+        tokenizer: the checkpoint's tokenizer.
+        texts: each with at least one ``[MASK]``.
+        top_k: candidates per mask (at most the tokenizer's size).
+        batch_size: texts per forward pass.
+    Returns:
+        One :class:`FillMaskResult` per text, in order.
+    """
+    if not isinstance(model, MosaicBertForMaskedLM):
+        raise InputError(f"fill_mask needs a masked-LM model, got {type(model).__name__}.")
+    if top_k < 1 or batch_size < 1:
+        raise InputError(f"top_k and batch_size must be positive, got {top_k} and {batch_size}.")
+    ids, types, mask_id = masked_token_ids(tokenizer, texts)
+    known = tokenizer.vocab_size
+    device = next(model.parameters()).device
+    results = []
+    for start in range(0, len(texts), batch_size):
+        chunk = range(start, min(start + batch_size, len(texts)))
+        batch = collate([ids[i] for i in chunk], [types[i] for i in chunk], tokenizer.pad_token_id)
+        input_ids = batch.input_ids.to(device)
+        hidden, packing = model.bert.encode_packed(input_ids, batch.attention_mask.to(device),
+                                                   batch.token_type_ids.to(device))
+        # Packed rows holding [MASK], in batch-row then position order.
+        rows = (input_ids.flatten()[packing.indices] == mask_id).nonzero().flatten()
+        logits = model.cls.predictions(hidden[rows]).float()  # (M, V)
+        probabilities = torch.softmax(logits, dim=-1)[:, :known]
+        top = torch.topk(probabilities, min(top_k, known), dim=-1)
+        flat = packing.indices[rows].tolist()
+        values, indices = top.values.tolist(), top.indices.tolist()
+        masks: dict[int, list[MaskPrediction]] = {row: [] for row in range(len(chunk))}
+        for where, row_values, row_indices in zip(flat, values, indices):
+            row, position = divmod(where, input_ids.shape[1])
+            masks[row].append(MaskPrediction(position, [
+                TokenPrediction(tokenizer.id_to_token(i), i, p)
+                for p, i in zip(row_values, row_indices)]))
+        results += [FillMaskResult(texts[index], masks[row]) for row, index in enumerate(chunk)]
+    return results

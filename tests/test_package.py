@@ -1,0 +1,40 @@
+"""The package as a user imports and installs it: version, public names, bundled checkpoints."""
+
+import importlib.metadata
+import subprocess
+import sys
+
+import mosaic_encoder as me
+from mosaic_encoder import cli
+from mosaic_encoder.bundled import BUNDLED_CHECKPOINT, BUNDLED_MLM_CHECKPOINT, WEIGHTS_DIR
+
+
+def test_version_is_the_installed_distributions():
+    assert me.__version__ == importlib.metadata.version("mosaic-encoder")
+
+
+def test_version_option(capsys):
+    try:
+        cli.main(["--version"])
+    except SystemExit as done:
+        assert done.code == 0
+    assert capsys.readouterr().out.strip() == f"mosaic-encoder {me.__version__}"
+
+
+def test_public_names_without_optional_dependencies():
+    """SentenceEncoder, verify and convert come with the package; sentence-transformers and ray
+    (optional extras) are not imported."""
+    code = ("import sys, mosaic_encoder as me; "
+            "me.SentenceEncoder, me.verify.verify_checkpoint, me.convert.convert_checkpoint; "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in "
+            "('sentence_transformers', 'ray')))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"
+
+
+def test_bundled_checkpoints_are_found():
+    """In a source checkout they are weights/; in an installed wheel, package data."""
+    for directory in (BUNDLED_CHECKPOINT, BUNDLED_MLM_CHECKPOINT):
+        assert (directory / "config.json").is_file() and (directory / "model.safetensors").is_file()
+    assert BUNDLED_CHECKPOINT.parent == WEIGHTS_DIR
+    assert (BUNDLED_CHECKPOINT / "1_Pooling" / "config.json").is_file()

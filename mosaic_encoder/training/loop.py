@@ -252,7 +252,7 @@ def _train(config: TrainConfig, processes: distributed.Processes,
         if config.save_every and (step + 1) % config.save_every == 0 and not last:
             save(step + 1)
     bar.close()
-    if start_step < total_steps or resume_from is None:
+    if start_step < total_steps:
         run_evaluation(total_steps)
     final = save(total_steps) if start_step < total_steps else resume_from
     if processes.main:

@@ -99,7 +99,8 @@ def _write_model(directory: Path, encoder: MosaicBertModel, source: Source) -> N
     save_file(stored_tensors(encoder, source.fused_qkv), directory / "model.safetensors",
               metadata={"format": "pt"})
     pipeline = source.pipeline
-    modules = [{"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+    modules = [{"idx": 0, "name": "0", "path": "",
+                "type": "sentence_transformers.models.Transformer"},
                {"idx": 1, "name": "1", "path": "1_Pooling",
                 "type": "sentence_transformers.models.Pooling"}]
     if pipeline.normalize:

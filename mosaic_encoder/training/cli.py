@@ -73,7 +73,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--steps", type=_positive_int, default=None,
                         help="optimizer steps (default: what --epochs gives)")
     parser.add_argument("--chunk-size", type=_positive_int, default=None, metavar="N",
-                        help="gradient cache: embed N texts per forward pass (default: all at once)")
+                        help="gradient cache: embed N texts per forward pass "
+                             "(default: all at once)")
     parser.add_argument("--eval-every", type=_count, default=d.eval_every, metavar="STEPS")
     parser.add_argument("--save-every", type=_count, default=d.save_every, metavar="STEPS",
                         help=f"checkpoint interval (default: {d.save_every}; 0: only at the end)")
@@ -111,7 +112,8 @@ def run(args: argparse.Namespace) -> int:
     if result.main:
         parts = [f"trained {result.steps} steps -> {result.output}"]
         if result.records:
-            parts.append(f"loss {result.records[0]['loss']:.4f} -> {result.records[-1]['loss']:.4f}")
+            start, end = result.records[0]["loss"], result.records[-1]["loss"]
+            parts.append(f"loss {start:.4f} -> {end:.4f}")
         if len(result.evaluations) >= 2:
             first, last = result.evaluations[0], result.evaluations[-1]
             parts.append(f"held-out recall@1 {first['eval_recall_at_1']:.3f} -> "

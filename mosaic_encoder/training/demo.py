@@ -1,9 +1,9 @@
 """Offline demonstration data: (summary line, rest of docstring) pairs from the standard library.
 
-Every class, function and method documented in a fixed list of standard-library modules gives one pair:
-the anchor is the docstring's summary line, the positive is the rest of the docstring. A held-out
-share is chosen by a hash of the object's qualified name, so it is the same on every run of the
-same Python version. Nothing is downloaded.
+Every class, function and method documented in a fixed list of standard-library modules gives one
+pair: the anchor is the docstring's summary line, the positive is the rest of the docstring. A
+held-out share is chosen by a hash of the object's qualified name, so it is the same on every run
+of the same Python version. Nothing is downloaded.
 
 Command line::
 

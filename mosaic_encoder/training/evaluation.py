@@ -33,7 +33,7 @@ def retrieval_metrics(anchors: torch.Tensor, positives: torch.Tensor) -> Retriev
 @torch.no_grad()
 def embed_texts(model: SentenceModel, tokenizer: TextTokenizer, texts: list[str],
                 device: torch.device, batch_size: int = 64) -> torch.Tensor:
-    """(N, D) float32 embeddings of ``texts`` in eval mode (no dropout); training mode is restored."""
+    """(N, D) float32 embeddings of ``texts`` in eval mode (no dropout), then back to training."""
     was_training = model.training
     model.eval()
     ids, types, _ = tokenizer.encode_ids(texts)

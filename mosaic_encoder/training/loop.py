@@ -99,7 +99,8 @@ class _Log:
         if enabled and resumed_step is not None and path.is_file():
             kept = [line for line in path.read_text(encoding="utf-8").splitlines()
                     if line.strip() and json.loads(line).get("step", 0) <= resumed_step]
-            atomic_write(path, lambda stream: stream.write("".join(f"{l}\n" for l in kept).encode()))
+            data = "".join(f"{line}\n" for line in kept).encode("utf-8")
+            atomic_write(path, lambda stream: stream.write(data))
 
     def write(self, record: dict[str, Any]) -> None:
         if self.enabled:

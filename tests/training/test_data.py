@@ -36,7 +36,8 @@ def test_parquet(tmp_path):
 @pytest.mark.parametrize("content, message", [
     (b"", "holds no examples"),
     (b"\n\n", "holds no examples"),
-    (b'{"anchor": "a", "positive": "p"}\n{"anchor": "b"}\n', "line 2 has no string field 'positive'"),
+    (b'{"anchor": "a", "positive": "p"}\n{"anchor": "b"}\n',
+     "line 2 has no string field 'positive'"),
     (b'{"anchor": "a", "positive": 3}\n', "line 1 has no string field 'positive'"),
     (b'{"anchor": "a", "positive": "p"\n', "line 1 is not valid JSON"),
     (b'{"anchor": "\xff\xfe", "positive": "p"}\n', "is not UTF-8 text"),
@@ -72,7 +73,8 @@ def test_missing_file_and_suffix(tmp_path):
 
 def test_batch_larger_than_a_file(tmp_path):
     small = read_pair_file(write_jsonl(tmp_path / "small.jsonl", pairs(5)))
-    with pytest.raises(InputError, match="small.jsonl holds 5 examples, fewer than the batch size 8"):
+    with pytest.raises(InputError, match="small.jsonl holds 5 examples, fewer than the batch "
+                                         "size 8"):
         BatchSchedule([small], batch_size=8, seed=0)
 
 

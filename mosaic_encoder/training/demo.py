@@ -18,6 +18,7 @@ import inspect
 import json
 import re
 import sys
+import warnings
 import zlib
 from pathlib import Path
 
@@ -35,7 +36,7 @@ MODULES = (
     "pstats", "queue", "quopri", "random", "re", "reprlib", "sched", "secrets", "selectors",
     "shelve", "shlex", "shutil", "signal", "smtplib", "socket", "socketserver", "statistics",
     "string", "struct", "subprocess", "sysconfig", "tabnanny", "tarfile", "tempfile", "textwrap",
-    "threading", "timeit", "token", "tokenize", "trace", "traceback", "types",
+    "threading", "timeit", "token", "tokenize", "trace", "traceback", "types", "typing",
     "unittest.case", "unittest.mock", "urllib.parse", "urllib.request", "uuid", "warnings",
     "wave", "weakref", "xml.dom.minidom", "xml.etree.ElementTree", "zipfile", "zipimport",
 )
@@ -70,7 +71,10 @@ def _documented(module) -> list[tuple[str, str]]:
                 continue
             if getattr(member, "__module__", module.__name__) != module.__name__:
                 continue
-            doc = inspect.cleandoc(member.__doc__) if isinstance(member.__doc__, str) else None
+            with warnings.catch_warnings():  # typing.io and typing.re warn when touched
+                warnings.simplefilter("ignore", DeprecationWarning)
+                doc = member.__doc__
+            doc = inspect.cleandoc(doc) if isinstance(doc, str) else None
             if doc:
                 found.append((f"{module.__name__}.{qualified}", doc))
     return found

@@ -6,8 +6,9 @@ input dtype. Tokens attend only within their own sequence.
 
 ``"sdpa"`` is plain PyTorch: sequences of equal length are batched together and queries are
 processed in chunks, so no tensor larger than ``max_score_elements`` scores exists at once and
-memory grows linearly with the sequence length. The ALiBi bias is never built: each chunk's bias
-is a strided view of one (heads, 2L - 1) table of per-offset values, added to the scores in
+memory grows linearly with the sequence length (in training too: each chunk's scores are
+recomputed for the backward pass rather than stored). The ALiBi bias is never built: each chunk's
+bias is a strided view of one (heads, 2L - 1) table of per-offset values, added to the scores in
 float32 for every input dtype (rounding a bias of -1000 to bfloat16 would move it by 4). With
 ALiBi, a chunk is two matrix products around a float32 softmax: on CPU this is about twice as
 fast as ``scaled_dot_product_attention`` with a float mask, whose masked path is slow. Without a
@@ -24,6 +25,7 @@ from functools import partial
 
 import torch
 import torch.nn.functional as F
+from torch.utils.checkpoint import checkpoint
 
 from .alibi import alibi_bias_view, alibi_offset_table
 from .errors import ConfigError
@@ -79,7 +81,10 @@ def sdpa_varlen_alibi(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu_seql
             max(1, max_score_elements // (heads * length))
         table = None if alibi_slopes is None else alibi_offset_table(alibi_slopes, length)
         if table is not None and differentiable:
-            attend = partial(_biased_attention, scale=scale, dropout_p=dropout_p)
+            # Each chunk's scores are recomputed in the backward pass instead of kept: training
+            # activations then grow linearly with the sequence length, not with its square.
+            attend = partial(checkpoint, partial(_biased_attention, scale=scale,
+                                                 dropout_p=dropout_p), use_reentrant=False)
         elif table is not None:
             steps = min(seqs_per_step, len(starts)) * heads * rows_per_step * length
             attend = _BufferedAttention(scale, steps, q.dtype, q.device)

@@ -2,8 +2,9 @@
 
 Subcommands: ``encode`` (sentence embeddings), ``fill-mask`` (masked-LM predictions), ``verify``
 (a checkpoint against the published manifests, config/tokenizer/numeric sanity, golden outputs),
-``convert`` (``pytorch_model.bin`` to ``model.safetensors`` without running pickled code) and
-``bench`` (the benchmarks of :mod:`mosaic_encoder.bench`).
+``convert`` (``pytorch_model.bin`` to ``model.safetensors`` without running pickled code),
+``bench`` (the benchmarks of :mod:`mosaic_encoder.bench`) and ``train`` (contrastive fine-tuning,
+:mod:`mosaic_encoder.training.cli`).
 
 Every error a user can cause is one sentence on stderr and a non-zero exit (1, or 2 for a usage
 error), with nothing on stdout and no file left behind: files are written to a temporary name and
@@ -376,6 +377,9 @@ def build_parser() -> argparse.ArgumentParser:
                                 help="benchmarks: bench attention|model|report|plots ...",
                                 description="Every argument goes to python -m mosaic_encoder.bench.")
     bench.set_defaults(run=_bench)
+
+    from .training.cli import add_parser as add_train_parser
+    add_train_parser(commands)
     return parser
 
 

@@ -1,0 +1,90 @@
+"""Everything a training run is told, as one dataclass; the defaults are the model card's.
+
+lodestone-base-4096-v1 was trained with sentence-transformers' ``fit()`` defaults: AdamW at learning
+rate 2e-5 with weight decay 0.01, 500 linear warm-up steps then linear decay to zero, batch size
+16, maximum sequence length 2048, gradient norm clipped at 1, and MultipleNegativesRankingLoss with
+scale 20.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from ..errors import InputError
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """A training run.
+
+    Attributes:
+        model: starting checkpoint directory (sentence-transformers layout or a bare checkpoint).
+        data: training files (``.jsonl``/``.parquet`` pairs or triplets).
+        output: run directory (see :mod:`mosaic_encoder.training.checkpoints`).
+        eval_data: held-out pairs for recall@1/MRR, or None.
+        learning_rate, weight_decay: AdamW settings (biases and LayerNorm weights get no decay).
+        warmup_steps: linear warm-up from 0; afterwards linear decay to 0 at the last step.
+        batch_size: examples per global batch, across all processes.
+        max_seq_length: longer texts are truncated (special tokens included); a classic checkpoint
+            is further capped at its ``max_position_embeddings``.
+        scale: multiplies cosine similarities in the loss.
+        max_grad_norm: gradient norm clipping threshold.
+        epochs: passes over the data; ``steps`` overrides the resulting step count when given.
+        chunk_size: gradient-cache chunk (texts per forward pass), None for plain backprop.
+        eval_every, save_every, log_every: intervals in steps (0 disables the periodic action;
+            the end of training always evaluates and saves).
+        keep_checkpoints: checkpoints kept in ``output/checkpoints``.
+        seed: fixes initial RNG state and the data order.
+        device: ``cpu`` or ``cuda`` (under torchrun each process takes its local GPU).
+        attention: attention implementation (``auto``, ``sdpa``, ``triton``).
+        resume: continue from the newest checkpoint in ``output``.
+        progress: show a tqdm progress bar.
+    """
+
+    model: Path
+    data: tuple[Path, ...]
+    output: Path
+    eval_data: Path | None = None
+    learning_rate: float = 2e-5
+    weight_decay: float = 0.01
+    warmup_steps: int = 500
+    batch_size: int = 16
+    max_seq_length: int = 2048
+    scale: float = 20.0
+    max_grad_norm: float = 1.0
+    epochs: int = 1
+    steps: int | None = None
+    chunk_size: int | None = None
+    eval_every: int = 0
+    save_every: int = 500
+    log_every: int = 1
+    keep_checkpoints: int = 1
+    seed: int = 0
+    device: str = "cpu"
+    attention: str = "auto"
+    resume: bool = False
+    progress: bool = True
+
+    def __post_init__(self):
+        checks = {"learning_rate": self.learning_rate > 0, "weight_decay": self.weight_decay >= 0,
+                  "warmup_steps": self.warmup_steps >= 0, "batch_size": self.batch_size >= 2,
+                  "max_seq_length": self.max_seq_length >= 2, "scale": self.scale > 0,
+                  "max_grad_norm": self.max_grad_norm > 0, "epochs": self.epochs >= 1,
+                  "steps": self.steps is None or self.steps >= 1,
+                  "chunk_size": self.chunk_size is None or self.chunk_size >= 1,
+                  "eval_every": self.eval_every >= 0, "save_every": self.save_every >= 0,
+                  "log_every": self.log_every >= 1, "keep_checkpoints": self.keep_checkpoints >= 1}
+        for name, ok in checks.items():
+            if not ok:
+                raise InputError(f"training setting {name} = {getattr(self, name)!r} is out of "
+                                 f"range.")
+        if not self.data:
+            raise InputError("training needs at least one data file.")
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready values (paths as strings)."""
+        values = asdict(self)
+        return {k: (str(v) if isinstance(v, Path) else [str(p) for p in v]
+                    if isinstance(v, tuple) else v) for k, v in values.items()}

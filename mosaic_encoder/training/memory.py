@@ -1,0 +1,109 @@
+"""Activation memory of a training step, counted tensor by tensor (exact on any device).
+
+A ``TorchDispatchMode`` sees every tensor an operator creates, forward, backward and recomputation
+alike; each new storage is counted until it is freed. Two numbers per step:
+
+* ``saved_bytes``: what the forward pass leaves alive for the backward pass (the activations);
+* ``peak_bytes``: the most bytes alive at once during forward plus backward, above what was alive
+  before the step (activations, transient buffers such as attention score chunks, and gradients).
+
+Command line::
+
+    python -m mosaic_encoder.training.memory --model DIR --lengths 512 1024 2048 4096
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import weakref
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_leaves
+
+from ..loading import load_model
+from ..models import unwrap_encoder
+from ..sentence import Pipeline
+from .model import SentenceModel
+
+
+class _LiveBytes(TorchDispatchMode):
+    """Bytes of the storages created inside the mode and still alive; and their maximum."""
+
+    def __init__(self):
+        super().__init__()
+        self.sizes: dict[int, int] = {}
+        self.current = 0
+        self.peak = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        for tensor in tree_leaves(out):
+            if isinstance(tensor, torch.Tensor):
+                storage = tensor.untyped_storage()
+                key, size = storage.data_ptr(), storage.nbytes()
+                if size and key not in self.sizes:
+                    self.sizes[key] = size
+                    self.current += size
+                    self.peak = max(self.peak, self.current)
+                    weakref.finalize(storage, self._free, key)
+        return out
+
+    def _free(self, key: int) -> None:
+        self.current -= self.sizes.pop(key, 0)
+
+
+@dataclass(frozen=True)
+class StepMemory:
+    """One measured training step: ``batch`` sequences of ``length`` tokens, bytes as above."""
+
+    length: int
+    batch: int
+    saved_bytes: int
+    peak_bytes: int
+
+
+def step_memory(model: SentenceModel, length: int, batch: int = 1, seed: int = 0) -> StepMemory:
+    """Measure forward + backward of ``batch`` random sequences of ``length`` tokens.
+
+    The model's gradients are cleared before and after.
+    """
+    generator = torch.Generator().manual_seed(seed)
+    device = next(model.parameters()).device
+    vocab = model.encoder.config.vocab_size
+    input_ids = torch.randint(1000, vocab, (batch, length), generator=generator).to(device)
+    mask = torch.ones_like(input_ids)
+    model.zero_grad(set_to_none=True)
+    tracker = _LiveBytes()
+    with tracker:
+        embeddings = model(input_ids, mask, torch.zeros_like(input_ids))
+        saved = tracker.current
+        embeddings.square().sum().backward()
+        del embeddings
+    model.zero_grad(set_to_none=True)
+    return StepMemory(length, batch, saved, tracker.peak)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m mosaic_encoder.training.memory",
+                                     description="Activation memory of one training step per "
+                                                 "sequence length, one JSON object per length.")
+    parser.add_argument("--model", required=True, metavar="DIR")
+    parser.add_argument("--lengths", type=int, nargs="+", default=[512, 1024, 2048, 4096])
+    parser.add_argument("--batch", type=int, default=1)
+    parser.add_argument("--device", default="cpu")
+    args = parser.parse_args(argv)
+    pipeline = Pipeline.from_directory(Path(args.model))
+    encoder = unwrap_encoder(load_model(pipeline.transformer_dir, device=args.device))
+    model = SentenceModel(encoder, pipeline.pooling).train()
+    for length in args.lengths:
+        print(json.dumps(asdict(step_memory(model, length, args.batch))), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,74 @@
+"""``mosaic-encoder train``: the card's defaults, and one clear error for bad input."""
+
+import subprocess
+import sys
+
+import pytest
+
+from mosaic_encoder.cli import build_parser, main
+
+from .conftest import TINY, pairs, write_jsonl
+
+
+def test_defaults_are_the_model_cards():
+    args = build_parser().parse_args(["train", "--model", "m", "--data", "d.jsonl",
+                                      "--output", "o"])
+    assert (args.lr, args.weight_decay, args.warmup_steps, args.batch_size, args.max_seq_length,
+            args.scale, args.max_grad_norm) == (2e-5, 0.01, 500, 16, 2048, 20.0, 1.0)
+    assert args.chunk_size is None and args.epochs == 1
+
+
+def test_python_dash_m_runs_the_same_command():
+    finished = subprocess.run([sys.executable, "-m", "mosaic_encoder", "train", "--help"],
+                              capture_output=True, text=True, timeout=120)
+    assert finished.returncode == 0 and "--chunk-size" in finished.stdout
+
+
+def test_trains_from_the_command_line(tmp_path, capsys):
+    data = write_jsonl(tmp_path / "d.jsonl", pairs(8))
+    code = main(["train", "--model", str(TINY), "--data", str(data), "--eval-data", str(data),
+                 "--output", str(tmp_path / "out"), "--batch-size", "4", "--steps", "2",
+                 "--max-seq-length", "24", "--no-progress"])
+    assert code == 0
+    err = capsys.readouterr().err
+    assert "trained 2 steps" in err and "held-out recall@1" in err
+    assert (tmp_path / "out" / "model.safetensors").is_file()
+
+
+def _bad_inputs(tmp_path):
+    good = write_jsonl(tmp_path / "good.jsonl", pairs(8))
+    missing_column = write_jsonl(tmp_path / "cols.jsonl", [{"anchor": "a", "answer": "b"}])
+    empty = tmp_path / "empty.jsonl"
+    empty.write_bytes(b"")
+    latin1 = tmp_path / "latin1.jsonl"
+    latin1.write_bytes('{"anchor": "caf\u00e9", "positive": "p"}\n'.encode("latin-1"))
+    occupied = tmp_path / "occupied"
+    occupied.mkdir()
+    (occupied / "thesis.tex").write_text("precious", encoding="utf-8")
+    return {
+        "missing column": ([missing_column], {}, "has no string field 'positive'"),
+        "empty file": ([empty], {}, "holds no examples"),
+        "non-UTF-8 file": ([latin1], {}, "is not UTF-8 text"),
+        "batch larger than data": ([good], {"--batch-size": "16"},
+                                   "holds 8 examples, fewer than the batch size 16"),
+        "output holds other files": ([good], {"--output": str(occupied)},
+                                     "holds thesis.tex, which is not part of a training"),
+    }
+
+
+@pytest.mark.parametrize("case", ["missing column", "empty file", "non-UTF-8 file",
+                                  "batch larger than data", "output holds other files"])
+def test_bad_input_is_one_line_and_loses_nothing(tmp_path, capsys, case):
+    files, flags, message = _bad_inputs(tmp_path)[case]
+    output = flags.pop("--output", str(tmp_path / "out"))
+    argv = ["train", "--model", str(TINY), "--data", *map(str, files), "--output", output,
+            "--batch-size", "4", "--no-progress"]
+    for flag, value in flags.items():
+        argv[argv.index(flag) + 1] = value
+    assert main(argv) == 1
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], lines
+    assert not (tmp_path / "out").exists()
+    assert (tmp_path / "occupied" / "thesis.tex").read_text(encoding="utf-8") == "precious"

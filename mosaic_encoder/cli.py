@@ -2,8 +2,9 @@
 
 Subcommands: ``encode`` (sentence embeddings), ``fill-mask`` (masked-LM predictions), ``verify``
 (a checkpoint against the published manifests, config/tokenizer/numeric sanity, golden outputs),
-``convert`` (``pytorch_model.bin`` to ``model.safetensors`` without running pickled code) and
-``bench`` (the kernel benchmarks of ``kernels/bench.py``).
+``convert`` (``pytorch_model.bin`` to ``model.safetensors`` without running pickled code),
+``bench`` (the kernel benchmarks of ``kernels/bench.py``) and ``embed-corpus`` (see
+:mod:`mosaic_encoder.corpus`).
 
 Every error a user can cause is one sentence on stderr and a non-zero exit (1, or 2 for a usage
 error), with nothing on stdout and no file left behind: files are written to a temporary name and
@@ -421,6 +422,9 @@ def build_parser() -> argparse.ArgumentParser:
     bench = commands.add_parser("bench", add_help=False, help="kernel benchmarks (kernels/bench.py)",
                                 description="Every argument goes to kernels/bench.py.")
     bench.set_defaults(run=_bench)
+
+    from .corpus.command import add_parser as add_embed_corpus
+    add_embed_corpus(commands)
     return parser
 
 

@@ -1,0 +1,6 @@
+"""Embed a corpus of (id, text) rows into resumable Parquet shards, in one process or on Ray.
+
+``reading`` scans the input and fixes the shards, ``shards`` owns the output directory and its
+manifest, ``embedding`` is one shard's work, ``local`` and ``ray_engine`` run it, ``command`` is the
+``embed-corpus`` subcommand. Nothing here imports Ray until the Ray engine runs.
+"""

@@ -10,13 +10,11 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import sys
-import time
-from pathlib import Path
 
-from ..errors import CheckpointError, InputError
-from .reading import scan_corpus
+from ..errors import InputError
+from .driver import embed_corpus
 from .settings import CorpusSettings
-from .shards import MANIFEST_NAME, OutputDirectory, input_identity, model_identity
+from .shards import MANIFEST_NAME
 
 
 def add_parser(commands) -> None:
@@ -59,7 +57,7 @@ def add_parser(commands) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Check everything, then embed the missing shards and mark the manifest complete."""
+    """Check the engine options, then :func:`embed_corpus`; one summary line on stderr."""
     from ..cli import _device
 
     ray_options = [flag for flag, value, default in (
@@ -79,33 +77,17 @@ def run(args: argparse.Namespace) -> int:
         if args.device.startswith("cuda") and not args.gpus_per_worker:
             raise InputError(f"--device {args.device} with --engine ray needs --gpus-per-worker "
                              f"(e.g. 1), or the workers get no GPU.")
-    if not Path(args.model).is_dir():
-        raise CheckpointError(f"checkpoint directory {args.model} does not exist.")
     settings = CorpusSettings(model=args.model, dtype=args.dtype, device=args.device,
                               attention=args.attention, batch_size=args.batch_size,
                               max_tokens_per_batch=args.max_tokens,
                               max_seq_length=args.max_seq_length, text_column=args.text_column,
                               id_column=args.id_column, rows_per_shard=args.rows_per_shard)
-    model = model_identity(settings)
-    corpus = scan_corpus(args.input, args.text_column, args.id_column, args.rows_per_shard)
-    output = OutputDirectory(args.output, model, input_identity(settings, corpus))
-    missing = output.check(corpus)
-    output.start(corpus)
-    began = time.perf_counter()
-    if args.engine == "local":
-        from .local import run_local
-
-        written = run_local(settings, missing, output, corpus.id_type)
-    else:
-        from .ray_engine import run_ray
-
-        written = run_ray(settings, missing, output, corpus.id_type, address=args.address,
-                          num_workers=args.num_workers, gpus_per_worker=args.gpus_per_worker,
-                          cpus_per_worker=args.cpus_per_worker)
-    output.finish(corpus)
-    done = len(corpus.shards) - len(missing)
-    print(f"embedded {written} row(s) into {len(missing)} shard(s) in "
-          f"{time.perf_counter() - began:.1f} s ({done} shard(s) were already done) -> "
-          f"{output.path}; {corpus.rows} rows in all, {len(corpus.bad_rows)} bad (empty or not a "
+    ray_kwargs = {} if args.engine == "local" else {
+        "address": args.address, "num_workers": args.num_workers,
+        "gpus_per_worker": args.gpus_per_worker, "cpus_per_worker": args.cpus_per_worker}
+    summary = embed_corpus(args.input, args.output, settings, args.engine, **ray_kwargs)
+    print(f"embedded {summary.written} row(s) into {summary.computed} shard(s) in "
+          f"{summary.seconds:.1f} s ({summary.already_done} shard(s) were already done) -> "
+          f"{args.output}; {summary.rows} rows in all, {summary.bad_rows} bad (empty or not a "
           f"string, listed in {MANIFEST_NAME}).", file=sys.stderr)
     return 0

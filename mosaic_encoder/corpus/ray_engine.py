@@ -81,8 +81,8 @@ def run_ray(settings: CorpusSettings, shards: list[Shard], output: OutputDirecto
         fn_constructor_kwargs={"settings": settings.as_dict(), "output": str(output.path),
                                "id_type": id_type},
         compute=ray.data.ActorPoolStrategy(size=num_workers),
-        num_cpus=cpus_per_worker, num_gpus=gpus_per_worker,
-        # A dead actor process is restarted and its shard retried, without limit: a shard is
-        # only ever written whole, so a retry cannot duplicate rows.
-        max_restarts=-1, max_task_retries=-1)
+        num_cpus=cpus_per_worker, num_gpus=gpus_per_worker)
+    # Ray Data restarts a dead actor process and retries its shard (max_restarts and
+    # max_task_retries default to -1 for actor pools); a shard is only ever written whole, so a
+    # retry cannot duplicate rows.
     return int(sum(row["rows"] for row in results.iter_rows()))

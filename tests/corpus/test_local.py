@@ -13,6 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from conftest import WEIGHTS
+from mosaic_encoder.cli import main
 from mosaic_encoder.corpus.shards import read_embeddings
 from mosaic_encoder.sentence import SentenceEncoder
 
@@ -20,9 +21,20 @@ MODEL = WEIGHTS / "mosaic-tiny"
 
 
 def embed_corpus(*args, module="mosaic_encoder"):
+    """The command in a fresh interpreter (``python -m module embed-corpus ...``)."""
     env = dict(os.environ, PYTHONIOENCODING="utf-8")
     return subprocess.run([sys.executable, "-m", module, "embed-corpus", *map(str, args)],
                           capture_output=True, text=True, env=env)
+
+
+@pytest.fixture
+def run(capsys):
+    """The command in this process: (exit status, stdout, stderr)."""
+    def call(*args):
+        status = main(["embed-corpus", *map(str, args)])
+        captured = capsys.readouterr()
+        return status, captured.out, captured.err
+    return call
 
 
 def make_corpus(directory, texts):
@@ -70,15 +82,14 @@ def test_output_equals_sentence_encoder(tmp_path, texts, reference):
     assert manifest["bad_rows"] == {"count": 0, "rows": []}
 
 
-def test_bad_rows_are_reported_not_fatal(tmp_path):
+def test_bad_rows_are_reported_not_fatal(tmp_path, run):
     corpus = tmp_path / "in.jsonl"
     rows = [{"id": "a", "text": "fine"}, {"id": "b", "text": ""}, {"id": "c", "text": None},
             {"id": "d", "text": ["a list"]}, {"id": "e", "text": "also fine"}]
     corpus.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    result = embed_corpus(corpus, tmp_path / "out", "--model", MODEL, "--rows-per-shard", 2,
-                          module="mosaic_encoder.cli")
-    assert result.returncode == 0, result.stderr
-    assert "3 bad" in result.stderr
+    status, _, stderr = run(corpus, tmp_path / "out", "--model", MODEL, "--rows-per-shard", 2)
+    assert status == 0, stderr
+    assert "3 bad" in stderr
     manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
     assert manifest["rows"] == 5 and manifest["embedded"] == 2
     assert manifest["bad_rows"]["count"] == 3
@@ -113,7 +124,7 @@ KILL_DURING_THIRD_SHARD = textwrap.dedent("""
 """)
 
 
-def test_killed_driver_resumes_missing_shards_only(tmp_path, texts, reference):
+def test_killed_driver_resumes_missing_shards_only(tmp_path, texts, reference, run):
     corpus = make_corpus(tmp_path / "in", texts)
     out = tmp_path / "out"
     args = [corpus, out, "--model", MODEL, "--rows-per-shard", 4, "--max-tokens", 96]
@@ -137,24 +148,24 @@ def test_killed_driver_resumes_missing_shards_only(tmp_path, texts, reference):
     np.testing.assert_allclose(embeddings, reference[ids], rtol=0, atol=1e-6)
 
     listing = {p.name: p.stat().st_mtime_ns for p in out.iterdir()}
-    again = embed_corpus(*args)
-    assert again.returncode == 0 and "into 0 shard(s)" in again.stderr
+    status, _, stderr = run(*args)
+    assert status == 0 and "into 0 shard(s)" in stderr
     assert {p.name for p in out.iterdir()} == set(listing)
     assert all(p.stat().st_mtime_ns == listing[p.name] for p in out.glob("part-*"))
     assert json.loads((out / "manifest.json").read_text())["complete"]
 
 
-def test_bad_input_fails_before_work_and_keeps_what_was_written(tmp_path, texts):
+def test_bad_input_fails_before_work_and_keeps_what_was_written(tmp_path, texts, run):
     corpus = make_corpus(tmp_path / "in", texts[:6])
     out = tmp_path / "out"
-    assert embed_corpus(corpus, out, "--model", MODEL, "--rows-per-shard", 2).returncode == 0
+    assert run(corpus, out, "--model", MODEL, "--rows-per-shard", 2)[0] == 0
     snapshot = {p.name: p.read_bytes() for p in out.iterdir()}
 
     def fails(*args, message):
-        result = embed_corpus(*args)
-        assert result.returncode == 1 and result.stdout == ""
-        assert result.stderr.startswith("error: ") and message in result.stderr, result.stderr
-        assert len(result.stderr.strip().splitlines()) == 1
+        status, stdout, stderr = run(*args)
+        assert status == 1 and stdout == ""
+        assert stderr.startswith("error: ") and message in stderr, stderr
+        assert len(stderr.strip().splitlines()) == 1
         assert {p.name: p.read_bytes() for p in out.iterdir()} == snapshot
 
     fails(corpus, out, "--model", MODEL, "--rows-per-shard", 2, "--text-column", "body",

@@ -88,6 +88,6 @@ def run(args: argparse.Namespace) -> int:
     summary = embed_corpus(args.input, args.output, settings, args.engine, **ray_kwargs)
     print(f"embedded {summary.written} row(s) into {summary.computed} shard(s) in "
           f"{summary.seconds:.1f} s ({summary.already_done} shard(s) were already done) -> "
-          f"{args.output}; {summary.rows} rows in all, {summary.bad_rows} bad (empty or not a "
-          f"string, listed in {MANIFEST_NAME}).", file=sys.stderr)
+          f"{args.output}; {summary.rows} rows in all, {summary.bad_rows} bad (empty or not "
+          f"text; listed in {MANIFEST_NAME}).", file=sys.stderr)
     return 0

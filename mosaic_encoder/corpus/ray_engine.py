@@ -13,6 +13,7 @@ Ray is imported only when :func:`run_ray` runs: ``pip install -e ".[ray]"``.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -41,14 +42,27 @@ class ShardEmbedder:
         self.encoder = self.settings.encoder()
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """batch: columns of shard descriptors -> {"name": names, "rows": rows written}."""
-        names, rows = [], []
+        """batch: columns of shard descriptors -> {"name", "rows" written, "error" ("" if none)}.
+
+        A :class:`MosaicError` (e.g. an input file changed since the scan) is returned as the
+        shard's ``error`` rather than raised: Ray would wrap it into a traceback, and the other
+        shards can still be completed.
+        """
+        names, rows, errors = [], [], []
         for index in range(len(batch["name"])):
             shard = Shard(**{key: _plain(values[index]) for key, values in batch.items()})
-            rows.append(embed_shard(self.encoder, shard, self.settings,
-                                    self.output / f"{shard.name}.parquet", self.id_type))
+            try:
+                written = embed_shard(self.encoder, shard, self.settings,
+                                      self.output / f"{shard.name}.parquet", self.id_type)
+            except MosaicError as err:
+                written, error = 0, str(err)
+            else:
+                error = ""
             names.append(shard.name)
-        return {"name": np.array(names, dtype=object), "rows": np.array(rows, dtype=np.int64)}
+            rows.append(written)
+            errors.append(error)
+        return {"name": np.array(names, dtype=object), "rows": np.array(rows, dtype=np.int64),
+                "error": np.array(errors, dtype=object)}
 
 
 def _plain(value):
@@ -74,15 +88,22 @@ def run_ray(settings: CorpusSettings, shards: list[Shard], output: OutputDirecto
         return 0
     if not ray.is_initialized():
         ray.init(address=address, logging_level="WARNING")
+    # Actors run in other processes, maybe on other nodes: they get absolute paths.
+    settings = replace(settings, model=str(Path(settings.model).resolve()))
     dataset = ray.data.from_items([shard.as_dict() for shard in shards],
                                   override_num_blocks=len(shards))
     results = dataset.map_batches(
         embedder, batch_size=1,
-        fn_constructor_kwargs={"settings": settings.as_dict(), "output": str(output.path),
+        fn_constructor_kwargs={"settings": settings.as_dict(), "output": str(output.path.resolve()),
                                "id_type": id_type},
         compute=ray.data.ActorPoolStrategy(size=num_workers),
         num_cpus=cpus_per_worker, num_gpus=gpus_per_worker)
     # Ray Data restarts a dead actor process and retries its shard (max_restarts and
     # max_task_retries default to -1 for actor pools); a shard is only ever written whole, so a
     # retry cannot duplicate rows.
-    return int(sum(row["rows"] for row in results.iter_rows()))
+    results = list(results.iter_rows())
+    errors = [row["error"] for row in results if row["error"]]
+    if errors:
+        raise MosaicError(f"{errors[0].rstrip('.')} ({len(errors)} shard(s) failed; the others "
+                          f"are written, rerun to complete them).")
+    return int(sum(row["rows"] for row in results))

@@ -69,7 +69,14 @@ def text_problem(text: object) -> str | None:
     """Why ``text`` cannot be embedded (``"empty"``, ``"not a string (int)"``), or None if it can."""
     if not isinstance(text, str):
         return "missing (null)" if text is None else f"not a string ({type(text).__name__})"
-    return None if text.strip() else "empty"
+    if not text.strip():
+        return "empty"
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        # JSON can spell lone surrogates ("\ud800"), which no tokenizer accepts.
+        return "not valid Unicode (lone surrogate)"
+    return None
 
 
 def find_inputs(path: Path) -> list[Path]:

@@ -188,3 +188,14 @@ def test_bad_input_fails_before_work_and_keeps_what_was_written(tmp_path, texts,
           message="--num-workers needs --engine ray")
     fails(corpus, tmp_path / "in", "--model", MODEL,
           message="is not empty and has no manifest.json")
+
+
+def test_local_engine_never_imports_ray(tmp_path):
+    corpus = tmp_path / "in.jsonl"
+    corpus.write_text('{"id": 1, "text": "one"}\n')
+    code = ("import sys; from mosaic_encoder.cli import main; status = main(sys.argv[1:]); "
+            "assert 'ray' not in sys.modules, 'ray was imported'; sys.exit(status)")
+    result = subprocess.run([sys.executable, "-c", code, "embed-corpus", str(corpus),
+                             str(tmp_path / "out"), "--model", str(MODEL)],
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr

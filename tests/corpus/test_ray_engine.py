@@ -9,6 +9,8 @@ import numpy as np
 import pytest
 
 from conftest import WEIGHTS
+from mosaic_encoder import MosaicError
+from mosaic_encoder.cli import main
 from mosaic_encoder.corpus import CorpusSettings, embed_corpus
 from mosaic_encoder.corpus.ray_engine import ShardEmbedder
 from mosaic_encoder.corpus.shards import read_embeddings
@@ -53,11 +55,20 @@ def check_output(directory, reference):
                                              "reason": "empty"}]
 
 
-def test_two_workers_equal_sentence_encoder(local_ray, corpus, reference, tmp_path):
-    settings = CorpusSettings(str(MODEL), max_tokens_per_batch=64, rows_per_shard=3)
-    summary = embed_corpus(corpus, tmp_path / "out", settings, "ray", num_workers=2)
-    assert (summary.computed, summary.written, summary.bad_rows) == (5, 12, 1)
+def test_two_workers_equal_sentence_encoder(local_ray, corpus, reference, tmp_path, capsys):
+    status = main(["embed-corpus", str(corpus), str(tmp_path / "out"), "--model", str(MODEL),
+                   "--max-tokens", "64", "--rows-per-shard", "3", "--engine", "ray",
+                   "--num-workers", "2"])
+    assert status == 0
+    assert "embedded 12 row(s) into 5 shard(s)" in capsys.readouterr().err
     check_output(tmp_path / "out", reference)
+
+
+def test_gpu_device_needs_gpus_per_worker(tmp_path, corpus, capsys):
+    status = main(["embed-corpus", str(corpus), str(tmp_path / "out"), "--model", str(MODEL),
+                   "--engine", "ray", "--device", "cuda"])
+    assert status == 1 and not (tmp_path / "out").exists()
+    assert "--device cuda with --engine ray needs --gpus-per-worker" in capsys.readouterr().err
 
 
 def test_killed_worker_is_retried(local_ray, corpus, reference, tmp_path):
@@ -80,3 +91,18 @@ def test_killed_worker_is_retried(local_ray, corpus, reference, tmp_path):
     assert not marker.exists()
     assert (summary.computed, summary.written) == (5, 12)
     check_output(tmp_path / "out", reference)
+
+
+def test_worker_errors_arrive_as_one_sentence(local_ray, corpus, tmp_path):
+    class ReadsAnotherColumn(ShardEmbedder):
+        """Sees rows without the text column, as if the input had changed after the scan."""
+
+        def __init__(self, settings, output, id_type):
+            super().__init__(dict(settings, text_column="body"), output, id_type)
+
+    settings = CorpusSettings(str(MODEL), rows_per_shard=100)
+    with pytest.raises(MosaicError, match=r"corpus.jsonl line 1 has no field 'body' \(choose it "
+                                          r"with --text-column\) \(1 shard\(s\) failed; the "
+                                          r"others are written, rerun to complete them\)\.$"):
+        embed_corpus(corpus, tmp_path / "out", settings, "ray", embedder=ReadsAnotherColumn)
+    assert not list((tmp_path / "out").glob("part-*"))

@@ -27,6 +27,7 @@ def test_text_problem():
     assert text_problem("") == "empty" and text_problem("  \n") == "empty"
     assert text_problem(None) == "missing (null)"
     assert text_problem(3) == "not a string (int)"
+    assert text_problem(json.loads('"bad \\ud800 half"')) == "not valid Unicode (lone surrogate)"
 
 
 def test_scan_fixes_shards_and_bad_rows(tmp_path):

@@ -3,8 +3,8 @@
 Subcommands: ``encode`` (sentence embeddings), ``fill-mask`` (masked-LM predictions), ``verify``
 (a checkpoint against the published manifests, config/tokenizer/numeric sanity, golden outputs),
 ``convert`` (``pytorch_model.bin`` to ``model.safetensors`` without running pickled code),
-``bench`` (the benchmarks of :mod:`mosaic_encoder.bench`) and ``train`` (contrastive fine-tuning,
-:mod:`mosaic_encoder.training.cli`).
+``bench`` (the benchmarks of :mod:`mosaic_encoder.bench`), ``train`` (contrastive fine-tuning,
+:mod:`mosaic_encoder.training`) and ``embed-corpus`` (:mod:`mosaic_encoder.corpus`).
 
 Every error a user can cause is one sentence on stderr and a non-zero exit (1, or 2 for a usage
 error), with nothing on stdout and no file left behind: files are written to a temporary name and
@@ -380,6 +380,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     from .training.cli import add_parser as add_train_parser
     add_train_parser(commands)
+    from .corpus.command import add_parser as add_embed_corpus
+    add_embed_corpus(commands)
     return parser
 
 

@@ -1,0 +1,61 @@
+"""One ``embed-corpus`` run: check the model, the input and the output directory, then let an engine
+compute the missing shards and mark the manifest complete."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import CheckpointError, InputError
+from .reading import scan_corpus
+from .settings import CorpusSettings
+from .shards import OutputDirectory, input_identity, model_identity
+
+ENGINES = ("local", "ray")
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    """What a run did: shards computed now and found done, rows in all, embedded now, bad rows."""
+
+    computed: int
+    already_done: int
+    rows: int
+    written: int
+    bad_rows: int
+    seconds: float
+
+
+def embed_corpus(input: str | Path, output: str | Path, settings: CorpusSettings,
+                 engine: str = "local", **ray_options) -> RunSummary:
+    """Embed the corpus at ``input`` into ``output`` (see :mod:`mosaic_encoder.corpus`).
+
+    Every check (model directory, every input row, the output directory's manifest and shards)
+    runs before the model is loaded or anything is written; each failure is one
+    :class:`MosaicError`. ``ray_options`` go to :func:`~mosaic_encoder.corpus.ray_engine.run_ray`
+    (``address``, ``num_workers``, ``gpus_per_worker``, ``cpus_per_worker``, ``embedder``).
+    """
+    if engine not in ENGINES:
+        raise InputError(f"engine {engine!r} is not one of {', '.join(ENGINES)}.")
+    if engine == "local" and ray_options:
+        raise InputError(f"{', '.join(ray_options)} apply to the ray engine only.")
+    if not Path(settings.model).is_dir():
+        raise CheckpointError(f"checkpoint directory {settings.model} does not exist.")
+    model = model_identity(settings)
+    corpus = scan_corpus(input, settings.text_column, settings.id_column, settings.rows_per_shard)
+    directory = OutputDirectory(output, model, input_identity(settings, corpus))
+    missing = directory.check(corpus)
+    directory.start(corpus)
+    began = time.perf_counter()
+    if engine == "local":
+        from .local import run_local
+
+        written = run_local(settings, missing, directory, corpus.id_type)
+    else:
+        from .ray_engine import run_ray
+
+        written = run_ray(settings, missing, directory, corpus.id_type, **ray_options)
+    directory.finish(corpus)
+    return RunSummary(len(missing), len(corpus.shards) - len(missing), corpus.rows, written,
+                      len(corpus.bad_rows), time.perf_counter() - began)

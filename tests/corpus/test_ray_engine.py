@@ -1,0 +1,108 @@
+"""The Ray engine on a real local Ray (``ray.init(num_cpus=2)``, one per module): the same
+embeddings as ``SentenceEncoder.encode``, and a worker process killed mid-run is retried."""
+
+import json
+import os
+import signal
+
+import numpy as np
+import pytest
+
+from conftest import WEIGHTS
+from mosaic_encoder import MosaicError
+from mosaic_encoder.cli import main
+from mosaic_encoder.corpus import CorpusSettings, embed_corpus
+from mosaic_encoder.corpus.ray_engine import ShardEmbedder
+from mosaic_encoder.corpus.shards import read_embeddings
+from mosaic_encoder.sentence import SentenceEncoder
+
+ray = pytest.importorskip("ray")
+
+MODEL = WEIGHTS / "mosaic-tiny"
+TEXTS = [f"document {i}: " + "long context words " * (1 + (i * 5) % 11) for i in range(12)]
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING")
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    path = tmp_path_factory.mktemp("ray") / "corpus.jsonl"
+    rows = [{"id": f"doc-{i}", "text": text} for i, text in enumerate(TEXTS)]
+    rows.insert(5, {"id": "blank", "text": "  "})
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="module")
+def reference():
+    embeddings = SentenceEncoder(MODEL).encode(TEXTS, max_tokens_per_batch=64)
+    return {f"doc-{i}": row for i, row in enumerate(embeddings)}
+
+
+def check_output(directory, reference):
+    ids, embeddings = read_embeddings(directory)
+    assert sorted(ids) == sorted(reference) and len(set(ids)) == len(ids)
+    np.testing.assert_allclose(embeddings, np.stack([reference[i] for i in ids]), rtol=0,
+                               atol=1e-6)
+    manifest = json.loads((directory / "manifest.json").read_text())
+    assert manifest["complete"] and manifest["rows"] == len(TEXTS) + 1
+    assert manifest["bad_rows"]["rows"] == [{"id": "blank", "file": "corpus.jsonl", "row": 5,
+                                             "reason": "empty"}]
+
+
+def test_two_workers_equal_sentence_encoder(local_ray, corpus, reference, tmp_path, capsys):
+    status = main(["embed-corpus", str(corpus), str(tmp_path / "out"), "--model", str(MODEL),
+                   "--max-tokens", "64", "--rows-per-shard", "3", "--engine", "ray",
+                   "--num-workers", "2"])
+    assert status == 0
+    assert "embedded 12 row(s) into 5 shard(s)" in capsys.readouterr().err
+    check_output(tmp_path / "out", reference)
+
+
+def test_gpu_device_needs_gpus_per_worker(tmp_path, corpus, capsys):
+    status = main(["embed-corpus", str(corpus), str(tmp_path / "out"), "--model", str(MODEL),
+                   "--engine", "ray", "--device", "cuda"])
+    assert status == 1 and not (tmp_path / "out").exists()
+    assert "--device cuda with --engine ray needs --gpus-per-worker" in capsys.readouterr().err
+
+
+def test_killed_worker_is_retried(local_ray, corpus, reference, tmp_path):
+    marker = tmp_path / "kill-once"
+    marker.touch()
+
+    class DiesOnce(ShardEmbedder):
+        """Kills its own process (SIGKILL) on its first shard while the marker file exists."""
+
+        def __call__(self, batch):
+            try:
+                os.unlink(marker)
+            except FileNotFoundError:
+                return super().__call__(batch)
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    settings = CorpusSettings(str(MODEL), max_tokens_per_batch=64, rows_per_shard=3)
+    summary = embed_corpus(corpus, tmp_path / "out", settings, "ray", num_workers=1,
+                           embedder=DiesOnce)
+    assert not marker.exists()
+    assert (summary.computed, summary.written) == (5, 12)
+    check_output(tmp_path / "out", reference)
+
+
+def test_worker_errors_arrive_as_one_sentence(local_ray, corpus, tmp_path):
+    class ReadsAnotherColumn(ShardEmbedder):
+        """Sees rows without the text column, as if the input had changed after the scan."""
+
+        def __init__(self, settings, output, id_type):
+            super().__init__(dict(settings, text_column="body"), output, id_type)
+
+    settings = CorpusSettings(str(MODEL), rows_per_shard=100)
+    with pytest.raises(MosaicError, match=r"corpus.jsonl line 1 has no field 'body' \(choose it "
+                                          r"with --text-column\) \(1 shard\(s\) failed; the "
+                                          r"others are written, rerun to complete them\)\.$"):
+        embed_corpus(corpus, tmp_path / "out", settings, "ray", embedder=ReadsAnotherColumn)
+    assert not list((tmp_path / "out").glob("part-*"))

@@ -111,12 +111,9 @@ def _row(record, where: str) -> tuple[str, ...]:
 
 
 def _read_parquet(path: Path) -> list[tuple[str, ...]]:
-    try:
-        import pyarrow.parquet as pq
-        import pyarrow as pa
-    except ImportError:
-        raise InputError(f"reading {path} needs pyarrow (pip install 'mosaic-encoder[train]').") \
-            from None
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
     try:
         table = pq.read_table(path)
     except (OSError, pa.ArrowException) as err:

@@ -87,7 +87,12 @@ class SentenceEncoder:
                            attention=attention)
         self.model = model.bert if isinstance(model, MosaicBertForMaskedLM) else model
         config = self.model.config
-        self.max_seq_length = max_seq_length or self.pipeline.max_seq_length
+        if max_seq_length is not None and (isinstance(max_seq_length, bool) or
+                                           not isinstance(max_seq_length, int) or max_seq_length < 2):
+            raise InputError(f"max_seq_length must be an integer of at least 2 (room for [CLS] "
+                             f"and [SEP]), got {max_seq_length!r}.")
+        self.max_seq_length = max_seq_length if max_seq_length is not None \
+            else self.pipeline.max_seq_length
         if not config.uses_alibi:
             # Learned positions stop at max_position_embeddings: longer inputs cannot be encoded.
             limit = config.max_position_embeddings

@@ -237,7 +237,9 @@ def _check_encode_output(output: Path, args: argparse.Namespace, model: Path) ->
     """Refuse to replace a file without --force, and ever to write over the input or the model."""
     _check_output(output, ENCODE_OUTPUTS)
     target = output.resolve()
-    if args.input and target == Path(args.input).resolve():
+    source = Path(args.input) if args.input else None
+    if source is not None and (target == source.resolve() or (
+            output.exists() and source.exists() and os.path.samefile(output, source))):
         raise InputError(f"output file {output} is the input file; write somewhere else.")
     if target.is_relative_to(model.resolve()):
         raise InputError(f"output file {output} lies inside the model directory {model}; write "

@@ -193,6 +193,7 @@ def broken(tmp_path_factory):
     (root / "empty.txt").write_bytes(b"")
     (root / "blank.txt").write_bytes(b"\n \n\n")
     (root / "bad.jsonl").write_text('{"text": "fine"}\n{"text": 3}\n')
+    os.link(root / "bad.jsonl", root / "bad-link.jsonl")
     (root / "garbage.bin").write_bytes(b"PK\x03\x04 not really a zip")
     (root / "exists.safetensors").write_bytes(b"keep me")
     # Finite bfloat16 weights whose activations overflow float32: NaN embeddings.
@@ -263,6 +264,9 @@ BAD_INPUTS_IN_PROCESS = {
                                      "exists; pass --force to replace it"),
     "encode over its input file": (["encode", "--input", "{root}/bad.jsonl", "--output",
                                     "{root}/bad.jsonl", "--force"], "is the input file"),
+    "encode over a hard link to its input": (["encode", "--input", "{root}/bad.jsonl", "--output",
+                                             "{root}/bad-link.jsonl", "--force"],
+                                            "is the input file"),
     "encode into the model directory": (["encode", "x", "--model", "{root}/truncated", "--output",
                                          "{root}/truncated/model.safetensors", "--force"],
                                         "inside the model directory"),

@@ -171,6 +171,8 @@ def varlen_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu_seqle
         from mosaic_kernels import flash_attn_varlen_alibi
     except ImportError as err:
         raise ConfigError(f"attention implementation 'triton' is unavailable ({err}).") from None
+    if q.shape[0] == 0:  # no token at all (empty rows only): nothing to launch
+        return q.clone()
     if alibi_slopes is None:  # no ALiBi: the kernel's bias vanishes with zero slopes
         alibi_slopes = torch.zeros(q.shape[1], dtype=torch.float32, device=q.device)
     return flash_attn_varlen_alibi(q, k, v, cu_seqlens, max_seqlen, alibi_slopes)

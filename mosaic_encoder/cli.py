@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import stat
 import sys
 from pathlib import Path
 
@@ -28,8 +29,10 @@ from .bundled import BUNDLED_CHECKPOINT, BUNDLED_MLM_CHECKPOINT
 from .dtypes import DTYPES
 from .errors import CheckpointError, InputError, MosaicError
 from .fill_mask import MASK_TOKEN
+from .tokenizer import MAX_LENGTH
 
 ENCODE_OUTPUTS = (".npy", ".jsonl", ".safetensors")
+MAX_INPUT_BYTES = 256 << 20  # texts are held in memory with their token ids
 
 
 # --- input ------------------------------------------------------------------------------------
@@ -50,13 +53,30 @@ def _decode(data: bytes, source: str) -> str:
         raise InputError(f"{source} is not UTF-8 text ({err.reason} at byte {err.start}).") from None
 
 
+def _read_capped(stream, source: str) -> bytes:
+    """All of ``stream``, refusing more than MAX_INPUT_BYTES (``/dev/zero`` would never end)."""
+    data = stream.read(MAX_INPUT_BYTES + 1)
+    if len(data) > MAX_INPUT_BYTES:
+        raise InputError(f"{source} holds more than {MAX_INPUT_BYTES >> 20} MiB of text; split it "
+                         f"into smaller inputs.")
+    return data
+
+
 def _read_input_file(path: Path, field: str) -> list[str]:
-    if not path.exists():
-        raise InputError(f"input file {path} does not exist.")
-    if path.is_dir():
-        raise InputError(f"input file {path} is a directory.")
     try:
-        data = path.read_bytes()
+        mode = path.stat().st_mode  # stat, unlike open, never blocks on a FIFO or device
+    except FileNotFoundError:
+        raise InputError(f"input file {path} does not exist.") from None
+    except OSError as err:
+        raise InputError(f"input file {path} cannot be read ({err.strerror}).") from None
+    if stat.S_ISDIR(mode):
+        raise InputError(f"input file {path} is a directory.")
+    if not (stat.S_ISREG(mode) or stat.S_ISFIFO(mode)):
+        raise InputError(f"input file {path} is not a regular file or a pipe (a device or "
+                         f"socket); pass a file, or pipe the text into standard input.")
+    try:
+        with path.open("rb") as stream:
+            data = _read_capped(stream, f"input file {path}")
     except OSError as err:
         raise InputError(f"input file {path} cannot be read ({err.strerror}).") from None
     text = _decode(data, f"input file {path}")
@@ -87,13 +107,20 @@ def _read_texts(args: argparse.Namespace) -> list[str]:
     if args.texts and args.input:
         raise InputError("give texts either as arguments or with --input, not both.")
     if args.texts:
+        for number, text in enumerate(args.texts, start=1):
+            try:
+                text.encode("utf-8")
+            except UnicodeEncodeError as err:
+                raise InputError(f"text argument {number} is not UTF-8 (byte "
+                                 f"0x{ord(text[err.start]) - 0xDC00:02x} at position "
+                                 f"{err.start}).") from None
         return list(args.texts)
     if args.input:
         source = f"input file {args.input}"
         texts = _read_input_file(Path(args.input), args.field)
     else:
         source = "standard input"
-        texts = _lines(_decode(sys.stdin.buffer.read(), "standard input"))
+        texts = _lines(_decode(_read_stdin(), "standard input"))
     if not texts:
         raise InputError(f"no input texts were given ({source} is empty; pass texts as arguments, "
                          f"with --input or on standard input).")
@@ -102,15 +129,54 @@ def _read_texts(args: argparse.Namespace) -> list[str]:
     return texts
 
 
+def _read_stdin() -> bytes:
+    if sys.stdin is None:  # started with standard input closed (`<&-`)
+        raise InputError("standard input is closed; pass texts as arguments or with --input.")
+    try:
+        return _read_capped(sys.stdin.buffer, "standard input")
+    except (OSError, ValueError) as err:
+        raise InputError(f"standard input cannot be read ({getattr(err, 'strerror', None) or err}"
+                         f"); pass texts as arguments or with --input.") from None
+
+
 def _device(name: str) -> torch.device:
     try:
         device = torch.device(name)
     except (RuntimeError, ValueError):
         raise InputError(f"--device {name!r} is not a device name (e.g. cpu, cuda, cuda:1).") \
             from None
+    if device.type not in ("cpu", "cuda"):
+        raise InputError(f"--device {name} is not supported; the model runs on cpu or cuda.")
     if device.type == "cuda" and not torch.cuda.is_available():
         raise InputError(f"--device {name} was asked for but no CUDA GPU is available.")
     return device
+
+
+def _max_seq_length(text: str | None) -> int | None:
+    """``--max-seq-length``: at least 2 ([CLS] and [SEP]), at most what int32 offsets hold."""
+    if text is None:
+        return None
+    try:
+        value = int(text)
+    except ValueError:
+        value = None
+    if value is None or not 2 <= value <= MAX_LENGTH:
+        raise InputError(f"--max-seq-length must be an integer from 2 to {MAX_LENGTH:,} "
+                         f"(room for [CLS] and [SEP]), got {text[:40]!r}.")
+    return value
+
+
+def _write_stdout(text: str) -> None:
+    """Write to standard output now, turning a failed write (a full disk) into one error line."""
+    try:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        raise
+    except OSError as err:
+        # Point stdout at /dev/null so that the interpreter's final flush does not fail again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        raise InputError(f"standard output cannot be written ({err.strerror or err}).") from None
 
 
 def _model_dir(args: argparse.Namespace, bundled: Path) -> Path:
@@ -147,23 +213,50 @@ def _check_output(path: Path, suffixes: tuple[str, ...]) -> None:
 # --- encode -----------------------------------------------------------------------------------
 
 
+def _check_encode_output(output: Path, args: argparse.Namespace, model: Path) -> None:
+    """Refuse to replace a file without --force, and ever to write over the input or the model."""
+    _check_output(output, ENCODE_OUTPUTS)
+    target = output.resolve()
+    source = Path(args.input) if args.input else None
+    if source is not None and (target == source.resolve() or (
+            output.exists() and source.exists() and os.path.samefile(output, source))):
+        raise InputError(f"output file {output} is the input file; write somewhere else.")
+    if target.is_relative_to(model.resolve()):
+        raise InputError(f"output file {output} lies inside the model directory {model}; write "
+                         f"somewhere else.")
+    if output.exists() and not args.force:
+        raise InputError(f"output file {output} exists; pass --force to replace it.")
+
+
+def _check_finite(embeddings: np.ndarray) -> None:
+    bad = ~np.isfinite(embeddings).all(axis=1)
+    if bad.any():
+        raise MosaicError(f"{int(bad.sum())} of {len(embeddings)} embeddings are not finite (NaN "
+                          f"or Inf; the first is row {int(bad.argmax())}): the weights overflow in "
+                          f"this dtype or are corrupt, so nothing was written (try --dtype "
+                          f"float32, and mosaic-encoder verify on the checkpoint).")
+
+
 def _encode(args: argparse.Namespace) -> int:
     from .sentence import SentenceEncoder
 
+    model = _model_dir(args, BUNDLED_CHECKPOINT)
     output = Path(args.output) if args.output else None
     if output is not None:
-        _check_output(output, ENCODE_OUTPUTS)
+        _check_encode_output(output, args, model)
+    max_seq_length = _max_seq_length(args.max_seq_length)
     texts = _read_texts(args)
     device = _device(args.device)
-    model = _model_dir(args, BUNDLED_CHECKPOINT)
     _note_bundled(args, BUNDLED_CHECKPOINT)
     encoder = SentenceEncoder(model, dtype=DTYPES[args.dtype], device=device,
-                              attention=args.attention, max_seq_length=args.max_seq_length)
+                              attention=args.attention, max_seq_length=max_seq_length)
     embeddings = encoder.encode(texts, batch_size=args.batch_size,
                                 max_tokens_per_batch=args.max_tokens)
-    lines = (json.dumps({"text": t, "embedding": e.tolist()}) + "\n" for t, e in zip(texts, embeddings))
+    _check_finite(embeddings)
+    lines = (json.dumps({"text": t, "embedding": e.tolist()}, allow_nan=False) + "\n"
+             for t, e in zip(texts, embeddings))
     if output is None:
-        sys.stdout.writelines(lines)
+        _write_stdout("".join(lines))
     elif output.suffix == ".npy":
         atomic_write(output, lambda stream: np.save(stream, embeddings))
     elif output.suffix == ".safetensors":
@@ -199,16 +292,17 @@ def _fill_mask(args: argparse.Namespace) -> int:
         raise InputError(f"checkpoint {model_dir} has no masked-LM head (cls.predictions.*), so "
                          f"it cannot fill masks; use a masked-LM checkpoint such as "
                          f"mosaic-bert-base-seqlen-2048.")
-    tokenizer = TextTokenizer(model_dir / "tokenizer.json", args.max_seq_length)
+    max_seq_length = _max_seq_length(args.max_seq_length)
+    tokenizer = TextTokenizer(model_dir / "tokenizer.json", max_seq_length)
     masked_token_ids(tokenizer, texts)  # refuse texts without a mask before loading the model
     _note_bundled(args, BUNDLED_MLM_CHECKPOINT)
     model = load_model(model_dir, dtype=DTYPES[args.dtype], device=device, attention=args.attention)
     results = [result.as_dict() for result in fill_mask(model, tokenizer, texts, args.top_k,
                                                         args.batch_size)]
     if args.json:
-        sys.stdout.writelines(json.dumps(result) + "\n" for result in results)
+        _write_stdout("".join(json.dumps(result) + "\n" for result in results))
     else:
-        sys.stdout.write("".join(_format_fill(result) for result in results))
+        _write_stdout("".join(_format_fill(result) for result in results))
     return 0
 
 
@@ -327,11 +421,13 @@ def build_parser() -> argparse.ArgumentParser:
                         help="texts per batch (default: 32)")
     encode.add_argument("--max-tokens", type=_positive_int, default=None, metavar="N",
                         help="token budget: at most N padded tokens per batch")
-    encode.add_argument("--max-seq-length", type=int, default=None,
+    encode.add_argument("--max-seq-length", metavar="N", default=None,
                         help="truncate longer inputs (default: the checkpoint's)")
     encode.add_argument("--output", metavar="FILE",
                         help="write .npy, .jsonl or .safetensors (key 'embeddings') instead of "
-                             "JSON lines on stdout")
+                             "JSON lines on stdout (never the input file or into the model "
+                             "directory)")
+    encode.add_argument("--force", action="store_true", help="replace an existing output file")
     encode.set_defaults(run=_encode)
 
     fill = commands.add_parser("fill-mask", help="top-k tokens for each [MASK] (masked-LM only)",
@@ -342,7 +438,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_runtime(fill)
     fill.add_argument("--top-k", type=_positive_int, default=5, help="tokens per mask (default: 5)")
     fill.add_argument("--batch-size", type=_positive_int, default=32)
-    fill.add_argument("--max-seq-length", type=int, default=None,
+    fill.add_argument("--max-seq-length", metavar="N", default=None,
                       help="truncate longer inputs (default: no truncation)")
     fill.add_argument("--json", action="store_true", help="one JSON object per text")
     fill.set_defaults(run=_fill_mask)

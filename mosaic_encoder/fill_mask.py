@@ -68,6 +68,11 @@ def masked_token_ids(tokenizer: TextTokenizer,
     for number, (text, row) in enumerate(zip(texts, ids), start=1):
         if mask_id not in row:
             preview = text if len(text) <= 60 else text[:57] + "..."
+            if MASK_TOKEN in text:  # the tokenizer found it, then truncation dropped it
+                limit = tokenizer.max_length
+                raise InputError(f"text {number} ({preview!r}) has its {MASK_TOKEN} after the "
+                                 f"first {limit} tokens, where max_seq_length {limit} cuts the "
+                                 f"text; raise max_seq_length or move the {MASK_TOKEN} earlier.")
             raise InputError(f"text {number} ({preview!r}) has no {MASK_TOKEN} token to fill "
                              f"(write it in capitals, e.g. 'Paris is the {MASK_TOKEN} of France').")
     return ids, types, mask_id

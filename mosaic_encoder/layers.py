@@ -88,7 +88,7 @@ class SelfAttention(nn.Module):
         out = varlen_attention(q, k, v, packing.cu_seqlens, packing.max_seqlen, slopes,
                                impl=self.attention_impl,
                                dropout_p=self.dropout_p if self.training else 0.0)
-        return out.reshape(tokens, -1)
+        return out.reshape(tokens, self.num_heads * self.head_dim)  # -1 fails at T = 0
 
 
 class ResidualOutput(nn.Module):

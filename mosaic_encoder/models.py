@@ -33,17 +33,31 @@ class EncoderOutput:
     logits: torch.Tensor | None = None
 
 
+_INDEX_DTYPES = (torch.int64, torch.int32)  # what nn.Embedding accepts as indices
+
+
 def _check_inputs(input_ids: torch.Tensor, attention_mask: torch.Tensor | None,
                   token_type_ids: torch.Tensor | None,
                   config: MosaicConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    """Validate a padded batch; returns the attention mask and token type ids, defaults filled in.
+
+    Ids must be int64 or int32 (a uint8 id of 300 would silently wrap to 44, a float id would be
+    truncated); the mask may be of any dtype but must hold exactly 0 and 1 (:meth:`Packing.from_mask`
+    checks the values). A batch of zero rows or of zero columns is valid.
+    """
+    for name, tensor in (("input_ids", input_ids), ("attention_mask", attention_mask),
+                         ("token_type_ids", token_type_ids)):
+        if tensor is not None and not isinstance(tensor, torch.Tensor):
+            raise InputError(f"{name} must be a torch.Tensor, got {type(tensor).__name__}.")
     if input_ids.dim() != 2:
         raise InputError(f"input_ids must have shape (batch, seqlen), got {tuple(input_ids.shape)}.")
-    if input_ids.dtype.is_floating_point or input_ids.dtype == torch.bool:
-        raise InputError(f"input_ids must be an integer tensor, got {input_ids.dtype}.")
     if attention_mask is None:
         attention_mask = torch.ones_like(input_ids)
     if token_type_ids is None:
         token_type_ids = torch.zeros_like(input_ids)
+    for name, tensor in (("input_ids", input_ids), ("token_type_ids", token_type_ids)):
+        if tensor.dtype not in _INDEX_DTYPES:
+            raise InputError(f"{name} must be an int64 or int32 tensor, got {tensor.dtype}.")
     for name, tensor in (("attention_mask", attention_mask), ("token_type_ids", token_type_ids)):
         if tensor.shape != input_ids.shape:
             raise InputError(f"{name} has shape {tuple(tensor.shape)} but input_ids has "
@@ -92,13 +106,19 @@ class MosaicBertModel(nn.Module):
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
                 token_type_ids: torch.Tensor | None = None) -> EncoderOutput:
-        """input_ids, attention_mask, token_type_ids: (B, S) integer tensors.
+        """input_ids, token_type_ids: (B, S) int64 or int32; attention_mask: (B, S) of 0 and 1.
 
-        ``attention_mask`` defaults to all ones and ``token_type_ids`` to zeros.
+        ``attention_mask`` defaults to all ones and ``token_type_ids`` to zeros. Zero rows give
+        empty outputs; a row without real tokens gives zeros (and the pooler's value at zero).
         """
         hidden, packing = self.encode_packed(input_ids, attention_mask, token_type_ids)
         last_hidden_state = pad(hidden, packing)
-        pooled = self.pooler(last_hidden_state[:, 0]) if self.pooler is not None else None
+        pooled = None
+        if self.pooler is not None:
+            # Without columns there is no first token: pool its padding value, zeros.
+            first = last_hidden_state[:, 0] if packing.seqlen else \
+                last_hidden_state.new_zeros(packing.batch_size, last_hidden_state.shape[-1])
+            pooled = self.pooler(first)
         return EncoderOutput(last_hidden_state=last_hidden_state, pooler_output=pooled)
 
 

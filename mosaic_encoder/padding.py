@@ -52,14 +52,20 @@ class Packing:
         """Packing of the tokens where ``attention_mask`` (B, S) is 1.
 
         Each row's real tokens must be one contiguous run (right or left padding); a mask with
-        holes would give positions that differ from the padded computation's.
+        holes would give positions that differ from the padded computation's. A row may have no
+        real token at all (its length is 0), and the batch may have no rows.
         """
         if attention_mask.dim() != 2:
             raise InputError(f"attention_mask must have shape (batch, seqlen), got "
                              f"{tuple(attention_mask.shape)}.")
+        if attention_mask.is_complex():
+            raise InputError(f"attention_mask must be real 0s and 1s, got {attention_mask.dtype}.")
+        # Checked before the cast: a float mask of 0.5 or 1.7 would otherwise truncate silently.
+        bad = (attention_mask != 0) & (attention_mask != 1)
+        if bad.any():
+            value = attention_mask[bad][0].item()
+            raise InputError(f"attention_mask must contain only 0 and 1, found {value!r}.")
         mask = attention_mask.to(torch.int64)
-        if ((mask != 0) & (mask != 1)).any():
-            raise InputError("attention_mask must contain only 0 and 1.")
         run_starts = (mask.diff(dim=1, prepend=torch.zeros_like(mask[:, :1])) == 1).sum(dim=1)
         if (run_starts > 1).any():
             row = int((run_starts > 1).nonzero()[0, 0])

@@ -40,15 +40,22 @@ class Pooling:
         return cls(modes)
 
     def __call__(self, hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        """hidden: (B, S, H), zeros at padding; attention_mask: (B, S) -> (B, len(modes) * H)."""
+        """hidden: (B, S, H), zeros at padding; attention_mask: (B, S) -> (B, len(modes) * H).
+
+        A row whose mask is all zeros pools to zeros in every mode.
+        """
         mask = attention_mask.to(hidden.dtype).unsqueeze(-1)
-        counts = mask.sum(dim=1).clamp(min=1e-9)
+        counts = mask.sum(dim=1)
+        empty = counts == 0
+        counts = counts.clamp(min=1e-9)
         pooled = []
         for mode in self.modes:
             if mode == "cls_token":
                 pooled.append(hidden[:, 0])
             elif mode == "max_tokens":
-                pooled.append(hidden.masked_fill(mask == 0, float("-inf")).amax(dim=1))
+                # A row without real tokens pools to zeros, as the other modes give, not -inf.
+                maxima = hidden.masked_fill(mask == 0, float("-inf")).amax(dim=1)
+                pooled.append(maxima.masked_fill(empty, 0.0))
             elif mode == "mean_tokens":
                 pooled.append((hidden * mask).sum(dim=1) / counts)
             else:

@@ -134,7 +134,12 @@ class SentenceEncoder:
                            attention=attention)
         self.model = model.bert if isinstance(model, MosaicBertForMaskedLM) else model
         config = self.model.config
-        self.max_seq_length = max_seq_length or self.pipeline.max_seq_length
+        if max_seq_length is not None and (isinstance(max_seq_length, bool) or
+                                           not isinstance(max_seq_length, int) or max_seq_length < 2):
+            raise InputError(f"max_seq_length must be an integer of at least 2 (room for [CLS] "
+                             f"and [SEP]), got {max_seq_length!r}.")
+        self.max_seq_length = max_seq_length if max_seq_length is not None \
+            else self.pipeline.max_seq_length
         if not config.uses_alibi:
             # Learned positions stop at max_position_embeddings: longer inputs cannot be encoded.
             limit = config.max_position_embeddings
@@ -151,21 +156,50 @@ class SentenceEncoder:
     def embedding_dim(self) -> int:
         return self.model.config.hidden_size * len(self.pipeline.pooling.modes)
 
+    def get_sentence_embedding_dimension(self) -> int:
+        """D, the length of each embedding (sentence-transformers' name for it)."""
+        return self.embedding_dim
+
+    @staticmethod
+    def similarity(a: np.ndarray | torch.Tensor, b: np.ndarray | torch.Tensor) -> torch.Tensor:
+        """Cosine similarities of embeddings a (N, D) and b (M, D) (or single (D,) ones):
+        float32 (N, M), as sentence-transformers' default ``similarity``."""
+        a, b = (torch.as_tensor(x, dtype=torch.float32) for x in (a, b))
+        a, b = (x.unsqueeze(0) if x.dim() == 1 else x for x in (a, b))
+        return F.normalize(a, dim=-1) @ F.normalize(b, dim=-1).T
+
     @torch.inference_mode()
     def encode(self, sentences: str | list[str], batch_size: int = 32,
                normalize_embeddings: bool = True, convert_to_numpy: bool = True,
                show_progress_bar: bool | None = None,
-               max_tokens_per_batch: int | None = None) -> np.ndarray | torch.Tensor:
+               max_tokens_per_batch: int | None = None, prompt: str | None = None,
+               convert_to_tensor: bool = False, output_value: str | None = "sentence_embedding",
+               precision: str = "float32", **unsupported) -> np.ndarray | torch.Tensor:
         """Embed texts; float32 (N, D) in input order, or (D,) for a single string.
 
         Texts are sorted by token count and batched (at most ``batch_size`` texts and, when
         given, ``max_tokens_per_batch`` padded tokens per batch), then put back in input order.
         ``last_truncated`` afterwards counts the inputs cut at ``max_seq_length``.
+
+        The keyword arguments follow sentence-transformers' ``encode`` where they mean the same
+        here: ``prompt`` is prepended to every text; ``convert_to_tensor`` (or
+        ``convert_to_numpy=False``) returns a torch tensor. ``normalize_embeddings`` defaults
+        to True, unlike sentence-transformers' False: lodestone's ``modules.json`` ends in a
+        ``Normalize`` module, which normalises whatever the argument says, so both give unit
+        vectors on it; on a checkpoint without that module (a bare or masked-LM one), pass
+        False to get sentence-transformers' raw pooled vectors. Arguments this encoder does not
+        implement (``device``, ``prompt_name``, ``precision`` other than float32,
+        ``output_value`` other than sentence_embedding, ...) raise :class:`InputError` naming
+        the alternative; :func:`mosaic_encoder.to_sentence_transformer` gives the full
+        sentence-transformers ``encode``.
         """
+        _check_encode_options(output_value, precision, unsupported)
         single = isinstance(sentences, str)
         texts = [sentences] if single else list(sentences)
         if batch_size < 1:
             raise InputError(f"batch_size must be at least 1, got {batch_size}.")
+        if prompt:
+            texts = [prompt + t if isinstance(t, str) else t for t in texts]
         if self.pipeline.do_lower_case:
             texts = [t.lower() if isinstance(t, str) else t for t in texts]
         ids, types, self.last_truncated = self.tokenizer.encode_ids(texts)
@@ -185,5 +219,31 @@ class SentenceEncoder:
                 embedding = F.normalize(embedding, p=2, dim=-1)
             out[torch.tensor(batch)] = embedding.cpu()
         result = out[0] if single else out
-        return result.numpy() if convert_to_numpy else result
+        return result.numpy() if convert_to_numpy and not convert_to_tensor else result
+
+
+# sentence-transformers encode() arguments without an equivalent here, and what to do instead.
+_ALTERNATIVES = {
+    "device": "pass device= to SentenceEncoder(...), which loads the model there",
+    "prompt_name": "pass the prompt text itself as prompt=",
+    "truncate_dim": "slice the returned embeddings ([:, :dim]) and renormalise them",
+    "pool": "start one SentenceEncoder per device",
+    "chunk_size": "use batch_size or max_tokens_per_batch",
+}
+
+
+def _check_encode_options(output_value: str | None, precision: str,
+                          unsupported: dict[str, object]) -> None:
+    full = "or use mosaic_encoder.to_sentence_transformer(path) for sentence-transformers' encode"
+    if output_value != "sentence_embedding":
+        raise InputError(f"output_value={output_value!r} is not supported: SentenceEncoder returns "
+                         f"sentence embeddings; for token embeddings call the model from "
+                         f"mosaic_encoder.load_model, {full}.")
+    if precision != "float32":
+        raise InputError(f"precision={precision!r} is not supported: SentenceEncoder returns "
+                         f"float32; quantize with sentence_transformers.quantize_embeddings, "
+                         f"{full}.")
+    for name in unsupported:
+        hint = _ALTERNATIVES.get(name, "leave it out")
+        raise InputError(f"encode() has no argument {name!r}: {hint}, {full}.")
 

@@ -1,4 +1,15 @@
-"""WordPiece tokenization through the checkpoint's ``tokenizer.json`` (``tokenizers`` library)."""
+"""WordPiece tokenization through the checkpoint's ``tokenizer.json`` (``tokenizers`` library).
+
+Two defences against a hostile ``tokenizer.json``:
+
+- The Rust tokenizer reports some failures (a regex that backtracks catastrophically, for
+  instance) by panicking; pyo3 turns the panic into ``PanicException``, a ``BaseException`` that
+  ``except Exception`` misses. Every call into the library converts it into a :class:`MosaicError`.
+- With truncation at ``max_length`` tokens, only a prefix of each text is handed to the library
+  (see :meth:`TextTokenizer.encode_ids`), so the work per text is bounded by ``max_length`` rather
+  than by the text's length: a normaliser that turns each character into 10,000 would otherwise
+  make a long text cost gigabytes.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +19,20 @@ from pathlib import Path
 import torch
 from tokenizers import Tokenizer
 
-from .errors import CheckpointError, InputError
+from .errors import CheckpointError, InputError, MosaicError
+
+MAX_LENGTH = 2 ** 31 - 1  # packed token offsets (cu_seqlens) are int32
+# Longest prefix, in characters per token of max_length, ever handed to the tokenizer.
+MAX_CHARS_PER_TOKEN = 128
+
+
+class TokenizerError(MosaicError):
+    """The tokenizer library failed (panicked) on a ``tokenizer.json`` or on an input."""
+
+
+def _is_panic(err: BaseException) -> bool:
+    # pyo3_runtime.PanicException cannot be imported by name; it derives from BaseException only.
+    return type(err).__name__ == "PanicException"
 
 
 @dataclass
@@ -34,18 +58,25 @@ class TextTokenizer:
         path = Path(tokenizer_file)
         if not path.is_file():
             raise CheckpointError(f"tokenizer file {path} does not exist.")
+        self.path = path
         try:
             self._tokenizer = Tokenizer.from_file(str(path))
-        except Exception as err:  # the tokenizers library raises a bare Exception
-            raise CheckpointError(f"tokenizer file {path} cannot be parsed ({err}).") from None
+        except BaseException as err:  # a bare Exception, or a Rust panic
+            if not isinstance(err, Exception) and not _is_panic(err):
+                raise
+            raise CheckpointError(f"tokenizer file {path} cannot be parsed "
+                                  f"({_first_line(err)}).") from None
         self._tokenizer.no_padding()
         if max_length is not None:
-            if max_length < 2:
-                raise InputError(f"max_length must leave room for [CLS] and [SEP], got {max_length}.")
+            if not 2 <= max_length <= MAX_LENGTH:
+                raise InputError(f"max_length must lie in [2, {MAX_LENGTH}] (room for [CLS] and "
+                                 f"[SEP]; token offsets are int32), got {max_length}.")
             self._tokenizer.enable_truncation(max_length)
         else:
             self._tokenizer.no_truncation()
         self.max_length = max_length
+        self._longest_added = max((len(token.content) for token in
+                                   self._tokenizer.get_added_tokens_decoder().values()), default=1)
         pad_id = self._tokenizer.token_to_id("[PAD]")
         self.pad_token_id = 0 if pad_id is None else pad_id
 
@@ -65,17 +96,87 @@ class TextTokenizer:
         return max(self._tokenizer.get_vocab(with_added_tokens=True).values(), default=-1)
 
     def encode_ids(self, texts: list[str]) -> tuple[list[list[int]], list[list[int]], int]:
-        """Token ids and type ids per text, unpadded, and the number of truncated texts."""
+        """Token ids and type ids per text, unpadded, and the number of truncated texts.
+
+        With ``max_length`` set, each text reaches the tokenizer as a prefix of at most
+        ``MAX_CHARS_PER_TOKEN * max_length`` characters, first ``max_length`` characters and then
+        twice as many until the prefix is known to give the same truncated tokens as the whole
+        text. That holds once the last kept word ends at least as many characters before the cut
+        as the longest added token (``[MASK]``: 6) has: BERT's normaliser acts on each character
+        and its pre-tokenizer splits words at whitespace and punctuation, so text up to a word
+        end tokenizes alike whatever follows, unless an added token that the cut splits starts
+        before it. Every word spans at least one character, so ordinary prose (under 6
+        characters per token) stops at the first or second doubling; only a text averaging more
+        than ``MAX_CHARS_PER_TOKEN`` characters per token over its first ``max_length`` tokens
+        (a megabyte of whitespace between two words, or words over 100 characters, each one
+        [UNK]) is cut at the cap.
+        """
         for i, text in enumerate(texts):
             if not isinstance(text, str):
                 raise InputError(f"input {i} is a {type(text).__name__}, not a string.")
-        encodings = self._tokenizer.encode_batch(texts)
-        truncated = sum(1 for e in encodings if e.overflowing)
-        return [e.ids for e in encodings], [e.type_ids for e in encodings], truncated
+            try:
+                text.encode("utf-8")
+            except UnicodeEncodeError as err:
+                raise InputError(f"input {i} is not valid Unicode text (a lone surrogate "
+                                 f"U+{ord(text[err.start]):04X} at character {err.start}).") \
+                    from None
+        if self.max_length is None:
+            encoded = [(e.ids, e.type_ids, False) for e in self._encode_batch(texts)]
+        else:
+            encoded = [self._encode_bounded(text) for text in texts]
+        return ([ids for ids, _, _ in encoded], [types for _, types, _ in encoded],
+                sum(cut for _, _, cut in encoded))
+
+    def _encode_batch(self, texts: list[str]):
+        try:
+            return self._tokenizer.encode_batch(texts)
+        except BaseException as err:
+            if not isinstance(err, Exception) and not _is_panic(err):
+                raise
+            raise TokenizerError(f"tokenizer file {self.path} failed on the input "
+                                 f"({_first_line(err)}).") from None
+
+    def _encode_bounded(self, text: str) -> tuple[list[int], list[int], bool]:
+        """Ids, type ids and whether truncation cut ``text``, from as short a prefix as gives the
+        same tokens as the whole text."""
+        cap = MAX_CHARS_PER_TOKEN * self.max_length
+        length = self.max_length
+        while True:
+            prefix = text[:min(length, cap)]
+            encoding = self._encode_batch([prefix])[0]
+            cut = bool(encoding.overflowing)
+            if len(prefix) == len(text):
+                return encoding.ids, encoding.type_ids, cut
+            if len(prefix) == cap or (cut and _kept_tokens_are_final(encoding, len(prefix),
+                                                                    self._longest_added)):
+                return encoding.ids, encoding.type_ids, True
+            length *= 2
 
     def __call__(self, texts: list[str]) -> TokenizedBatch:
         ids, types, truncated = self.encode_ids(texts)
         return collate(ids, types, self.pad_token_id, truncated)
+
+
+def _first_line(err: BaseException) -> str:
+    lines = str(err).strip().splitlines()
+    return lines[0][:200] if lines else type(err).__name__
+
+
+def _kept_tokens_are_final(encoding, prefix_length: int, longest_added: int) -> bool:
+    """Whether the whole text would keep the same tokens as this truncated encoding of a prefix.
+
+    True when the last kept word ends at least ``longest_added`` characters before the cut: the
+    characters up to its end then tokenize alike in the prefix and in the whole text (every
+    word ending there is complete, and no added token such as ``[MASK]`` that the cut splits
+    can start that early). With no kept word at all, any token past the prefix is cut anyway.
+    """
+    tokens = [(w, end) for e in (encoding, *encoding.overflowing)
+              for w, (_, end) in zip(e.word_ids, e.offsets) if w is not None]
+    kept = [w for w in encoding.word_ids if w is not None]
+    if not kept:
+        return True
+    last_end = max(end for w, end in tokens if w == kept[-1])
+    return last_end + longest_added <= prefix_length
 
 
 def collate(ids: list[list[int]], types: list[list[int]], pad_token_id: int = 0,

@@ -193,8 +193,14 @@ def broken(tmp_path_factory):
     (root / "empty.txt").write_bytes(b"")
     (root / "blank.txt").write_bytes(b"\n \n\n")
     (root / "bad.jsonl").write_text('{"text": "fine"}\n{"text": 3}\n')
+    os.link(root / "bad.jsonl", root / "bad-link.jsonl")
     (root / "garbage.bin").write_bytes(b"PK\x03\x04 not really a zip")
     (root / "exists.safetensors").write_bytes(b"keep me")
+    # Finite bfloat16 weights whose activations overflow float32: NaN embeddings.
+    tensors = load_file(WEIGHTS / "mosaic-tiny" / "model.safetensors")
+    tensors["embeddings.LayerNorm.weight"] = torch.full_like(
+        tensors["embeddings.LayerNorm.weight"], 1e38)
+    save_file(tensors, copy("overflowing") / "model.safetensors", metadata={"format": "pt"})
     write_bin_checkpoint("mosaic-tiny", root / "bin-only")
     return root
 
@@ -224,6 +230,11 @@ BAD_INPUTS = {
     "output directory missing": (["encode", "x", "--output", "no/such/dir/out.npy"],
                                  "cannot be written"),
     "convert missing file": (["convert", "{root}/nope.bin"], "does not exist"),
+    "non-finite embeddings": (["encode", "x", "--model", "{root}/overflowing", "--output",
+                               "out.jsonl"], "1 of 1 embeddings are not finite"),
+    "non-finite embeddings on stdout": (["encode", "x", "--model", "{root}/overflowing"],
+                                        "are not finite"),
+    "input from a device": (["encode", "--input", "/dev/zero"], "is not a regular file or a pipe"),
 }
 # More bad inputs, through cli.main in this process (the same code, without a torch import each).
 BAD_INPUTS_IN_PROCESS = {
@@ -249,6 +260,28 @@ BAD_INPUTS_IN_PROCESS = {
                                        "{root}/exists.safetensors"], "already exists"),
     "convert to another extension": (["convert", "{root}/garbage.bin", "--output", "x.bin"],
                                      "must end in .safetensors"),
+    "encode over an existing file": (["encode", "x", "--output", "{root}/exists.safetensors"],
+                                     "exists; pass --force to replace it"),
+    "encode over its input file": (["encode", "--input", "{root}/bad.jsonl", "--output",
+                                    "{root}/bad.jsonl", "--force"], "is the input file"),
+    "encode over a hard link to its input": (["encode", "--input", "{root}/bad.jsonl", "--output",
+                                             "{root}/bad-link.jsonl", "--force"],
+                                            "is the input file"),
+    "encode into the model directory": (["encode", "x", "--model", "{root}/truncated", "--output",
+                                         "{root}/truncated/model.safetensors", "--force"],
+                                        "inside the model directory"),
+    "device meta": (["encode", "x", "--device", "meta"], "--device meta is not supported"),
+    "device mps": (["encode", "x", "--device", "mps"], "--device mps is not supported"),
+    "device xpu": (["fill-mask", "[MASK]", "--device", "xpu"], "--device xpu is not supported"),
+    "max-seq-length 0": (["encode", "x", "--max-seq-length", "0"],
+                         "--max-seq-length must be an integer from 2"),
+    "max-seq-length past int32": (["encode", "x", "--max-seq-length", "9" * 5000],
+                                  "--max-seq-length must be an integer from 2"),
+    "max-seq-length not a number": (["fill-mask", "[MASK]", "--max-seq-length", "many"],
+                                    "--max-seq-length must be an integer from 2"),
+    "fill-mask [MASK] cut by truncation": (["fill-mask", "one two three four five [MASK]",
+                                            "--max-seq-length", "4"],
+                                           "has its [MASK] after the first 4 tokens"),
 }
 STDIN = {"stdin not UTF-8": b"caf\xe9\n", "empty stdin": b""}
 
@@ -345,3 +378,48 @@ def test_config_geometry_bombs_are_one_short_line(tmp_path, capsys, field, value
     assert captured.out == "" and len(captured.err.splitlines()) == 1
     assert f"{field} is {value} but the weights" in captured.err and len(captured.err) < 500
     assert not out.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["ckpt"]
+
+
+def test_encode_replaces_an_existing_output_with_force(tmp_path):
+    output = tmp_path / "out.npy"
+    output.write_bytes(b"old")
+    result = cli("encode", "x", "--output", output, "--force")
+    assert result.returncode == 0, result.stderr
+    assert np.load(output).shape == (1, 192)
+
+
+def run_isolated(args, **streams):
+    """The CLI with the given standard streams (files or None for inherited ones)."""
+    streams.setdefault("stdout", subprocess.PIPE)
+    streams.setdefault("stderr", subprocess.PIPE)
+    return subprocess.run([sys.executable, "-m", "mosaic_encoder.cli", *args], **streams)
+
+
+def test_argument_that_is_not_utf8():
+    result = run_isolated(["encode", "fine", b"caf\xe9"])
+    check_one_sentence(result.returncode, result.stdout.decode(), result.stderr.decode(),
+                       "text argument 2 is not UTF-8 (byte 0xe9 at position 3)")
+
+
+def test_closed_stdin():
+    result = subprocess.run(["sh", "-c", '"$0" -m mosaic_encoder.cli encode <&-', sys.executable],
+                            capture_output=True)
+    check_one_sentence(result.returncode, result.stdout.decode(), result.stderr.decode(),
+                       "standard input is closed")
+
+
+def test_stdin_without_end_is_capped():
+    with open("/dev/zero", "rb") as zeros:
+        result = run_isolated(["encode"], stdin=zeros)
+    check_one_sentence(result.returncode, result.stdout.decode(), result.stderr.decode(),
+                       "standard input holds more than 256 MiB of text")
+
+
+@pytest.mark.parametrize("command", [["encode", "x"], ["fill-mask", "a [MASK]"]])
+def test_stdout_on_a_full_device(command):
+    with open("/dev/full", "wb") as full:
+        result = run_isolated(command, stdout=full)
+    stderr = result.stderr.decode()
+    assert result.returncode == 1 and "Traceback" not in stderr
+    assert stderr.strip().splitlines()[-1] == \
+        "error: standard output cannot be written (No space left on device)."

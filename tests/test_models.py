@@ -3,7 +3,7 @@
 
 import pytest
 import torch
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import mosaic_encoder as me
@@ -132,13 +132,71 @@ def test_sequence_longer_than_alibi_starting_size(models):
 
 @pytest.mark.parametrize("ids,mask,match", [
     (torch.ones(3, dtype=torch.long), None, "shape"),
-    (torch.ones(1, 3), None, "integer"),
+    (torch.ones(1, 3), None, "input_ids must be an int64 or int32"),
+    (torch.ones(1, 3, dtype=torch.uint8), None, "input_ids must be an int64 or int32"),
+    (torch.ones(1, 3, dtype=torch.long), torch.tensor([[1.0, 0.5, 0.0]]), "found 0.5"),
+    (torch.ones(1, 3, dtype=torch.long), torch.tensor([[1.7, 1.0, 0.0]]), "found 1.7"),
+    (torch.ones(1, 3, dtype=torch.long), [[1, 1, 1]], "attention_mask must be a torch.Tensor"),
     (torch.tensor([[1, 40000]]), None, r"\[0, 30528\)"),
     (torch.ones(1, 3, dtype=torch.long), torch.ones(1, 4, dtype=torch.long), "attention_mask"),
 ])
 def test_bad_inputs_are_clear_errors(models, ids, mask, match):
     with pytest.raises(me.InputError, match=match):
         models("mosaic-tiny")(ids, mask)
+
+
+def test_float_token_type_ids_are_refused(models):
+    ids = torch.ones(1, 3, dtype=torch.long)
+    with pytest.raises(me.InputError, match="token_type_ids must be an int64 or int32"):
+        models("mosaic-tiny")(ids, None, torch.zeros(1, 3))
+
+
+def test_int32_ids_and_bool_or_float_masks_are_accepted(models):
+    model = models("mosaic-tiny")
+    ids = torch.tensor([[101, 2023, 102, 0]])
+    mask = torch.tensor([[1, 1, 1, 0]])
+    with torch.inference_mode():
+        reference = model(ids, mask).last_hidden_state
+        for other_ids, other_mask in ((ids.int(), mask), (ids, mask.bool()), (ids, mask.float())):
+            assert torch.equal(model(other_ids, other_mask).last_hidden_state, reference)
+
+
+@pytest.mark.parametrize("name", CHECKPOINTS)
+@pytest.mark.parametrize("attention", ["sdpa", "triton"])
+@pytest.mark.parametrize("shape", [(0, 5), (0, 0), (3, 0)])
+def test_batches_without_tokens_give_empty_or_zero_outputs(models, name, attention, shape):
+    model = models(name, attention=attention)
+    ids = torch.zeros(shape, dtype=torch.long)
+    with torch.inference_mode():
+        out = model(ids, torch.zeros_like(ids))
+    hidden = model.config.hidden_size
+    assert out.last_hidden_state.shape == (*shape, hidden)
+    if name == "mosaic-tiny":
+        assert out.pooler_output.shape == (shape[0], hidden)
+    else:
+        assert out.logits.shape == (*shape, model.config.vocab_size)
+        assert not out.logits.any()
+    assert not out.last_hidden_state.any()
+
+
+@settings(max_examples=15)
+@given(lengths=st.lists(st.integers(0, 12), min_size=1, max_size=5), extra=st.integers(0, 4),
+       seed=st.integers(0, 2 ** 16))
+def test_padding_invariance_with_empty_rows(models, lengths, extra, seed):
+    """Rows without real tokens (all-zero masks) give zeros and leave the other rows unchanged."""
+    model = models("mosaic-tiny")
+    generator = torch.Generator().manual_seed(seed)
+    seqlen = max(lengths) + extra
+    ids = torch.randint(1, 30522, (len(lengths), seqlen), generator=generator)
+    mask = (torch.arange(seqlen)[None] < torch.tensor(lengths)[:, None]).long()
+    with torch.inference_mode():
+        batched = model(ids, mask).last_hidden_state
+        for row, length in enumerate(lengths):
+            if length == 0:
+                assert not batched[row].any()
+                continue
+            alone = model(ids[row:row + 1, :length]).last_hidden_state
+            torch.testing.assert_close(batched[row, :length], alone[0], rtol=1e-5, atol=1e-5)
 
 
 def test_eval_outputs_ignore_dropout_config(models, expected):

@@ -43,3 +43,9 @@ def test_mask_values_and_shape_checked():
         Packing.from_mask(torch.tensor([[1, 2]]))
     with pytest.raises(InputError, match="shape"):
         Packing.from_mask(torch.ones(3))
+
+
+def test_fractional_mask_values_are_refused_not_truncated():
+    for value in (0.5, 1.7):
+        with pytest.raises(InputError, match=f"found {value}"):
+            Packing.from_mask(torch.tensor([[1.0, value]]))

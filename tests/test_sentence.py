@@ -57,6 +57,14 @@ def test_pooling_modes():
     torch.testing.assert_close(pooled[0], torch.tensor(expected))
 
 
+def test_pooling_of_a_row_without_tokens_is_zero():
+    hidden = torch.zeros(2, 3, 2)
+    hidden[0, :2] = torch.tensor([[1.0, 2.0], [3.0, -4.0]])
+    mask = torch.tensor([[1, 1, 0], [0, 0, 0]])
+    pooled = Pooling(("cls_token", "max_tokens", "mean_tokens", "mean_sqrt_len_tokens"))(hidden, mask)
+    assert torch.isfinite(pooled).all() and not pooled[1].any()
+
+
 def test_bad_pooling_config(tmp_path):
     (tmp_path / "config.json").write_text('{"pooling_mode_weightedmean_tokens": true}')
     with pytest.raises(CheckpointError, match="unsupported mode"):

@@ -1,9 +1,16 @@
+import json
+import subprocess
+import sys
+
 import pytest
 import torch
+from hypothesis import given
+from hypothesis import strategies as st
+from tokenizers import Tokenizer
 
 from helpers import CHECKPOINTS, WEIGHTS
-from mosaic_encoder import CheckpointError, InputError
-from mosaic_encoder.tokenizer import TextTokenizer
+from mosaic_encoder import CheckpointError, InputError, MosaicError
+from mosaic_encoder.tokenizer import TextTokenizer, TokenizerError
 
 
 @pytest.mark.parametrize("name", CHECKPOINTS)
@@ -36,3 +43,69 @@ def test_bad_inputs(tmp_path):
     (tmp_path / "tokenizer.json").write_text("{}")
     with pytest.raises(CheckpointError, match="cannot be parsed"):
         TextTokenizer(tmp_path / "tokenizer.json")
+
+
+def _hostile_tokenizer(tmp_path, **changes):
+    """The bundled tokenizer.json with some of its components replaced."""
+    config = json.loads((WEIGHTS / "mosaic-tiny" / "tokenizer.json").read_text(encoding="utf-8"))
+    config.update(changes)
+    path = tmp_path / "tokenizer.json"
+    path.write_text(json.dumps(config), encoding="utf-8")
+    return path
+
+
+def test_tokenizer_panic_is_a_clear_error(tmp_path):
+    """Oniguruma gives up on catastrophic backtracking; the Rust tokenizer then panics with a
+    BaseException that `except Exception` would miss."""
+    path = _hostile_tokenizer(tmp_path, pre_tokenizer={
+        "type": "Split", "pattern": {"Regex": "(a+)+$"}, "behavior": "Isolated", "invert": False})
+    tokenizer = TextTokenizer(path, max_length=4096)
+    with pytest.raises(TokenizerError, match="failed on the input"):
+        tokenizer(["a" * 40 + "b"])
+    assert issubclass(TokenizerError, MosaicError)
+
+
+def test_expanding_normalizer_sees_a_bounded_prefix(tmp_path):
+    """Each character becomes 10,000 (5,000 words): 2,000 characters cost about 900 MB when the
+    whole text is tokenized; truncating at 16 tokens needs only the first few characters."""
+    path = _hostile_tokenizer(tmp_path, normalizer={
+        "type": "Replace", "pattern": {"Regex": "."}, "content": "a " * 5000})
+    script = f"""
+import resource
+from mosaic_encoder.tokenizer import TextTokenizer
+tokenizer = TextTokenizer({str(path)!r}, max_length=16)
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+ids, _, truncated = tokenizer.encode_ids(["x" * 2000])
+grown = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before
+print(len(ids[0]), truncated, grown)
+"""
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                         check=True)
+    tokens, truncated, grown_kib = map(int, run.stdout.split())
+    assert (tokens, truncated) == (16, 1)
+    assert grown_kib < 100 * 1024, f"peak RSS grew by {grown_kib} KiB"
+
+
+TEXT_PIECES = st.sampled_from(["the", "cat", "sat", ",", ".", " ", "  ", "\n", "\t", "naïve",
+                               "ﬃ", "東京", "e\u0301", "x" * 120, "supercalifragilistic",
+                               "##", "[MASK]", "İ", "\u200b", "🙂"])
+
+
+@given(pieces=st.lists(TEXT_PIECES | st.text(max_size=6), max_size=60),
+       max_length=st.integers(2, 24))
+def test_bounded_prefix_truncates_exactly_like_the_whole_text(pieces, max_length):
+    """Handing the tokenizer a prefix never changes the kept tokens of ordinary text."""
+    text = " ".join(pieces)
+    path = WEIGHTS / "mosaic-tiny" / "tokenizer.json"
+    reference = Tokenizer.from_file(str(path))
+    reference.enable_truncation(max_length)
+    expected = reference.encode(text)
+    ids, types, truncated = TextTokenizer(path, max_length).encode_ids([text])
+    assert ids == [expected.ids] and types == [expected.type_ids]
+    assert truncated == int(bool(expected.overflowing))
+
+
+def test_lone_surrogates_are_refused():
+    tokenizer = TextTokenizer(WEIGHTS / "mosaic-tiny" / "tokenizer.json")
+    with pytest.raises(InputError, match="input 1 is not valid Unicode text"):
+        tokenizer(["fine", "bad \udcff byte"])

@@ -12,7 +12,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from conftest import WEIGHTS
+from helpers import WEIGHTS
 from mosaic_encoder.cli import main
 from mosaic_encoder.corpus.shards import read_embeddings
 from mosaic_encoder.sentence import SentenceEncoder

@@ -8,7 +8,7 @@ import signal
 import numpy as np
 import pytest
 
-from conftest import WEIGHTS
+from helpers import WEIGHTS
 from mosaic_encoder import MosaicError
 from mosaic_encoder.cli import main
 from mosaic_encoder.corpus import CorpusSettings, embed_corpus

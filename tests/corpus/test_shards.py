@@ -7,7 +7,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from conftest import WEIGHTS
+from helpers import WEIGHTS
 from mosaic_encoder import InputError
 from mosaic_encoder.corpus.reading import scan_corpus
 from mosaic_encoder.corpus.settings import CorpusSettings

@@ -144,8 +144,8 @@ def _model_options(parser: argparse.ArgumentParser) -> None:
                         help="run every measurement in a fresh child process and report its peak "
                              "RSS (ru_maxrss)")
     parser.add_argument("--quick", action="store_true",
-                        help="one timed call per row, 256 tokens and a corpus of 8 documents of "
-                             "at most 256 tokens")
+                        help="one timed call per row, 128 tokens and a corpus of 8 documents of "
+                             "at most 128 tokens")
 
 
 def build_parser() -> argparse.ArgumentParser:

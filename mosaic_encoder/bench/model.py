@@ -295,10 +295,10 @@ def run_model(args: argparse.Namespace, argv: Sequence[str]) -> dict:
     kind = device.type
     if args.threads:
         torch.set_num_threads(args.threads)
-    lengths = args.lengths or ((256,) if args.quick else DEFAULT_MODEL_LENGTHS[kind])
+    lengths = args.lengths or ((128,) if args.quick else DEFAULT_MODEL_LENGTHS[kind])
     docs = args.corpus_docs if args.corpus_docs is not None else \
         (8 if args.quick else (32 if kind == "cpu" else 1024))
-    max_len = args.corpus_max_len or (256 if args.quick else 512 if kind == "cpu" else 4096)
+    max_len = args.corpus_max_len or (128 if args.quick else 512 if kind == "cpu" else 4096)
     min_samples = args.min_samples or (1 if args.quick else 3)
     base_spec = dict(
         device=str(device), dtype=args.dtype or ("float32" if kind == "cpu" else "bfloat16"),

@@ -126,12 +126,12 @@ def rounding_floors(q, k, v, dout, oracle, cu_seqlens, slopes, scale, dtype):
         out_p = (w @ vr[..., None])[..., 0]  # (H, L): error of each O_i component from P
         floor["out"] = max(floor["out"], out_p.max().item())
         floor["dv"] = max(floor["dv"], (dr[:, None, :] @ w)[:, 0, :].max().item())
-        floor["dq"] = max(floor["dq"], scale * ((w * ds_mag) @ kr[..., None]).max().item())
-        floor["dk"] = max(floor["dk"], scale * (qr[:, None, :] @ (w * ds_mag)).max().item())
         # delta_i = dO_i . O_i computed from the kernel's O, rounded to dtype.
         e = unit * (dout64[rows].abs() * out64[rows].abs()).sum(-1).T + (w * dp.abs()).sum(-1)
-        floor["dq"] = max(floor["dq"], scale * (e * (p @ kr[..., None])[..., 0]).max().item())
-        floor["dk"] = max(floor["dk"], scale * ((e * qr)[:, None, :] @ p)[:, 0, :].max().item())
+        dq = ((w * ds_mag) @ kr[..., None])[..., 0] + e * (p @ kr[..., None])[..., 0]
+        dk = (qr[:, None, :] @ (w * ds_mag))[:, 0, :] + ((e * qr)[:, None, :] @ p)[:, 0, :]
+        floor["dq"] = max(floor["dq"], scale * dq.max().item())
+        floor["dk"] = max(floor["dk"], scale * dk.max().item())
     return dict(out=eps32 * amax(v) + floor["out"], dv=eps32 * amax(dout) + floor["dv"],
                 dq=cancel * amax(k) + floor["dq"], dk=cancel * amax(q) + floor["dk"])
 

@@ -236,5 +236,8 @@ def test_triton_attention_trains_like_sdpa():
         (model(ids, mask).last_hidden_state * weight).sum().backward()
         grads[attention] = {n: p.grad for n, p in model.named_parameters() if p.grad is not None}
     assert grads["sdpa"].keys() == grads["triton"].keys()
+    # A gradient entry is a sum over tokens whose float32 rounding scales with the summands, not
+    # with the (possibly cancelled) sum: the absolute tolerance follows the tensor's largest entry.
     for name, grad in grads["sdpa"].items():
-        torch.testing.assert_close(grads["triton"][name], grad, rtol=1e-4, atol=1e-4, msg=name)
+        torch.testing.assert_close(grads["triton"][name], grad, rtol=1e-4,
+                                   atol=2e-6 * grad.abs().max().item(), msg=name)

@@ -833,7 +833,7 @@ def _validate(q, k, v, cu_seqlens, max_seqlen, alibi_slopes, softmax_scale):
     """Check the arguments without reading any tensor value (no host-device synchronisation).
 
     Returns ``(max_seqlen, softmax_scale)`` as python numbers.  The values of ``cu_seqlens`` are
-    the caller's contract; :func:`check_cu_seqlens` checks them at the price of a sync.
+    checked by :func:`check_cu_seqlens`, which the public function calls for host tensors only.
     """
     for name, t in (("q", q), ("k", k), ("v", v)):
         if not isinstance(t, torch.Tensor):
@@ -937,8 +937,9 @@ def flash_attn_varlen_alibi(q, k, v, cu_seqlens, max_seqlen, alibi_slopes, softm
             copy as long as the last dim has stride 1.
         cu_seqlens: int32 (batch + 1,) cumulative sequence offsets, starting at
             0, non-decreasing (empty sequences allowed), ending at total_tokens.
-            Its values are not read on the host (no device sync); invalid
-            offsets give undefined results, :func:`check_cu_seqlens` checks them.
+            Values are checked (:func:`check_cu_seqlens`) only for CPU tensors:
+            for device tensors that would be a host-device sync, so invalid
+            offsets give undefined results there; call it yourself if unsure.
         max_seqlen: python int >= the longest sequence length (sizes the grid).
         alibi_slopes: float32 (heads,).  Query i and key j of the same sequence
             (positions restart at 0 per sequence) get the bias
@@ -954,6 +955,10 @@ def flash_attn_varlen_alibi(q, k, v, cu_seqlens, max_seqlen, alibi_slopes, softm
         Differentiable with respect to q, k and v.
     """
     max_seqlen, softmax_scale = _validate(q, k, v, cu_seqlens, max_seqlen, alibi_slopes, softmax_scale)
+    if cu_seqlens.device.type == "cpu":
+        # Host memory (the interpreter): reading the offsets costs no device sync, and invalid
+        # ones would make the interpreted kernels read out of bounds.
+        check_cu_seqlens(cu_seqlens, q.shape[0], max_seqlen)
     if not isinstance(window, bool):
         raise TypeError(f"window must be a bool, got {type(window).__name__}.")
     q, k, v = _kernel_operand(q), _kernel_operand(k), _kernel_operand(v)

@@ -130,7 +130,7 @@ def test_dominant_far_key_is_not_skipped():
     window must keep it, and the output of the first query is then that key's value."""
     length, head_dim = 240, 32
     q, k, v, dout = random_qkv(length, 1, head_dim, seed=5)
-    k[230, 0] = 40.0 * q[0, 0]  # q0.k230 * scale ~ 40 |q0|^2 / sqrt(32) >> 1.0 * 230
+    k[230, 0] = 60.0 * q[0, 0]  # scale * q0.k230 ~ 60 * 32 / sqrt(32) = 340 > the bias 1.0 * 230
     cu, slopes = cu_seqlens_of([length]), torch.tensor([1.0], device=DEVICE)
     windowed = run_kernels(q, k, v, dout, cu, length, slopes, window=True, counts=True)
     assert windowed["reach"][0, 0] >= 230

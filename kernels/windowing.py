@@ -44,7 +44,8 @@ import math
 
 import torch
 
-__all__ = ["UNBOUNDED", "key_reach", "visited_key_blocks", "visited_query_blocks"]
+__all__ = ["UNBOUNDED", "executed_forward_flops", "key_reach", "visited_key_blocks",
+           "visited_query_blocks"]
 
 UNBOUNDED = 1 << 30  # a reach that skips nothing; start + block + UNBOUNDED still fits in int32
 _UNDERFLOW = 152.0
@@ -146,3 +147,26 @@ def visited_query_blocks(reach: torch.Tensor | None, cu_seqlens: torch.Tensor, h
         highest = torch.where(meets, query_index, -1).amax(dim=1)
         total += int((highest - lowest + 1).sum())
     return total
+
+
+def executed_forward_flops(reach: torch.Tensor | None, cu_seqlens: torch.Tensor, heads: int,
+                           head_dim: int, block_m: int, block_n: int) -> int:
+    """FLOPs the forward executes: ``4 * head_dim`` per (query, key) pair of a visited tile
+    inside the sequence, the convention of ``flops.attention_flops`` (which credits every pair
+    of a sequence). Credited / executed is the work windowing saved.
+    """
+    bounds = cu_seqlens.tolist()
+    pairs = 0
+    for start, end in zip(bounds[:-1], bounds[1:]):
+        length = end - start
+        if not length:
+            continue
+        if reach is None:
+            pairs += heads * length * length
+            continue
+        first, end_block = _key_ranges(_block_reach(reach.cpu(), start, length, block_m),
+                                       length, block_m, block_n)
+        rows = (length - torch.arange(first.shape[1]) * block_m).clamp(max=block_m)
+        keys = (end_block * block_n).clamp(max=length) - first * block_n
+        pairs += int((rows * keys).sum())
+    return 4 * head_dim * pairs

@@ -14,8 +14,8 @@ from hypothesis import given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
 from kernels import flash_attn as fa  # noqa: E402
-from kernels.windowing import (UNBOUNDED, key_reach, visited_key_blocks,  # noqa: E402
-                               visited_query_blocks)
+from kernels.windowing import (UNBOUNDED, executed_forward_flops, key_reach,  # noqa: E402
+                               visited_key_blocks, visited_query_blocks)
 from mosaic_encoder.alibi import alibi_bias, alibi_slopes  # noqa: E402
 from oracle import attention_oracle  # noqa: E402
 
@@ -210,5 +210,11 @@ def test_work_saved_with_lodestone_slopes(length, at_most):
     backward = visited_query_blocks(reach, cu, heads, 64, 128)
     assert forward <= at_most * dense
     assert backward <= at_most * visited_query_blocks(None, cu, heads, 64, 128)
+    credited = 4 * head_dim * heads * length ** 2  # every pair of the sequence, dense
+    assert executed_forward_flops(None, cu, heads, head_dim, 128, 64) == credited
+    executed = executed_forward_flops(reach, cu, heads, head_dim, 128, 64)
+    assert executed <= at_most * credited
+    # Partial tiles at the window edges: executed work is the visited tiles' pairs.
+    assert executed == pytest.approx(4 * head_dim * 128 * 64 * forward, rel=0.01)
     # The flattest head (slope 2^-8) cannot skip at these lengths: the saving is per head.
     assert (reach[7] >= length).all()

@@ -65,12 +65,14 @@ def main(argv=None) -> int:
     parser.add_argument("--arch", type=int, nargs="+", default=[90, 80])
     parser.add_argument("--quick", action="store_true",
                         help="head dim 64 only, windowing on only")
+    parser.add_argument("--head-dims", type=int, nargs="+", default=None,
+                        help="head dims to build (default 40 64 128; --quick: 64)")
     parser.add_argument("--first-config", action="store_true",
                         help="only the first config each kernel keeps after pruning")
     args = parser.parse_args(argv)
     print(f"triton {triton.__version__}, torch {torch.__version__}")
     failures = 0
-    head_dims = (64,) if args.quick else (40, 64, 128)
+    head_dims = args.head_dims or ((64,) if args.quick else (40, 64, 128))
     windows = (True,) if args.quick else (True, False)
     for arch in args.arch:
         limit = SHARED_MEMORY[arch]

@@ -61,10 +61,10 @@ Backward (``dO`` the incoming gradient)::
 (``_bwd_preprocess_kernel``).  Then two kernels recompute ``P``:
 
 * ``_bwd_dkdv_kernel``: one program per (key block, head, sequence); it holds
-  its K/V block and its dK/dV accumulators and streams all query blocks of the
+  its K/V block and its dK/dV accumulators and streams the query blocks of the
   sequence (``P^T`` is computed directly as ``exp2(K Q^T * ... - lse2)``).
 * ``_bwd_dq_kernel``: one program per (query block, head, sequence); it holds
-  its Q/dO block and dQ accumulator and streams all key blocks.
+  its Q/dO block and dQ accumulator and streams the key blocks.
 
 Every output element is written by exactly one program, so the backward is
 deterministic (no atomics) and output buffers need no zero-initialisation.
@@ -99,21 +99,41 @@ Precision / dtypes
 Block sizes
 -----------
 
-Under the interpreter (``TRITON_INTERPRET=1``) a single fixed small config is
-used (interpreted ``@triton.autotune`` with several configs does not work, and
-the interpreter is slow).  On a GPU the three main kernels are autotuned over a
-handful of configs, keyed on the padded head dim ``BLOCK_D`` (the autotuner
-adds the tensor dtypes to the key by itself).  Whether we are interpreted is
-decided by Triton when ``@triton.jit`` runs, i.e. from ``TRITON_INTERPRET`` at
-the time this module is imported; we read that decision back from the
-decorated kernel so the two can never disagree.  Triton's own ``tl.*`` helpers
-are decorated when ``triton`` is first imported, so ``TRITON_INTERPRET`` must be
-set before that (the test-suite's conftest does it); importing this module
-with the flag changed in between raises an ImportError naming the problem.
-CPU tensors are rejected with a clear error when not interpreting.  (The
-interpreter path is tested with Triton 3.9; Triton 3.6's interpreter cannot
-run data-dependent loop bounds under NumPy 2, while its compiler builds these
-kernels fine.)
+Configs, pruning and autotuning live in ``tuning``: per-dtype config lists,
+keyed on the padded head dim ``BLOCK_D``, a power-of-two bucket of
+``max_seqlen`` and ``WINDOW``, results cached on disk across processes; under
+the interpreter (``TRITON_INTERPRET=1``) one fixed small config.  Whether we
+are interpreted is decided by Triton when ``@triton.jit`` runs, i.e. from
+``TRITON_INTERPRET`` at the time this module is imported; we read that
+decision back from the decorated kernel so the two can never disagree.
+Triton's own ``tl.*`` helpers are decorated when ``triton`` is first imported,
+so ``TRITON_INTERPRET`` must be set before that (the test-suite's conftest does
+it); importing this module with the flag changed in between raises an
+ImportError naming the problem.  CPU tensors are rejected with a clear error
+when not interpreting.  (The interpreter path is tested with Triton 3.9;
+Triton 3.6's interpreter cannot run data-dependent loop bounds under NumPy 2,
+while its compiler builds these kernels fine.)
+
+Tiles and windowing
+-------------------
+
+The bias is defined once, in ``_bias_positions`` and ``_scores``: positions
+are taken relative to the program's own block and scaled by the base-2 slope
+once per block, so a score costs one subtraction and one fused multiply-add
+(no integer absolute value, no int -> float conversion per score).  Each
+streaming loop is split into full blocks, which load and score without masks,
+and the sequence's last partial block, the only one that needs them.
+
+With ``window=True`` every query carries a *reach* (``windowing.key_reach``):
+keys farther than it have a softmax weight that is provably exactly 0 in
+float32, for any inputs, so a query block visits only the key blocks within
+the largest reach of its rows (forward and dQ), and a key block only the span
+of query blocks whose window contains it (dK/dV).  Skipped blocks would add
+exact zeros; the result equals the unskipped kernel's within float32 rounding
+(the order of the online softmax updates differs).  ``COUNT`` makes each
+program store the number of blocks it visited, for tests and FLOP accounting
+(``windowing.visited_key_blocks`` / ``visited_query_blocks`` are the same
+rules on the CPU).
 
 Head dims 16..128 are supported, including non powers of two (40, 80, 96,
 ...): the head dim is padded to ``BLOCK_D = next_power_of_2(head_dim)`` and the
@@ -134,6 +154,9 @@ import torch
 import triton
 import triton.language as tl
 
+from .tuning import Launcher, seq_bucket
+from .windowing import UNBOUNDED, key_reach
+
 __all__ = ["flash_attn_varlen_alibi"]
 
 _LOG2E: tl.constexpr = tl.constexpr(1.4426950408889634)  # log2(e) = 1 / ln(2)
@@ -144,21 +167,90 @@ _SUPPORTED_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 
 
 # --------------------------------------------------------------------------
-# Small jit helpers
+# Position bias: the one definition of the score (swap point for other biases)
 # --------------------------------------------------------------------------
 
 
 @triton.jit
-def _load_tile(base, tok, stride_t, mask_t, offs_d, mask_d, UPCAST: tl.constexpr):
-    """Load a (len(tok), BLOCK_D) tile of rows ``tok`` (masked rows/lanes -> 0)."""
-    tile = tl.load(
-        base + tok[:, None] * stride_t + offs_d[None, :],
-        mask=mask_t[:, None] & mask_d[None, :],
-        other=0.0,
-    )
+def _bias_positions(offset, BLOCK: tl.constexpr, alibi2):
+    """Positions ``offset + [0, BLOCK)`` scaled by the base-2 slope, float32 of shape (BLOCK,).
+
+    ``offset`` is relative to the program's own block, so positions are small integers near the
+    diagonal (exact in float32) and the bias of near keys is as accurate as ``slope * |i - j|``;
+    they are computed once per block, never per score.
+    """
+    return (offset + tl.arange(0, BLOCK)).to(tl.float32) * alibi2
+
+
+@triton.jit
+def _scores(qk, row_pos, col_pos, qk_scale):
+    """Base-2 scores of a tile: ``s2 = qk_scale * q.k - slope * log2(e) * |i - j|``.
+
+    ``qk``: (R, C) float32 dot products; ``row_pos`` (R,) and ``col_pos`` (C,) from
+    :func:`_bias_positions` (queries or keys along either axis: the bias is symmetric). One
+    subtraction and one fused multiply-add per score; the absolute value is free on GPUs.
+    """
+    return qk * qk_scale - tl.abs(row_pos[:, None] - col_pos[None, :])
+
+
+# --------------------------------------------------------------------------
+# Shared prologue and tile helpers
+# --------------------------------------------------------------------------
+
+
+@triton.jit
+def _program_coords(num_heads, max_seqlen, BLOCK: tl.constexpr):
+    """Decompose the flat program id into (block index, head, sequence)."""
+    pid = tl.program_id(0)
+    num_blocks = tl.cdiv(max_seqlen, BLOCK)
+    pid_blk = pid % num_blocks
+    pid_bh = pid // num_blocks
+    return pid_blk, pid_bh % num_heads, pid_bh // num_heads
+
+
+@triton.jit
+def _prologue(CU_SEQLENS, SLOPES, num_heads, max_seqlen, BLOCK: tl.constexpr):
+    """Where this program works: (block start, head, sequence start, sequence length, base-2
+    slope).  The block start is relative to the sequence; the caller returns when it is at or
+    past the sequence's end (this also covers empty sequences)."""
+    pid_blk, off_h, off_b = _program_coords(num_heads, max_seqlen, BLOCK)
+    seq_start = tl.load(CU_SEQLENS + off_b)
+    seqlen = tl.load(CU_SEQLENS + off_b + 1) - seq_start
+    # ALiBi slope of this head in base-2 units: bias2 = -slope * log2(e) * |i - j|
+    alibi2 = tl.load(SLOPES + off_h).to(tl.float32) * _LOG2E
+    return pid_blk * BLOCK, off_h, seq_start, seqlen, alibi2
+
+
+@triton.jit
+def _load_tile(base, tok, stride_t, mask_t, offs_d, mask_d, UPCAST: tl.constexpr,
+               MASK_T: tl.constexpr, EVEN_D: tl.constexpr):
+    """Load a (len(tok), BLOCK_D) tile of rows ``tok``; masked rows/lanes read as 0.
+
+    ``MASK_T`` False: every row is inside the sequence.  ``EVEN_D``: head_dim == BLOCK_D.
+    """
+    ptrs = base + tok[:, None] * stride_t + offs_d[None, :]
+    if MASK_T:
+        if EVEN_D:
+            tile = tl.load(ptrs, mask=mask_t[:, None], other=0.0)
+        else:
+            tile = tl.load(ptrs, mask=mask_t[:, None] & mask_d[None, :], other=0.0)
+    else:
+        if EVEN_D:
+            tile = tl.load(ptrs)
+        else:
+            tile = tl.load(ptrs, mask=mask_d[None, :], other=0.0)
     if UPCAST:
         tile = tile.to(tl.float32)
     return tile
+
+
+@triton.jit
+def _load_row(base, offs, mask, MASK: tl.constexpr):
+    """Load a float32 per-token row (lse, delta) at positions ``offs``."""
+    if MASK:
+        return tl.load(base + offs, mask=mask, other=0.0)
+    else:
+        return tl.load(base + offs)
 
 
 @triton.jit
@@ -201,13 +293,48 @@ def _store_tile(base, tok, stride_t, mask_t, offs_d, mask_d, val, ROUND_BF16: tl
 
 
 @triton.jit
-def _program_coords(num_heads, max_seqlen, BLOCK: tl.constexpr):
-    """Decompose the flat program id into (block index, head, sequence)."""
-    pid = tl.program_id(0)
-    num_blocks = tl.cdiv(max_seqlen, BLOCK)
-    pid_blk = pid % num_blocks
-    pid_bh = pid // num_blocks
-    return pid_blk, pid_bh % num_heads, pid_bh // num_heads
+def _block_reach(REACH_SEQ, start, seqlen, BLOCK: tl.constexpr):
+    """Largest reach (see ``windowing``) of the query rows ``start + [0, BLOCK)``."""
+    offs = start + tl.arange(0, BLOCK)
+    return tl.max(tl.load(REACH_SEQ + offs, mask=offs < seqlen, other=0), 0)
+
+
+@triton.jit
+def _key_window(REACH_SEQ, start_m, seqlen, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+                WINDOW: tl.constexpr):
+    """Key range ``[lo, hi)`` a query block visits: ``lo`` a multiple of BLOCK_N, ``hi <=
+    seqlen``.  Without windowing, the whole sequence; with it, the key blocks meeting
+    ``[start_m - Rb, start_m + BLOCK_M + Rb)``, ``Rb`` the block's reach."""
+    if WINDOW:
+        reach = _block_reach(REACH_SEQ, start_m, seqlen, BLOCK_M)
+        lo = tl.maximum(start_m - reach, 0) // BLOCK_N * BLOCK_N
+        hi = tl.minimum(start_m + BLOCK_M + reach, seqlen)
+    else:
+        lo = seqlen * 0
+        hi = seqlen
+    return lo, hi
+
+
+@triton.jit
+def _query_span(REACH_SEQ, start_n, seqlen, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+                WINDOW: tl.constexpr):
+    """Query range ``[lo, hi)`` (``lo`` a multiple of BLOCK_M) a key block visits: from the
+    first to the last query block whose :func:`_key_window` contains it, so that the main loop
+    is one contiguous, pipelinable range.  The key block's own query blocks always count."""
+    if WINDOW:
+        first = seqlen + 0
+        last = seqlen * 0
+        for start_m in range(0, seqlen, BLOCK_M):
+            reach = _block_reach(REACH_SEQ, start_m, seqlen, BLOCK_M)
+            meets = (start_n < start_m + BLOCK_M + reach) & (start_n + BLOCK_N > start_m - reach)
+            first = tl.where(meets, tl.minimum(first, start_m), first)
+            last = tl.where(meets, tl.maximum(last, start_m), last)
+        lo = first
+        hi = tl.minimum(last + BLOCK_M, seqlen)
+    else:
+        lo = seqlen * 0
+        hi = seqlen
+    return lo, hi
 
 
 # --------------------------------------------------------------------------
@@ -216,20 +343,55 @@ def _program_coords(num_heads, max_seqlen, BLOCK: tl.constexpr):
 
 
 @triton.jit
+def _fwd_inner(acc, l_i, m_i, visited, q, row_pos, K_H, V_H, stride_kt, stride_vt, seq_start,
+               start_m, lo, hi, seqlen, offs_d, mask_d, qk_scale, alibi2,
+               BLOCK_N: tl.constexpr, MASK_N: tl.constexpr, UPCAST: tl.constexpr,
+               IEEE: tl.constexpr, EVEN_D: tl.constexpr, COUNT: tl.constexpr):
+    """Online-softmax update over the key blocks starting in ``[lo, hi)``.
+
+    ``MASK_N`` only for the sequence's last, partial key block: every other block is full, so
+    its loads and scores need no key mask.  Every block visited has at least one valid key, so
+    ``m_new`` is finite and ``exp2(m_i - m_new)`` is 0 (never NaN) on the first step.
+    """
+    for start_n in range(lo, hi, BLOCK_N):
+        offs_n = start_n + tl.arange(0, BLOCK_N)
+        mask_n = offs_n < seqlen
+        tok_n = seq_start + offs_n
+        k = _load_tile(K_H, tok_n, stride_kt, mask_n, offs_d, mask_d, UPCAST, MASK_N, EVEN_D)
+        v = _load_tile(V_H, tok_n, stride_vt, mask_n, offs_d, mask_d, UPCAST, MASK_N, EVEN_D)
+
+        s = _dot(q, tl.trans(k), tl.zeros([q.shape[0], BLOCK_N], dtype=tl.float32), IEEE)
+        s = _scores(s, row_pos, _bias_positions(start_n - start_m, BLOCK_N, alibi2), qk_scale)
+        if MASK_N:
+            s = tl.where(mask_n[None, :], s, float("-inf"))  # keys past the end: no weight
+
+        m_new = tl.maximum(m_i, tl.max(s, 1))
+        alpha = tl.exp2(m_i - m_new)
+        p = tl.exp2(s - m_new[:, None])
+        l_i = l_i * alpha + tl.sum(p, 1)
+        acc = acc * alpha[:, None]
+        acc = _dot(p.to(v.dtype), v, acc, IEEE)
+        m_i = m_new
+        if COUNT:
+            visited += 1
+    return acc, l_i, m_i, visited
+
+
+@triton.jit(do_not_specialize=["max_seqlen", "seq_bucket"])
 def _fwd_kernel(
-    Q, K, V, O, LSE, CU_SEQLENS, SLOPES,
+    Q, K, V, O, LSE, CU_SEQLENS, SLOPES, REACH, COUNTS,
     stride_qt, stride_qh, stride_kt, stride_kh, stride_vt, stride_vh,
-    stride_ot, stride_oh, stride_lse_h,
-    num_heads, max_seqlen, head_dim, qk_scale,
+    stride_ot, stride_oh, stride_lse_h, stride_reach_h,
+    num_heads, max_seqlen, head_dim, qk_scale, seq_bucket,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
     UPCAST: tl.constexpr, ROUND_BF16: tl.constexpr, IEEE: tl.constexpr,
+    EVEN_D: tl.constexpr, WINDOW: tl.constexpr, COUNT: tl.constexpr,
 ):
     # qk_scale = softmax_scale * log2(e): scores come out directly in base 2.
-    pid_m, off_h, off_b = _program_coords(num_heads, max_seqlen, BLOCK_M)
-    seq_start = tl.load(CU_SEQLENS + off_b)
-    seqlen = tl.load(CU_SEQLENS + off_b + 1) - seq_start
-    start_m = pid_m * BLOCK_M
-    if start_m >= seqlen:  # block past the end of this sequence (or empty sequence)
+    # seq_bucket only keys the autotuner.
+    start_m, off_h, seq_start, seqlen, alibi2 = _prologue(CU_SEQLENS, SLOPES, num_heads,
+                                                          max_seqlen, BLOCK_M)
+    if start_m >= seqlen:
         return
     seq_start = seq_start.to(tl.int64)  # token offsets * strides may exceed 2**31
 
@@ -240,43 +402,35 @@ def _fwd_kernel(
     mask_d = offs_d < head_dim
     tok_m = seq_start + offs_m
 
-    # ALiBi slope of this head in base-2 units: bias2 = -slope * log2(e) * |i - j|
-    alibi2 = tl.load(SLOPES + off_h).to(tl.float32) * _LOG2E
-
-    q = _load_tile(Q + off_h * stride_qh, tok_m, stride_qt, mask_m, offs_d, mask_d, UPCAST)
+    q = _load_tile(Q + off_h * stride_qh, tok_m, stride_qt, mask_m, offs_d, mask_d, UPCAST,
+                   True, EVEN_D)
+    row_pos = _bias_positions(0, BLOCK_M, alibi2)
 
     m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)  # running row max of s2
     l_i = tl.zeros([BLOCK_M], dtype=tl.float32)  # running sum of exp2(s2 - m_i)
     acc = tl.zeros([BLOCK_M, BLOCK_D], dtype=tl.float32)  # running sum of exp2(s2 - m_i) v
+    visited = seqlen * 0  # key blocks visited (COUNT)
 
-    # Every key block visited has at least one valid key (start_n < seqlen), so
-    # m_new is finite and exp2(m_i - m_new) is 0 (never NaN) on the first step.
-    for start_n in range(0, seqlen, BLOCK_N):
-        offs_n = start_n + tl.arange(0, BLOCK_N)
-        mask_n = offs_n < seqlen
-        tok_n = seq_start + offs_n
-        k = _load_tile(K + off_h * stride_kh, tok_n, stride_kt, mask_n, offs_d, mask_d, UPCAST)
-        v = _load_tile(V + off_h * stride_vh, tok_n, stride_vt, mask_n, offs_d, mask_d, UPCAST)
-
-        # s2 = (scale * q.k) * log2(e) - slope * log2(e) * |i - j|    (fp32)
-        s = _dot(q, tl.trans(k), tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32), IEEE)
-        dist = tl.abs(offs_m[:, None] - offs_n[None, :]).to(tl.float32)
-        s = s * qk_scale - alibi2 * dist
-        s = tl.where(mask_n[None, :], s, float("-inf"))  # keys past the end: no weight
-
-        # online softmax update
-        m_new = tl.maximum(m_i, tl.max(s, 1))
-        alpha = tl.exp2(m_i - m_new)
-        p = tl.exp2(s - m_new[:, None])
-        l_i = l_i * alpha + tl.sum(p, 1)
-        acc = acc * alpha[:, None]
-        acc = _dot(p.to(v.dtype), v, acc, IEEE)
-        m_i = m_new
+    lo, hi = _key_window(REACH + off_h * stride_reach_h + seq_start, start_m, seqlen,
+                         BLOCK_M, BLOCK_N, WINDOW)
+    full_end = tl.minimum(hi, seqlen // BLOCK_N * BLOCK_N)
+    K_H = K + off_h * stride_kh
+    V_H = V + off_h * stride_vh
+    acc, l_i, m_i, visited = _fwd_inner(
+        acc, l_i, m_i, visited, q, row_pos, K_H, V_H, stride_kt, stride_vt, seq_start, start_m,
+        lo, full_end, seqlen, offs_d, mask_d, qk_scale, alibi2,
+        BLOCK_N, False, UPCAST, IEEE, EVEN_D, COUNT)
+    acc, l_i, m_i, visited = _fwd_inner(
+        acc, l_i, m_i, visited, q, row_pos, K_H, V_H, stride_kt, stride_vt, seq_start, start_m,
+        tl.maximum(lo, full_end), hi, seqlen, offs_d, mask_d, qk_scale, alibi2,
+        BLOCK_N, True, UPCAST, IEEE, EVEN_D, COUNT)
 
     # O = acc / l ;  lse2 = m + log2(l)   (l >= 1 since the max term is exp2(0))
     acc = acc / l_i[:, None]
     tl.store(LSE + off_h * stride_lse_h + tok_m, m_i + tl.log2(l_i), mask=mask_m)
     _store_tile(O + off_h * stride_oh, tok_m, stride_ot, mask_m, offs_d, mask_d, acc, ROUND_BF16)
+    if COUNT:
+        tl.store(COUNTS + tl.program_id(0), visited)
 
 
 # --------------------------------------------------------------------------
@@ -299,20 +453,56 @@ def _bwd_preprocess_kernel(
     mask_t = offs_t < total_tokens
     offs_d = tl.arange(0, BLOCK_D)
     mask_d = offs_d < head_dim
-    o = _load_tile(O + off_h * stride_oh, offs_t, stride_ot, mask_t, offs_d, mask_d, True)
-    do = _load_tile(DO + off_h * stride_doh, offs_t, stride_dot, mask_t, offs_d, mask_d, True)
+    o = _load_tile(O + off_h * stride_oh, offs_t, stride_ot, mask_t, offs_d, mask_d, True,
+                   True, False)
+    do = _load_tile(DO + off_h * stride_doh, offs_t, stride_dot, mask_t, offs_d, mask_d, True,
+                    True, False)
     tl.store(DELTA + off_h * stride_delta_h + offs_t, tl.sum(o * do, 1), mask=mask_t)
 
 
 @triton.jit
+def _dkdv_inner(dk, dv, visited, k, v, row_pos, Q_H, DO_H, LSE_SEQ, DELTA_SEQ, stride_qt,
+                stride_dot, seq_start, start_n, lo, hi, seqlen, offs_d, mask_d, qk_scale,
+                alibi2, BLOCK_M: tl.constexpr, MASK_M: tl.constexpr, UPCAST: tl.constexpr,
+                IEEE: tl.constexpr, EVEN_D: tl.constexpr, COUNT: tl.constexpr):
+    """dK/dV accumulation over the query blocks starting in ``[lo, hi)``; ``MASK_M`` only for
+    the last, partial query block (its padding queries read lse = delta = 0 and must get no
+    weight).  The padding rows of a partial key block are never stored, and each row of dK/dV
+    depends on its own key row only, so they need no mask."""
+    for start_m in range(lo, hi, BLOCK_M):
+        offs_m = start_m + tl.arange(0, BLOCK_M)
+        mask_m = offs_m < seqlen
+        tok_m = seq_start + offs_m
+        q = _load_tile(Q_H, tok_m, stride_qt, mask_m, offs_d, mask_d, UPCAST, MASK_M, EVEN_D)
+        do = _load_tile(DO_H, tok_m, stride_dot, mask_m, offs_d, mask_d, UPCAST, MASK_M, EVEN_D)
+        lse = _load_row(LSE_SEQ, offs_m, mask_m, MASK_M)
+        delta = _load_row(DELTA_SEQ, offs_m, mask_m, MASK_M)
+
+        s_t = _dot(k, tl.trans(q), tl.zeros([k.shape[0], BLOCK_M], dtype=tl.float32), IEEE)
+        s_t = _scores(s_t, row_pos, _bias_positions(start_m - start_n, BLOCK_M, alibi2), qk_scale)
+        p_t = tl.exp2(s_t - lse[None, :])
+        if MASK_M:
+            p_t = tl.where(mask_m[None, :], p_t, 0.0)
+
+        dv = _dot(p_t.to(do.dtype), do, dv, IEEE)
+        dp_t = _dot(v, tl.trans(do), tl.zeros([k.shape[0], BLOCK_M], dtype=tl.float32), IEEE)
+        ds_t = p_t * (dp_t - delta[None, :])
+        dk = _dot(ds_t.to(q.dtype), q, dk, IEEE)
+        if COUNT:
+            visited += 1
+    return dk, dv, visited
+
+
+@triton.jit(do_not_specialize=["max_seqlen", "seq_bucket"])
 def _bwd_dkdv_kernel(
-    Q, K, V, DO, LSE, DELTA, DK, DV, CU_SEQLENS, SLOPES,
+    Q, K, V, DO, LSE, DELTA, DK, DV, CU_SEQLENS, SLOPES, REACH, COUNTS,
     stride_qt, stride_qh, stride_kt, stride_kh, stride_vt, stride_vh,
     stride_dot, stride_doh, stride_dkt, stride_dkh, stride_dvt, stride_dvh,
-    stride_lse_h,
-    num_heads, max_seqlen, head_dim, qk_scale, sm_scale,
+    stride_lse_h, stride_reach_h,
+    num_heads, max_seqlen, head_dim, qk_scale, sm_scale, seq_bucket,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
     UPCAST: tl.constexpr, ROUND_BF16: tl.constexpr, IEEE: tl.constexpr,
+    EVEN_D: tl.constexpr, WINDOW: tl.constexpr, COUNT: tl.constexpr,
 ):
     # One program per (key block of BLOCK_N keys, head, sequence); it streams
     # the query blocks (BLOCK_M queries) of its sequence.  Everything is
@@ -323,10 +513,8 @@ def _bwd_dkdv_kernel(
     #   dP^T = V dO^T
     #   dS^T = P^T * (dP^T - delta[None, :])
     #   dK  += dS^T Q                      (times scale at the end)
-    pid_n, off_h, off_b = _program_coords(num_heads, max_seqlen, BLOCK_N)
-    seq_start = tl.load(CU_SEQLENS + off_b)
-    seqlen = tl.load(CU_SEQLENS + off_b + 1) - seq_start
-    start_n = pid_n * BLOCK_N
+    start_n, off_h, seq_start, seqlen, alibi2 = _prologue(CU_SEQLENS, SLOPES, num_heads,
+                                                          max_seqlen, BLOCK_N)
     if start_n >= seqlen:
         return
     seq_start = seq_start.to(tl.int64)
@@ -337,51 +525,76 @@ def _bwd_dkdv_kernel(
     mask_d = offs_d < head_dim
     tok_n = seq_start + offs_n
 
-    alibi2 = tl.load(SLOPES + off_h).to(tl.float32) * _LOG2E
-
-    k = _load_tile(K + off_h * stride_kh, tok_n, stride_kt, mask_n, offs_d, mask_d, UPCAST)
-    v = _load_tile(V + off_h * stride_vh, tok_n, stride_vt, mask_n, offs_d, mask_d, UPCAST)
+    k = _load_tile(K + off_h * stride_kh, tok_n, stride_kt, mask_n, offs_d, mask_d, UPCAST,
+                   True, EVEN_D)
+    v = _load_tile(V + off_h * stride_vh, tok_n, stride_vt, mask_n, offs_d, mask_d, UPCAST,
+                   True, EVEN_D)
+    row_pos = _bias_positions(0, BLOCK_N, alibi2)
     dk = tl.zeros([BLOCK_N, BLOCK_D], dtype=tl.float32)
     dv = tl.zeros([BLOCK_N, BLOCK_D], dtype=tl.float32)
+    visited = seqlen * 0
 
-    lse_base = LSE + off_h * stride_lse_h + seq_start
-    delta_base = DELTA + off_h * stride_lse_h + seq_start
-    for start_m in range(0, seqlen, BLOCK_M):
-        offs_m = start_m + tl.arange(0, BLOCK_M)
-        mask_m = offs_m < seqlen
-        tok_m = seq_start + offs_m
-        q = _load_tile(Q + off_h * stride_qh, tok_m, stride_qt, mask_m, offs_d, mask_d, UPCAST)
-        do = _load_tile(DO + off_h * stride_doh, tok_m, stride_dot, mask_m, offs_d, mask_d, UPCAST)
-        lse = tl.load(lse_base + offs_m, mask=mask_m, other=0.0)
-        delta = tl.load(delta_base + offs_m, mask=mask_m, other=0.0)
-
-        s_t = _dot(k, tl.trans(q), tl.zeros([BLOCK_N, BLOCK_M], dtype=tl.float32), IEEE)
-        dist = tl.abs(offs_n[:, None] - offs_m[None, :]).to(tl.float32)
-        s_t = s_t * qk_scale - alibi2 * dist
-        p_t = tl.exp2(s_t - lse[None, :])
-        # Queries past the end contribute nothing.  Also zero the padding key
-        # rows (never stored): with k = 0 their exp2 could overflow when cast.
-        p_t = tl.where(mask_n[:, None] & mask_m[None, :], p_t, 0.0)
-
-        dv = _dot(p_t.to(do.dtype), do, dv, IEEE)
-        dp_t = _dot(v, tl.trans(do), tl.zeros([BLOCK_N, BLOCK_M], dtype=tl.float32), IEEE)
-        ds_t = p_t * (dp_t - delta[None, :])
-        dk = _dot(ds_t.to(q.dtype), q, dk, IEEE)
+    lo, hi = _query_span(REACH + off_h * stride_reach_h + seq_start, start_n, seqlen,
+                         BLOCK_M, BLOCK_N, WINDOW)
+    full_end = tl.minimum(hi, seqlen // BLOCK_M * BLOCK_M)
+    Q_H = Q + off_h * stride_qh
+    DO_H = DO + off_h * stride_doh
+    LSE_SEQ = LSE + off_h * stride_lse_h + seq_start
+    DELTA_SEQ = DELTA + off_h * stride_lse_h + seq_start
+    dk, dv, visited = _dkdv_inner(
+        dk, dv, visited, k, v, row_pos, Q_H, DO_H, LSE_SEQ, DELTA_SEQ, stride_qt, stride_dot,
+        seq_start, start_n, lo, full_end, seqlen, offs_d, mask_d, qk_scale, alibi2,
+        BLOCK_M, False, UPCAST, IEEE, EVEN_D, COUNT)
+    dk, dv, visited = _dkdv_inner(
+        dk, dv, visited, k, v, row_pos, Q_H, DO_H, LSE_SEQ, DELTA_SEQ, stride_qt, stride_dot,
+        seq_start, start_n, tl.maximum(lo, full_end), hi, seqlen, offs_d, mask_d, qk_scale,
+        alibi2, BLOCK_M, True, UPCAST, IEEE, EVEN_D, COUNT)
 
     dk = dk * sm_scale
     _store_tile(DK + off_h * stride_dkh, tok_n, stride_dkt, mask_n, offs_d, mask_d, dk, ROUND_BF16)
     _store_tile(DV + off_h * stride_dvh, tok_n, stride_dvt, mask_n, offs_d, mask_d, dv, ROUND_BF16)
+    if COUNT:
+        tl.store(COUNTS + tl.program_id(0), visited)
 
 
 @triton.jit
+def _dq_inner(dq, visited, q, do, lse, delta, row_pos, K_H, V_H, stride_kt, stride_vt,
+              seq_start, start_m, lo, hi, seqlen, offs_d, mask_d, qk_scale, alibi2,
+              BLOCK_N: tl.constexpr, MASK_N: tl.constexpr, UPCAST: tl.constexpr,
+              IEEE: tl.constexpr, EVEN_D: tl.constexpr, COUNT: tl.constexpr):
+    """dQ accumulation over the key blocks starting in ``[lo, hi)``; ``MASK_N`` only for the
+    last, partial key block."""
+    for start_n in range(lo, hi, BLOCK_N):
+        offs_n = start_n + tl.arange(0, BLOCK_N)
+        mask_n = offs_n < seqlen
+        tok_n = seq_start + offs_n
+        k = _load_tile(K_H, tok_n, stride_kt, mask_n, offs_d, mask_d, UPCAST, MASK_N, EVEN_D)
+        v = _load_tile(V_H, tok_n, stride_vt, mask_n, offs_d, mask_d, UPCAST, MASK_N, EVEN_D)
+
+        s = _dot(q, tl.trans(k), tl.zeros([q.shape[0], BLOCK_N], dtype=tl.float32), IEEE)
+        s = _scores(s, row_pos, _bias_positions(start_n - start_m, BLOCK_N, alibi2), qk_scale)
+        p = tl.exp2(s - lse[:, None])
+        if MASK_N:
+            p = tl.where(mask_n[None, :], p, 0.0)  # keys past the end get no weight
+
+        dp = _dot(do, tl.trans(v), tl.zeros([q.shape[0], BLOCK_N], dtype=tl.float32), IEEE)
+        ds = p * (dp - delta[:, None])
+        dq = _dot(ds.to(k.dtype), k, dq, IEEE)
+        if COUNT:
+            visited += 1
+    return dq, visited
+
+
+@triton.jit(do_not_specialize=["max_seqlen", "seq_bucket"])
 def _bwd_dq_kernel(
-    Q, K, V, DO, LSE, DELTA, DQ, CU_SEQLENS, SLOPES,
+    Q, K, V, DO, LSE, DELTA, DQ, CU_SEQLENS, SLOPES, REACH, COUNTS,
     stride_qt, stride_qh, stride_kt, stride_kh, stride_vt, stride_vh,
     stride_dot, stride_doh, stride_dqt, stride_dqh,
-    stride_lse_h,
-    num_heads, max_seqlen, head_dim, qk_scale, sm_scale,
+    stride_lse_h, stride_reach_h,
+    num_heads, max_seqlen, head_dim, qk_scale, sm_scale, seq_bucket,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
     UPCAST: tl.constexpr, ROUND_BF16: tl.constexpr, IEEE: tl.constexpr,
+    EVEN_D: tl.constexpr, WINDOW: tl.constexpr, COUNT: tl.constexpr,
 ):
     # One program per (query block, head, sequence); it streams the key blocks:
     #   s2  = (Q K^T) * scale * log2(e) - slope * log2(e) * |i - j|
@@ -389,10 +602,8 @@ def _bwd_dq_kernel(
     #   dP  = dO V^T
     #   dS  = P * (dP - delta[:, None])
     #   dQ += dS K                         (times scale at the end)
-    pid_m, off_h, off_b = _program_coords(num_heads, max_seqlen, BLOCK_M)
-    seq_start = tl.load(CU_SEQLENS + off_b)
-    seqlen = tl.load(CU_SEQLENS + off_b + 1) - seq_start
-    start_m = pid_m * BLOCK_M
+    start_m, off_h, seq_start, seqlen, alibi2 = _prologue(CU_SEQLENS, SLOPES, num_heads,
+                                                          max_seqlen, BLOCK_M)
     if start_m >= seqlen:
         return
     seq_start = seq_start.to(tl.int64)
@@ -403,39 +614,39 @@ def _bwd_dq_kernel(
     mask_d = offs_d < head_dim
     tok_m = seq_start + offs_m
 
-    alibi2 = tl.load(SLOPES + off_h).to(tl.float32) * _LOG2E
-
-    q = _load_tile(Q + off_h * stride_qh, tok_m, stride_qt, mask_m, offs_d, mask_d, UPCAST)
-    do = _load_tile(DO + off_h * stride_doh, tok_m, stride_dot, mask_m, offs_d, mask_d, UPCAST)
+    q = _load_tile(Q + off_h * stride_qh, tok_m, stride_qt, mask_m, offs_d, mask_d, UPCAST,
+                   True, EVEN_D)
+    do = _load_tile(DO + off_h * stride_doh, tok_m, stride_dot, mask_m, offs_d, mask_d, UPCAST,
+                    True, EVEN_D)
     lse = tl.load(LSE + off_h * stride_lse_h + tok_m, mask=mask_m, other=0.0)
     delta = tl.load(DELTA + off_h * stride_lse_h + tok_m, mask=mask_m, other=0.0)
+    row_pos = _bias_positions(0, BLOCK_M, alibi2)
     dq = tl.zeros([BLOCK_M, BLOCK_D], dtype=tl.float32)
+    visited = seqlen * 0
 
-    for start_n in range(0, seqlen, BLOCK_N):
-        offs_n = start_n + tl.arange(0, BLOCK_N)
-        mask_n = offs_n < seqlen
-        tok_n = seq_start + offs_n
-        k = _load_tile(K + off_h * stride_kh, tok_n, stride_kt, mask_n, offs_d, mask_d, UPCAST)
-        v = _load_tile(V + off_h * stride_vh, tok_n, stride_vt, mask_n, offs_d, mask_d, UPCAST)
-
-        s = _dot(q, tl.trans(k), tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32), IEEE)
-        dist = tl.abs(offs_m[:, None] - offs_n[None, :]).to(tl.float32)
-        s = s * qk_scale - alibi2 * dist
-        p = tl.exp2(s - lse[:, None])
-        p = tl.where(mask_n[None, :], p, 0.0)  # keys past the end get no weight
-
-        dp = _dot(do, tl.trans(v), tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32), IEEE)
-        ds = p * (dp - delta[:, None])
-        dq = _dot(ds.to(k.dtype), k, dq, IEEE)
+    lo, hi = _key_window(REACH + off_h * stride_reach_h + seq_start, start_m, seqlen,
+                         BLOCK_M, BLOCK_N, WINDOW)
+    full_end = tl.minimum(hi, seqlen // BLOCK_N * BLOCK_N)
+    K_H = K + off_h * stride_kh
+    V_H = V + off_h * stride_vh
+    dq, visited = _dq_inner(
+        dq, visited, q, do, lse, delta, row_pos, K_H, V_H, stride_kt, stride_vt, seq_start,
+        start_m, lo, full_end, seqlen, offs_d, mask_d, qk_scale, alibi2,
+        BLOCK_N, False, UPCAST, IEEE, EVEN_D, COUNT)
+    dq, visited = _dq_inner(
+        dq, visited, q, do, lse, delta, row_pos, K_H, V_H, stride_kt, stride_vt, seq_start,
+        start_m, tl.maximum(lo, full_end), hi, seqlen, offs_d, mask_d, qk_scale, alibi2,
+        BLOCK_N, True, UPCAST, IEEE, EVEN_D, COUNT)
 
     dq = dq * sm_scale
     _store_tile(DQ + off_h * stride_dqh, tok_m, stride_dqt, mask_m, offs_d, mask_d, dq, ROUND_BF16)
+    if COUNT:
+        tl.store(COUNTS + tl.program_id(0), visited)
 
 
 # --------------------------------------------------------------------------
 # Launch configuration
 # --------------------------------------------------------------------------
-
 
 
 def _jit_mode(fn):
@@ -459,69 +670,23 @@ if _STDLIB_MODE is not None and _STDLIB_MODE != _jit_mode(_fwd_kernel):
         f"would be {_jit_mode(_fwd_kernel)}); set TRITON_INTERPRET before triton is first imported."
     )
 
-# Fixed configs used under the interpreter (small blocks keep CPU time low;
-# BLOCK_M != BLOCK_N on purpose so that the two tilings differ).
-_INTERP_FWD_META = {"BLOCK_M": 32, "BLOCK_N": 16}
-_INTERP_DQ_META = {"BLOCK_M": 32, "BLOCK_N": 16}
-_INTERP_DKDV_META = {"BLOCK_M": 16, "BLOCK_N": 32}
 _PREPROCESS_BLOCK_T = 32 if _INTERPRET else 64
-
-
-def _configs(shapes):
-    return [
-        triton.Config({"BLOCK_M": bm, "BLOCK_N": bn}, num_warps=w, num_stages=s)
-        for bm, bn, w, s in shapes
-    ]
-
-
-_FWD_CONFIGS = _configs([
-    (128, 64, 8, 3), (128, 64, 8, 2), (128, 32, 4, 3), (128, 32, 8, 2),
-    (64, 64, 4, 3), (64, 64, 4, 2), (64, 32, 4, 3), (64, 32, 4, 2),
-])
-# dK/dV programs own BLOCK_N keys and stream BLOCK_M queries; dQ programs own
-# BLOCK_M queries and stream BLOCK_N keys.
-_DKDV_CONFIGS = _configs([
-    (32, 128, 8, 3), (32, 128, 4, 2), (32, 64, 4, 3), (32, 64, 4, 2),
-    (64, 64, 4, 2), (64, 64, 8, 3), (16, 64, 4, 2), (64, 128, 8, 2),
-])
-_DQ_CONFIGS = _configs([
-    (128, 32, 8, 3), (128, 32, 4, 2), (64, 32, 4, 3), (64, 32, 4, 2),
-    (64, 64, 4, 2), (64, 64, 8, 3), (64, 16, 4, 2), (128, 64, 8, 2),
-])
-
-
-class _Launcher:
-    """A kernel plus its block-size policy: autotuned on GPU, fixed when interpreted.
-
-    All three tuned kernels overwrite every element of their outputs, so the
-    autotuner's repeated benchmark launches need no reset hook.
-    """
-
-    def __init__(self, kernel, configs, interp_meta):
-        if _INTERPRET:
-            self._fn = kernel
-            self._meta = dict(interp_meta)
-        else:
-            self._fn = triton.autotune(configs=configs, key=["BLOCK_D"])(kernel)
-            self._meta = {}
-
-    def __call__(self, grid, *args, **kwargs):
-        self._fn[grid](*args, **kwargs, **self._meta)
-
-
-_fwd = _Launcher(_fwd_kernel, _FWD_CONFIGS, _INTERP_FWD_META)
-_bwd_dkdv = _Launcher(_bwd_dkdv_kernel, _DKDV_CONFIGS, _INTERP_DKDV_META)
-_bwd_dq = _Launcher(_bwd_dq_kernel, _DQ_CONFIGS, _INTERP_DQ_META)
+_fwd = Launcher(_fwd_kernel, "fwd", _INTERPRET)
+_bwd_dkdv = Launcher(_bwd_dkdv_kernel, "dkdv", _INTERPRET)
+_bwd_dq = Launcher(_bwd_dq_kernel, "dq", _INTERPRET)
 
 
 def _block_d(head_dim):
     return max(16, triton.next_power_of_2(head_dim))
 
 
-def _dtype_flags(dtype):
-    """(UPCAST, ROUND_BF16, IEEE) constexprs for an input dtype."""
+def _flags(dtype, head_dim, window, counts):
+    """The constexprs shared by the three main kernels."""
     interp_bf16 = _INTERPRET and dtype == torch.bfloat16
-    return interp_bf16, interp_bf16, dtype == torch.float32 or interp_bf16
+    block_d = _block_d(head_dim)
+    return dict(BLOCK_D=block_d, UPCAST=interp_bf16, ROUND_BF16=interp_bf16,
+                IEEE=dtype == torch.float32 or interp_bf16, EVEN_D=head_dim == block_d,
+                WINDOW=window, COUNT=counts is not None)
 
 
 def _flat_grid(num_heads, batch, max_seqlen, block_key):
@@ -531,20 +696,29 @@ def _flat_grid(num_heads, batch, max_seqlen, block_key):
     return grid
 
 
+def grid_size(kind, heads, batch, max_seqlen, block_m, block_n):
+    """Programs launched by kernel ``kind`` ("fwd", "dkdv", "dq"): the size of a counts buffer."""
+    return triton.cdiv(max_seqlen, block_n if kind == "dkdv" else block_m) * heads * batch
+
+
 # --------------------------------------------------------------------------
 # Host-side forward / backward (inputs assumed validated)
 # --------------------------------------------------------------------------
 
 
 def _flash_attn_forward(q, k, v, cu_seqlens, max_seqlen, alibi_slopes, softmax_scale,
-                        out=None, lse=None):
+                        out=None, lse=None, reach=None, counts=None):
     """Run the forward kernel.  Returns ``(out, lse2)``.
 
     ``q, k, v``: (T, H, D) with last-dim stride 1; ``cu_seqlens`` int32
     contiguous; ``alibi_slopes`` float32 contiguous (H,).  ``out`` (T, H, D) in
     the input dtype and ``lse`` float32 (H, T) contiguous may be supplied (the
     tests pass NaN-filled buffers to catch unwritten elements).  ``lse2`` is the
-    base-2 log-sum-exp of the scaled, biased scores.
+    base-2 log-sum-exp of the scaled, biased scores.  ``reach``: int32 (H, T)
+    from :func:`windowing.key_reach` to skip key blocks of zero weight, None for
+    none.  ``counts``: an int32 buffer of :func:`grid_size` elements receiving
+    the number of key blocks each program visited (zeros for programs past the
+    end of their sequence must be there beforehand).
     """
     total, heads, head_dim = q.shape
     batch = cu_seqlens.numel() - 1
@@ -554,26 +728,29 @@ def _flash_attn_forward(q, k, v, cu_seqlens, max_seqlen, alibi_slopes, softmax_s
         lse = torch.empty((heads, total), dtype=torch.float32, device=q.device)
     if total == 0 or max_seqlen == 0:
         return out, lse
-    upcast, round_bf16, ieee = _dtype_flags(q.dtype)
+    window = reach is not None
+    reach = reach if window else cu_seqlens  # never read without windowing
     _fwd(
-        _flat_grid(heads, batch, max_seqlen, "BLOCK_M"),
-        q, k, v, out, lse, cu_seqlens, alibi_slopes,
+        _flat_grid(heads, batch, max_seqlen, "BLOCK_M"), q.dtype,
+        q, k, v, out, lse, cu_seqlens, alibi_slopes, reach, counts if counts is not None else lse,
         q.stride(0), q.stride(1), k.stride(0), k.stride(1), v.stride(0), v.stride(1),
-        out.stride(0), out.stride(1), lse.stride(0),
-        heads, max_seqlen, head_dim, softmax_scale * math.log2(math.e),
-        BLOCK_D=_block_d(head_dim), UPCAST=upcast, ROUND_BF16=round_bf16,
-        IEEE=ieee,
+        out.stride(0), out.stride(1), lse.stride(0), reach.stride(0),
+        heads, max_seqlen, head_dim, softmax_scale * math.log2(math.e), seq_bucket(max_seqlen),
+        **_flags(q.dtype, head_dim, window, counts),
     )
     return out, lse
 
 
 def _flash_attn_backward(do, q, k, v, out, lse, cu_seqlens, max_seqlen, alibi_slopes,
-                         softmax_scale, dq=None, dk=None, dv=None):
+                         softmax_scale, dq=None, dk=None, dv=None, reach=None,
+                         dkdv_counts=None, dq_counts=None):
     """Run the backward kernels.  Returns ``(dq, dk, dv)`` in the input dtype.
 
     ``do`` must have the shape/dtype of ``out`` and last-dim stride 1; ``lse``
     is the float32 (H, T) tensor returned by :func:`_flash_attn_forward`.
-    ``dq``/``dk``/``dv`` buffers may be supplied (see the forward).
+    ``dq``/``dk``/``dv`` buffers, ``reach`` and the two kernels' ``counts``
+    buffers may be supplied (see the forward).  A head whose ``do`` holds a
+    non-finite value skips nothing (``0 * inf`` would not vanish).
     """
     total, heads, head_dim = q.shape
     batch = cu_seqlens.numel() - 1
@@ -583,8 +760,13 @@ def _flash_attn_backward(do, q, k, v, out, lse, cu_seqlens, max_seqlen, alibi_sl
     if total == 0 or max_seqlen == 0:
         return dq, dk, dv
     block_d = _block_d(head_dim)
-    upcast, round_bf16, ieee = _dtype_flags(q.dtype)
     qk_scale = softmax_scale * math.log2(math.e)
+    window = reach is not None
+    if window:
+        finite = torch.isfinite(do).flatten(2).all(dim=2).all(dim=0)
+        reach = torch.where(finite[:, None], reach, UNBOUNDED)
+    else:
+        reach = cu_seqlens  # never read
 
     delta = torch.empty_like(lse)
     _bwd_preprocess_kernel[(triton.cdiv(total, _PREPROCESS_BLOCK_T), heads)](
@@ -593,45 +775,48 @@ def _flash_attn_backward(do, q, k, v, out, lse, cu_seqlens, max_seqlen, alibi_sl
         total, head_dim,
         BLOCK_T=_PREPROCESS_BLOCK_T, BLOCK_D=block_d,
     )
-    flags = dict(BLOCK_D=block_d, UPCAST=upcast, ROUND_BF16=round_bf16, IEEE=ieee)
+    common = (heads, max_seqlen, head_dim, qk_scale, softmax_scale, seq_bucket(max_seqlen))
     _bwd_dkdv(
-        _flat_grid(heads, batch, max_seqlen, "BLOCK_N"),
-        q, k, v, do, lse, delta, dk, dv, cu_seqlens, alibi_slopes,
+        _flat_grid(heads, batch, max_seqlen, "BLOCK_N"), q.dtype,
+        q, k, v, do, lse, delta, dk, dv, cu_seqlens, alibi_slopes, reach,
+        dkdv_counts if dkdv_counts is not None else lse,
         q.stride(0), q.stride(1), k.stride(0), k.stride(1), v.stride(0), v.stride(1),
         do.stride(0), do.stride(1), dk.stride(0), dk.stride(1), dv.stride(0), dv.stride(1),
-        lse.stride(0),
-        heads, max_seqlen, head_dim, qk_scale, softmax_scale,
-        **flags,
+        lse.stride(0), reach.stride(0), *common,
+        **_flags(q.dtype, head_dim, window, dkdv_counts),
     )
     _bwd_dq(
-        _flat_grid(heads, batch, max_seqlen, "BLOCK_M"),
-        q, k, v, do, lse, delta, dq, cu_seqlens, alibi_slopes,
+        _flat_grid(heads, batch, max_seqlen, "BLOCK_M"), q.dtype,
+        q, k, v, do, lse, delta, dq, cu_seqlens, alibi_slopes, reach,
+        dq_counts if dq_counts is not None else lse,
         q.stride(0), q.stride(1), k.stride(0), k.stride(1), v.stride(0), v.stride(1),
         do.stride(0), do.stride(1), dq.stride(0), dq.stride(1),
-        lse.stride(0),
-        heads, max_seqlen, head_dim, qk_scale, softmax_scale,
-        **flags,
+        lse.stride(0), reach.stride(0), *common,
+        **_flags(q.dtype, head_dim, window, dq_counts),
     )
     return dq, dk, dv
 
 
 class _FlashAttnVarlenALiBi(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, q, k, v, cu_seqlens, max_seqlen, alibi_slopes, softmax_scale):
-        out, lse = _flash_attn_forward(q, k, v, cu_seqlens, max_seqlen, alibi_slopes, softmax_scale)
-        ctx.save_for_backward(q, k, v, out, lse, cu_seqlens, alibi_slopes)
+    def forward(ctx, q, k, v, cu_seqlens, max_seqlen, alibi_slopes, softmax_scale, window):
+        reach = key_reach(q, k, v, alibi_slopes, softmax_scale) if window else None
+        out, lse = _flash_attn_forward(q, k, v, cu_seqlens, max_seqlen, alibi_slopes, softmax_scale,
+                                       reach=reach)
+        ctx.save_for_backward(q, k, v, out, lse, cu_seqlens, alibi_slopes, reach)
         ctx.max_seqlen = max_seqlen
         ctx.softmax_scale = softmax_scale
         return out
 
     @staticmethod
     def backward(ctx, dout):
-        q, k, v, out, lse, cu_seqlens, alibi_slopes = ctx.saved_tensors
+        q, k, v, out, lse, cu_seqlens, alibi_slopes, reach = ctx.saved_tensors
         dout = _kernel_operand(dout.to(out.dtype))
         dq, dk, dv = _flash_attn_backward(
-            dout, q, k, v, out, lse, cu_seqlens, ctx.max_seqlen, alibi_slopes, ctx.softmax_scale
+            dout, q, k, v, out, lse, cu_seqlens, ctx.max_seqlen, alibi_slopes, ctx.softmax_scale,
+            reach=reach,
         )
-        return dq, dk, dv, None, None, None, None
+        return dq, dk, dv, None, None, None, None, None
 
 
 # --------------------------------------------------------------------------
@@ -645,7 +830,11 @@ def _kernel_operand(t):
 
 
 def _validate(q, k, v, cu_seqlens, max_seqlen, alibi_slopes, softmax_scale):
-    """Check the arguments; return ``(max_seqlen, softmax_scale)`` as python numbers."""
+    """Check the arguments without reading any tensor value (no host-device synchronisation).
+
+    Returns ``(max_seqlen, softmax_scale)`` as python numbers.  The values of ``cu_seqlens`` are
+    checked by :func:`check_cu_seqlens`, which the public function calls for host tensors only.
+    """
     for name, t in (("q", q), ("k", k), ("v", v)):
         if not isinstance(t, torch.Tensor):
             raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}.")
@@ -682,6 +871,8 @@ def _validate(q, k, v, cu_seqlens, max_seqlen, alibi_slopes, softmax_scale):
 
     if isinstance(max_seqlen, bool):
         raise TypeError("max_seqlen must be an int, got bool.")
+    if isinstance(max_seqlen, torch.Tensor) and max_seqlen.device.type != "cpu":
+        raise TypeError("max_seqlen must be a python int: reading a device tensor would synchronise.")
     try:
         max_seqlen = operator.index(max_seqlen)
     except TypeError:
@@ -707,8 +898,20 @@ def _validate(q, k, v, cu_seqlens, max_seqlen, alibi_slopes, softmax_scale):
     softmax_scale = float(softmax_scale)
     if not math.isfinite(softmax_scale):
         raise ValueError(f"softmax_scale must be finite, got {softmax_scale}.")
+    return max_seqlen, softmax_scale
 
-    # One device->host transfer checks everything about cu_seqlens' values.
+
+def check_cu_seqlens(cu_seqlens, total_tokens, max_seqlen):
+    """Check the values of ``cu_seqlens`` (reads them: one device-to-host copy).
+
+    Args:
+        cu_seqlens: int32 (batch + 1,) sequence offsets.
+        total_tokens: the packed token count (``q.shape[0]``).
+        max_seqlen: the bound passed to :func:`flash_attn_varlen_alibi`.
+    Raises:
+        ValueError: if the offsets do not start at 0, decrease, do not end at
+            ``total_tokens``, or a sequence is longer than ``max_seqlen``.
+    """
     lengths = cu_seqlens[1:] - cu_seqlens[:-1]
     first, last, min_len, max_len = torch.stack(
         [cu_seqlens[0], cu_seqlens[-1], lengths.min(), lengths.max()]
@@ -717,14 +920,14 @@ def _validate(q, k, v, cu_seqlens, max_seqlen, alibi_slopes, softmax_scale):
         raise ValueError(f"cu_seqlens must start at 0, got {first}.")
     if min_len < 0:
         raise ValueError("cu_seqlens must be non-decreasing.")
-    if last != total:
-        raise ValueError(f"cu_seqlens must end at total_tokens = q.shape[0] = {total}, got {last}.")
+    if last != total_tokens:
+        raise ValueError(f"cu_seqlens must end at total_tokens = q.shape[0] = {total_tokens}, got {last}.")
     if max_len > max_seqlen:
         raise ValueError(f"max_seqlen ({max_seqlen}) is smaller than the longest sequence ({max_len}).")
-    return max_seqlen, softmax_scale
 
 
-def flash_attn_varlen_alibi(q, k, v, cu_seqlens, max_seqlen, alibi_slopes, softmax_scale=None):
+def flash_attn_varlen_alibi(q, k, v, cu_seqlens, max_seqlen, alibi_slopes, softmax_scale=None,
+                            window=True):
     """Bidirectional attention with ALiBi over packed variable-length sequences.
 
     Args:
@@ -734,19 +937,31 @@ def flash_attn_varlen_alibi(q, k, v, cu_seqlens, max_seqlen, alibi_slopes, softm
             copy as long as the last dim has stride 1.
         cu_seqlens: int32 (batch + 1,) cumulative sequence offsets, starting at
             0, non-decreasing (empty sequences allowed), ending at total_tokens.
+            Values are checked (:func:`check_cu_seqlens`) only for CPU tensors:
+            for device tensors that would be a host-device sync, so invalid
+            offsets give undefined results there; call it yourself if unsure.
         max_seqlen: python int >= the longest sequence length (sizes the grid).
         alibi_slopes: float32 (heads,).  Query i and key j of the same sequence
             (positions restart at 0 per sequence) get the bias
             ``-slope[h] * |i - j|`` added after the softmax scale; keys of other
             sequences get no weight.  Zero slopes give plain attention.
         softmax_scale: defaults to ``1 / sqrt(head_dim)``.
+        window: skip the key blocks whose weights are provably exactly zero in
+            float32 (see :mod:`windowing`); the result equals the unskipped one
+            within float32 rounding.  False computes every block.
 
     Returns:
         (total_tokens, heads, head_dim) contiguous tensor in the input dtype.
         Differentiable with respect to q, k and v.
     """
     max_seqlen, softmax_scale = _validate(q, k, v, cu_seqlens, max_seqlen, alibi_slopes, softmax_scale)
+    if cu_seqlens.device.type == "cpu":
+        # Host memory (the interpreter): reading the offsets costs no device sync, and invalid
+        # ones would make the interpreted kernels read out of bounds.
+        check_cu_seqlens(cu_seqlens, q.shape[0], max_seqlen)
+    if not isinstance(window, bool):
+        raise TypeError(f"window must be a bool, got {type(window).__name__}.")
     q, k, v = _kernel_operand(q), _kernel_operand(k), _kernel_operand(v)
     return _FlashAttnVarlenALiBi.apply(
-        q, k, v, cu_seqlens.contiguous(), max_seqlen, alibi_slopes.contiguous(), softmax_scale
+        q, k, v, cu_seqlens.contiguous(), max_seqlen, alibi_slopes.contiguous(), softmax_scale, window
     )

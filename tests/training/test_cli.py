@@ -7,7 +7,7 @@ import pytest
 
 from mosaic_encoder.cli import build_parser, main
 
-from .conftest import TINY, pairs, write_jsonl
+from helpers import TINY, pairs, write_jsonl
 
 
 def test_defaults_are_the_model_cards():

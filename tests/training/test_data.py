@@ -8,7 +8,7 @@ from hypothesis import given, strategies as st
 from mosaic_encoder.errors import InputError
 from mosaic_encoder.training.data import Batch, BatchSchedule, read_pair_file
 
-from .conftest import pairs, write_jsonl
+from helpers import pairs, write_jsonl
 
 
 def test_jsonl_objects_and_arrays(tmp_path):

@@ -10,7 +10,7 @@ from safetensors.torch import load_file
 from mosaic_encoder.training.config import TrainConfig
 from mosaic_encoder.training.loop import train
 
-from .conftest import pairs, write_jsonl
+from helpers import assert_same_trained_weights, pairs, write_jsonl
 
 
 def test_two_gloo_processes_equal_one(tmp_path, tiny_no_dropout):
@@ -39,6 +39,4 @@ def test_two_gloo_processes_equal_one(tmp_path, tiny_no_dropout):
     assert len([r for r in log if "eval_mrr" in r]) == 2  # before and after; rank 0 only
     one = load_file(tmp_path / "one" / "model.safetensors")
     two = load_file(tmp_path / "two" / "model.safetensors")
-    assert one.keys() == two.keys()
-    for name in one:
-        torch.testing.assert_close(two[name], one[name], rtol=1e-5, atol=1e-6, msg=name)
+    assert_same_trained_weights(two, one, rtol=1e-5, atol=1e-6)

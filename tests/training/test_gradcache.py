@@ -12,7 +12,7 @@ from mosaic_encoder.training import gradcache
 from mosaic_encoder.training.loss import in_batch_negatives_loss
 from mosaic_encoder.training.model import SentenceModel, rows
 
-from .conftest import TINY, pairs
+from helpers import TINY, pairs
 
 
 def _model(directory):

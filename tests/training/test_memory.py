@@ -6,7 +6,7 @@ from mosaic_encoder.pooling import Pooling
 from mosaic_encoder.training.memory import step_memory
 from mosaic_encoder.training.model import SentenceModel
 
-from .conftest import TINY
+from helpers import TINY
 
 
 def test_activation_memory_is_linear_in_sequence_length():

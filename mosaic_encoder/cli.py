@@ -21,15 +21,15 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from . import __version__
+from .arguments import add_runtime, compute_device, positive_int
+from .arguments import max_seq_length as max_seq_length_arg
 from .atomic import atomic_write
 from .bundled import BUNDLED_CHECKPOINT, BUNDLED_MLM_CHECKPOINT
 from .dtypes import DTYPES
 from .errors import CheckpointError, InputError, MosaicError
 from .fill_mask import MASK_TOKEN
-from .tokenizer import MAX_LENGTH
 
 ENCODE_OUTPUTS = (".npy", ".jsonl", ".safetensors")
 MAX_INPUT_BYTES = 256 << 20  # texts are held in memory with their token ids
@@ -139,31 +139,8 @@ def _read_stdin() -> bytes:
                          f"); pass texts as arguments or with --input.") from None
 
 
-def _device(name: str) -> torch.device:
-    try:
-        device = torch.device(name)
-    except (RuntimeError, ValueError):
-        raise InputError(f"--device {name!r} is not a device name (e.g. cpu, cuda, cuda:1).") \
-            from None
-    if device.type not in ("cpu", "cuda"):
-        raise InputError(f"--device {name} is not supported; the model runs on cpu or cuda.")
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise InputError(f"--device {name} was asked for but no CUDA GPU is available.")
-    return device
 
 
-def _max_seq_length(text: str | None) -> int | None:
-    """``--max-seq-length``: at least 2 ([CLS] and [SEP]), at most what int32 offsets hold."""
-    if text is None:
-        return None
-    try:
-        value = int(text)
-    except ValueError:
-        value = None
-    if value is None or not 2 <= value <= MAX_LENGTH:
-        raise InputError(f"--max-seq-length must be an integer from 2 to {MAX_LENGTH:,} "
-                         f"(room for [CLS] and [SEP]), got {text[:40]!r}.")
-    return value
 
 
 def _write_stdout(text: str) -> None:
@@ -244,9 +221,9 @@ def _encode(args: argparse.Namespace) -> int:
     output = Path(args.output) if args.output else None
     if output is not None:
         _check_encode_output(output, args, model)
-    max_seq_length = _max_seq_length(args.max_seq_length)
+    max_seq_length = max_seq_length_arg(args.max_seq_length)
     texts = _read_texts(args)
-    device = _device(args.device)
+    device = compute_device(args.device)
     _note_bundled(args, BUNDLED_CHECKPOINT)
     encoder = SentenceEncoder(model, dtype=DTYPES[args.dtype], device=device,
                               attention=args.attention, max_seq_length=max_seq_length)
@@ -284,7 +261,7 @@ def _fill_mask(args: argparse.Namespace) -> int:
     from .tokenizer import TextTokenizer
 
     texts = _read_texts(args)
-    device = _device(args.device)
+    device = compute_device(args.device)
     model_dir = _model_dir(args, BUNDLED_MLM_CHECKPOINT)
     if not model_dir.is_dir():
         raise CheckpointError(f"checkpoint directory {model_dir} does not exist.")
@@ -292,7 +269,7 @@ def _fill_mask(args: argparse.Namespace) -> int:
         raise InputError(f"checkpoint {model_dir} has no masked-LM head (cls.predictions.*), so "
                          f"it cannot fill masks; use a masked-LM checkpoint such as "
                          f"mosaic-bert-base-seqlen-2048.")
-    max_seq_length = _max_seq_length(args.max_seq_length)
+    max_seq_length = max_seq_length_arg(args.max_seq_length)
     tokenizer = TextTokenizer(model_dir / "tokenizer.json", max_seq_length)
     masked_token_ids(tokenizer, texts)  # refuse texts without a mask before loading the model
     _note_bundled(args, BUNDLED_MLM_CHECKPOINT)
@@ -321,7 +298,7 @@ def _format_fill(result: dict) -> str:
 def _verify(args: argparse.Namespace) -> int:
     from .verify import file_digests, verify_checkpoint
 
-    device = _device(args.device)
+    device = compute_device(args.device)
     results = verify_checkpoint(args.directory, against=args.against, golden=args.golden,
                                 device=device)
     digests = file_digests(args.directory)
@@ -379,14 +356,6 @@ def _bench(args: argparse.Namespace) -> int:
 # --- parser -----------------------------------------------------------------------------------
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
-    return value
 
 
 def _add_text_inputs(parser: argparse.ArgumentParser) -> None:
@@ -399,10 +368,6 @@ def _add_text_inputs(parser: argparse.ArgumentParser) -> None:
                         help="the JSON-lines field holding the text (default: text)")
 
 
-def _add_runtime(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--dtype", choices=sorted(DTYPES), default="float32")
-    parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N (default: cpu)")
-    parser.add_argument("--attention", choices=("auto", "sdpa", "triton"), default="auto")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -416,10 +381,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_text_inputs(encode)
     encode.add_argument("--model", metavar="DIR",
                         help="checkpoint directory (default: the bundled random-weight one)")
-    _add_runtime(encode)
-    encode.add_argument("--batch-size", type=_positive_int, default=32,
+    add_runtime(encode)
+    encode.add_argument("--batch-size", type=positive_int, default=32,
                         help="texts per batch (default: 32)")
-    encode.add_argument("--max-tokens", type=_positive_int, default=None, metavar="N",
+    encode.add_argument("--max-tokens", type=positive_int, default=None, metavar="N",
                         help="token budget: at most N padded tokens per batch")
     encode.add_argument("--max-seq-length", metavar="N", default=None,
                         help="truncate longer inputs (default: the checkpoint's)")
@@ -435,9 +400,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_text_inputs(fill)
     fill.add_argument("--model", metavar="DIR",
                       help="masked-LM checkpoint directory (default: the bundled random-weight one)")
-    _add_runtime(fill)
-    fill.add_argument("--top-k", type=_positive_int, default=5, help="tokens per mask (default: 5)")
-    fill.add_argument("--batch-size", type=_positive_int, default=32)
+    add_runtime(fill)
+    fill.add_argument("--top-k", type=positive_int, default=5, help="tokens per mask (default: 5)")
+    fill.add_argument("--batch-size", type=positive_int, default=32)
     fill.add_argument("--max-seq-length", metavar="N", default=None,
                       help="truncate longer inputs (default: no truncation)")
     fill.add_argument("--json", action="store_true", help="one JSON object per text")

@@ -11,6 +11,7 @@ import argparse
 import importlib.util
 import sys
 
+from ..arguments import add_runtime, compute_device, max_seq_length, positive_int
 from ..errors import InputError
 from .driver import embed_corpus
 from .settings import CorpusSettings
@@ -19,7 +20,6 @@ from .shards import MANIFEST_NAME
 
 def add_parser(commands) -> None:
     """Register ``embed-corpus`` on the ``mosaic-encoder`` subcommand parsers."""
-    from ..cli import _add_runtime, _positive_int
 
     parser = commands.add_parser(
         "embed-corpus", help="embed a .jsonl/.parquet corpus into Parquet shards (local or Ray)",
@@ -34,20 +34,20 @@ def add_parser(commands) -> None:
     parser.add_argument("--text-column", default="text", help="the text column (default: text)")
     parser.add_argument("--id-column", default="id",
                         help="the id column, integers or strings, unique (default: id)")
-    _add_runtime(parser)
-    parser.add_argument("--batch-size", type=_positive_int, default=32,
+    add_runtime(parser)
+    parser.add_argument("--batch-size", type=positive_int, default=32,
                         help="texts per batch (default: 32)")
-    parser.add_argument("--max-tokens", type=_positive_int, default=None, metavar="N",
+    parser.add_argument("--max-tokens", type=positive_int, default=None, metavar="N",
                         help="token budget: at most N padded tokens per batch")
-    parser.add_argument("--max-seq-length", type=int, default=None,
+    parser.add_argument("--max-seq-length", metavar="N", default=None,
                         help="truncate longer inputs (default: the checkpoint's)")
-    parser.add_argument("--rows-per-shard", type=_positive_int, default=1000, metavar="N",
+    parser.add_argument("--rows-per-shard", type=positive_int, default=1000, metavar="N",
                         help="input rows per output shard (default: 1000)")
     parser.add_argument("--engine", choices=("local", "ray"), default="local",
                         help="local: this process (default); ray: a Ray Data actor pool")
     parser.add_argument("--address", default=None,
                         help="Ray cluster address (e.g. auto); default: start a local Ray")
-    parser.add_argument("--num-workers", type=_positive_int, default=1,
+    parser.add_argument("--num-workers", type=positive_int, default=1,
                         help="Ray actors, each holding one model (default: 1)")
     parser.add_argument("--gpus-per-worker", type=float, default=0,
                         help="GPUs per Ray actor; 1 runs one worker per GPU (default: 0)")
@@ -58,7 +58,6 @@ def add_parser(commands) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Check the engine options, then :func:`embed_corpus`; one summary line on stderr."""
-    from ..cli import _device
 
     ray_options = [flag for flag, value, default in (
         ("--address", args.address, None), ("--num-workers", args.num_workers, 1),
@@ -67,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
     if args.engine == "local":
         if ray_options:
             raise InputError(f"{ray_options[0]} needs --engine ray.")
-        _device(args.device)
+        compute_device(args.device)
     else:
         if importlib.util.find_spec("ray") is None:
             raise InputError('--engine ray needs Ray: pip install -e ".[ray]" (or use --engine '
@@ -80,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
     settings = CorpusSettings(model=args.model, dtype=args.dtype, device=args.device,
                               attention=args.attention, batch_size=args.batch_size,
                               max_tokens_per_batch=args.max_tokens,
-                              max_seq_length=args.max_seq_length, text_column=args.text_column,
+                              max_seq_length=max_seq_length(args.max_seq_length), text_column=args.text_column,
                               id_column=args.id_column, rows_per_shard=args.rows_per_shard)
     ray_kwargs = {} if args.engine == "local" else {
         "address": args.address, "num_workers": args.num_workers,

@@ -11,29 +11,10 @@ import argparse
 import sys
 from pathlib import Path
 
+from ..arguments import count, positive_int
 from .config import TrainConfig
 
 DEFAULTS = TrainConfig(model=Path("."), data=(Path("."),), output=Path("."))
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
-    return value
-
-
-def _count(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be an integer >= 0, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be an integer >= 0, got {value}")
-    return value
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -57,29 +38,29 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                         help=f"AdamW learning rate (default: {d.learning_rate})")
     parser.add_argument("--weight-decay", type=float, default=d.weight_decay,
                         help=f"AdamW weight decay (default: {d.weight_decay})")
-    parser.add_argument("--warmup-steps", type=_count, default=d.warmup_steps,
+    parser.add_argument("--warmup-steps", type=count, default=d.warmup_steps,
                         help=f"linear warm-up steps, then linear decay (default: {d.warmup_steps})")
-    parser.add_argument("--batch-size", type=_positive_int, default=d.batch_size,
+    parser.add_argument("--batch-size", type=positive_int, default=d.batch_size,
                         help=f"examples per global batch, over all processes "
                              f"(default: {d.batch_size})")
-    parser.add_argument("--max-seq-length", type=_positive_int, default=d.max_seq_length,
+    parser.add_argument("--max-seq-length", type=positive_int, default=d.max_seq_length,
                         help=f"truncate texts to this many tokens (default: {d.max_seq_length})")
     parser.add_argument("--scale", type=float, default=d.scale,
                         help=f"cosine similarity scale (default: {d.scale:g})")
     parser.add_argument("--max-grad-norm", type=float, default=d.max_grad_norm,
                         help=f"gradient clipping norm (default: {d.max_grad_norm:g})")
-    parser.add_argument("--epochs", type=_positive_int, default=d.epochs,
+    parser.add_argument("--epochs", type=positive_int, default=d.epochs,
                         help=f"passes over the data (default: {d.epochs})")
-    parser.add_argument("--steps", type=_positive_int, default=None,
+    parser.add_argument("--steps", type=positive_int, default=None,
                         help="optimizer steps (default: what --epochs gives)")
-    parser.add_argument("--chunk-size", type=_positive_int, default=None, metavar="N",
+    parser.add_argument("--chunk-size", type=positive_int, default=None, metavar="N",
                         help="gradient cache: embed N texts per forward pass "
                              "(default: all at once)")
-    parser.add_argument("--eval-every", type=_count, default=d.eval_every, metavar="STEPS")
-    parser.add_argument("--save-every", type=_count, default=d.save_every, metavar="STEPS",
+    parser.add_argument("--eval-every", type=count, default=d.eval_every, metavar="STEPS")
+    parser.add_argument("--save-every", type=count, default=d.save_every, metavar="STEPS",
                         help=f"checkpoint interval (default: {d.save_every}; 0: only at the end)")
-    parser.add_argument("--log-every", type=_positive_int, default=d.log_every, metavar="STEPS")
-    parser.add_argument("--keep-checkpoints", type=_positive_int, default=d.keep_checkpoints)
+    parser.add_argument("--log-every", type=positive_int, default=d.log_every, metavar="STEPS")
+    parser.add_argument("--keep-checkpoints", type=positive_int, default=d.keep_checkpoints)
     parser.add_argument("--seed", type=int, default=d.seed)
     parser.add_argument("--device", default=d.device,
                         help="cpu or cuda (under torchrun each process takes its local GPU)")

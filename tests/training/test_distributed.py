@@ -4,7 +4,6 @@ import json
 import subprocess
 import sys
 
-import torch
 from safetensors.torch import load_file
 
 from mosaic_encoder.training.config import TrainConfig

@@ -1,0 +1,70 @@
+"""Command-line argument types and option groups shared by every ``mosaic-encoder`` subcommand.
+
+Each type turns a bad value into one sentence: an ``argparse.ArgumentTypeError`` (usage error,
+exit 2) for the malformed, an :class:`~mosaic_encoder.errors.InputError` (exit 1) for values that
+parse but cannot be used on this machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import torch
+
+from .devices import resolve_device
+from .dtypes import DTYPES
+from .errors import InputError
+from .tokenizer import MAX_LENGTH
+
+
+def positive_int(text: str) -> int:
+    """An integer >= 1."""
+    return _int_at_least(text, 1, "a positive integer")
+
+
+def count(text: str) -> int:
+    """An integer >= 0."""
+    return _int_at_least(text, 0, "an integer >= 0")
+
+
+def _int_at_least(text: str, low: int, what: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be {what}, got {text[:40]!r}") from None
+    if value < low:
+        raise argparse.ArgumentTypeError(f"must be {what}, got {value}")
+    return value
+
+
+def max_seq_length(text: str | None) -> int | None:
+    """``--max-seq-length``: at least 2 ([CLS] and [SEP]), at most what int32 offsets hold."""
+    if text is None:
+        return None
+    try:
+        value = int(text)
+    except ValueError:
+        value = None
+    if value is None or not 2 <= value <= MAX_LENGTH:
+        raise InputError(f"--max-seq-length must be an integer from 2 to {MAX_LENGTH:,} "
+                         f"(room for [CLS] and [SEP]), got {text[:40]!r}.")
+    return value
+
+
+def compute_device(name: str) -> torch.device:
+    """``--device``: cpu or cuda[:N], present on this machine."""
+    try:
+        device = torch.device(name)
+    except (RuntimeError, ValueError):
+        raise InputError(f"--device {name[:40]!r} is not a device name (e.g. cpu, cuda, "
+                         f"cuda:1).") from None
+    if device.type not in ("cpu", "cuda"):
+        raise InputError(f"--device {name} is not supported; the model runs on cpu or cuda.")
+    return resolve_device(device, what="--device")
+
+
+def add_runtime(parser: argparse.ArgumentParser) -> None:
+    """``--dtype``, ``--device`` (checked by :func:`compute_device` when used), ``--attention``."""
+    parser.add_argument("--dtype", choices=sorted(DTYPES), default="float32")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N (default: cpu)")
+    parser.add_argument("--attention", choices=("auto", "sdpa", "triton"), default="auto")

@@ -27,7 +27,7 @@ def _default_mode() -> int:
 
 
 @contextlib.contextmanager
-def _sigterm_as_exit() -> Iterator[None]:
+def sigterm_as_exit() -> Iterator[None]:
     """Turn SIGTERM into ``SystemExit`` while the body runs, so ``finally`` clauses clean up.
 
     Python's default SIGTERM action ends the process without unwinding; signal handlers can only be
@@ -58,7 +58,7 @@ def atomic_path(target: str | Path) -> Iterator[Path]:
     """
     target = Path(target)
     directory = target.parent if str(target.parent) else Path(".")
-    with _sigterm_as_exit():
+    with sigterm_as_exit():
         try:
             handle, name = tempfile.mkstemp(dir=directory, prefix=f".{target.name}.", suffix=".tmp")
         except OSError as err:

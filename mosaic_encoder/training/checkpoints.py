@@ -34,7 +34,7 @@ from typing import Any
 import torch
 from safetensors.torch import save_file
 
-from ..atomic import _sigterm_as_exit, atomic_path
+from ..atomic import sigterm_as_exit, atomic_path
 from ..errors import CheckpointError, InputError
 from ..loading import QKV, detect_layout, read_tensor_index
 from ..models import MosaicBertModel
@@ -139,7 +139,7 @@ def save_checkpoint(output: Path, step: int, encoder: MosaicBertModel, source: S
     parent = output / CHECKPOINTS
     parent.mkdir(parents=True, exist_ok=True)
     target = parent / f"step-{step:08d}"
-    with _sigterm_as_exit():
+    with sigterm_as_exit():
         temporary = Path(tempfile.mkdtemp(dir=parent, prefix=f".{target.name}.", suffix=".tmp"))
         try:
             _write_model(temporary, encoder, source)

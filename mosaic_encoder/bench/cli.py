@@ -49,6 +49,18 @@ def choice_list(choices: Sequence[str]) -> Callable[[str], list[str]]:
     return parse
 
 
+WINDOW_SETTINGS = {"on": (True,), "off": (False,), "both": (True, False)}
+
+
+def window_settings(choice: str) -> tuple[bool, ...]:
+    """``--window`` as the ``window`` values to run: on -> (True,), off -> (False,), both."""
+    try:
+        return WINDOW_SETTINGS[choice]
+    except KeyError:
+        raise ValueError(f"--window must be one of {', '.join(WINDOW_SETTINGS)}, got "
+                         f"{choice!r}.") from None
+
+
 def _common_options() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--device", default=None,
@@ -62,6 +74,10 @@ def _common_options() -> argparse.ArgumentParser:
     common.add_argument("--alibi-starting-size", type=int, default=4096,
                         help="N of the dense baseline's (heads, N, N) ALiBi table (default "
                              "4096, lodestone's)")
+    common.add_argument("--window", choices=tuple(WINDOW_SETTINGS), default="on",
+                        help="exact ALiBi windowing of our implementations (attention: "
+                             "ours-triton and ours-sdpa; model: the config's attention_window): "
+                             "on, off, or both (a row for each; default on)")
     common.add_argument("--threads", type=int, default=None,
                         help="torch CPU threads (default: torch's choice)")
     common.add_argument("--seed", type=int, default=0)

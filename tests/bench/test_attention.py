@@ -57,7 +57,8 @@ def attention_results(tmp_path_factory):
     out = tmp_path_factory.mktemp("bench") / "attention.json"
     argv = ["--device", "cpu", "--lengths", "32", "--compositions", "single,mixed",
             "--batch-tokens", "64", "--heads", "2", "--head-dims", "16",
-            "--min-run-time", "0.01", "--min-samples", "1", "--flex-eager", "--out", str(out)]
+            "--min-run-time", "0.01", "--min-samples", "1", "--flex-eager", "--window", "both",
+            "--out", str(out)]
     if os.environ.get("TRITON_INTERPRET") == "1":
         argv.append("--triton-interpret")
     status = main(["attention", *argv])
@@ -74,9 +75,11 @@ def test_attention_smoke_schema(attention_results):
         assert key in document["environment"]
     assert "3.5" in document["conventions"]["flops"]
     rows = document["rows"]
-    # every implementation x 2 compositions x 2 modes, each a row whatever happened
-    assert len(rows) == len(attention.IMPLS) * 2 * 2
+    # every implementation (ours twice: window on and off) x 2 compositions x 2 modes, each a
+    # row whatever happened
+    assert len(rows) == (len(attention.IMPLS) + len(attention.WINDOWED)) * 2 * 2
     assert {r["impl"] for r in rows} == set(attention.IMPLS)
+    assert document["settings"]["window"] == "both"
     for row in rows:
         assert set(row) == set(attention.ATTENTION_FIELDS)
         assert row["status"] in ("ok", "unsupported"), row
@@ -91,17 +94,33 @@ def test_attention_smoke_schema(attention_results):
         assert row["tflops"] == pytest.approx(row["flops"] / (row["time_ms"] / 1e3) / 1e12)
         assert row["oracle"] == "float64"
 
-    by = {(r["impl"], r["mode"], r["composition"]): r for r in rows}
+    by = {(r["impl"], r["window"], r["mode"], r["composition"]): r for r in rows}
+    assert len(by) == len(rows)  # on and off rows of one shape stay apart
     for mode in ("fwd", "fwd+bwd"):
         for composition in ("single", "mixed"):
-            for impl in ("ours-sdpa", "sdpa-dense", "naive"):
-                assert by[impl, mode, composition]["status"] == "ok"
+            for impl in ("sdpa-dense", "naive"):
+                assert by[impl, None, mode, composition]["status"] == "ok"
             expected = "ok" if os.environ.get("TRITON_INTERPRET") == "1" else "unsupported"
-            assert by["ours-triton", mode, composition]["status"] == expected
-    assert by["flex", "fwd+bwd", "single"]["status"] == "unsupported"  # no backward on CPU
+            for window in (True, False):
+                assert by["ours-sdpa", window, mode, composition]["status"] == "ok"
+                assert by["ours-triton", window, mode, composition]["status"] == expected
+    assert by["flex", None, "fwd+bwd", "single"]["status"] == "unsupported"  # no CPU backward
     # padded implementations are credited the same (real) work as packed ones
-    assert by["naive", "fwd", "mixed"]["flops"] == by["ours-sdpa", "fwd", "mixed"]["flops"]
-    assert by["naive", "fwd", "mixed"]["padded_pairs"] > by["naive", "fwd", "mixed"]["real_pairs"]
+    naive, ours = by["naive", None, "fwd", "mixed"], by["ours-sdpa", True, "fwd", "mixed"]
+    assert naive["flops"] == ours["flops"]
+    assert naive["padded_pairs"] > naive["real_pairs"]
+
+
+def test_attention_smoke_executed_flops(attention_results):
+    """Forward ours-triton rows carry executed FLOPs, which at 32 or 64 tokens (shorter than any
+    reach here) equal the credited ones; the other rows report none."""
+    _, out = attention_results
+    for row in json.loads(out.read_text())["rows"]:
+        if row["impl"] == "ours-triton" and row["mode"] == "fwd" and row["status"] == "ok":
+            assert row["executed_flops"] == row["flops"], row
+            assert row["executed_tflops"] == pytest.approx(row["tflops"])
+        else:
+            assert row["executed_flops"] is None and row["executed_tflops"] is None, row
 
 
 def test_attention_smoke_errors_within_tolerance(attention_results):
@@ -121,6 +140,38 @@ def test_attention_smoke_csv(attention_results):
         table = list(csv.DictReader(stream))
     assert len(table) == len(json.loads(out.read_text())["rows"])
     assert set(attention.ATTENTION_FIELDS) <= set(table[0])
+
+
+@pytest.mark.skipif(os.environ.get("TRITON_INTERPRET") != "1" and not torch.cuda.is_available(),
+                    reason="ours-triton needs a GPU or TRITON_INTERPRET=1 (set by conftest)")
+def test_triton_executed_flops_with_and_without_window():
+    """With lodestone's 12 slopes at 512 tokens the steep heads skip key blocks: executed FLOPs
+    fall below the credited dense count, by the plan of mosaic_kernels.windowing; without
+    windowing they are equal. The count needs only the block sizes, so on CPU the (slow)
+    interpreted kernel is not launched."""
+    from mosaic_kernels import flash_attn
+    from mosaic_kernels.windowing import executed_forward_flops, key_reach
+
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    case = attention.Case("mixed", 512, (512, 200, 7), 12, 16, "float32")
+    inp = attention.make_inputs(case, device)
+    credited = attention_flops(case.seqlens, 12, 16, "fwd")
+    executed = {}
+    for window in (True, False):
+        opts = attention.Options(device=device, triton_interpret=True, window=window)
+        prepared = attention.SETUPS["ours-triton"](inp, case, "fwd", opts)
+        if device.type == "cuda":
+            prepared.call()  # the autotuner picks the block sizes at the first launch
+        executed[window] = prepared.executed_flops()
+    assert executed[False] == credited
+    blocks = flash_attn._fwd.block_sizes(torch.float32)
+    reach = key_reach(inp.q, inp.k, inp.v, inp.slopes, inp.scale)
+    assert executed[True] == executed_forward_flops(reach, inp.cu_seqlens, 12, 16,
+                                                    blocks["BLOCK_M"], blocks["BLOCK_N"])
+    assert 0 < executed[True] < credited
+    # the backward has no pair-level count: fwd+bwd rows report none
+    opts = attention.Options(device=device, triton_interpret=True)
+    assert attention.SETUPS["ours-triton"](inp, case, "fwd+bwd", opts).executed_flops is None
 
 
 def test_unsupported_rows_not_crashes():

@@ -15,12 +15,14 @@ the ALiBi slopes):
 
 Both of ours run with exact ALiBi windowing (skipping keys of provably zero weight) as
 ``--window`` says: on (the default), off, or both (a row each); their rows record ``window``,
-the other implementations' rows leave it null. A forward ``ours-triton`` row also carries the
-FLOPs the kernel executed (``executed_flops``, ``executed_tflops``: the (query, key) pairs of
-the tiles it visited, counted on the CPU by ``mosaic_kernels.windowing`` with the block sizes
-of the launch), beside the dense FLOPs credited to every implementation; without windowing the
-two are equal. ``ours-sdpa`` and backward rows report no executed count (the CPU path does not
-expose its visited key ranges, and the backward kernels' visits have no pair-level count).
+the other implementations' rows leave it null. Their rows also carry the FLOPs
+executed (``executed_flops``, ``executed_tflops``), beside the dense FLOPs credited to every
+implementation; without windowing the two are equal. ``ours-triton``, forward only: the (query,
+key) pairs of the tiles the kernel visited, counted on the CPU by ``mosaic_kernels.windowing``
+with the block sizes of the launch (its backward kernels' visits are counted in tiles, not
+pairs: ``fwd+bwd`` rows report none). ``ours-sdpa``: the pairs of its own plan
+(``mosaic_encoder.attention.sdpa_visited_pairs``), in both modes (its backward recomputes each
+chunk over the same keys, so 3.5 x the forward, as credited).
 ``sdpa-dense``   ``torch.nn.functional.scaled_dot_product_attention`` on the padded batch with a
                  dense (B, heads, S, S) ALiBi + key-padding bias built in float32 in the call
                  and handed over in the input dtype (SDPA takes a float mask of the query's
@@ -58,7 +60,7 @@ import torch.nn.functional as F
 from mosaic_kernels import reference
 
 from ..alibi import alibi_bias, alibi_slopes
-from ..attention import sdpa_varlen_alibi
+from ..attention import sdpa_varlen_alibi, sdpa_visited_pairs
 from ..baseline import AlibiTable, dense_attention
 from ..dtypes import DTYPES
 from ..padding import Packing, pad, unpad
@@ -305,7 +307,14 @@ def _setup_ours_sdpa(inp: Inputs, case: Case, mode: str, opts: Options) -> Prepa
 
     def fn(q, k, v):
         return sdpa_varlen_alibi(q, k, v, cu, slopes, softmax_scale=inp.scale, window=window)
-    return Prepared(_with_mode(fn, inp.q, inp.k, inp.v, inp.dout, mode))
+
+    def executed() -> int:
+        # The backward recomputes each chunk over the same keys: 3.5 x forward, as credited.
+        pairs = sdpa_visited_pairs(inp.q, inp.k, inp.v, cu, slopes, softmax_scale=inp.scale,
+                                   window=window)
+        forward = 4 * case.head_dim * pairs
+        return forward if mode == "fwd" else forward + forward * 5 // 2
+    return Prepared(_with_mode(fn, inp.q, inp.k, inp.v, inp.dout, mode), executed_flops=executed)
 
 
 def _padded_inputs(inp: Inputs) -> tuple[torch.Tensor, ...]:

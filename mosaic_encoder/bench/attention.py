@@ -64,12 +64,11 @@ from ..attention import sdpa_varlen_alibi, sdpa_visited_pairs
 from ..baseline import AlibiTable, dense_attention
 from ..dtypes import DTYPES
 from ..padding import Packing, pad, unpad
-from .cli import window_settings
 from .flops import attention_flops, padded_pairs, real_pairs, tflops
 from .measure import (environment, gib, peak_memory, release, resolve_device, time_call,
                       default_max_dense_bytes, wall_time)
 from .results import (Unsupported, first_line, is_out_of_memory, new_document, row_label,
-                      write_results)
+                      window_settings, write_results)
 
 IMPLS = ("ours-triton", "ours-sdpa", "sdpa-dense", "flex", "naive")
 WINDOWED = ("ours-triton", "ours-sdpa")  # the implementations --window applies to

@@ -20,7 +20,7 @@ from pathlib import Path
 from ..dtypes import DTYPES
 from .flops import MODES
 from .measure import device_name, resolve_device
-from .results import COMMAND, load_results, summarize, write_results
+from .results import COMMAND, WINDOW_SETTINGS, load_results, summarize, write_results
 
 GPU_RESULTS = Path("benchmarks") / "gpu"
 
@@ -47,18 +47,6 @@ def choice_list(choices: Sequence[str]) -> Callable[[str], list[str]]:
                                              f"(comma-separated), got {text!r}")
         return values
     return parse
-
-
-WINDOW_SETTINGS = {"on": (True,), "off": (False,), "both": (True, False)}
-
-
-def window_settings(choice: str) -> tuple[bool, ...]:
-    """``--window`` as the ``window`` values to run: on -> (True,), off -> (False,), both."""
-    try:
-        return WINDOW_SETTINGS[choice]
-    except KeyError:
-        raise ValueError(f"--window must be one of {', '.join(WINDOW_SETTINGS)}, got "
-                         f"{choice!r}.") from None
 
 
 def _common_options() -> argparse.ArgumentParser:

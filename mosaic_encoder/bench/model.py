@@ -48,11 +48,10 @@ from ..errors import MosaicError
 from ..loading import load_model
 from ..models import MosaicBertModel, unwrap_encoder
 from ..pooling import Pooling
-from .cli import window_settings
 from .measure import (current_rss_bytes, default_max_dense_bytes, environment, gib,
                       max_rss_bytes, peak_memory, release, resolve_device, time_call)
 from .results import (Unsupported, first_line, is_out_of_memory, new_document, row_label,
-                      write_results)
+                      window_settings, write_results)
 
 MODEL_IMPLS = ("ours", "baseline")
 DEFAULT_MODEL_LENGTHS = {"cpu": (512, 2048, 4096), "cuda": (512, 2048, 4096, 8192)}

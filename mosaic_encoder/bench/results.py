@@ -30,7 +30,17 @@ class Unsupported(Exception):
     """A combination this implementation, device or size cannot run; becomes a reasoned row."""
 
 
+WINDOW_SETTINGS = {"on": (True,), "off": (False,), "both": (True, False)}
 WINDOW_OFF = " window off"  # the suffix of row_label for rows measured without windowing
+
+
+def window_settings(choice: str) -> tuple[bool, ...]:
+    """``--window`` as the ``window`` values to run: on -> (True,), off -> (False,), both."""
+    try:
+        return WINDOW_SETTINGS[choice]
+    except KeyError:
+        raise ValueError(f"--window must be one of {', '.join(WINDOW_SETTINGS)}, got "
+                         f"{choice!r}.") from None
 
 
 def row_label(row: dict) -> str:

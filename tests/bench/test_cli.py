@@ -7,10 +7,10 @@ import sys
 
 import pytest
 
-from mosaic_encoder.bench.cli import build_parser, main, window_settings
+from mosaic_encoder.bench.cli import build_parser, main
 from mosaic_encoder.bench.report import render
 from mosaic_encoder.bench.results import (SCHEMA, load_results, new_document, row_label,
-                                          write_results)
+                                          window_settings, write_results)
 
 
 def test_a_subcommand_is_required():

@@ -72,6 +72,76 @@ def sdpa_varlen_alibi(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu_seql
     differentiable = dropout_p > 0 or (torch.is_grad_enabled() and
                                        any(t.requires_grad for t in (q, k, v)))
     out = torch.empty_like(q)
+    table_length = None
+    for length, idx, chunks in _plan(q, k, v, cu_seqlens, alibi_slopes, scale,
+                                     max_score_elements, window):
+        if length != table_length:  # the plan's steps of one length come together
+            table_length = length
+            table = None if alibi_slopes is None else alibi_offset_table(alibi_slopes, length)
+            if table is not None and differentiable:
+                # Each chunk's scores are recomputed in the backward pass instead of kept:
+                # training activations then grow linearly with the sequence length, not with
+                # its square.
+                attend = partial(checkpoint, partial(_biased_attention, scale=scale,
+                                                     dropout_p=dropout_p), use_reentrant=False)
+            elif table is not None:
+                steps = idx.shape[0] * heads * chunks[0][1] * length
+                attend = _BufferedAttention(scale, steps, q.dtype, q.device)
+        # (n, L, heads, d) -> (n, heads, L, d), contiguous so that no matrix product below
+        # copies its operands again for every chunk.
+        qs, ks, vs = (t[idx].transpose(1, 2).contiguous() for t in (q, k, v))
+        for row, rows, ranges in chunks:
+            if table is None:
+                chunk = F.scaled_dot_product_attention(qs[:, :, row:row + rows], ks, vs,
+                                                       dropout_p=dropout_p, scale=scale)
+            else:
+                # Query rows run backwards so the bias is a free strided view of `table`.
+                bias = alibi_bias_view(table, length, row, rows)
+                query = qs[:, :, row:row + rows].flip(2)
+                if ranges is None:
+                    chunk = attend(query, ks, vs, bias)
+                else:
+                    chunk = torch.cat([
+                        attend(query[:, h:h + 1], ks[:, h:h + 1, lo:hi], vs[:, h:h + 1, lo:hi],
+                               bias[h:h + 1, :, lo:hi])
+                        for h, (lo, hi) in enumerate(ranges)], dim=1)
+                chunk = chunk.flip(2)
+            out[idx[:, row:row + rows]] = chunk.transpose(1, 2)
+    return out
+
+
+def sdpa_visited_pairs(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                       cu_seqlens: torch.Tensor, alibi_slopes: torch.Tensor | None,
+                       softmax_scale: float | None = None,
+                       max_score_elements: int = DEFAULT_MAX_SCORE_ELEMENTS,
+                       window: bool = True) -> int:
+    """(query, key) pairs, summed over heads, whose scores :func:`sdpa_varlen_alibi` computes
+    for these arguments: its own plan, so with windowing the keys it really skips.
+
+    Without windowing (or ALiBi) that is ``heads * sum(L_i ** 2)``. Reads tensor values on the
+    host (for benchmarks and tests, not for a hot path).
+    """
+    scale = softmax_scale if softmax_scale is not None else 1.0 / math.sqrt(q.shape[-1])
+    heads = q.shape[1]
+    return sum(idx.shape[0] * rows * (heads * length if ranges is None else
+                                      sum(hi - lo for lo, hi in ranges))
+               for length, idx, chunks in _plan(q, k, v, cu_seqlens, alibi_slopes, scale,
+                                                max_score_elements, window)
+               for _, rows, ranges in chunks)
+
+
+def _plan(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu_seqlens: torch.Tensor,
+          alibi_slopes: torch.Tensor | None, scale: float, max_score_elements: int,
+          window: bool):
+    """The steps of :func:`sdpa_varlen_alibi`, grouped by sequence length.
+
+    Yields ``(length, idx, chunks)`` per step: ``idx`` (n, length) the token indices of the
+    step's n sequences of that length, ``chunks`` a list of ``(row, rows, ranges)``: query rows
+    ``[row, row + rows)`` attend to every key when ``ranges`` is None, else head ``h`` to keys
+    ``ranges[h] = (lo, hi)`` only (exact ALiBi windowing). The first step of a length has the
+    most sequences and the longest chunk.
+    """
+    heads = q.shape[1]
     reach = None
     if window and alibi_slopes is not None and q.shape[0]:
         from mosaic_kernels.windowing import key_reach
@@ -87,43 +157,20 @@ def sdpa_varlen_alibi(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu_seql
         seqs_per_step = max(1, max_score_elements // per_sequence)
         rows_per_step = length if per_sequence <= max_score_elements else \
             max(1, max_score_elements // (heads * length))
-        table = None if alibi_slopes is None else alibi_offset_table(alibi_slopes, length)
-        if table is not None and differentiable:
-            # Each chunk's scores are recomputed in the backward pass instead of kept: training
-            # activations then grow linearly with the sequence length, not with its square.
-            attend = partial(checkpoint, partial(_biased_attention, scale=scale,
-                                                 dropout_p=dropout_p), use_reentrant=False)
-        elif table is not None:
-            steps = min(seqs_per_step, len(starts)) * heads * rows_per_step * length
-            attend = _BufferedAttention(scale, steps, q.dtype, q.device)
         for first in range(0, len(starts), seqs_per_step):
             idx = index[first:first + seqs_per_step]
-            # (n, L, heads, d) -> (n, heads, L, d), contiguous so that no matrix product
-            # below copies its operands again for every chunk.
-            qs, ks, vs = (t[idx].transpose(1, 2).contiguous() for t in (q, k, v))
             windows = None if reach is None else _key_windows(reach, idx, rows_per_step)
+            chunks = []
             for chunk_index, row in enumerate(range(0, length, rows_per_step)):
                 rows = min(rows_per_step, length - row)
-                if table is None:
-                    chunk = F.scaled_dot_product_attention(qs[:, :, row:row + rows], ks, vs,
-                                                           dropout_p=dropout_p, scale=scale)
-                else:
-                    # Query rows run backwards so the bias is a free strided view of `table`.
-                    bias = alibi_bias_view(table, length, row, rows)
-                    query = qs[:, :, row:row + rows].flip(2)
-                    if windows is None or all(windows[h][chunk_index] >= max(row, length - row - rows)
-                                              for h in range(heads)):
-                        chunk = attend(query, ks, vs, bias)
-                    else:
-                        chunk = torch.cat([
-                            attend(query[:, h:h + 1], ks[:, h:h + 1, lo:hi], vs[:, h:h + 1, lo:hi],
-                                   bias[h:h + 1, :, lo:hi])
-                            for h in range(heads)
-                            for lo, hi in [_key_range(windows[h][chunk_index], row, rows, length)]
-                        ], dim=1)
-                    chunk = chunk.flip(2)
-                out[idx[:, row:row + rows]] = chunk.transpose(1, 2)
-    return out
+                ranges = None
+                if windows is not None and not all(
+                        windows[h][chunk_index] >= max(row, length - row - rows)
+                        for h in range(heads)):
+                    ranges = [_key_range(windows[h][chunk_index], row, rows, length)
+                              for h in range(heads)]
+                chunks.append((row, rows, ranges))
+            yield length, idx, chunks
 
 
 def _key_windows(reach: torch.Tensor, idx: torch.Tensor, rows_per_step: int) -> list[list[int]]:

@@ -38,7 +38,8 @@ def resolve_load_dtype(dtype: str | torch.dtype) -> torch.dtype:
 
 
 def load_model(path: str | Path, dtype: str | torch.dtype = torch.float32,
-               device: torch.device | str = "cpu", attention: str = "auto") -> nn.Module:
+               device: torch.device | str = "cpu", attention: str = "auto",
+               attention_window: bool = True) -> nn.Module:
     """Load a checkpoint directory into a model in eval mode.
 
     Args:
@@ -48,6 +49,8 @@ def load_model(path: str | Path, dtype: str | torch.dtype = torch.float32,
         device: where the parameters live: cpu, cuda[:N] or mps (see
             :func:`mosaic_encoder.devices.resolve_device`).
         attention: ``"auto"``, ``"sdpa"`` or ``"triton"`` (see :mod:`mosaic_encoder.attention`).
+        attention_window: the config's ``attention_window`` (exact ALiBi windowing; False
+            computes every score).
     Returns:
         :class:`MosaicBertModel` or :class:`MosaicBertForMaskedLM`, whose ``forward(input_ids,
         attention_mask=None, token_type_ids=None)`` returns an :class:`EncoderOutput`.
@@ -60,7 +63,8 @@ def load_model(path: str | Path, dtype: str | torch.dtype = torch.float32,
     device = resolve_device(device)
     if not directory.is_dir():
         raise CheckpointError(f"checkpoint directory {directory} does not exist.")
-    config = MosaicConfig.from_json_file(directory / "config.json").replace(attention_impl=attention)
+    config = MosaicConfig.from_json_file(directory / "config.json").replace(
+        attention_impl=attention, attention_window=attention_window)
     found = read_tensor_index(directory)
     layout = detect_layout(set(found), str(directory))
     check_family(config, set(found), layout, str(directory))

@@ -7,7 +7,8 @@ from hypothesis import strategies as st
 
 from mosaic_encoder import MosaicConfig
 from mosaic_encoder.alibi import alibi_slopes
-from mosaic_encoder.attention import sdpa_varlen_alibi
+from mosaic_encoder import attention
+from mosaic_encoder.attention import sdpa_varlen_alibi, sdpa_visited_pairs
 from mosaic_encoder.errors import ConfigError
 from mosaic_encoder.models import MosaicBertModel
 from mosaic_kernels.reference import attention as reference_attention  # noqa: E402
@@ -72,6 +73,36 @@ def test_low_precision_windowed_equals_unskipped(dtype):
     windowed, full = both(q, k, v, cu, alibi_slopes(4), max_score_elements=1 << 18)
     # Same float32 softmax; only the products' blocking may differ: within two ulps of 1.
     torch.testing.assert_close(windowed[0], full[0], rtol=0, atol=2 * torch.finfo(dtype).eps)
+
+
+@pytest.mark.parametrize("grad", [False, True])
+def test_visited_pairs_count_the_scores_computed(grad, monkeypatch):
+    """sdpa_visited_pairs is the plan the attention runs: it equals the (query, key) scores the
+    chunk products compute (inference buffers, or the checkpointed path with gradients); fewer
+    than every pair with steep slopes, all of them without windowing or without ALiBi."""
+    computed = []
+
+    def counting(original):
+        def attend(*args, **kwargs):
+            q, k = args[-4], args[-3]  # (n, heads, rows, d), (n, heads, keys, d)
+            computed.append(q.shape[0] * q.shape[1] * q.shape[2] * k.shape[2])
+            return original(*args, **kwargs)
+        return attend
+    monkeypatch.setattr(attention._BufferedAttention, "__call__",
+                        counting(attention._BufferedAttention.__call__))
+    monkeypatch.setattr(attention, "_biased_attention", counting(attention._biased_attention))
+    lengths = [700, 700, 90, 3]
+    q, k, v, cu = packed(lengths, 4, 16, seed=6)
+    slopes, budget = alibi_slopes(4), 1 << 17
+    dense = 4 * sum(n * n for n in lengths)
+    for window in (True, False):
+        computed.clear()
+        leaves = [t.clone().requires_grad_(grad) for t in (q, k, v)]
+        sdpa_varlen_alibi(*leaves, cu, slopes, window=window, max_score_elements=budget)
+        pairs = sdpa_visited_pairs(q, k, v, cu, slopes, window=window, max_score_elements=budget)
+        assert sum(computed) == pairs
+        assert pairs < dense if window else pairs == dense
+    assert sdpa_visited_pairs(q, k, v, cu, None, max_score_elements=budget) == dense
 
 
 def test_model_switch():

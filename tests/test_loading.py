@@ -213,3 +213,11 @@ def test_dtype_names_and_unsupported_dtypes():
     for dtype in (torch.float8_e4m3fn, "float8", torch.int64, "fp32"):
         with pytest.raises(ConfigError, match="is not supported; use one of float32"):
             me.load_model(WEIGHTS / "mosaic-tiny", dtype=dtype)
+
+
+def test_attention_window_is_a_load_time_choice():
+    for window in (True, False):
+        model = me.load_model(WEIGHTS / "mosaic-tiny", attention_window=window)
+        assert model.config.attention_window is window
+        assert all(layer.attention.self.attention_window is window
+                   for layer in model.encoder.layer)

@@ -1,14 +1,17 @@
 #!/usr/bin/env bash
-# Everything measured on a GPU in one go (about 8 minutes), from the repository root:
+# Everything measured on a GPU in one go (at most 8 minutes), from the repository root:
 #
 #     OUT=/some/dir bash benchmarks/gpu/run.sh
+#     DRY_RUN=1 bash benchmarks/gpu/run.sh     # print the steps and their limits, run nothing
 #
 # Needs only torch and triton (plus the test dependencies for step 2): nothing is installed.
 # mosaic_encoder and mosaic_kernels are made importable by linking the source folders into a
 # temporary directory on PYTHONPATH (kernels/ is the package mosaic_kernels). Every step is
 # time-boxed and appends to $OUT/gpu-log.txt, so a step that overruns still leaves the earlier
-# results; result files go to $OUT/benchmarks/gpu/ (copy them into the repository's
-# benchmarks/gpu/). TRITON_PRINT_AUTOTUNING=1 puts each kernel's chosen config into the log.
+# results; the steps share a budget of T_TOTAL seconds (default 480): a step gets at most what is
+# left of it, less the report's 15 s, and is skipped once it is spent. Result files go to
+# $OUT/benchmarks/gpu/ (copy them into the repository's benchmarks/gpu/).
+# TRITON_PRINT_AUTOTUNING=1 puts each kernel's chosen config into the log.
 set -u
 REPO=$(cd "$(dirname "$0")/../.." && pwd)
 OUT=${OUT:-/tmp/mosaic-gpu}
@@ -22,8 +25,23 @@ ln -s "$REPO/kernels" "$SITE/mosaic_kernels"
 export PYTHONPATH="$SITE${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1 TRITON_PRINT_AUTOTUNING=1
 cd "$REPO"
 
-step() {  # step SECONDS NAME COMMAND...
+T_TOTAL=${T_TOTAL:-480}
+DEADLINE=$((SECONDS + T_TOTAL))
+step() {  # step SECONDS NAME COMMAND...: at most SECONDS, and within the shared budget
     local limit=$1 name=$2; shift 2
+    local reserve=15  # for the report
+    [ "$name" = report ] && reserve=0
+    local left=$((DEADLINE - SECONDS - reserve))
+    if [ "$left" -lt 5 ]; then
+        echo "=== $name: skipped, the ${T_TOTAL}s budget is spent" | tee -a "$LOG"
+        return
+    fi
+    [ "$limit" -gt "$left" ] && limit=$left
+    if [ -n "${DRY_RUN:-}" ]; then  # as if every step ran to its limit
+        printf '%s (limit %ss):' "$name" "$limit"; printf ' %q' "$@"; echo
+        DEADLINE=$((DEADLINE - limit))
+        return
+    fi
     echo "=== $name (limit ${limit}s) $(date -u +%T)" >>"$LOG"
     timeout "$limit" "$@" >>"$LOG" 2>&1
     echo "=== $name: rc=$? $(date -u +%T)" >>"$LOG"
@@ -31,30 +49,47 @@ step() {  # step SECONDS NAME COMMAND...
 BENCH=(python3 -m mosaic_encoder.bench)  # an array: timeout runs commands, not shell functions
 
 # 1. environment
-step 60 environment bash -c 'nvidia-smi; python3 -c "import sys, torch, triton; \
+step 20 environment bash -c 'nvidia-smi; python3 -c "import sys, torch, triton; \
 print(\"python\", sys.version.split()[0], \"torch\", torch.__version__, \"cuda\", torch.version.cuda, \
 \"triton\", triton.__version__, \"gpu\", torch.cuda.get_device_name())"'
 
-# 2. the CUDA tests (first calls compile)
-step ${T_TESTS:-120} cuda-tests python3 -m pytest -q -p no:cacheprovider -k cuda tests
+# 2. the CUDA tests (first calls compile), one line per test so that a step cut short by its
+#    limit still shows what passed: the tests named for CUDA (the kernel's TestCUDA, the no-sync
+#    proof under set_sync_debug_mode("error")). The windowing tests come last (step 6).
+PYTEST=(python3 -m pytest -v -p no:cacheprovider)
+step ${T_TESTS:-90} cuda-tests "${PYTEST[@]}" -k "cuda or CUDA" tests/kernels/test_no_sync.py \
+    tests/kernels/test_flash_attn.py
 
-# 3. attention: ours against compiled FlexAttention (ALiBi score_mod, document mask) and dense
+# 3. exact ALiBi windowing, the issue's target (>= 2x FlexAttention at 1 x 16384 forward with
+#    lodestone's 12 slopes): ours-triton with the window on and off against compiled flex;
+#    forward rows carry credited and executed TFLOP/s. No oracle here (step 4 checks errors).
+step ${T_WINDOW:-60} attention-window "${BENCH[@]}" attention --device cuda \
+    --impls ours-triton,flex --window both --dtypes bfloat16 --heads 12 --head-dims 64 \
+    --modes fwd --compositions single --lengths 16384 --oracle-max-seqlen 1 \
+    --out "$RESULTS/attention-window.json"
+
+# 4. attention: ours against compiled FlexAttention (ALiBi score_mod, document mask) and dense
 #    SDPA; bf16 and fp16, head_dim 64 and 128, forward and forward+backward.
 ATTN=(--device cuda --impls ours-triton,flex,sdpa-dense --dtypes bfloat16,float16
       --heads 12 --head-dims 64,128 --modes fwd,fwd+bwd)
 #    1 x 4096 and 1 x 16384
-step ${T_ATTN_SINGLE:-150} attention-single "${BENCH[@]}" attention "${ATTN[@]}" \
+step ${T_ATTN_SINGLE:-100} attention-single "${BENCH[@]}" attention "${ATTN[@]}" \
     --compositions single --lengths 4096,16384 --out "$RESULTS/attention-single.json"
 #    4 x 4096 and a mixed batch (longest 4096, 16384 tokens)
-step ${T_ATTN_BATCH:-120} attention-batches "${BENCH[@]}" attention "${ATTN[@]}" \
+step ${T_ATTN_BATCH:-80} attention-batches "${BENCH[@]}" attention "${ATTN[@]}" \
     --compositions equal,mixed --lengths 4096 --batch-tokens 16384 \
     --out "$RESULTS/attention-batches.json"
 
-# 4. the whole model against the dense baseline: 512 tokens and a mixed corpus
-step ${T_MODEL:-90} model "${BENCH[@]}" model --device cuda --dtype bfloat16 --lengths 512 \
+# 5. the whole model against the dense baseline: 512 tokens and a mixed corpus
+step ${T_MODEL:-60} model "${BENCH[@]}" model --device cuda --dtype bfloat16 --lengths 512 \
     --corpus-docs 256 --corpus-max-len 4096 --out "$RESULTS/model.json"
+
+# 6. all of test_windowing.py: its tests pick the GPU themselves (DEVICE = "cuda" when
+#    available), so they run the compiled kernels: the bound, equality with the unskipped
+#    kernels, visit counts against the CPU plan. Last, with what is left of the budget.
+step ${T_WINDOW_TESTS:-80} windowing-tests "${PYTEST[@]}" tests/kernels/test_windowing.py
 
 shopt -s nullglob
 written=("$RESULTS"/*.json)
-[ ${#written[@]} -gt 0 ] && step 30 report "${BENCH[@]}" report "${written[@]}"
+[ ${#written[@]} -gt 0 ] && step 15 report "${BENCH[@]}" report "${written[@]}"
 echo "=== done $(date -u +%T)" >>"$LOG"

@@ -12,6 +12,17 @@ the ALiBi slopes):
                  the batch has at most ``--interpret-max-tokens`` tokens.
 ``ours-sdpa``    ``mosaic_encoder.attention.sdpa_varlen_alibi``, the plain-PyTorch chunked path
                  the model uses on CPU.
+
+Both of ours run with exact ALiBi windowing (skipping keys of provably zero weight) as
+``--window`` says: on (the default), off, or both (a row each); their rows record ``window``,
+the other implementations' rows leave it null. Their rows also carry the FLOPs
+executed (``executed_flops``, ``executed_tflops``), beside the dense FLOPs credited to every
+implementation; without windowing the two are equal. ``ours-triton``, forward only: the (query,
+key) pairs of the tiles the kernel visited, counted on the CPU by ``mosaic_kernels.windowing``
+with the block sizes of the launch (its backward kernels' visits are counted in tiles, not
+pairs: ``fwd+bwd`` rows report none). ``ours-sdpa``: the pairs of its own plan
+(``mosaic_encoder.attention.sdpa_visited_pairs``), in both modes (its backward recomputes each
+chunk over the same keys, so 3.5 x the forward, as credited).
 ``sdpa-dense``   ``torch.nn.functional.scaled_dot_product_attention`` on the padded batch with a
                  dense (B, heads, S, S) ALiBi + key-padding bias built in float32 in the call
                  and handed over in the input dtype (SDPA takes a float mask of the query's
@@ -41,7 +52,7 @@ import time
 import traceback
 import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 import torch.nn.functional as F
@@ -49,16 +60,18 @@ import torch.nn.functional as F
 from mosaic_kernels import reference
 
 from ..alibi import alibi_bias, alibi_slopes
-from ..attention import sdpa_varlen_alibi
+from ..attention import sdpa_varlen_alibi, sdpa_visited_pairs
 from ..baseline import AlibiTable, dense_attention
 from ..dtypes import DTYPES
 from ..padding import Packing, pad, unpad
 from .flops import attention_flops, padded_pairs, real_pairs, tflops
 from .measure import (environment, gib, peak_memory, release, resolve_device, time_call,
                       default_max_dense_bytes, wall_time)
-from .results import Unsupported, first_line, is_out_of_memory, new_document, write_results
+from .results import (Unsupported, first_line, is_out_of_memory, new_document, row_label,
+                      window_settings, write_results)
 
 IMPLS = ("ours-triton", "ours-sdpa", "sdpa-dense", "flex", "naive")
+WINDOWED = ("ours-triton", "ours-sdpa")  # the implementations --window applies to
 COMPOSITIONS = ("single", "equal", "mixed")
 # Max |error| against the float64 reference, for inputs drawn from N(0, 1): (output, gradients).
 TOLERANCES = {"float32": (1e-4, 1e-3), "float16": (5e-3, 5e-2), "bfloat16": (4e-2, 4e-1)}
@@ -68,7 +81,7 @@ QUICK = dict(lengths={"cpu": (256,), "cuda": (512, 2048)}, compositions=("single
              batch_tokens={"cpu": 512, "cuda": 4096}, min_run_time=0.0, min_samples=1)
 
 ATTENTION_FIELDS = (
-    "kind", "impl", "composition", "seqlen", "num_seqs", "total_tokens", "padded_tokens",
+    "kind", "impl", "window", "composition", "seqlen", "num_seqs", "total_tokens", "padded_tokens",
     "heads", "head_dim", "dtype", "mode", "status", "reason", "notes",
     "time_ms", "time_ms_events", "timer", "samples", "real_pairs", "padded_pairs", "flops",
     "tflops", "executed_flops", "executed_tflops", "peak_bytes", "memory_method", "state_bytes",
@@ -189,7 +202,8 @@ def reference_outputs(inp: Inputs, grads: bool) -> tuple[torch.Tensor, ...]:
 
 @dataclass
 class Options:
-    """Run-wide settings the implementations need."""
+    """Run-wide settings the implementations need; ``window``: exact ALiBi windowing of ours
+    (:func:`dataclasses.replace` makes the options of each setting, sharing ``cache``)."""
 
     device: torch.device
     triton_interpret: bool = False
@@ -197,6 +211,7 @@ class Options:
     flex_eager: bool = False
     max_dense_bytes: float = 8 * 2 ** 30
     alibi_starting_size: int = 4096
+    window: bool = True
     cache: dict = field(default_factory=dict)
 
 
@@ -260,19 +275,45 @@ def _setup_ours_triton(inp: Inputs, case: Case, mode: str, opts: Options) -> Pre
         raise Unsupported(f"mosaic_kernels is unavailable ({type(err).__name__}: {err})") \
             from None
 
-    cu, max_seqlen, slopes = inp.cu_seqlens, inp.max_seqlen, inp.slopes
+    cu, max_seqlen, slopes, window = inp.cu_seqlens, inp.max_seqlen, inp.slopes, opts.window
 
     def fn(q, k, v):
-        return flash_attn_varlen_alibi(q, k, v, cu, max_seqlen, slopes, softmax_scale=inp.scale)
-    return Prepared(_with_mode(fn, inp.q, inp.k, inp.v, inp.dout, mode), notes=notes)
+        return flash_attn_varlen_alibi(q, k, v, cu, max_seqlen, slopes, softmax_scale=inp.scale,
+                                       window=window)
+    executed = _triton_executed_flops(inp, case, window) if mode == "fwd" else None
+    return Prepared(_with_mode(fn, inp.q, inp.k, inp.v, inp.dout, mode), notes=notes,
+                    executed_flops=executed)
+
+
+def _triton_executed_flops(inp: Inputs, case: Case, window: bool) -> Callable[[], int]:
+    """FLOPs of the forward kernel's visited tiles, with the block sizes of its last launch."""
+    from mosaic_kernels import flash_attn
+    from mosaic_kernels.windowing import executed_forward_flops, key_reach
+
+    def executed() -> int:
+        blocks = flash_attn._fwd.block_sizes(inp.q.dtype)
+        if blocks is None:
+            raise RuntimeError("the forward kernel reports no block sizes after a launch")
+        # The kernel's own bound on the same inputs: the reach it computed inside the call.
+        reach = key_reach(inp.q, inp.k, inp.v, inp.slopes, inp.scale) if window else None
+        return executed_forward_flops(reach, inp.cu_seqlens, case.heads, case.head_dim,
+                                      blocks["BLOCK_M"], blocks["BLOCK_N"])
+    return executed
 
 
 def _setup_ours_sdpa(inp: Inputs, case: Case, mode: str, opts: Options) -> Prepared:
-    cu, slopes = inp.cu_seqlens, inp.slopes
+    cu, slopes, window = inp.cu_seqlens, inp.slopes, opts.window
 
     def fn(q, k, v):
-        return sdpa_varlen_alibi(q, k, v, cu, slopes, softmax_scale=inp.scale)
-    return Prepared(_with_mode(fn, inp.q, inp.k, inp.v, inp.dout, mode))
+        return sdpa_varlen_alibi(q, k, v, cu, slopes, softmax_scale=inp.scale, window=window)
+
+    def executed() -> int:
+        # The backward recomputes each chunk over the same keys: 3.5 x forward, as credited.
+        pairs = sdpa_visited_pairs(inp.q, inp.k, inp.v, cu, slopes, softmax_scale=inp.scale,
+                                   window=window)
+        forward = 4 * case.head_dim * pairs
+        return forward if mode == "fwd" else forward + forward * 5 // 2
+    return Prepared(_with_mode(fn, inp.q, inp.k, inp.v, inp.dout, mode), executed_flops=executed)
 
 
 def _padded_inputs(inp: Inputs) -> tuple[torch.Tensor, ...]:
@@ -383,10 +424,11 @@ SETUPS: dict[str, Callable[[Inputs, Case, str, Options], Prepared]] = {
 # One measurement
 # --------------------------------------------------------------------------------------------
 
-def _base_row(case: Case, impl: str, mode: str, env: dict) -> dict:
+def _base_row(case: Case, impl: str, mode: str, env: dict, window: bool) -> dict:
     row = dict.fromkeys(ATTENTION_FIELDS)
     tolerance, tolerance_grad = TOLERANCES[case.dtype]
-    row.update(kind="attention", impl=impl, composition=case.composition, seqlen=case.seqlen,
+    row.update(kind="attention", impl=impl, window=window if impl in WINDOWED else None,
+               composition=case.composition, seqlen=case.seqlen,
                num_seqs=len(case.seqlens), total_tokens=case.total_tokens,
                padded_tokens=len(case.seqlens) * max(case.seqlens), heads=case.heads,
                head_dim=case.head_dim, dtype=case.dtype, mode=mode,
@@ -408,8 +450,9 @@ def measure(impl: str, case: Case, mode: str, inp: Inputs, opts: Options, env: d
     """Run one implementation on one case; always returns a row (status ok/unsupported/failed).
 
     ``oracle()`` returns the float64 reference outputs, or a string saying why there are none.
+    ``opts.window`` applies to the implementations of :data:`WINDOWED` (and is recorded there).
     """
-    row = _base_row(case, impl, mode, env)
+    row = _base_row(case, impl, mode, env, opts.window)
     prepared = None
     try:
         start = time.perf_counter()
@@ -496,13 +539,15 @@ def run_attention(args: argparse.Namespace, argv: Sequence[str]) -> dict:
                    max_dense_bytes=args.max_dense_gib * 2 ** 30 if args.max_dense_gib
                    else default_max_dense_bytes(device),
                    alibi_starting_size=args.alibi_starting_size)
+    windows = window_settings(args.window)
     env = environment(device)
     settings = dict(device=str(device), impls=args.impls, lengths=list(lengths),
                     compositions=list(compositions), batch_tokens=batch_tokens,
                     heads=args.heads, head_dims=args.head_dims, dtypes=dtypes, modes=args.modes,
                     min_run_time=min_run_time, min_samples=min_samples,
                     oracle_max_seqlen=oracle_max, max_dense_bytes=opts.max_dense_bytes,
-                    alibi_starting_size=args.alibi_starting_size, flex_eager=flex_eager,
+                    alibi_starting_size=args.alibi_starting_size, window=args.window,
+                    flex_eager=flex_eager,
                     triton_interpret=args.triton_interpret,
                     interpret_max_tokens=args.interpret_max_tokens, seed=args.seed,
                     threads=torch.get_num_threads())
@@ -516,13 +561,14 @@ def run_attention(args: argparse.Namespace, argv: Sequence[str]) -> dict:
                         seqlens = composition_seqlens(composition, seqlen, batch_tokens,
                                                       args.seed)
                         case = Case(composition, seqlen, tuple(seqlens), heads, head_dim, dtype)
-                        _run_case(case, args, opts, env, document, oracle_max, min_run_time,
-                                  min_samples)
+                        _run_case(case, args, opts, windows, env, document, oracle_max,
+                                  min_run_time, min_samples)
     return document
 
 
-def _run_case(case: Case, args: argparse.Namespace, opts: Options, env: dict, document: dict,
-              oracle_max: int, min_run_time: float, min_samples: int) -> None:
+def _run_case(case: Case, args: argparse.Namespace, opts: Options, windows: tuple[bool, ...],
+              env: dict, document: dict, oracle_max: int, min_run_time: float,
+              min_samples: int) -> None:
     inp = make_inputs(case, opts.device, args.seed)
     cached: dict[bool, tuple[torch.Tensor, ...]] = {}
     grads = "fwd+bwd" in args.modes  # one reference serves both modes
@@ -538,19 +584,21 @@ def _run_case(case: Case, args: argparse.Namespace, opts: Options, env: dict, do
 
     for mode in args.modes:
         for impl in args.impls:
-            row = measure(impl, case, mode, inp, opts, env, oracle_for(mode),
-                          min_run_time=min_run_time, min_samples=min_samples)
-            document["rows"].append(row)
-            print(format_row(row), flush=True)
-            if args.out:
-                write_results(document, args.out)
+            for window in windows if impl in WINDOWED else windows[:1]:
+                row = measure(impl, case, mode, inp, replace(opts, window=window), env,
+                              oracle_for(mode), min_run_time=min_run_time,
+                              min_samples=min_samples)
+                document["rows"].append(row)
+                print(format_row(row), flush=True)
+                if args.out:
+                    write_results(document, args.out)
     del inp, cached
     release(opts.device)
 
 
 def format_row(row: dict) -> str:
     """One console line per row."""
-    head = (f"{row['impl']:<11} {row['composition']:<6} L={row['seqlen']:<6} "
+    head = (f"{row_label(row):<22} {row['composition']:<6} L={row['seqlen']:<6} "
             f"B={row['num_seqs']:<4} {row['dtype']:<8} {row['mode']:<7}")
     if row["status"] != "ok":
         return f"{head} {row['status'].upper()}: {row['reason']}"

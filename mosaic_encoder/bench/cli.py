@@ -20,7 +20,7 @@ from pathlib import Path
 from ..dtypes import DTYPES
 from .flops import MODES
 from .measure import device_name, resolve_device
-from .results import COMMAND, load_results, summarize, write_results
+from .results import COMMAND, WINDOW_SETTINGS, load_results, summarize, write_results
 
 GPU_RESULTS = Path("benchmarks") / "gpu"
 
@@ -62,6 +62,10 @@ def _common_options() -> argparse.ArgumentParser:
     common.add_argument("--alibi-starting-size", type=int, default=4096,
                         help="N of the dense baseline's (heads, N, N) ALiBi table (default "
                              "4096, lodestone's)")
+    common.add_argument("--window", choices=tuple(WINDOW_SETTINGS), default="on",
+                        help="exact ALiBi windowing of our implementations (attention: "
+                             "ours-triton and ours-sdpa; model: the config's attention_window): "
+                             "on, off, or both (a row for each; default on)")
     common.add_argument("--threads", type=int, default=None,
                         help="torch CPU threads (default: torch's choice)")
     common.add_argument("--seed", type=int, default=0)

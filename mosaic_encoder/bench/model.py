@@ -15,7 +15,9 @@ Implementations: ``ours-<attention>`` (the package's model, attention ``sdpa`` o
 padded computation, a (heads, N, N) float32 ALiBi table built at construction for
 N = ``--alibi-starting-size``, reported as ``state_bytes``). The weights are random (seeded) for
 the default BERT-base geometry (768 hidden, 12 heads, 12 layers, GLU 3072, vocab 30528), or
-loaded with ``--checkpoint DIR``. Nothing is downloaded.
+loaded with ``--checkpoint DIR``. Nothing is downloaded. ``--window`` sets the model's
+``attention_window`` (exact ALiBi windowing): on (the default), off, or both, an ``ours`` row for
+each, recorded in the row's ``window``; the baseline, which has no windowing, runs once per case.
 
 Each measurement's first call runs under the memory measurement (and warms up); then
 :func:`.measure.time_call` times it. With ``--isolate`` every measurement runs in a fresh child
@@ -48,14 +50,15 @@ from ..models import MosaicBertModel, unwrap_encoder
 from ..pooling import Pooling
 from .measure import (current_rss_bytes, default_max_dense_bytes, environment, gib,
                       max_rss_bytes, peak_memory, release, resolve_device, time_call)
-from .results import Unsupported, first_line, is_out_of_memory, new_document, write_results
+from .results import (Unsupported, first_line, is_out_of_memory, new_document, row_label,
+                      window_settings, write_results)
 
 MODEL_IMPLS = ("ours", "baseline")
 DEFAULT_MODEL_LENGTHS = {"cpu": (512, 2048, 4096), "cuda": (512, 2048, 4096, 8192)}
 ROW_MARKER = "@@bench-row "
 
 MODEL_FIELDS = (
-    "kind", "impl", "attention", "case", "seqlen", "batch", "num_seqs", "real_tokens",
+    "kind", "impl", "attention", "window", "case", "seqlen", "batch", "num_seqs", "real_tokens",
     "padded_tokens", "dtype", "geometry", "checkpoint", "status", "reason", "notes",
     "time_s", "time_s_events", "timer", "samples", "tokens_per_s", "speedup_vs_baseline",
     "peak_bytes", "memory_method", "state_bytes", "model_bytes", "isolated", "rss_before_bytes",
@@ -74,18 +77,21 @@ def corpus_lengths(docs: int, min_len: int, max_len: int, seed: int = 0) -> list
 # --------------------------------------------------------------------------------------------
 
 def build_model(spec: dict, device: torch.device) -> MosaicBertModel:
-    """The encoder described by ``spec`` (checkpoint or random geometry), eval mode."""
+    """The encoder described by ``spec`` (checkpoint or random geometry, ``attention`` and
+    ``window``), eval mode."""
     dtype = DTYPES[spec["dtype"]]
     if spec.get("checkpoint"):
         model = unwrap_encoder(load_model(spec["checkpoint"], dtype=dtype, device=device,
-                                          attention=spec["attention"]))
+                                          attention=spec["attention"],
+                                          attention_window=spec["window"]))
     else:
         geometry = spec["geometry"]
         config = MosaicConfig(vocab_size=geometry["vocab"], hidden_size=geometry["hidden"],
                               num_hidden_layers=geometry["layers"],
                               num_attention_heads=geometry["heads"],
                               intermediate_size=geometry["intermediate"],
-                              attention_impl=spec["attention"])
+                              attention_impl=spec["attention"],
+                              attention_window=spec["window"])
         torch.manual_seed(spec["seed"])
         model = MosaicBertModel(config, add_pooler=True).to(device=device, dtype=dtype)
     return model.eval()
@@ -159,17 +165,27 @@ def _base_row(spec: dict, env: dict) -> dict:
                dtype=spec["dtype"], checkpoint=spec.get("checkpoint"),
                geometry=None if spec.get("checkpoint") else
                "{hidden}/{heads}/{layers} GLU {intermediate} vocab {vocab}".format(**geometry),
+               window=spec["window"] if spec["impl"] == "ours" else None,
                isolated=bool(spec.get("isolated")), device=env["device"], torch=env["torch"],
                triton=env["triton"], seqlens=seqlens if spec["case"] == "corpus" else None)
     return row
 
 
 class ModelCache:
-    """The model and baseline shared by in-process measurements."""
+    """The models and baseline shared by in-process measurements: one model per ``window``
+    setting (the same seeded or loaded weights), the baseline over the first one built."""
 
     def __init__(self):
-        self.model = None
+        self.models: dict[bool, MosaicBertModel] = {}
         self.baseline = None
+
+    def model(self, spec: dict, device: torch.device) -> MosaicBertModel:
+        """The model of ``spec``'s window setting (any one for the baseline), built once."""
+        if spec["impl"] != "ours" and self.models:
+            return next(iter(self.models.values()))
+        if spec["window"] not in self.models:
+            self.models[spec["window"]] = build_model(spec, device)
+        return self.models[spec["window"]]
 
 
 def measure_model(spec: dict, device: torch.device, env: dict, cache: ModelCache | None = None,
@@ -185,9 +201,7 @@ def measure_model(spec: dict, device: torch.device, env: dict, cache: ModelCache
         else:
             row["attention"] = "dense (upstream-style)"
             _check_baseline_budget(spec, row)
-        if cache.model is None:
-            cache.model = build_model(spec, device)
-        model = cache.model
+        model = cache.model(spec, device)
         row["model_bytes"] = sum(p.numel() * p.element_size() for p in model.parameters())
         baseline = None
         if spec["impl"] == "baseline":
@@ -313,6 +327,7 @@ def run_model(args: argparse.Namespace, argv: Sequence[str]) -> dict:
         max_row_time=args.max_row_time if args.max_row_time is not None else 30.0,
         max_dense_bytes=args.max_dense_gib * 2 ** 30 if args.max_dense_gib
         else default_max_dense_bytes(device), threads=args.threads)
+    windows = window_settings(args.window)
     cases = [dict(case="single", seqlen=length) for length in lengths]
     if docs > 0:
         seqlens = corpus_lengths(docs, args.corpus_min_len, max_len, args.seed)
@@ -320,20 +335,24 @@ def run_model(args: argparse.Namespace, argv: Sequence[str]) -> dict:
     env = environment(device)
     settings = dict(base_spec, lengths=list(lengths), corpus_docs=docs,
                     corpus_min_len=args.corpus_min_len, corpus_max_len=max_len,
-                    impls=args.impls, isolate=args.isolate)
+                    impls=args.impls, isolate=args.isolate, window=args.window)
     document = new_document("model", argv, env, settings)
     print(f"# {env['device']} | torch {env['torch']} | triton {env['triton']}", flush=True)
     cache = ModelCache()
     for case in cases:
         case_rows, outputs = {}, {}
         for impl in args.impls:
-            spec = dict(base_spec, impl=impl, **case)
-            if args.isolate:
-                row = dict(_base_row(spec, env), isolated=True)
-                row.update(run_isolated(spec))
-            else:
-                row, outputs[impl] = measure_model(spec, device, env, cache, keep_outputs=True)
-            case_rows[impl] = row
+            # The baseline has no windowing: one row per case whatever --window says.
+            for window in windows if impl == "ours" else windows[:1]:
+                spec = dict(base_spec, impl=impl, window=window, **case)
+                key = (impl, window if impl == "ours" else None)
+                if args.isolate:
+                    row = dict(_base_row(spec, env), isolated=True)
+                    row.update(run_isolated(spec))
+                else:
+                    row, outputs[key] = measure_model(spec, device, env, cache,
+                                                      keep_outputs=True)
+                case_rows[key] = row
         _compare(case_rows, outputs)
         for row in case_rows.values():
             document["rows"].append(row)
@@ -343,21 +362,25 @@ def run_model(args: argparse.Namespace, argv: Sequence[str]) -> dict:
     return document
 
 
-def _compare(rows: dict[str, dict], outputs: dict[str, torch.Tensor | None]) -> None:
-    """Fill speedup and output difference of ``ours`` against ``baseline``."""
-    ours, base = rows.get("ours"), rows.get("baseline")
-    if base is not None and base.get("status") == "ok":
-        base["speedup_vs_baseline"] = 1.0
-    if not (ours and base and ours.get("status") == "ok" and base.get("status") == "ok"):
+def _compare(rows: dict[tuple, dict], outputs: dict[tuple, torch.Tensor | None]) -> None:
+    """Fill speedup and output difference of each ``ours`` row (keyed ``("ours", window)``)
+    against the ``("baseline", None)`` row."""
+    key = ("baseline", None)
+    base = rows.get(key)
+    if base is None or base.get("status") != "ok":
         return
-    ours["speedup_vs_baseline"] = base["time_s"] / ours["time_s"]
-    a, b = outputs.get("ours"), outputs.get("baseline")
-    if a is not None and b is not None and a.shape == b.shape:
-        ours["max_abs_diff_vs_baseline"] = float((a - b).abs().max()) if a.numel() else 0.0
+    base["speedup_vs_baseline"] = 1.0
+    for (impl, window), ours in rows.items():
+        if impl != "ours" or ours.get("status") != "ok":
+            continue
+        ours["speedup_vs_baseline"] = base["time_s"] / ours["time_s"]
+        a, b = outputs.get((impl, window)), outputs.get(key)
+        if a is not None and b is not None and a.shape == b.shape:
+            ours["max_abs_diff_vs_baseline"] = float((a - b).abs().max()) if a.numel() else 0.0
 
 
 def format_model_row(row: dict) -> str:
-    head = (f"{row['impl']:<16} {row['case']:<7} L={row['seqlen']:<6} "
+    head = (f"{row_label(row):<27} {row['case']:<7} L={row['seqlen']:<6} "
             f"tokens={row['real_tokens']:<7} {row['dtype']:<8}")
     if row.get("status") != "ok":
         return f"{head} {str(row.get('status')).upper()}: {row.get('reason')}"

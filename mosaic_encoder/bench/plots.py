@@ -21,6 +21,8 @@ from pathlib import Path
 
 from matplotlib.figure import Figure
 
+from .results import WINDOW_OFF, row_label
+
 METRICS = {
     "time_ms": ("median time (ms)", True),
     "tflops": ("achieved TFLOP/s (real query-key pairs)", False),
@@ -90,10 +92,10 @@ def attention_figure(results: dict | Iterable[dict], metric: str = "time_ms", mo
     axes = figure.subplots(1, len(present), squeeze=False)[0]
     for ax, composition in zip(axes, present):
         selected = [r for r in rows if r["composition"] == composition]
-        for impl in _ordered({r["impl"] for r in selected}):
+        for label in _ordered({row_label(r) for r in selected}):
             points = sorted((r["seqlen"], _scale(metric, r[metric]))
-                            for r in selected if r["impl"] == impl)
-            ax.plot(*zip(*points), label=impl, **IMPL_STYLES.get(impl, {}))
+                            for r in selected if row_label(r) == label)
+            ax.plot(*zip(*points), label=label, **_style(label))
         ax.set_xscale("log", base=2)
         if log_y:
             ax.set_yscale("log")
@@ -118,12 +120,11 @@ def model_figure(results: dict | Iterable[dict], metrics: Sequence[str] = ("toke
     axes = figure.subplots(1, len(metrics), squeeze=False)[0]
     for ax, metric in zip(axes, metrics):
         label, log_y = MODEL_METRICS[metric]
-        for impl in _ordered({r["impl"] for r in rows}):
+        for label in _ordered({row_label(r) for r in rows}):
             points = sorted((r["real_tokens"], _scale(metric, r[metric]))
-                            for r in rows if r["impl"] == impl and r.get(metric) is not None)
+                            for r in rows if row_label(r) == label and r.get(metric) is not None)
             if points:
-                style = IMPL_STYLES.get(impl, IMPL_STYLES.get(impl.split("-")[0] + "-sdpa", {}))
-                ax.plot(*zip(*points), label=impl, **style)
+                ax.plot(*zip(*points), label=label, **_style(label))
         ax.set_xscale("log", base=2)
         if log_y:
             ax.set_yscale("log")
@@ -135,9 +136,22 @@ def model_figure(results: dict | Iterable[dict], metrics: Sequence[str] = ("toke
     return figure
 
 
-def _ordered(impls: set[str]) -> list[str]:
+def _style(label: str) -> dict:
+    """An implementation's colour and marker; a ``window off`` row of it is dashed."""
+    impl = label.removesuffix(WINDOW_OFF)
+    style = dict(IMPL_STYLES.get(impl, IMPL_STYLES.get(impl.split("-")[0] + "-sdpa", {})))
+    if impl != label:
+        style["linestyle"] = "--"
+    return style
+
+
+def _ordered(labels: set[str]) -> list[str]:
     known = list(IMPL_STYLES)
-    return sorted(impls, key=lambda i: (known.index(i) if i in known else len(known), i))
+
+    def key(label: str):
+        impl = label.removesuffix(WINDOW_OFF)
+        return (known.index(impl) if impl in known else len(known), label)
+    return sorted(labels, key=key)
 
 
 def save_figures(results: dict, out_dir: str | Path, stem: str = "") -> list[Path]:

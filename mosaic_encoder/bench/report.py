@@ -5,6 +5,8 @@ BENCHMARKS.md pastes this output, so its tables are reproducible from the commit
 
 from __future__ import annotations
 
+from .results import row_label
+
 _MIB = 2 ** 20
 
 
@@ -25,20 +27,23 @@ def _environment_line(document: dict) -> str:
 def attention_tables(document: dict) -> str:
     """Per mode and dtype: a time (TFLOP/s) table and a peak-memory table, plus reasons."""
     rows = [r for r in document["rows"] if r.get("kind") == "attention"]
-    impls = list(dict.fromkeys(r["impl"] for r in rows))
+    impls = list(dict.fromkeys(row_label(r) for r in rows))
     out = [f"`{document['command']}`", "", _environment_line(document), ""]
     groups = dict.fromkeys((r["mode"], r["dtype"], r["heads"], r["head_dim"]) for r in rows)
     for mode, dtype, heads, head_dim in groups:
         selected = [r for r in rows if (r["mode"], r["dtype"], r["heads"], r["head_dim"]) ==
                     (mode, dtype, heads, head_dim)]
         cases = list(dict.fromkeys((r["composition"], r["seqlen"]) for r in selected))
-        cell = {(r["composition"], r["seqlen"], r["impl"]): r for r in selected}
-        present = [i for i in impls if any(r["impl"] == i and r["status"] == "ok"
+        cell = {(r["composition"], r["seqlen"], row_label(r)): r for r in selected}
+        present = [i for i in impls if any(row_label(r) == i and r["status"] == "ok"
                                            for r in selected)]
-        absent = [i for i in impls if i not in present and any(r["impl"] == i for r in selected)]
+        absent = [i for i in impls if i not in present and any(row_label(r) == i
+                                                               for r in selected)]
         for title, render in (
-                ("median time, ms (TFLOP/s)",
-                 lambda r: f"{r['time_ms']:,.2f} ({r['tflops']:.3g})"),
+                ("median time, ms (TFLOP/s; executed TFLOP/s after a slash where reported)",
+                 lambda r: f"{r['time_ms']:,.2f} ({r['tflops']:.3g}"
+                           + (f" / {r['executed_tflops']:.3g}" if r.get("executed_tflops")
+                              is not None else "") + ")"),
                 ("peak memory during the call, MiB", lambda r: _mib(r["peak_bytes"]))):
             out += [f"**{mode}, {dtype}, {heads} heads x {head_dim}: {title}**", ""]
             out.append("| composition | L | seqs | tokens | " + " | ".join(present) + " |")
@@ -55,7 +60,7 @@ def attention_tables(document: dict) -> str:
             out.append("")
         errors = []
         for impl in present:
-            ok = [r for r in selected if r["impl"] == impl and r["status"] == "ok"
+            ok = [r for r in selected if row_label(r) == impl and r["status"] == "ok"
                   and r["max_abs_err"] is not None]
             if ok:
                 worst = max(r["max_abs_err"] for r in ok)
@@ -64,7 +69,7 @@ def attention_tables(document: dict) -> str:
         if errors:
             out += ["Largest |error| against the float64 oracle: " + "; ".join(errors) + ".", ""]
         for impl in absent:
-            reasons = sorted({r["reason"] for r in selected if r["impl"] == impl})
+            reasons = sorted({r["reason"] for r in selected if row_label(r) == impl})
             out += [f"{impl}: no result — " + " / ".join(reasons), ""]
     return "\n".join(out)
 
@@ -79,15 +84,16 @@ def model_table(document: dict) -> str:
         case = f"{r['case']} {r['seqlen']}" if r["case"] == "single" else \
             f"corpus ({r['num_seqs']} docs ≤ {r['seqlen']})"
         tokens = f"{r['real_tokens']} ({r['padded_tokens']})"
+        impl = row_label(r)
         if r["status"] != "ok":
-            out.append(f"| {case} | {tokens} | {r['impl']} | {r['status']}: {r['reason']} "
+            out.append(f"| {case} | {tokens} | {impl} | {r['status']}: {r['reason']} "
                        "| | | | | | | |")
             continue
         speedup = "—" if r.get("speedup_vs_baseline") is None else \
             f"{r['speedup_vs_baseline']:.2f}x"
         diff = "—" if r.get("max_abs_diff_vs_baseline") is None else \
             f"{r['max_abs_diff_vs_baseline']:.1e}"
-        out.append(f"| {case} | {tokens} | {r['impl']} | {r['time_s']:.3f} ({r['samples']}) | "
+        out.append(f"| {case} | {tokens} | {impl} | {r['time_s']:.3f} ({r['samples']}) | "
                    f"{r['tokens_per_s']:,.0f} | {speedup} | {_mib(r['peak_bytes'])} | "
                    f"{_mib(r.get('peak_rss_bytes'))} | {_mib(r.get('rss_before_bytes'))} | "
                    f"{_mib(r.get('state_bytes'))} | {diff} |")

@@ -30,6 +30,27 @@ class Unsupported(Exception):
     """A combination this implementation, device or size cannot run; becomes a reasoned row."""
 
 
+WINDOW_SETTINGS = {"on": (True,), "off": (False,), "both": (True, False)}
+WINDOW_OFF = " window off"  # the suffix of row_label for rows measured without windowing
+
+
+def window_settings(choice: str) -> tuple[bool, ...]:
+    """``--window`` as the ``window`` values to run: on -> (True,), off -> (False,), both."""
+    try:
+        return WINDOW_SETTINGS[choice]
+    except KeyError:
+        raise ValueError(f"--window must be one of {', '.join(WINDOW_SETTINGS)}, got "
+                         f"{choice!r}.") from None
+
+
+def row_label(row: dict) -> str:
+    """The name a row goes by in tables and charts: its ``impl``, plus ``window off`` for a row
+    of our implementations measured without exact ALiBi windowing (``window`` False; True, the
+    default, and None, where it does not apply or rows predate the field, add nothing), so that
+    on and off rows of one shape stay apart."""
+    return row["impl"] + WINDOW_OFF if row.get("window") is False else row["impl"]
+
+
 def first_line(err: BaseException) -> str:
     """The first line of an error's message (at most 300 characters), for a row's reason."""
     text = str(err).strip().splitlines()

@@ -77,6 +77,7 @@ def test_attention_smoke_schema(attention_results):
     # every implementation x 2 compositions x 2 modes, each a row whatever happened
     assert len(rows) == len(attention.IMPLS) * 2 * 2
     assert {r["impl"] for r in rows} == set(attention.IMPLS)
+    assert document["settings"]["window"] == "on"
     for row in rows:
         assert set(row) == set(attention.ATTENTION_FIELDS)
         assert row["status"] in ("ok", "unsupported"), row
@@ -98,10 +99,76 @@ def test_attention_smoke_schema(attention_results):
                 assert by[impl, mode, composition]["status"] == "ok"
             expected = "ok" if os.environ.get("TRITON_INTERPRET") == "1" else "unsupported"
             assert by["ours-triton", mode, composition]["status"] == expected
+    for row in rows:  # the window (on by default) is recorded for ours only
+        assert row["window"] is (True if row["impl"] in attention.WINDOWED else None)
     assert by["flex", "fwd+bwd", "single"]["status"] == "unsupported"  # no backward on CPU
     # padded implementations are credited the same (real) work as packed ones
     assert by["naive", "fwd", "mixed"]["flops"] == by["ours-sdpa", "fwd", "mixed"]["flops"]
     assert by["naive", "fwd", "mixed"]["padded_pairs"] > by["naive", "fwd", "mixed"]["real_pairs"]
+
+
+def test_attention_smoke_executed_flops(attention_results):
+    """ours-sdpa rows and forward ours-triton rows carry executed FLOPs, which at 32 or 64
+    tokens (shorter than any reach here) equal the credited ones; the other rows report none."""
+    _, out = attention_results
+    for row in json.loads(out.read_text())["rows"]:
+        reported = row["impl"] == "ours-sdpa" or (row["impl"], row["mode"]) == ("ours-triton",
+                                                                                 "fwd")
+        if reported and row["status"] == "ok":
+            assert row["executed_flops"] == row["flops"], row
+            assert row["executed_tflops"] == pytest.approx(row["tflops"])
+        else:
+            assert row["executed_flops"] is None and row["executed_tflops"] is None, row
+
+
+def test_window_both_rows(tmp_path):
+    """--window both: a row per setting for each of ours (the Triton kernel interpreted on
+    CPU), one for the others; at 48 tokens (within every reach) executed equals credited."""
+    out = tmp_path / "both.json"
+    argv = ["attention", "--device", "cpu", "--impls", "ours-triton,ours-sdpa,naive",
+            "--lengths", "48", "--compositions", "single", "--heads", "2", "--head-dims", "16",
+            "--modes", "fwd", "--min-run-time", "0", "--min-samples", "1", "--window", "both",
+            "--out", str(out)]
+    if os.environ.get("TRITON_INTERPRET") == "1":
+        argv.append("--triton-interpret")
+    assert main(argv) == 0
+    document = json.loads(out.read_text())
+    assert document["settings"]["window"] == "both"
+    rows = {(r["impl"], r["window"]): r for r in document["rows"]}
+    assert list(rows) == [("ours-triton", True), ("ours-triton", False), ("ours-sdpa", True),
+                          ("ours-sdpa", False), ("naive", None)]
+    for (impl, _), row in rows.items():
+        if impl == "naive" or row["status"] != "ok":  # ours-triton without the interpreter
+            assert row["executed_flops"] is None
+            continue
+        assert row["within_tolerance"] is True
+        assert row["executed_flops"] == row["flops"]
+
+
+def test_window_both_executed_flops_where_windowing_skips(tmp_path):
+    """lodestone's 12 slopes at 1024 tokens (queries in two chunks, the second beyond the steep
+    heads' reach of the first's keys): with the window on, ours-sdpa executes fewer FLOPs
+    than it is credited; with it off, exactly as many; fwd+bwd rows 3.5 x the forward. (No
+    oracle: the equality of windowed and unwindowed outputs is tests/test_attention_windowing.py's.)"""
+    out = tmp_path / "window.json"
+    assert main(["attention", "--device", "cpu", "--impls", "ours-sdpa", "--lengths", "1024",
+                 "--compositions", "single", "--heads", "12", "--head-dims", "16",
+                 "--modes", "fwd", "--min-run-time", "0", "--min-samples", "1",
+                 "--window", "both", "--oracle-max-seqlen", "1", "--out", str(out)]) == 0
+    rows = {r["window"]: r for r in json.loads(out.read_text())["rows"]}
+    assert set(rows) == {True, False}
+    on, off = rows[True], rows[False]
+    assert on["flops"] == off["flops"] == attention_flops([1024], 12, 16, "fwd")
+    assert off["executed_flops"] == off["flops"]
+    assert 0 < on["executed_flops"] < on["flops"]
+    assert on["executed_tflops"] < on["tflops"]
+    # the same plan serves the backward (not run here: the count needs no call)
+    case = attention.Case("single", 1024, (1024,), 12, 16, "float32")
+    inp = attention.make_inputs(case, CPU)
+    for window, row in rows.items():
+        prepared = attention.SETUPS["ours-sdpa"](inp, case, "fwd+bwd",
+                                                 attention.Options(device=CPU, window=window))
+        assert prepared.executed_flops() == row["executed_flops"] * 7 // 2
 
 
 def test_attention_smoke_errors_within_tolerance(attention_results):
@@ -121,6 +188,38 @@ def test_attention_smoke_csv(attention_results):
         table = list(csv.DictReader(stream))
     assert len(table) == len(json.loads(out.read_text())["rows"])
     assert set(attention.ATTENTION_FIELDS) <= set(table[0])
+
+
+@pytest.mark.skipif(os.environ.get("TRITON_INTERPRET") != "1" and not torch.cuda.is_available(),
+                    reason="ours-triton needs a GPU or TRITON_INTERPRET=1 (set by conftest)")
+def test_triton_executed_flops_with_and_without_window():
+    """With lodestone's 12 slopes at 512 tokens the steep heads skip key blocks: executed FLOPs
+    fall below the credited dense count, by the plan of mosaic_kernels.windowing; without
+    windowing they are equal. The count needs only the block sizes, so on CPU the (slow)
+    interpreted kernel is not launched."""
+    from mosaic_kernels import flash_attn
+    from mosaic_kernels.windowing import executed_forward_flops, key_reach
+
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    case = attention.Case("mixed", 512, (512, 200, 7), 12, 16, "float32")
+    inp = attention.make_inputs(case, device)
+    credited = attention_flops(case.seqlens, 12, 16, "fwd")
+    executed = {}
+    for window in (True, False):
+        opts = attention.Options(device=device, triton_interpret=True, window=window)
+        prepared = attention.SETUPS["ours-triton"](inp, case, "fwd", opts)
+        if device.type == "cuda":
+            prepared.call()  # the autotuner picks the block sizes at the first launch
+        executed[window] = prepared.executed_flops()
+    assert executed[False] == credited
+    blocks = flash_attn._fwd.block_sizes(torch.float32)
+    reach = key_reach(inp.q, inp.k, inp.v, inp.slopes, inp.scale)
+    assert executed[True] == executed_forward_flops(reach, inp.cu_seqlens, 12, 16,
+                                                    blocks["BLOCK_M"], blocks["BLOCK_N"])
+    assert 0 < executed[True] < credited
+    # the backward has no pair-level count: fwd+bwd rows report none
+    opts = attention.Options(device=device, triton_interpret=True)
+    assert attention.SETUPS["ours-triton"](inp, case, "fwd+bwd", opts).executed_flops is None
 
 
 def test_unsupported_rows_not_crashes():

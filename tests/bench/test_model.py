@@ -5,8 +5,10 @@ import json
 
 import pytest
 
+import torch
+
 from mosaic_encoder.bench.cli import main
-from mosaic_encoder.bench.model import MODEL_FIELDS
+from mosaic_encoder.bench.model import MODEL_FIELDS, build_model
 
 
 def test_model_smoke(tmp_path):
@@ -57,3 +59,31 @@ def test_model_isolated_reports_rss(tmp_path):
     baseline = next(r for r in rows if r["impl"] == "baseline")
     # the baseline's child built a 2 x 1024 x 1024 float32 table before its first call
     assert baseline["state_bytes"] == 2 * 1024 * 1024 * 4
+
+
+def test_model_window_both(tmp_path):
+    """--window both: an ours row per setting, one baseline row; both outputs match it."""
+    out = tmp_path / "model.json"
+    status = main(["model", "--device", "cpu", "--hidden", "32", "--layers", "1",
+                   "--heads", "4", "--intermediate", "64", "--vocab", "1200",
+                   "--lengths", "24", "--corpus-docs", "0", "--min-samples", "1",
+                   "--alibi-starting-size", "64", "--window", "both", "--out", str(out)])
+    assert status == 0
+    document = json.loads(out.read_text())
+    assert document["settings"]["window"] == "both"
+    rows = document["rows"]
+    assert [(r["impl"], r["window"]) for r in rows] == [
+        ("ours-sdpa", True), ("ours-sdpa", False), ("baseline", None)]
+    for row in rows[:2]:
+        assert row["status"] == "ok" and row["speedup_vs_baseline"] > 0, row
+        assert row["max_abs_diff_vs_baseline"] < 1e-4
+
+
+def test_build_model_sets_attention_window():
+    spec = dict(dtype="float32", attention="sdpa", checkpoint=None, seed=0,
+                geometry=dict(hidden=32, layers=2, heads=4, intermediate=64, vocab=100))
+    for window in (True, False):
+        model = build_model(dict(spec, window=window), torch.device("cpu"))
+        assert model.config.attention_window is window
+        assert all(layer.attention.self.attention_window is window
+                   for layer in model.encoder.layer)

@@ -15,10 +15,15 @@ def test_plots(tmp_path):
     out = tmp_path / "attention.json"
     assert main(["attention", "--device", "cpu", "--impls", "ours-sdpa,naive", "--lengths", "16,32",
                  "--compositions", "single", "--heads", "2", "--head-dims", "8", "--modes", "fwd",
-                 "--min-run-time", "0", "--min-samples", "1", "--out", str(out)]) == 0
+                 "--min-run-time", "0", "--min-samples", "1", "--window", "both",
+                 "--out", str(out)]) == 0
     results = load_results(out)
     for metric in plots.METRICS:
-        assert isinstance(plots.attention_figure(results, metric, mode="fwd"), Figure)
+        figure = plots.attention_figure(results, metric, mode="fwd")
+        assert isinstance(figure, Figure)
+        lines = {line.get_label(): line for line in figure.axes[0].get_lines()}
+        assert set(lines) == {"ours-sdpa", "ours-sdpa window off", "naive"}
+        assert lines["ours-sdpa window off"].get_linestyle() == "--"
     written = plots.save_figures(results, tmp_path / "png")
     assert written and all(p.suffix == ".png" and p.stat().st_size > 1000 for p in written)
     assert main(["plots", str(out), "--out", str(tmp_path / "cli")]) == 0

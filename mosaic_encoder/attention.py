@@ -72,12 +72,14 @@ def sdpa_varlen_alibi(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu_seql
     differentiable = dropout_p > 0 or (torch.is_grad_enabled() and
                                        any(t.requires_grad for t in (q, k, v)))
     out = torch.empty_like(q)
+    order = _head_order(alibi_slopes, window, q.shape[0])
     table_length = None
     for length, idx, chunks in _plan(q, k, v, cu_seqlens, alibi_slopes, scale,
-                                     max_score_elements, window):
+                                     max_score_elements, order):
         if length != table_length:  # the plan's steps of one length come together
             table_length = length
-            table = None if alibi_slopes is None else alibi_offset_table(alibi_slopes, length)
+            table = None if alibi_slopes is None else alibi_offset_table(
+                alibi_slopes if order is None else alibi_slopes[order], length)
             if table is not None and differentiable:
                 # Each chunk's scores are recomputed in the backward pass instead of kept:
                 # training activations then grow linearly with the sequence length, not with
@@ -87,10 +89,11 @@ def sdpa_varlen_alibi(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu_seql
             elif table is not None:
                 steps = idx.shape[0] * heads * chunks[0][1] * length
                 attend = _BufferedAttention(scale, steps, q.dtype, q.device)
-        # (n, L, heads, d) -> (n, heads, L, d), contiguous so that no matrix product below
-        # copies its operands again for every chunk.
-        qs, ks, vs = (t[idx].transpose(1, 2).contiguous() for t in (q, k, v))
-        for row, rows, ranges in chunks:
+        # (n, L, heads, d) -> (n, heads, L, d), heads in the plan's order, contiguous so that no
+        # matrix product below copies its operands again for every chunk.
+        qs, ks, vs = ((t[idx] if order is None else t[idx][:, :, order]).transpose(1, 2)
+                      .contiguous() for t in (q, k, v))
+        for row, rows, groups in chunks:
             if table is None:
                 chunk = F.scaled_dot_product_attention(qs[:, :, row:row + rows], ks, vs,
                                                        dropout_p=dropout_p, scale=scale)
@@ -98,17 +101,14 @@ def sdpa_varlen_alibi(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu_seql
                 # Query rows run backwards so the bias is a free strided view of `table`.
                 bias = alibi_bias_view(table, length, row, rows)
                 query = qs[:, :, row:row + rows].flip(2)
-                if ranges is None:
-                    chunk = attend(query, ks, vs, bias)
-                else:
-                    chunk = torch.cat([
-                        attend(query[:, h:h + 1], ks[:, h:h + 1, lo:hi], vs[:, h:h + 1, lo:hi],
-                               bias[h:h + 1, :, lo:hi])
-                        for h, (lo, hi) in enumerate(ranges)], dim=1)
-                chunk = chunk.flip(2)
+                chunk = torch.cat([
+                    attend(query[:, h0:h1], ks[:, h0:h1, lo:hi], vs[:, h0:h1, lo:hi],
+                           bias[h0:h1, :, lo:hi])
+                    for h0, h1, lo, hi in groups], dim=1).flip(2)
+            if order is not None:
+                chunk = chunk[:, _inverse(order)]
             out[idx[:, row:row + rows]] = chunk.transpose(1, 2)
     return out
-
 
 def sdpa_visited_pairs(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
                        cu_seqlens: torch.Tensor, alibi_slopes: torch.Tensor | None,
@@ -122,30 +122,51 @@ def sdpa_visited_pairs(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
     host (for benchmarks and tests, not for a hot path).
     """
     scale = softmax_scale if softmax_scale is not None else 1.0 / math.sqrt(q.shape[-1])
-    heads = q.shape[1]
-    return sum(idx.shape[0] * rows * (heads * length if ranges is None else
-                                      sum(hi - lo for lo, hi in ranges))
-               for length, idx, chunks in _plan(q, k, v, cu_seqlens, alibi_slopes, scale,
-                                                max_score_elements, window)
-               for _, rows, ranges in chunks)
+    order = _head_order(alibi_slopes, window, q.shape[0])
+    return sum(idx.shape[0] * rows * sum((h1 - h0) * (hi - lo) for h0, h1, lo, hi in groups)
+               for _, idx, chunks in _plan(q, k, v, cu_seqlens, alibi_slopes, scale,
+                                           max_score_elements, order)
+               for _, rows, groups in chunks)
+
+
+def _head_order(alibi_slopes: torch.Tensor | None, window: bool, tokens: int
+                ) -> list[int] | None:
+    """The order heads are computed in when windowing (else None): by slope, steepest first.
+
+    Steep heads reach few keys: sorted, heads of similar reach are neighbours, so a query chunk
+    can run them as contiguous slices (views, batched products) over one narrower key range.
+    """
+    if not window or alibi_slopes is None or not tokens:
+        return None
+    slopes = alibi_slopes.tolist()  # (heads,) on the host: this is the CPU path
+    return sorted(range(len(slopes)), key=lambda h: (-slopes[h], h))
+
+
+def _inverse(order: list[int]) -> list[int]:
+    inverse = [0] * len(order)
+    for position, head in enumerate(order):
+        inverse[head] = position
+    return inverse
 
 
 def _plan(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu_seqlens: torch.Tensor,
           alibi_slopes: torch.Tensor | None, scale: float, max_score_elements: int,
-          window: bool):
+          order: list[int] | None):
     """The steps of :func:`sdpa_varlen_alibi`, grouped by sequence length.
 
     Yields ``(length, idx, chunks)`` per step: ``idx`` (n, length) the token indices of the
-    step's n sequences of that length, ``chunks`` a list of ``(row, rows, ranges)``: query rows
-    ``[row, row + rows)`` attend to every key when ``ranges`` is None, else head ``h`` to keys
-    ``ranges[h] = (lo, hi)`` only (exact ALiBi windowing). The first step of a length has the
-    most sequences and the longest chunk.
+    step's n sequences of that length, ``chunks`` a list of ``(row, rows, groups)``: query rows
+    ``[row, row + rows)``, and ``groups`` of ``(h0, h1, lo, hi)``: the heads at positions
+    ``[h0, h1)`` of ``order`` attend to keys ``[lo, hi)`` (all keys unless exact ALiBi windowing,
+    with ``order`` sorted by slope, proves the others have zero weight; ``order`` None: no
+    windowing, heads in their own order). The first step of a
+    length has the most sequences and the longest chunk.
     """
     heads = q.shape[1]
     reach = None
-    if window and alibi_slopes is not None and q.shape[0]:
+    if order is not None:
         from mosaic_kernels.windowing import key_reach
-        reach = key_reach(q.detach(), k.detach(), v.detach(), alibi_slopes, scale)
+        reach = key_reach(q.detach(), k.detach(), v.detach(), alibi_slopes, scale)[order]
     starts_by_length: dict[int, list[int]] = defaultdict(list)
     for start, length in zip(cu_seqlens[:-1].tolist(), cu_seqlens.diff().tolist()):
         if length:
@@ -163,14 +184,39 @@ def _plan(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu_seqlens: torch.T
             chunks = []
             for chunk_index, row in enumerate(range(0, length, rows_per_step)):
                 rows = min(rows_per_step, length - row)
-                ranges = None
-                if windows is not None and not all(
-                        windows[h][chunk_index] >= max(row, length - row - rows)
-                        for h in range(heads)):
-                    ranges = [_key_range(windows[h][chunk_index], row, rows, length)
-                              for h in range(heads)]
-                chunks.append((row, rows, ranges))
+                ranges = [(0, length)] * heads if windows is None else \
+                    [_key_range(windows[h][chunk_index], row, rows, length) for h in range(heads)]
+                chunks.append((row, rows, _head_groups(ranges)))
             yield length, idx, chunks
+
+
+def _head_groups(ranges: list[tuple[int, int]]) -> list[tuple[int, int, int, int]]:
+    """Split heads (in computation order) into contiguous groups sharing one key range.
+
+    ranges: per head, the keys ``(lo, hi)`` it needs. A group runs its heads over the union of
+    their ranges; a group costs its heads times that width, plus one head's worth for the
+    extra call (separate products batch less well). Dynamic programming over the split points
+    picks the cheapest grouping; without windowing it is one group of every head.
+    """
+    heads = len(ranges)
+
+    def group(h0: int, h1: int) -> tuple[int, int, int, int]:
+        return (h0, h1, min(lo for lo, _ in ranges[h0:h1]), max(hi for _, hi in ranges[h0:h1]))
+
+    def cost(h0: int, h1: int) -> int:
+        _, _, lo, hi = group(h0, h1)
+        return (h1 - h0 + 1) * (hi - lo)
+
+    best = [0] + [None] * heads  # best[h]: cheapest cost of heads [0, h), and its last split
+    split = [0] * (heads + 1)
+    for h1 in range(1, heads + 1):
+        best[h1], split[h1] = min((best[h0] + cost(h0, h1), h0) for h0 in range(h1))
+    groups = []
+    h1 = heads
+    while h1:
+        groups.append(group(split[h1], h1))
+        h1 = split[h1]
+    return groups[::-1]
 
 
 def _key_windows(reach: torch.Tensor, idx: torch.Tensor, rows_per_step: int) -> list[list[int]]:

@@ -172,25 +172,27 @@ _SUPPORTED_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 
 
 @triton.jit
-def _bias_positions(offset, BLOCK: tl.constexpr, alibi2):
-    """Positions ``offset + [0, BLOCK)`` scaled by the base-2 slope, float32 of shape (BLOCK,).
+def _bias_positions(offset, BLOCK: tl.constexpr):
+    """Positions ``offset + [0, BLOCK)`` as float32 of shape (BLOCK,), computed once per block.
 
-    ``offset`` is relative to the program's own block, so positions are small integers near the
-    diagonal (exact in float32) and the bias of near keys is as accurate as ``slope * |i - j|``;
-    they are computed once per block, never per score.
+    ``offset`` is relative to the program's own block, so positions are small integers, exact in
+    float32, and so is every difference of two of them: the bias below rounds once, relative to
+    itself. (Scaling the positions by the slope first would round each to the magnitude of the
+    position, an error of a few ulps of ``slope * block offset`` in the bias of near keys.)
     """
-    return (offset + tl.arange(0, BLOCK)).to(tl.float32) * alibi2
+    return (offset + tl.arange(0, BLOCK)).to(tl.float32)
 
 
 @triton.jit
-def _scores(qk, row_pos, col_pos, qk_scale):
+def _scores(qk, row_pos, col_pos, qk_scale, alibi2):
     """Base-2 scores of a tile: ``s2 = qk_scale * q.k - slope * log2(e) * |i - j|``.
 
     ``qk``: (R, C) float32 dot products; ``row_pos`` (R,) and ``col_pos`` (C,) from
-    :func:`_bias_positions` (queries or keys along either axis: the bias is symmetric). One
-    subtraction and one fused multiply-add per score; the absolute value is free on GPUs.
+    :func:`_bias_positions` (queries or keys along either axis: the bias is symmetric);
+    ``alibi2`` the base-2 slope. The distance is exact; one multiply rounds the bias, as in
+    ``slope * |i - j|`` computed in float32. This is the one definition of the position bias.
     """
-    return qk * qk_scale - tl.abs(row_pos[:, None] - col_pos[None, :])
+    return qk * qk_scale - alibi2 * tl.abs(row_pos[:, None] - col_pos[None, :])
 
 
 # --------------------------------------------------------------------------
@@ -361,7 +363,7 @@ def _fwd_inner(acc, l_i, m_i, visited, q, row_pos, K_H, V_H, stride_kt, stride_v
         v = _load_tile(V_H, tok_n, stride_vt, mask_n, offs_d, mask_d, UPCAST, MASK_N, EVEN_D)
 
         s = _dot(q, tl.trans(k), tl.zeros([q.shape[0], BLOCK_N], dtype=tl.float32), IEEE)
-        s = _scores(s, row_pos, _bias_positions(start_n - start_m, BLOCK_N, alibi2), qk_scale)
+        s = _scores(s, row_pos, _bias_positions(start_n - start_m, BLOCK_N), qk_scale, alibi2)
         if MASK_N:
             s = tl.where(mask_n[None, :], s, float("-inf"))  # keys past the end: no weight
 
@@ -404,7 +406,7 @@ def _fwd_kernel(
 
     q = _load_tile(Q + off_h * stride_qh, tok_m, stride_qt, mask_m, offs_d, mask_d, UPCAST,
                    True, EVEN_D)
-    row_pos = _bias_positions(0, BLOCK_M, alibi2)
+    row_pos = _bias_positions(0, BLOCK_M)
 
     m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)  # running row max of s2
     l_i = tl.zeros([BLOCK_M], dtype=tl.float32)  # running sum of exp2(s2 - m_i)
@@ -479,7 +481,7 @@ def _dkdv_inner(dk, dv, visited, k, v, row_pos, Q_H, DO_H, LSE_SEQ, DELTA_SEQ, s
         delta = _load_row(DELTA_SEQ, offs_m, mask_m, MASK_M)
 
         s_t = _dot(k, tl.trans(q), tl.zeros([k.shape[0], BLOCK_M], dtype=tl.float32), IEEE)
-        s_t = _scores(s_t, row_pos, _bias_positions(start_m - start_n, BLOCK_M, alibi2), qk_scale)
+        s_t = _scores(s_t, row_pos, _bias_positions(start_m - start_n, BLOCK_M), qk_scale, alibi2)
         p_t = tl.exp2(s_t - lse[None, :])
         if MASK_M:
             p_t = tl.where(mask_m[None, :], p_t, 0.0)
@@ -529,7 +531,7 @@ def _bwd_dkdv_kernel(
                    True, EVEN_D)
     v = _load_tile(V + off_h * stride_vh, tok_n, stride_vt, mask_n, offs_d, mask_d, UPCAST,
                    True, EVEN_D)
-    row_pos = _bias_positions(0, BLOCK_N, alibi2)
+    row_pos = _bias_positions(0, BLOCK_N)
     dk = tl.zeros([BLOCK_N, BLOCK_D], dtype=tl.float32)
     dv = tl.zeros([BLOCK_N, BLOCK_D], dtype=tl.float32)
     visited = seqlen * 0
@@ -572,7 +574,7 @@ def _dq_inner(dq, visited, q, do, lse, delta, row_pos, K_H, V_H, stride_kt, stri
         v = _load_tile(V_H, tok_n, stride_vt, mask_n, offs_d, mask_d, UPCAST, MASK_N, EVEN_D)
 
         s = _dot(q, tl.trans(k), tl.zeros([q.shape[0], BLOCK_N], dtype=tl.float32), IEEE)
-        s = _scores(s, row_pos, _bias_positions(start_n - start_m, BLOCK_N, alibi2), qk_scale)
+        s = _scores(s, row_pos, _bias_positions(start_n - start_m, BLOCK_N), qk_scale, alibi2)
         p = tl.exp2(s - lse[:, None])
         if MASK_N:
             p = tl.where(mask_n[None, :], p, 0.0)  # keys past the end get no weight
@@ -620,7 +622,7 @@ def _bwd_dq_kernel(
                     True, EVEN_D)
     lse = tl.load(LSE + off_h * stride_lse_h + tok_m, mask=mask_m, other=0.0)
     delta = tl.load(DELTA + off_h * stride_lse_h + tok_m, mask=mask_m, other=0.0)
-    row_pos = _bias_positions(0, BLOCK_M, alibi2)
+    row_pos = _bias_positions(0, BLOCK_M)
     dq = tl.zeros([BLOCK_M, BLOCK_D], dtype=tl.float32)
     visited = seqlen * 0
 

@@ -259,6 +259,12 @@ def _draw_slopes(kind, heads, seed):
          q_gain=4.0, seed=1)
 @example(lengths=[17, 1, 50], heads=3, head_dim=64, dtype=torch.bfloat16, slopes_kind="steep",
          q_gain=1.0, seed=2)
+# Steep slopes at block offsets: found when the bias was computed as (slope * i) - (slope * j),
+# which rounds each product to the magnitude of the position instead of the distance.
+@example(lengths=[20, 104, 33, 8, 33], heads=2, head_dim=40, dtype=torch.float32,
+         slopes_kind="steep", q_gain=4.0, seed=33)
+@example(lengths=[20, 104, 33, 8, 33], heads=2, head_dim=40, dtype=torch.bfloat16,
+         slopes_kind="steep", q_gain=4.0, seed=33)
 def test_kernels_match_oracle_hypothesis(lengths, heads, head_dim, dtype, slopes_kind, q_gain, seed):
     slopes = _draw_slopes(slopes_kind, heads, seed)
     check_internal_kernels(lengths, heads, head_dim, dtype, slopes, seed, q_gain)

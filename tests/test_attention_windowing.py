@@ -50,8 +50,10 @@ def test_windowed_equals_unskipped(lengths, heads, slope, gain, far_gain, budget
 
 def test_gradients_equal_unskipped():
     q, k, v, cu = packed([400, 7, 250], 3, 16, seed=3)
-    windowed, full = both(q, k, v, cu, torch.tensor([2.0, 0.5, 0.0]), grad=True,
-                          max_score_elements=1 << 16)
+    slopes, budget = torch.tensor([8.0, 4.0, 0.0]), 1 << 14
+    dense = 3 * (400 ** 2 + 7 ** 2 + 250 ** 2)
+    assert sdpa_visited_pairs(q, k, v, cu, slopes, max_score_elements=budget) < dense
+    windowed, full = both(q, k, v, cu, slopes, grad=True, max_score_elements=budget)
     for name, a, b in zip(("out", "dq", "dk", "dv"), windowed, full):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=2e-6, msg=name)
 
@@ -91,9 +93,11 @@ def test_visited_pairs_count_the_scores_computed(grad, monkeypatch):
     monkeypatch.setattr(attention._BufferedAttention, "__call__",
                         counting(attention._BufferedAttention.__call__))
     monkeypatch.setattr(attention, "_biased_attention", counting(attention._biased_attention))
-    lengths = [700, 700, 90, 3]
+    lengths = [1500, 1500, 90, 3]
     q, k, v, cu = packed(lengths, 4, 16, seed=6)
-    slopes, budget = torch.tensor([1.0, 0.5, 0.25, 0.125]), 1 << 17  # steep: windows bite
+    # Steep slopes: reaches of a few dozen keys against 21-row chunks of 1500 keys, so the plan
+    # groups the heads over narrow key ranges.
+    slopes, budget = torch.tensor([8.0, 4.0, 2.0, 1.0]), 1 << 17
     dense = 4 * sum(n * n for n in lengths)
     for window in (True, False):
         computed.clear()

@@ -68,3 +68,13 @@ def add_runtime(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dtype", choices=sorted(DTYPES), default="float32")
     parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N (default: cpu)")
     parser.add_argument("--attention", choices=("auto", "sdpa", "triton"), default="auto")
+
+
+def add_embedding_batches(parser: argparse.ArgumentParser) -> None:
+    """``--batch-size``, ``--max-tokens`` and ``--max-seq-length`` of sentence embedding."""
+    parser.add_argument("--batch-size", type=positive_int, default=32,
+                        help="texts per batch (default: 32)")
+    parser.add_argument("--max-tokens", type=positive_int, default=None, metavar="N",
+                        help="token budget: at most N padded tokens per batch")
+    parser.add_argument("--max-seq-length", metavar="N", default=None,
+                        help="truncate longer inputs (default: the checkpoint's)")

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from . import __version__
-from .arguments import add_runtime, compute_device, positive_int
+from .arguments import add_embedding_batches, add_runtime, compute_device, positive_int
 from .arguments import max_seq_length as max_seq_length_arg
 from .atomic import atomic_write
 from .bundled import BUNDLED_CHECKPOINT, BUNDLED_MLM_CHECKPOINT
@@ -382,12 +382,7 @@ def build_parser() -> argparse.ArgumentParser:
     encode.add_argument("--model", metavar="DIR",
                         help="checkpoint directory (default: the bundled random-weight one)")
     add_runtime(encode)
-    encode.add_argument("--batch-size", type=positive_int, default=32,
-                        help="texts per batch (default: 32)")
-    encode.add_argument("--max-tokens", type=positive_int, default=None, metavar="N",
-                        help="token budget: at most N padded tokens per batch")
-    encode.add_argument("--max-seq-length", metavar="N", default=None,
-                        help="truncate longer inputs (default: the checkpoint's)")
+    add_embedding_batches(encode)
     encode.add_argument("--output", metavar="FILE",
                         help="write .npy, .jsonl or .safetensors (key 'embeddings') instead of "
                              "JSON lines on stdout (never the input file or into the model "

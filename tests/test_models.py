@@ -90,15 +90,20 @@ def test_low_precision_within_twice_plain_pytorch_error(models, expected, name, 
         assert ours_error <= 2 * plain_error, (case, ours_error, plain_error)
 
 
+def random_padded_batch(lengths, extra, seed):
+    """(B, max(lengths) + extra) random token ids and the mask of rows of ``lengths`` tokens."""
+    generator = torch.Generator().manual_seed(seed)
+    seqlen = max(lengths) + extra
+    ids = torch.randint(1, 30522, (len(lengths), seqlen), generator=generator)
+    return ids, (torch.arange(seqlen)[None] < torch.tensor(lengths)[:, None]).long()
+
+
 @given(lengths=st.lists(st.integers(1, 40), min_size=1, max_size=4), extra=st.integers(0, 7),
        seed=st.integers(0, 2 ** 16))
 def test_padding_invariance(models, lengths, extra, seed):
     """A sequence's outputs do not depend on its batch neighbours or the padded length."""
     model = models("mosaic-tiny")
-    generator = torch.Generator().manual_seed(seed)
-    seqlen = max(lengths) + extra
-    ids = torch.randint(1, 30522, (len(lengths), seqlen), generator=generator)
-    mask = (torch.arange(seqlen)[None] < torch.tensor(lengths)[:, None]).long()
+    ids, mask = random_padded_batch(lengths, extra, seed)
     with torch.inference_mode():
         batched = model(ids, mask)
         for row, length in enumerate(lengths):
@@ -185,10 +190,7 @@ def test_batches_without_tokens_give_empty_or_zero_outputs(models, name, attenti
 def test_padding_invariance_with_empty_rows(models, lengths, extra, seed):
     """Rows without real tokens (all-zero masks) give zeros and leave the other rows unchanged."""
     model = models("mosaic-tiny")
-    generator = torch.Generator().manual_seed(seed)
-    seqlen = max(lengths) + extra
-    ids = torch.randint(1, 30522, (len(lengths), seqlen), generator=generator)
-    mask = (torch.arange(seqlen)[None] < torch.tensor(lengths)[:, None]).long()
+    ids, mask = random_padded_batch(lengths, extra, seed)
     with torch.inference_mode():
         batched = model(ids, mask).last_hidden_state
         for row, length in enumerate(lengths):

@@ -8,7 +8,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from helpers import DATA, WEIGHTS, write_with_duplicate_key
+from helpers import DATA, WEIGHTS, copy_checkpoint, write_with_duplicate_key
 from mosaic_encoder import CheckpointError, ConfigError, MosaicError
 from mosaic_encoder.manifest import load_manifest
 from mosaic_encoder.verify import (file_digests, select_manifest, summarise_names,
@@ -19,18 +19,8 @@ GOLDEN = {name: DATA / "expected" / f"{name}.safetensors" for name in ("mosaic-t
 
 
 def checkpoint(tmp_path, source="mosaic-tiny", tensors=None, config=None):
-    """A copy of a bundled checkpoint with edited tensors and/or config values."""
-    directory = tmp_path / source
-    shutil.copytree(WEIGHTS / source, directory)
-    if tensors is not None:
-        state = load_file(directory / "model.safetensors")
-        tensors(state)
-        save_file(state, directory / "model.safetensors")
-    if config is not None:
-        values = json.loads((directory / "config.json").read_text())
-        config(values)
-        (directory / "config.json").write_text(json.dumps(values))
-    return directory
+    """A copy of a bundled checkpoint, named after it, with edited tensors and/or config values."""
+    return copy_checkpoint(tmp_path, source, source, tensors, config)
 
 
 def by_name(results):

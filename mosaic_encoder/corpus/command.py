@@ -11,7 +11,8 @@ import argparse
 import importlib.util
 import sys
 
-from ..arguments import add_runtime, compute_device, max_seq_length, positive_int
+from ..arguments import (add_embedding_batches, add_runtime, compute_device, max_seq_length,
+                         positive_int)
 from ..errors import InputError
 from .driver import embed_corpus
 from .settings import CorpusSettings
@@ -35,12 +36,7 @@ def add_parser(commands) -> None:
     parser.add_argument("--id-column", default="id",
                         help="the id column, integers or strings, unique (default: id)")
     add_runtime(parser)
-    parser.add_argument("--batch-size", type=positive_int, default=32,
-                        help="texts per batch (default: 32)")
-    parser.add_argument("--max-tokens", type=positive_int, default=None, metavar="N",
-                        help="token budget: at most N padded tokens per batch")
-    parser.add_argument("--max-seq-length", metavar="N", default=None,
-                        help="truncate longer inputs (default: the checkpoint's)")
+    add_embedding_batches(parser)
     parser.add_argument("--rows-per-shard", type=positive_int, default=1000, metavar="N",
                         help="input rows per output shard (default: 1000)")
     parser.add_argument("--engine", choices=("local", "ray"), default="local",
@@ -79,7 +75,8 @@ def run(args: argparse.Namespace) -> int:
     settings = CorpusSettings(model=args.model, dtype=args.dtype, device=args.device,
                               attention=args.attention, batch_size=args.batch_size,
                               max_tokens_per_batch=args.max_tokens,
-                              max_seq_length=max_seq_length(args.max_seq_length), text_column=args.text_column,
+                              max_seq_length=max_seq_length(args.max_seq_length),
+                              text_column=args.text_column,
                               id_column=args.id_column, rows_per_shard=args.rows_per_shard)
     ray_kwargs = {} if args.engine == "local" else {
         "address": args.address, "num_workers": args.num_workers,

@@ -22,12 +22,14 @@ import math
 import os
 from collections import defaultdict
 from functools import partial
+from typing import Iterator, NamedTuple
 
 import torch
 import torch.nn.functional as F
+from einops import rearrange
 from torch.utils.checkpoint import checkpoint
 
-from .alibi import alibi_bias_view, alibi_offset_table
+from .alibi import alibi_bias, alibi_bias_view, alibi_offset_table
 from .errors import ConfigError
 
 # 32 MiB of float32 scores per step: small enough to stay near the caches (128 query rows of a
@@ -47,6 +49,31 @@ def resolve_impl(impl: str, device: torch.device) -> str:
                               "TRITON_INTERPRET=1 set before triton is imported to run on the CPU.")
         return impl
     raise ConfigError(f"attention implementation must be 'auto', 'sdpa' or 'triton', got {impl!r}.")
+
+
+class HeadGroup(NamedTuple):
+    """Heads at positions ``[first, stop)`` of the computation order attend to keys ``[lo, hi)``."""
+
+    first: int
+    stop: int
+    lo: int
+    hi: int
+
+
+class Chunk(NamedTuple):
+    """Query rows ``[row, row + rows)`` of a step, and the head groups that compute them."""
+
+    row: int
+    rows: int
+    groups: list[HeadGroup]
+
+
+class Step(NamedTuple):
+    """Sequences of one length computed together: ``idx`` (n, length) their token indices."""
+
+    length: int
+    idx: torch.Tensor
+    chunks: list[Chunk]
 
 
 def sdpa_varlen_alibi(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu_seqlens: torch.Tensor,
@@ -74,8 +101,8 @@ def sdpa_varlen_alibi(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu_seql
     out = torch.empty_like(q)
     order = _head_order(alibi_slopes, window, q.shape[0])
     table_length = None
-    for length, idx, chunks in _plan(q, k, v, cu_seqlens, alibi_slopes, scale,
-                                     max_score_elements, order):
+    for step in _plan(q, k, v, cu_seqlens, alibi_slopes, scale, max_score_elements, order):
+        length, idx = step.length, step.idx
         if length != table_length:  # the plan's steps of one length come together
             table_length = length
             table = None if alibi_slopes is None else alibi_offset_table(
@@ -87,13 +114,13 @@ def sdpa_varlen_alibi(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu_seql
                 attend = partial(checkpoint, partial(_biased_attention, scale=scale,
                                                      dropout_p=dropout_p), use_reentrant=False)
             elif table is not None:
-                steps = idx.shape[0] * heads * chunks[0][1] * length
+                steps = idx.shape[0] * heads * step.chunks[0].rows * length
                 attend = _BufferedAttention(scale, steps, q.dtype, q.device)
-        # (n, L, heads, d) -> (n, heads, L, d), heads in the plan's order, contiguous so that no
-        # matrix product below copies its operands again for every chunk.
-        qs, ks, vs = ((t[idx] if order is None else t[idx][:, :, order]).transpose(1, 2)
-                      .contiguous() for t in (q, k, v))
-        for row, rows, groups in chunks:
+        # Heads in the plan's order, contiguous so that no matrix product below copies its
+        # operands again for every chunk.
+        qs, ks, vs = (rearrange(t[idx] if order is None else t[idx][:, :, order],
+                                "n l h d -> n h l d").contiguous() for t in (q, k, v))
+        for row, rows, groups in step.chunks:
             if table is None:
                 chunk = F.scaled_dot_product_attention(qs[:, :, row:row + rows], ks, vs,
                                                        dropout_p=dropout_p, scale=scale)
@@ -102,13 +129,14 @@ def sdpa_varlen_alibi(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu_seql
                 bias = alibi_bias_view(table, length, row, rows)
                 query = qs[:, :, row:row + rows].flip(2)
                 chunk = torch.cat([
-                    attend(query[:, h0:h1], ks[:, h0:h1, lo:hi], vs[:, h0:h1, lo:hi],
-                           bias[h0:h1, :, lo:hi])
-                    for h0, h1, lo, hi in groups], dim=1).flip(2)
+                    attend(query[:, g.first:g.stop], ks[:, g.first:g.stop, g.lo:g.hi],
+                           vs[:, g.first:g.stop, g.lo:g.hi], bias[g.first:g.stop, :, g.lo:g.hi])
+                    for g in groups], dim=1).flip(2)
             if order is not None:
                 chunk = chunk[:, _inverse(order)]
-            out[idx[:, row:row + rows]] = chunk.transpose(1, 2)
+            out[idx[:, row:row + rows]] = rearrange(chunk, "n h m d -> n m h d")
     return out
+
 
 def sdpa_visited_pairs(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
                        cu_seqlens: torch.Tensor, alibi_slopes: torch.Tensor | None,
@@ -123,10 +151,11 @@ def sdpa_visited_pairs(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
     """
     scale = softmax_scale if softmax_scale is not None else 1.0 / math.sqrt(q.shape[-1])
     order = _head_order(alibi_slopes, window, q.shape[0])
-    return sum(idx.shape[0] * rows * sum((h1 - h0) * (hi - lo) for h0, h1, lo, hi in groups)
-               for _, idx, chunks in _plan(q, k, v, cu_seqlens, alibi_slopes, scale,
-                                           max_score_elements, order)
-               for _, rows, groups in chunks)
+    return sum(step.idx.shape[0] * chunk.rows * sum((g.stop - g.first) * (g.hi - g.lo)
+                                                    for g in chunk.groups)
+               for step in _plan(q, k, v, cu_seqlens, alibi_slopes, scale, max_score_elements,
+                                 order)
+               for chunk in step.chunks)
 
 
 def _head_order(alibi_slopes: torch.Tensor | None, window: bool, tokens: int
@@ -151,16 +180,12 @@ def _inverse(order: list[int]) -> list[int]:
 
 def _plan(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu_seqlens: torch.Tensor,
           alibi_slopes: torch.Tensor | None, scale: float, max_score_elements: int,
-          order: list[int] | None):
+          order: list[int] | None) -> Iterator[Step]:
     """The steps of :func:`sdpa_varlen_alibi`, grouped by sequence length.
 
-    Yields ``(length, idx, chunks)`` per step: ``idx`` (n, length) the token indices of the
-    step's n sequences of that length, ``chunks`` a list of ``(row, rows, groups)``: query rows
-    ``[row, row + rows)``, and ``groups`` of ``(h0, h1, lo, hi)``: the heads at positions
-    ``[h0, h1)`` of ``order`` attend to keys ``[lo, hi)`` (all keys unless exact ALiBi windowing,
-    with ``order`` sorted by slope, proves the others have zero weight; ``order`` None: no
-    windowing, heads in their own order). The first step of a
-    length has the most sequences and the longest chunk.
+    Each chunk's head groups cover every key unless exact ALiBi windowing, with ``order`` sorted
+    by slope, proves the others have zero weight (``order`` None: no windowing, heads in their
+    own order). The first step of a length has the most sequences and the longest chunk.
     """
     heads = q.shape[1]
     reach = None
@@ -172,8 +197,8 @@ def _plan(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu_seqlens: torch.T
         if length:
             starts_by_length[length].append(start)
     for length, starts in starts_by_length.items():
-        # (n, L) token indices of the n sequences of this length.
-        index = torch.tensor(starts, device=q.device)[:, None] + torch.arange(length, device=q.device)
+        index = rearrange(torch.tensor(starts, device=q.device), "n -> n 1") + \
+            torch.arange(length, device=q.device)
         per_sequence = heads * length * length
         seqs_per_step = max(1, max_score_elements // per_sequence)
         rows_per_step = length if per_sequence <= max_score_elements else \
@@ -186,38 +211,41 @@ def _plan(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu_seqlens: torch.T
                 rows = min(rows_per_step, length - row)
                 ranges = [(0, length)] * heads if windows is None else \
                     [_key_range(windows[h][chunk_index], row, rows, length) for h in range(heads)]
-                chunks.append((row, rows, _head_groups(ranges, length)))
-            yield length, idx, chunks
+                chunks.append(Chunk(row, rows, _head_groups(ranges, length)))
+            yield Step(length, idx, chunks)
 
 
-def _head_groups(ranges: list[tuple[int, int]], length: int) -> list[tuple[int, int, int, int]]:
+def _head_groups(ranges: list[tuple[int, int]], length: int) -> list[HeadGroup]:
     """Split heads (in computation order) into contiguous groups sharing one key range.
 
-    ranges: per head, the keys ``(lo, hi)`` it needs, out of ``length``. A group runs its heads over the union of
-    their ranges; it costs its heads, plus one for the call, times that width, and a group
-    narrower than the sequence three times as much: on the 2-core CPU this was tuned on, the
-    products and bias additions of narrow key ranges ran 2-3x slower per score than one batched
-    product over every key. Dynamic programming over the split points picks the cheapest
+    ranges: per head, the keys ``(lo, hi)`` it needs, out of ``length``. A group runs its heads
+    over the union of their ranges; it costs its heads, plus one for the call, times that width,
+    and a group narrower than the sequence three times as much: on the 2-core CPU this was tuned
+    on, the products and bias additions of narrow key ranges ran 2-3x slower per score than one
+    batched product over every key. Dynamic programming over the split points picks the cheapest
     grouping; without windowing it is one group of every head.
     """
     heads = len(ranges)
 
-    def group(h0: int, h1: int) -> tuple[int, int, int, int]:
-        return (h0, h1, min(lo for lo, _ in ranges[h0:h1]), max(hi for _, hi in ranges[h0:h1]))
+    def group(first: int, stop: int) -> HeadGroup:
+        return HeadGroup(first, stop, min(lo for lo, _ in ranges[first:stop]),
+                         max(hi for _, hi in ranges[first:stop]))
 
-    def cost(h0: int, h1: int) -> int:
-        _, _, lo, hi = group(h0, h1)
-        return (h1 - h0 + 1) * (hi - lo) * (1 if hi - lo == length else 3)
+    def cost(first: int, stop: int) -> int:
+        chosen = group(first, stop)
+        width = chosen.hi - chosen.lo
+        return (stop - first + 1) * width * (1 if width == length else 3)
 
     best = [0] + [None] * heads  # best[h]: cheapest cost of heads [0, h), and its last split
     split = [0] * (heads + 1)
-    for h1 in range(1, heads + 1):
-        best[h1], split[h1] = min((best[h0] + cost(h0, h1), h0) for h0 in range(h1))
+    for stop in range(1, heads + 1):
+        best[stop], split[stop] = min((best[first] + cost(first, stop), first)
+                                      for first in range(stop))
     groups = []
-    h1 = heads
-    while h1:
-        groups.append(group(split[h1], h1))
-        h1 = split[h1]
+    stop = heads
+    while stop:
+        groups.append(group(split[stop], stop))
+        stop = split[stop]
     return groups[::-1]
 
 
@@ -227,9 +255,8 @@ def _key_windows(reach: torch.Tensor, idx: torch.Tensor, rows_per_step: int) -> 
     reach: (heads, T) int32; idx: (n, L) token indices. One host read per step.
     """
     per_token = reach[:, idx].amax(dim=1).to(torch.int64)  # (heads, L)
-    pad = (-per_token.shape[1]) % rows_per_step
-    padded = F.pad(per_token, (0, pad))
-    return padded.view(per_token.shape[0], -1, rows_per_step).amax(dim=2).tolist()
+    padded = F.pad(per_token, (0, (-per_token.shape[1]) % rows_per_step))
+    return rearrange(padded, "h (c m) -> h c m", m=rows_per_step).amax(dim=2).tolist()
 
 
 def _key_range(reach: int, row: int, rows: int, length: int) -> tuple[int, int]:
@@ -284,6 +311,39 @@ class _BufferedAttention:
         return torch.matmul(product, v)
 
 
+def padded_rows_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                          cu_seqlens: torch.Tensor, row_length: int,
+                          alibi_slopes: torch.Tensor | None, softmax_scale: float | None = None,
+                          dropout_p: float = 0.0) -> torch.Tensor:
+    """Variable-length attention over tokens in rows of ``row_length``, computed row by row.
+
+    The layout of :class:`mosaic_encoder.padding.PaddedRows`: T = rows x ``row_length`` tokens,
+    and ``cu_seqlens`` (3 rows + 1,) cuts row r into three sequences at ``cu_seqlens[3r + 1]``
+    and ``cu_seqlens[3r + 2]``. Each row is one dense (heads, L, L) score block, with keys of
+    other sequences masked out, so every shape follows from q's: this is the path that
+    ``torch.compile``, ``torch.export`` and ONNX trace. Scores, bias and softmax are float32 as
+    in :func:`sdpa_varlen_alibi`, whose real-token outputs it equals within float32 rounding.
+
+    q, k, v: (T, heads, head_dim) -> (T, heads, head_dim) in q's dtype.
+    """
+    scale = softmax_scale if softmax_scale is not None else 1.0 / math.sqrt(q.shape[-1])
+    qs, ks, vs = (rearrange(t, "(b l) h d -> b h l d", l=row_length) for t in (q, k, v))
+    rows = qs.shape[0]
+    token = rearrange(torch.arange(q.shape[0], device=q.device), "(b l) -> b l", b=rows)
+    first, last = (rearrange(cu_seqlens[i::3][:rows], "b -> b 1") for i in (1, 2))
+    sequence = (token >= first).to(torch.int8) + (token >= last).to(torch.int8)  # 0, 1, 2 per row
+    other = rearrange(sequence, "b i -> b 1 i 1") != rearrange(sequence, "b j -> b 1 1 j")
+    scores = torch.matmul(qs, ks.transpose(-1, -2)).to(torch.float32) * scale
+    if alibi_slopes is not None:
+        position = torch.arange(row_length, device=q.device)
+        scores = scores + alibi_bias(alibi_slopes, position, position)
+    # Every token belongs to its own sequence, so no row of scores is masked entirely.
+    probs = torch.softmax(scores.masked_fill(other, float("-inf")), dim=-1)
+    if dropout_p:
+        probs = F.dropout(probs, dropout_p)
+    return rearrange(torch.matmul(probs.to(vs.dtype), vs), "b h l d -> (b l) h d")
+
+
 def varlen_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu_seqlens: torch.Tensor,
                      max_seqlen: int, alibi_slopes: torch.Tensor | None, impl: str = "auto",
                      dropout_p: float = 0.0, window: bool = True) -> torch.Tensor:
@@ -293,9 +353,18 @@ def varlen_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu_seqle
     non-zero only in training; the Triton kernel has none and refuses it. ``window``: exact ALiBi
     windowing (skip keys of provably zero weight), in both implementations. The Triton path
     reads no tensor value on the host (``max_seqlen`` is a python int).
+
+    Under ``torch.compile`` or ``torch.export`` the tokens must be in the layout of
+    :class:`mosaic_encoder.padding.PaddedRows` (the models build it there): ``"sdpa"`` then runs
+    :func:`padded_rows_attention`, and ``"triton"`` the kernel as the custom operator
+    ``torch.ops.mosaic_kernels.flash_attn_varlen_alibi``, which compiled graphs keep calling.
     """
     impl = resolve_impl(impl, q.device)
+    compiling = torch.compiler.is_compiling()
     if impl == "sdpa":
+        if compiling:
+            return padded_rows_attention(q, k, v, cu_seqlens, max_seqlen, alibi_slopes,
+                                         dropout_p=dropout_p)
         return sdpa_varlen_alibi(q, k, v, cu_seqlens, alibi_slopes, dropout_p=dropout_p,
                                  window=window)
     if dropout_p:
@@ -303,11 +372,15 @@ def varlen_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu_seqle
                           "attention_probs_dropout_prob=0 or attention_impl='sdpa'.")
     try:
         from mosaic_kernels import flash_attn_varlen_alibi
+        from mosaic_kernels.custom_op import flash_attn_varlen_alibi_op
     except ImportError as err:
         raise ConfigError(f"attention implementation 'triton' is unavailable ({err}).") from None
-    if q.shape[0] == 0:  # no token at all (empty rows only): nothing to launch
-        return q.clone()
     if alibi_slopes is None:  # no ALiBi: the kernel's bias vanishes with zero slopes
         window = False
         alibi_slopes = torch.zeros(q.shape[1], dtype=torch.float32, device=q.device)
+    if compiling:
+        return flash_attn_varlen_alibi_op(q, k, v, cu_seqlens, max_seqlen, alibi_slopes,
+                                          window=window)
+    if q.shape[0] == 0:  # no token at all (empty rows only): nothing to launch
+        return q.clone()
     return flash_attn_varlen_alibi(q, k, v, cu_seqlens, max_seqlen, alibi_slopes, window=window)

@@ -175,7 +175,8 @@ class EncoderLayer(nn.Module):
     def forward(self, hidden: torch.Tensor, packing: Packing,
                 slopes: torch.Tensor | None) -> torch.Tensor:
         hidden = self.attention(hidden, packing, slopes)
-        if hidden.shape[0] <= FEED_FORWARD_BLOCK:
+        # Compiled, one block: a split by a symbolic token count would recompile per length.
+        if hidden.shape[0] <= FEED_FORWARD_BLOCK or torch.compiler.is_compiling():
             return self.feed_forward(hidden)
         # The feed-forward acts on each token alone, so blocks of tokens give the same result
         # while bounding its (tokens, 2I) intermediate (100 MB at 4096 float32 tokens).

@@ -2,6 +2,11 @@
 
 Both take a padded batch, pack the real tokens once, run every layer on the packed tokens, and
 return padded outputs with exact zeros at padded positions.
+
+Under ``torch.compile`` and ``torch.export`` (``torch.compiler.is_compiling()``) they run the
+padded rows instead (:class:`~mosaic_encoder.padding.PaddedRows`): the packed token count
+depends on the mask's values, which a graph with dynamic shapes cannot follow. The input checks
+that read values run only eagerly; the shape and dtype checks run in both.
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ from .alibi import alibi_slopes
 from .config import MosaicConfig
 from .errors import InputError
 from .layers import Embeddings, Encoder, MaskedLMPredictions, Pooler
-from .padding import Packing, pad
+from .padding import Packing, PaddedRows, pad, unpad
 
 
 @dataclass
@@ -43,7 +48,8 @@ def _check_inputs(input_ids: torch.Tensor, attention_mask: torch.Tensor | None,
 
     Ids must be int64 or int32 (a uint8 id of 300 would silently wrap to 44, a float id would be
     truncated); the mask may be of any dtype but must hold exactly 0 and 1 (:meth:`Packing.from_mask`
-    checks the values). A batch of zero rows or of zero columns is valid.
+    checks the values). A batch of zero rows or of zero columns is valid. The value checks are
+    skipped while compiling: they would read tensors on the host, which breaks the graph.
     """
     for name, tensor in (("input_ids", input_ids), ("attention_mask", attention_mask),
                          ("token_type_ids", token_type_ids)):
@@ -62,7 +68,7 @@ def _check_inputs(input_ids: torch.Tensor, attention_mask: torch.Tensor | None,
         if tensor.shape != input_ids.shape:
             raise InputError(f"{name} has shape {tuple(tensor.shape)} but input_ids has "
                              f"{tuple(input_ids.shape)}.")
-    if input_ids.numel():
+    if input_ids.numel() and not torch.compiler.is_compiling():
         if int(input_ids.min()) < 0 or int(input_ids.max()) >= config.vocab_size:
             raise InputError(f"input_ids must lie in [0, {config.vocab_size}), got values in "
                              f"[{int(input_ids.min())}, {int(input_ids.max())}].")
@@ -88,17 +94,22 @@ class MosaicBertModel(nn.Module):
     def encode_packed(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
                       token_type_ids: torch.Tensor | None = None
                       ) -> tuple[torch.Tensor, Packing]:
-        """Run the encoder; returns the packed last hidden states (T, H) and their packing."""
+        """Run the encoder; returns the last hidden states (T, H) and their packing.
+
+        Eagerly a :class:`Packing` of the real tokens; while compiling :class:`PaddedRows`, whose
+        T = B x S tokens include the padding (:func:`mosaic_encoder.padding.pad` zeroes it).
+        """
         attention_mask, token_type_ids = _check_inputs(input_ids, attention_mask, token_type_ids,
                                                        self.config)
-        packing = Packing.from_mask(attention_mask)
         config = self.config
+        packing = PaddedRows.from_mask(attention_mask) if torch.compiler.is_compiling() \
+            else Packing.from_mask(attention_mask)
+        # Compiled, the bound applies to the padded length, the only length known there.
         if not config.uses_alibi and packing.max_seqlen > config.max_position_embeddings:
             raise InputError(f"a sequence of {packing.max_seqlen} tokens exceeds this checkpoint's "
                              f"max_position_embeddings ({config.max_position_embeddings}); "
                              f"truncate the input (e.g. max_seq_length).")
-        ids = input_ids.flatten()[packing.indices]
-        types = token_type_ids.flatten()[packing.indices]
+        ids, types = unpad(input_ids, packing), unpad(token_type_ids, packing)
         hidden = self.embeddings(ids, types, None if config.uses_alibi else packing.positions())
         slopes = alibi_slopes(config.num_attention_heads, device=hidden.device) \
             if config.uses_alibi else None

@@ -327,9 +327,10 @@ def padded_rows_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
     q, k, v: (T, heads, head_dim) -> (T, heads, head_dim) in q's dtype.
     """
     scale = softmax_scale if softmax_scale is not None else 1.0 / math.sqrt(q.shape[-1])
-    qs, ks, vs = (rearrange(t, "(b l) h d -> b h l d", l=row_length) for t in (q, k, v))
-    rows = qs.shape[0]
-    token = rearrange(torch.arange(q.shape[0], device=q.device), "(b l) -> b l", b=rows)
+    rows = cu_seqlens.shape[0] // 3
+    qs, ks, vs = (rearrange(t, "(b l) h d -> b h l d", b=rows, l=row_length) for t in (q, k, v))
+    token = rearrange(torch.arange(q.shape[0], device=q.device), "(b l) -> b l", b=rows,
+                      l=row_length)
     first, last = (rearrange(cu_seqlens[i::3][:rows], "b -> b 1") for i in (1, 2))
     sequence = (token >= first).to(torch.int8) + (token >= last).to(torch.int8)  # 0, 1, 2 per row
     other = rearrange(sequence, "b i -> b 1 i 1") != rearrange(sequence, "b j -> b 1 1 j")

@@ -226,9 +226,13 @@ def _encode(args: argparse.Namespace) -> int:
     device = compute_device(args.device)
     _note_bundled(args, BUNDLED_CHECKPOINT)
     encoder = SentenceEncoder(model, dtype=DTYPES[args.dtype], device=device,
-                              attention=args.attention, max_seq_length=max_seq_length)
+                              attention=args.attention, max_seq_length=max_seq_length,
+                              compile=args.compile)
     embeddings = encoder.encode(texts, batch_size=args.batch_size,
                                 max_tokens_per_batch=args.max_tokens)
+    if encoder.first_batch_seconds is not None:
+        print(f"compiled: the first batch took {encoder.first_batch_seconds:.1f} s, compilation "
+              f"included.", file=sys.stderr)
     _check_finite(embeddings)
     lines = (json.dumps({"text": t, "embedding": e.tolist()}, allow_nan=False) + "\n"
              for t, e in zip(texts, embeddings))
@@ -344,6 +348,21 @@ def _convert(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- export-onnx ------------------------------------------------------------------------------
+
+
+def _export_onnx(args: argparse.Namespace) -> int:
+    from .export import export_onnx
+
+    model = _model_dir(args, BUNDLED_CHECKPOINT)
+    result = export_onnx(model, args.output, token_types=not args.no_token_types,
+                         attention=args.attention, overwrite=args.force)
+    _note_bundled(args, BUNDLED_CHECKPOINT)
+    print(f"exported {model} -> {result.path}: inputs {', '.join(result.inputs)}; outputs "
+          f"{', '.join(result.outputs)}; batch and sequence dynamic.", file=sys.stderr)
+    return 0
+
+
 # --- bench ------------------------------------------------------------------------------------
 
 
@@ -388,6 +407,9 @@ def build_parser() -> argparse.ArgumentParser:
                              "JSON lines on stdout (never the input file or into the model "
                              "directory)")
     encode.add_argument("--force", action="store_true", help="replace an existing output file")
+    encode.add_argument("--compile", action="store_true",
+                        help="run the model through torch.compile (the first batch compiles; "
+                             "pays on large inputs)")
     encode.set_defaults(run=_encode)
 
     fill = commands.add_parser("fill-mask", help="top-k tokens for each [MASK] (masked-LM only)",
@@ -428,6 +450,21 @@ def build_parser() -> argparse.ArgumentParser:
                          help="where to write (default: model.safetensors beside the source)")
     convert.add_argument("--force", action="store_true", help="replace an existing output file")
     convert.set_defaults(run=_convert)
+
+    export = commands.add_parser("export-onnx", help="write the model as ONNX (dynamic shapes)",
+                                 description="Export a checkpoint to ONNX with dynamic batch and "
+                                             "sequence axes: last_hidden_state, and the pooled, "
+                                             "normalised sentence_embedding for sentence-"
+                                             "transformers checkpoints.")
+    export.add_argument("output", metavar="OUTPUT.onnx")
+    export.add_argument("--model", metavar="DIR",
+                        help="checkpoint directory (default: the bundled random-weight one)")
+    export.add_argument("--attention", choices=("auto", "sdpa", "triton"), default="sdpa",
+                        help="only sdpa exports (auto is sdpa on the CPU)")
+    export.add_argument("--no-token-types", action="store_true",
+                        help="leave out the token_type_ids input (zeros are used)")
+    export.add_argument("--force", action="store_true", help="replace an existing output file")
+    export.set_defaults(run=_export_onnx)
 
     bench = commands.add_parser("bench", add_help=False,
                                 help="benchmarks: bench attention|model|report|plots ...",

@@ -26,7 +26,7 @@ from .checkpoint import (FLOAT_DTYPES, QKV, REPORT_LIMIT, TIED_DECODER, TIED_SOU
                          summarise, without_ignored)
 from .config import MosaicConfig
 from .devices import resolve_device
-from .dtypes import resolve_dtype
+from .dtypes import resolve_dtype, warn_if_slow
 from .errors import CheckpointError
 
 
@@ -61,6 +61,7 @@ def load_model(path: str | Path, dtype: str | torch.dtype = torch.float32,
     directory = Path(path)
     dtype = resolve_load_dtype(dtype)
     device = resolve_device(device)
+    warn_if_slow(dtype, device)
     if not directory.is_dir():
         raise CheckpointError(f"checkpoint directory {directory} does not exist.")
     config = MosaicConfig.from_json_file(directory / "config.json").replace(

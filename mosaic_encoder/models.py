@@ -38,6 +38,9 @@ class EncoderOutput:
     logits: torch.Tensor | None = None
 
 
+# torch.export flattens a program's outputs: it must know the fields of this one.
+torch.export.register_dataclass(EncoderOutput)
+
 _INDEX_DTYPES = (torch.int64, torch.int32)  # what nn.Embedding accepts as indices
 
 

@@ -63,7 +63,7 @@ class Packing:
         """Scatter packed tokens back: (T, ...) -> (B, S, ...), exact zeros at padded positions."""
         out = packed.new_zeros((self.batch_size * self.seqlen, *packed.shape[1:]))
         out[self.indices] = packed
-        return rearrange(out, "(b s) ... -> b s ...", b=self.batch_size)
+        return rearrange(out, "(b s) ... -> b s ...", b=self.batch_size, s=self.seqlen)
 
     @classmethod
     def from_mask(cls, attention_mask: torch.Tensor) -> Packing:
@@ -136,7 +136,7 @@ class PaddedRows:
         """(T,) int64 position of each real token within its sequence; 0 at padding."""
         token = torch.arange(self.num_tokens, device=self.mask.device)
         row_first = rearrange(self.cu_seqlens[1:-1:3].to(torch.int64), "b -> b 1")
-        position = rearrange(token, "(b s) -> b s", b=self.batch_size) - row_first
+        position = rearrange(token, "(b s) -> b s", b=self.batch_size, s=self.seqlen) - row_first
         return rearrange(position * self.mask, "b s -> (b s)")
 
     def unpad(self, padded: torch.Tensor) -> torch.Tensor:
@@ -145,7 +145,7 @@ class PaddedRows:
 
     def pad(self, packed: torch.Tensor) -> torch.Tensor:
         """(B * S, ...) -> (B, S, ...), exact zeros at padded positions."""
-        padded = rearrange(packed, "(b s) ... -> b s ...", b=self.batch_size)
+        padded = rearrange(packed, "(b s) ... -> b s ...", b=self.batch_size, s=self.seqlen)
         mask = self.mask.view(*self.mask.shape, *(1,) * (packed.dim() - 1))
         return torch.where(mask, padded, torch.zeros((), dtype=packed.dtype, device=packed.device))
 

@@ -8,6 +8,7 @@ Reads ``modules.json`` (Transformer, Pooling, optional Normalize), ``1_Pooling/c
 from __future__ import annotations
 
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -121,11 +122,14 @@ class SentenceEncoder:
         path: sentence-transformers directory (or a bare checkpoint: mean pooling).
         dtype, device, attention: as for :func:`mosaic_encoder.load_model`.
         max_seq_length: overrides ``sentence_bert_config.json``; longer inputs are truncated.
+        compile: run the model through ``torch.compile(fullgraph=True, dynamic=True)``; a string
+            names the ``torch.compile`` backend (True: inductor). The first batch compiles
+            (``first_batch_seconds`` says how long it took); later batches of any size reuse it.
     """
 
     def __init__(self, path: str | Path, dtype: torch.dtype = torch.float32,
                  device: torch.device | str = "cpu", attention: str = "auto",
-                 max_seq_length: int | None = None):
+                 max_seq_length: int | None = None, compile: bool | str = False):
         directory = Path(path)
         if not directory.is_dir():
             raise CheckpointError(f"checkpoint directory {directory} does not exist.")
@@ -151,6 +155,10 @@ class SentenceEncoder:
                                        self.max_seq_length)
         self.device = torch.device(device)
         self.last_truncated = 0
+        self.compiled = None if compile is False else torch.compile(
+            self.model, fullgraph=True, dynamic=True,
+            backend="inductor" if compile is True else compile)
+        self.first_batch_seconds: float | None = None
 
     @property
     def embedding_dim(self) -> int:
@@ -212,8 +220,8 @@ class SentenceEncoder:
             tokens = collate([ids[i] for i in batch], [types[i] for i in batch],
                              self.tokenizer.pad_token_id)
             mask = tokens.attention_mask.to(self.device)
-            hidden = self.model(tokens.input_ids.to(self.device), mask,
-                                tokens.token_type_ids.to(self.device)).last_hidden_state
+            hidden = self._forward(tokens.input_ids.to(self.device), mask,
+                                   tokens.token_type_ids.to(self.device))
             embedding = self.pipeline.pooling(hidden.float(), mask)
             if self.pipeline.normalize or normalize_embeddings:
                 embedding = F.normalize(embedding, p=2, dim=-1)

@@ -5,7 +5,9 @@ from hypothesis import strategies as st
 
 from mosaic_encoder import ConfigError
 from mosaic_encoder.alibi import alibi_bias, alibi_slopes
-from mosaic_encoder.attention import resolve_impl, sdpa_varlen_alibi, varlen_attention
+from mosaic_encoder.attention import (padded_rows_attention, resolve_impl, sdpa_varlen_alibi,
+                                      varlen_attention)
+from mosaic_encoder.padding import Packing, PaddedRows
 from helpers import packed_qkv
 from mosaic_kernels import reference
 
@@ -72,3 +74,21 @@ def test_inference_buffers_equal_autograd_path(dtype):
     training = sdpa_varlen_alibi(q, k, v, cu, slopes, max_score_elements=3 * 64 * 20)
     assert training.requires_grad
     torch.testing.assert_close(inference, training.detach(), rtol=0, atol=0)
+
+
+@given(lengths=st.lists(st.integers(0, 12), min_size=1, max_size=4), extra=st.integers(0, 3),
+       left=st.booleans(), alibi=st.booleans())
+def test_padded_rows_attention_equals_packed_attention(lengths, extra, left, alibi):
+    """The compiled path's dense rows give the real tokens what the packed path gives them."""
+    seqlen = max(lengths) + extra
+    positions = torch.arange(seqlen)
+    bounds = torch.tensor(lengths)[:, None]
+    mask = positions >= seqlen - bounds if left else positions < bounds
+    rows, packing = PaddedRows.from_mask(mask), Packing.from_mask(mask)
+    q, k, v, _ = packed_qkv([seqlen] * len(lengths), 3, 16, seed=sum(lengths))
+    slopes = alibi_slopes(3) if alibi else None
+    dense = padded_rows_attention(q, k, v, rows.cu_seqlens, seqlen, slopes)
+    real = mask.flatten()
+    packed = sdpa_varlen_alibi(q[real], k[real], v[real], packing.cu_seqlens, slopes)
+    torch.testing.assert_close(dense[real], packed, rtol=1e-5, atol=1e-6)
+    assert torch.isfinite(dense).all()

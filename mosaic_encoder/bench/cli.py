@@ -170,6 +170,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Benchmark a full encoder forward (tokens/s, peak memory) against the dense "
                     "upstream-style baseline, at fixed lengths and on a mixed-length corpus.")
     _model_options(model)
+    from .compiled import add_parser as add_compiled
+    add_compiled(commands)
     report = commands.add_parser("report", help="Markdown tables of result files",
                                  description="Print Markdown tables of result files.")
     report.add_argument("results", nargs="+", type=Path, help="result .json files")
@@ -188,6 +190,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     """
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
+    if args.command == "compiled":
+        from .compiled import run
+
+        return run(args)
     if args.command in ("report", "plots"):
         try:
             documents = [(path, load_results(path)) for path in args.results]

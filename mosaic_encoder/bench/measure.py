@@ -39,6 +39,8 @@ from pathlib import Path
 
 import torch
 
+from ..dtypes import native_cpu_bfloat16
+
 # Kineto, torch's profiler backend, logs every profiler start and stop on stderr at its USDT
 # level ("USDT: ... profiler_start/stop"), which ranks above ERROR (VERBOSE 0 ... ERROR 4, USDT
 # 5), so only a level past all of them (6) silences it. Profiler failures still surface as
@@ -206,6 +208,8 @@ def environment(device: torch.device) -> dict:
         "numpy": _version("numpy"),
         "platform": platform.platform(),
         "cpu": _cpu_model(),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "cpu_native_bfloat16": native_cpu_bfloat16(),
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "memory_bytes": total_memory(),

@@ -15,6 +15,7 @@ has no counterpart for. ONNX support needs the ``onnx`` and ``onnxscript`` packa
 
 from __future__ import annotations
 
+import logging
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -142,6 +143,17 @@ def export_onnx(model_dir: str | Path, output: str | Path, token_types: bool = T
     model = load_exportable(model_dir, attention="sdpa")
     inputs = example_inputs(token_types)
     names = INPUT_NAMES[:len(inputs)]
+    exporter_log = logging.getLogger("torch.onnx")
+    level = exporter_log.level
+    exporter_log.setLevel(logging.ERROR)  # it lists the operators it skips (torchvision's)
+    try:
+        return _write_onnx(model, inputs, names, output)
+    finally:
+        exporter_log.setLevel(level)
+
+
+def _write_onnx(model: ExportedEncoder, inputs: tuple[torch.Tensor, ...], names: tuple[str, ...],
+                output: Path) -> OnnxExport:
     with torch.no_grad(), warnings.catch_warnings():
         # The inputs share their two axes on purpose; the exporter says so for each of them.
         warnings.filterwarnings("ignore", message=".*shares the same shape constraints")

@@ -96,7 +96,7 @@ class MosaicBertModel(nn.Module):
 
     def encode_packed(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
                       token_type_ids: torch.Tensor | None = None
-                      ) -> tuple[torch.Tensor, Packing]:
+                      ) -> tuple[torch.Tensor, Packing | PaddedRows]:
         """Run the encoder; returns the last hidden states (T, H) and their packing.
 
         Eagerly a :class:`Packing` of the real tokens; while compiling :class:`PaddedRows`, whose

@@ -229,6 +229,17 @@ class SentenceEncoder:
         result = out[0] if single else out
         return result.numpy() if convert_to_numpy and not convert_to_tensor else result
 
+    def _forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                 token_type_ids: torch.Tensor) -> torch.Tensor:
+        """The last hidden state (B, S, H), through the compiled model when there is one."""
+        if self.compiled is None:
+            return self.model(input_ids, attention_mask, token_type_ids).last_hidden_state
+        start = time.perf_counter()
+        hidden = self.compiled(input_ids, attention_mask, token_type_ids).last_hidden_state
+        if self.first_batch_seconds is None:
+            self.first_batch_seconds = time.perf_counter() - start
+        return hidden
+
 
 # sentence-transformers encode() arguments without an equivalent here, and what to do instead.
 _ALTERNATIVES = {

@@ -423,3 +423,16 @@ def test_stdout_on_a_full_device(command):
     assert result.returncode == 1 and "Traceback" not in stderr
     assert stderr.strip().splitlines()[-1] == \
         "error: standard output cannot be written (No space left on device)."
+
+
+def test_encode_compile_equals_eager_and_reports_the_first_batch(tmp_path):
+    """--compile runs inductor: same embeddings within 1e-5, and a line on the first batch."""
+    texts = "A first line.\nA second, longer line of text.\nthird\n".encode()
+    outputs = {}
+    for flags in ((), ("--compile",)):
+        output = tmp_path / f"out{len(flags)}.npy"
+        result = cli("encode", "--output", output, *flags, stdin=texts)
+        assert result.returncode == 0, result.stderr
+        outputs[flags] = np.load(output)
+        assert (b"compiled: the first batch took" in result.stderr) == bool(flags)
+    np.testing.assert_allclose(outputs[("--compile",)], outputs[()], rtol=0, atol=1e-5)

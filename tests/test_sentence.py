@@ -69,3 +69,15 @@ def test_bad_pooling_config(tmp_path):
     (tmp_path / "config.json").write_text('{"pooling_mode_weightedmean_tokens": true}')
     with pytest.raises(CheckpointError, match="unsupported mode"):
         Pooling.from_json_file(tmp_path / "config.json")
+
+
+def test_compiled_encoder_equals_eager_and_times_its_first_batch(texts):
+    """compile= goes through torch.compile (here the cheap aot_eager backend; inductor is
+    tested in test_compile and by encode --compile in test_cli)."""
+    eager = SentenceEncoder(WEIGHTS / "mosaic-tiny", attention="sdpa")
+    compiled = SentenceEncoder(WEIGHTS / "mosaic-tiny", attention="sdpa", compile="aot_eager")
+    assert compiled.first_batch_seconds is None
+    np.testing.assert_allclose(compiled.encode(texts, batch_size=3), eager.encode(texts),
+                               rtol=0, atol=1e-5)
+    assert compiled.first_batch_seconds > 0
+    assert type(compiled.model) is type(eager.model)  # the module itself, for callers

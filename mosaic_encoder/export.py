@@ -90,9 +90,12 @@ def example_inputs(token_types: bool = True) -> tuple[torch.Tensor, ...]:
         (input_ids, attention_mask)
 
 
-def dynamic_shapes(count: int) -> tuple[dict[int, torch.export.Dim], ...]:
-    """Batch and sequence dynamic, shared by ``count`` (B, S) inputs."""
-    batch, sequence = torch.export.Dim("batch"), torch.export.Dim("sequence")
+def dynamic_shapes(model: nn.Module, count: int) -> tuple[dict[int, torch.export.Dim], ...]:
+    """Batch and sequence dynamic, shared by ``count`` (B, S) inputs of ``model``; learned
+    positions bound the sequence at ``max_position_embeddings``."""
+    config = _encoder(model).config
+    longest = None if config.uses_alibi else config.max_position_embeddings
+    batch, sequence = torch.export.Dim("batch"), torch.export.Dim("sequence", max=longest)
     return tuple({0: batch, 1: sequence} for _ in range(count))
 
 
@@ -103,7 +106,8 @@ def export_program(model: nn.Module, inputs: tuple[torch.Tensor, ...] | None = N
     inputs = inputs if inputs is not None else example_inputs(token_types=False)
     _check_attention(model, "torch.export")
     with torch.no_grad():
-        return torch.export.export(model, inputs, dynamic_shapes=dynamic_shapes(len(inputs)))
+        return torch.export.export(model, inputs,
+                                   dynamic_shapes=dynamic_shapes(model, len(inputs)))
 
 
 @dataclass(frozen=True)
@@ -159,22 +163,24 @@ def _write_onnx(model: ExportedEncoder, inputs: tuple[torch.Tensor, ...], names:
         warnings.filterwarnings("ignore", message=".*shares the same shape constraints")
         program = torch.onnx.export(model, inputs, input_names=list(names),
                                     output_names=list(model.output_names),
-                                    dynamic_shapes=dynamic_shapes(len(inputs)), dynamo=True,
+                                    dynamic_shapes=dynamic_shapes(model, len(inputs)), dynamo=True,
                                     verbose=False)
         with atomic_path(output) as temporary:
             program.save(temporary, external_data=False)
     return OnnxExport(output, names, model.output_names)
 
 
+def _encoder(model: nn.Module) -> MosaicBertModel:
+    return unwrap_encoder(model.encoder if isinstance(model, ExportedEncoder) else model)
+
+
 def _check_attention(model: nn.Module, what: str) -> None:
     """Refuse an attention implementation that cannot run where the export traces it."""
     from .attention import resolve_impl
 
-    encoder = unwrap_encoder(model.encoder if isinstance(model, ExportedEncoder) else model)
-    impl = encoder.config.attention_impl
-    device = next(encoder.parameters()).device
+    encoder = _encoder(model)
     try:
-        resolve_impl(impl, device)
+        resolve_impl(encoder.config.attention_impl, next(encoder.parameters()).device)
     except ConfigError as err:
         raise ConfigError(f"{what} cannot trace this model: {err} Load it with attention='sdpa' "
                           f"to export it.") from None

@@ -18,7 +18,7 @@ from torch import nn
 
 from .alibi import alibi_slopes
 from .config import MosaicConfig
-from .errors import InputError
+from .errors import ConfigError, InputError
 from .layers import Embeddings, Encoder, MaskedLMPredictions, Pooler
 from .padding import Packing, PaddedRows, pad, unpad
 
@@ -105,6 +105,11 @@ class MosaicBertModel(nn.Module):
         attention_mask, token_type_ids = _check_inputs(input_ids, attention_mask, token_type_ids,
                                                        self.config)
         config = self.config
+        if torch.jit.is_tracing():
+            raise ConfigError("the TorchScript tracer would record this batch's padding as "
+                              "constants, giving a graph that is wrong for any other mask; "
+                              "export with torch.export, torch.onnx.export(..., dynamo=True) or "
+                              "mosaic-encoder export-onnx.")
         packing = PaddedRows.from_mask(attention_mask) if torch.compiler.is_compiling() \
             else Packing.from_mask(attention_mask)
         # Compiled, the bound applies to the padded length, the only length known there.

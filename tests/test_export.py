@@ -134,3 +134,10 @@ def test_existing_output_needs_overwrite(tmp_path):
     with pytest.raises(me.InputError, match="--force"):
         export_onnx(WEIGHTS / "mosaic-tiny", path)
     assert path.read_bytes() == b"keep"
+
+
+def test_torchscript_tracing_is_refused_rather_than_baking_the_padding():
+    """The legacy tracer (torch.onnx.export(dynamo=False)) would freeze the example's mask."""
+    model = me.load_model(WEIGHTS / "mosaic-tiny", attention="sdpa")
+    with pytest.raises(ConfigError, match="dynamo=True"):
+        torch.jit.trace(lambda ids, mask: model(ids, mask).last_hidden_state, example_batch())

@@ -36,7 +36,8 @@ def _batch(batch: int, seqlen: int, mixed: bool, seed: int) -> tuple[torch.Tenso
     return ids * mask, mask
 
 
-def measure(model_dir: Path, batches: list[int], seqlen: int, min_samples: int) -> dict:
+def measure(model_dir: Path, batches: list[int], seqlen: int, min_samples: int,
+            backend: str = "inductor") -> dict:
     """Rows of eager, compiled and onnxruntime medians for each batch size and padding."""
     from torch._dynamo.utils import counters
 
@@ -44,7 +45,7 @@ def measure(model_dir: Path, batches: list[int], seqlen: int, min_samples: int) 
 
     device = torch.device("cpu")
     model = load_exportable(model_dir)
-    compiled = torch.compile(model, fullgraph=True, dynamic=True)
+    compiled = torch.compile(model, fullgraph=True, dynamic=True, backend=backend)
     with tempfile.TemporaryDirectory() as scratch:
         start = time.perf_counter()
         onnx_file = export_onnx(model_dir, Path(scratch) / "model.onnx", token_types=False).path
@@ -76,7 +77,7 @@ def measure(model_dir: Path, batches: list[int], seqlen: int, min_samples: int) 
                              "onnxruntime_speedup": times["eager"] / times["onnxruntime"],
                              "compiled_max_abs_diff": difference,
                              "onnxruntime_max_abs_diff": onnx_difference})
-    return {"model": str(model_dir), "environment": environment(device),
+    return {"model": str(model_dir), "backend": backend, "environment": environment(device),
             "first_compile_s": first_compile, "onnx_export_s": export_seconds,
             "graphs": counters["stats"]["unique_graphs"],
             "recompiles": sum(counters["recompiles"].values()), "rows": rows}
@@ -91,12 +92,13 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--batches", default="2,16", help="batch sizes (default: 2,16)")
     parser.add_argument("--seqlen", type=int, default=512)
     parser.add_argument("--min-samples", type=int, default=5)
+    parser.add_argument("--backend", default="inductor", help="torch.compile backend")
     parser.add_argument("--out", type=Path, required=True, help="result .json file")
 
 
 def run(args: argparse.Namespace) -> int:
     batches = [int(part) for part in args.batches.split(",")]
-    result = measure(args.model, batches, args.seqlen, args.min_samples)
+    result = measure(args.model, batches, args.seqlen, args.min_samples, args.backend)
     text = json.dumps(result, indent=1) + "\n"
     atomic_write(args.out, lambda stream: stream.write(text.encode()))
     for row in result["rows"]:

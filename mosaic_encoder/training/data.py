@@ -24,6 +24,7 @@ from pathlib import Path
 import torch
 
 from ..errors import InputError
+from .rng import derived_seed
 
 COLUMNS = ("anchor", "positive", "negative")
 SUFFIXES = (".jsonl", ".parquet")
@@ -179,7 +180,7 @@ class BatchSchedule:
     def epoch(self, epoch: int) -> list[Batch]:
         """The global batches of ``epoch``, in training order."""
         if self._cached is None or self._cached[0] != epoch:
-            generator = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+            generator = torch.Generator().manual_seed(derived_seed(self.seed, epoch))
             batches = []
             for file, size in enumerate(self.sizes):
                 order = torch.randperm(size, generator=generator).tolist()

@@ -139,10 +139,6 @@ def _read_stdin() -> bytes:
                          f"); pass texts as arguments or with --input.") from None
 
 
-
-
-
-
 def _write_stdout(text: str) -> None:
     """Write to standard output now, turning a failed write (a full disk) into one error line."""
     try:
@@ -356,8 +352,6 @@ def _bench(args: argparse.Namespace) -> int:
 # --- parser -----------------------------------------------------------------------------------
 
 
-
-
 def _add_text_inputs(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("texts", nargs="*",
                         help="texts (default: --input FILE, else the lines of standard input)")
@@ -366,8 +360,6 @@ def _add_text_inputs(parser: argparse.ArgumentParser) -> None:
                              ".jsonl (blank lines of a text file are kept as empty texts)")
     parser.add_argument("--field", default="text",
                         help="the JSON-lines field holding the text (default: text)")
-
-
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -24,7 +24,8 @@ import torch
 from torch import nn
 
 from .atomic import atomic_path
-from .errors import CheckpointError, ConfigError, InputError
+from .checkpoint import CheckpointDir
+from .errors import ConfigError, InputError
 from .loading import load_model
 from .models import MosaicBertModel, unwrap_encoder
 from .pooling import Pooling
@@ -68,15 +69,10 @@ def load_exportable(path: str | Path, attention: str = "sdpa") -> ExportedEncode
     A sentence-transformers directory (with ``modules.json``) gets its pooling as a second
     output; any other checkpoint exports its hidden states only.
     """
-    from .sentence import SentenceEncoder
-
-    directory = Path(path)
-    if not directory.is_dir():
-        raise CheckpointError(f"checkpoint directory {directory} does not exist.")
-    if (directory / "modules.json").is_file():
-        encoder = SentenceEncoder(directory, attention=attention)
-        return ExportedEncoder(encoder.model, encoder.pipeline.pooling).eval()
-    return ExportedEncoder(load_model(directory, attention=attention)).eval()
+    checkpoint = CheckpointDir.open(path)
+    model = load_model(checkpoint, attention=attention)
+    sentence = (checkpoint.path / "modules.json").is_file()
+    return ExportedEncoder(model, checkpoint.pipeline.pooling if sentence else None).eval()
 
 
 def example_inputs(token_types: bool = True) -> tuple[torch.Tensor, ...]:

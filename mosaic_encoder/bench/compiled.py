@@ -51,6 +51,7 @@ def measure(model_dir: Path, batches: list[int], seqlen: int, min_samples: int,
         onnx_file = export_onnx(model_dir, Path(scratch) / "model.onnx", token_types=False).path
         export_seconds = time.perf_counter() - start
         session = onnxruntime.InferenceSession(str(onnx_file), providers=["CPUExecutionProvider"])
+    counters.clear()  # the export traced a graph of its own
     rows, first_compile = [], None
     with torch.inference_mode():
         for batch in batches:

@@ -4,7 +4,8 @@ Subcommands: ``encode`` (sentence embeddings), ``fill-mask`` (masked-LM predicti
 (a checkpoint against the published manifests, config/tokenizer/numeric sanity, golden outputs),
 ``convert`` (``pytorch_model.bin`` to ``model.safetensors`` without running pickled code),
 ``bench`` (the benchmarks of :mod:`mosaic_encoder.bench`), ``train`` (contrastive fine-tuning,
-:mod:`mosaic_encoder.training`) and ``embed-corpus`` (:mod:`mosaic_encoder.corpus`).
+:mod:`mosaic_encoder.training`), ``embed-corpus`` (:mod:`mosaic_encoder.corpus`), and ``init``,
+``pretrain`` and ``eval-mlm`` (masked-LM pretraining, :mod:`mosaic_encoder.pretraining`).
 
 Every error a user can cause is one sentence on stderr and a non-zero exit (1, or 2 for a usage
 error), with nothing on stdout and no file left behind: files are written to a temporary name and
@@ -438,6 +439,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_train_parser(commands)
     from .corpus.command import add_parser as add_embed_corpus
     add_embed_corpus(commands)
+    from .pretraining.cli import add_parsers as add_pretraining_parsers
+    add_pretraining_parsers(commands)
     return parser
 
 

@@ -14,7 +14,10 @@ from dataclasses import dataclass
 
 import torch
 
-from ..errors import InputError
+from ..errors import CheckpointError, InputError
+from ..tokenizer import TextTokenizer
+
+SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")  # BERT's; never selected
 
 
 @dataclass(frozen=True)
@@ -33,7 +36,8 @@ class MaskingRates:
 
     def __post_init__(self) -> None:
         if not _number(self.rate) or not 0 < self.rate < 1:
-            raise InputError(f"--mask-rate must be a number in (0, 1), got {self.rate!r}.")
+            raise InputError(f"the masking rate (--mask-rate) must be a number in (0, 1), got "
+                             f"{self.rate!r}.")
         for name in ("mask", "random"):
             if not _number(getattr(self, name)) or not 0 <= getattr(self, name) <= 1:
                 raise InputError(f"masking share {name} must be a number in [0, 1], got "
@@ -117,3 +121,13 @@ class Masker:
                                         replacement, input_ids))
         return MaskedBatch(torch.where(selected, shown, input_ids), attention_mask, selected,
                            input_ids)
+
+
+def masker_for(tokenizer: TextTokenizer, rates: MaskingRates) -> Masker:
+    """A :class:`Masker` with the tokenizer's ``[MASK]`` and BERT's special tokens."""
+    mask_id = tokenizer.token_to_id("[MASK]")
+    if mask_id is None:
+        raise CheckpointError(f"tokenizer file {tokenizer.path} has no [MASK] token, which "
+                              f"masked-LM training needs.")
+    special = [i for i in map(tokenizer.token_to_id, SPECIAL_TOKENS) if i is not None]
+    return Masker(rates, mask_id, special, tokenizer.vocab_size)

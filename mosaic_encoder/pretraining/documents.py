@@ -1,21 +1,18 @@
-"""Pretraining documents, streamed from ``.txt``, ``.jsonl`` or ``.parquet`` files.
-
-A ``.txt`` file holds one document a line; a ``.jsonl`` file one JSON object a line, the document
-in a string field; a ``.parquet`` file a string column. Blank documents are skipped. Files are
-read a line (or a parquet record batch) at a time, so memory does not grow with their size.
+"""Pretraining corpus files: ``.txt`` (a document a line), ``.jsonl`` (a string field of each
+record) or ``.parquet`` (a string column), streamed through :func:`mosaic_encoder.inputs.documents`
+so that memory does not grow with their size. Blank documents are skipped.
 """
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
 from ..errors import InputError
+from ..inputs import DOCUMENT_SUFFIXES, documents, input_file
 
-SUFFIXES = (".txt", ".jsonl", ".parquet")
-PARQUET_BATCH = 1024  # rows per record batch read from a parquet file
+WHAT = "corpus file"
 
 
 @dataclass(frozen=True)
@@ -27,13 +24,12 @@ class DocumentFile:
 
     @classmethod
     def open(cls, path: str | Path, field: str = "text") -> DocumentFile:
-        """Check that ``path`` is a corpus file of a known kind (without reading it)."""
+        """Check that ``path`` is a regular file of a known kind (without reading it)."""
         path = Path(path)
-        if path.suffix not in SUFFIXES:
-            raise InputError(f"corpus file {path} must end in .txt, .jsonl or .parquet.")
-        if not path.is_file():
-            raise InputError(f"corpus file {path} does not exist or is not a file.")
-        return cls(path, field)
+        if path.suffix not in DOCUMENT_SUFFIXES:
+            raise InputError(f"{WHAT} {path} must end in {', '.join(DOCUMENT_SUFFIXES[:-1])} or "
+                             f"{DOCUMENT_SUFFIXES[-1]}.")
+        return cls(input_file(path, WHAT), field)
 
     @property
     def size(self) -> int:
@@ -42,57 +38,7 @@ class DocumentFile:
 
     def __iter__(self) -> Iterator[str]:
         """The non-blank documents, in file order."""
-        if self.path.suffix == ".parquet":
-            yield from self._parquet()
-            return
-        try:
-            with self.path.open("rb") as stream:
-                for number, raw in enumerate(stream, start=1):
-                    document = self._document(raw, number)
-                    if document.strip():
-                        yield document
-        except OSError as err:
-            raise InputError(f"corpus file {self.path} cannot be read ({err.strerror}).") from None
-
-    def _document(self, raw: bytes, number: int) -> str:
-        try:
-            line = raw.decode("utf-8-sig" if number == 1 else "utf-8").rstrip("\r\n")
-        except UnicodeDecodeError as err:
-            raise InputError(f"corpus file {self.path} line {number} is not UTF-8 text "
-                             f"({err.reason} at byte {err.start}).") from None
-        if self.path.suffix == ".txt" or not line.strip():
-            return line
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise InputError(f"corpus file {self.path} line {number} is not valid JSON "
-                             f"({err.msg}).") from None
-        if not isinstance(record, dict) or not isinstance(record.get(self.field), str):
-            raise InputError(f"corpus file {self.path} line {number} has no string field "
-                             f"{self.field!r} (choose it with --field).")
-        return record[self.field]
-
-    def _parquet(self) -> Iterator[str]:
-        import pyarrow as pa
-        import pyarrow.parquet as pq
-
-        try:
-            reader = pq.ParquetFile(self.path)
-        except (OSError, pa.ArrowException) as err:
-            raise InputError(f"corpus file {self.path} is not a readable parquet file "
-                             f"({err}).") from None
-        schema = reader.schema_arrow
-        if self.field not in schema.names:
-            raise InputError(f"corpus file {self.path} has no column {self.field!r} (columns: "
-                             f"{', '.join(schema.names) or 'none'}; choose it with --field).")
-        kind = schema.field(self.field).type
-        if not (pa.types.is_string(kind) or pa.types.is_large_string(kind)):
-            raise InputError(f"corpus file {self.path} column {self.field!r} holds {kind}, not "
-                             f"strings.")
-        for batch in reader.iter_batches(batch_size=PARQUET_BATCH, columns=[self.field]):
-            for document in batch.column(0).to_pylist():
-                if document is not None and document.strip():
-                    yield document
+        return (text for text in documents(self.path, self.field, WHAT) if text.strip())
 
 
 def check_corpus(files: list[DocumentFile]) -> None:
@@ -102,8 +48,5 @@ def check_corpus(files: list[DocumentFile]) -> None:
         InputError: a file is unreadable, not UTF-8, malformed, or holds no document.
     """
     for corpus in files:
-        if next(iter(corpus), None) is None:
-            raise InputError(f"corpus file {corpus.path} holds no documents (it is empty or "
-                             f"blank).")
-        for _ in corpus:
-            pass
+        if not any(True for _ in corpus):
+            raise InputError(f"{WHAT} {corpus.path} holds no documents (it is empty or blank).")

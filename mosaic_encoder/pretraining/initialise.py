@@ -24,9 +24,14 @@ INITIALIZER_RANGE = 0.02
 @torch.no_grad()
 def initialise(model: nn.Module, generator: torch.Generator, std: float = INITIALIZER_RANGE
                ) -> None:
-    """Re-initialise every parameter of ``model`` in place, drawing from ``generator``."""
+    """Re-initialise every parameter of ``model`` in place, drawing from ``generator``.
+
+    A weight shared by two modules (the tied decoder) is drawn once, by the first.
+    """
+    drawn: set[int] = set()
     for module in model.modules():
-        if isinstance(module, (nn.Linear, nn.Embedding)):
+        if isinstance(module, (nn.Linear, nn.Embedding)) and id(module.weight) not in drawn:
+            drawn.add(id(module.weight))
             module.weight.copy_(torch.randn(module.weight.shape, generator=generator) * std)
             if isinstance(module, nn.Embedding) and module.padding_idx is not None:
                 module.weight[module.padding_idx] = 0

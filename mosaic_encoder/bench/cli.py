@@ -4,6 +4,7 @@
 
 * ``attention``: the attention sweep (:mod:`.attention`);
 * ``model``: the whole-model benchmark against the dense baseline (:mod:`.model`);
+* ``mlm``: a masked-LM training step against ``transformers``' BertForMaskedLM (:mod:`.mlm`);
 * ``report FILE.json ...``: Markdown tables of result files (:mod:`.report`);
 * ``plots FILE.json ... --out DIR``: PNG charts of result files (:mod:`.plots`).
 
@@ -170,6 +171,12 @@ def build_parser() -> argparse.ArgumentParser:
         description="Benchmark a full encoder forward (tokens/s, peak memory) against the dense "
                     "upstream-style baseline, at fixed lengths and on a mixed-length corpus.")
     _model_options(model)
+    mlm = commands.add_parser(
+        "mlm", parents=[common], help="masked-LM training step against BertForMaskedLM",
+        description="Benchmark a masked-LM training step (tokens/s, peak memory) against "
+                    "transformers' BertForMaskedLM (SDPA) on the same weights and batches.")
+    from .mlm import add_options as add_mlm_options
+    add_mlm_options(mlm)
     report = commands.add_parser("report", help="Markdown tables of result files",
                                  description="Print Markdown tables of result files.")
     report.add_argument("results", nargs="+", type=Path, help="result .json files")
@@ -209,6 +216,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     if args.command == "attention":
         from .attention import run_attention as run
+    elif args.command == "mlm":
+        from .mlm import run_mlm as run
     else:
         from .model import run_model as run
     device = resolve_device(args.device)

@@ -7,8 +7,8 @@ from mosaic_encoder.config import MosaicConfig
 from mosaic_encoder.pretraining.initialise import new_masked_lm
 from mosaic_encoder.pretraining.masking import Masker, MaskingRates
 from mosaic_encoder.pretraining.objective import MaskedLMObjective
+from mosaic_encoder.pretraining.reference import bert_for_masked_lm
 
-transformers = pytest.importorskip("transformers")
 
 CLASSIC = MosaicConfig(vocab_size=1000, hidden_size=64, num_hidden_layers=2,
                        num_attention_heads=4, intermediate_size=128, max_position_embeddings=128,
@@ -17,32 +17,9 @@ CLASSIC = MosaicConfig(vocab_size=1000, hidden_size=64, num_hidden_layers=2,
                        attention_impl="sdpa")
 
 
-def as_transformers(model):
-    """BertForMaskedLM (SDPA attention) holding ``model``'s weights, query/key/value split."""
-    config = model.config
-    reference = transformers.BertForMaskedLM(transformers.BertConfig(
-        vocab_size=config.vocab_size, hidden_size=config.hidden_size,
-        num_hidden_layers=config.num_hidden_layers, num_attention_heads=config.num_attention_heads,
-        intermediate_size=config.intermediate_size, hidden_act="gelu",
-        max_position_embeddings=config.max_position_embeddings, hidden_dropout_prob=0.0,
-        attention_probs_dropout_prob=0.0, layer_norm_eps=config.layer_norm_eps,
-        attn_implementation="sdpa"))
-    state = {}
-    for name, tensor in model.state_dict().items():
-        if ".Wqkv." in name:
-            for part, piece in zip(("query", "key", "value"), tensor.chunk(3)):
-                state[name.replace("Wqkv", part)] = piece
-        else:
-            state[name] = tensor
-    state["cls.predictions.bias"] = state["cls.predictions.decoder.bias"]
-    missing, unexpected = reference.load_state_dict(state, strict=False)
-    assert not unexpected and all("position_ids" in name for name in missing)
-    return reference.eval()
-
-
 def test_loss_equals_bert_for_masked_lm():
     model = new_masked_lm(CLASSIC, seed=3).eval()
-    reference = as_transformers(model)
+    reference = bert_for_masked_lm(model)
     generator = torch.Generator().manual_seed(0)
     ids = torch.randint(5, 1000, (6, 40), generator=generator)
     mask = torch.ones_like(ids)

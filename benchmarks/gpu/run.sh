@@ -84,6 +84,12 @@ step ${T_ATTN_BATCH:-80} attention-batches "${BENCH[@]}" attention "${ATTN[@]}" 
 step ${T_MODEL:-60} model "${BENCH[@]}" model --device cuda --dtype bfloat16 --lengths 512 \
     --corpus-docs 256 --corpus-max-len 4096 --out "$RESULTS/model.json"
 
+# 5b. a masked-LM training step against transformers' BertForMaskedLM (SDPA) at BERT-base
+#     geometry, same weights and batches: packed 32 x 128 and variable-length documents up to
+#     1024 tokens (needs transformers; the step fails alone without it)
+step ${T_MLM:-45} mlm "${BENCH[@]}" mlm --device cuda --hidden 768 --layers 12 --heads 12 \
+    --intermediate 3072 --batch 32 --length 128 --max-length 1024 --out "$RESULTS/mlm.json"
+
 # 6. all of test_windowing.py: its tests pick the GPU themselves (DEVICE = "cuda" when
 #    available), so they run the compiled kernels: the bound, equality with the unskipped
 #    kernels, visit counts against the CPU plan. Last, with what is left of the budget.

@@ -12,7 +12,8 @@ gradients, forward, masked-LM loss, backward and an AdamW update. Two cases:
   ``--max-length``], padded to the longest for ``transformers``; ours removes the padding.
 
 ``transformers`` computes (tokens, vocabulary) logits for every position and takes the loss on
-the masked ones; ours runs the decoder on the masked tokens only. Rows report real tokens per
+the masked ones; ours runs the decoder on the masked tokens only. On CUDA both run under
+bfloat16 autocast with float32 weights (as ``pretrain`` trains). Rows report real tokens per
 second of a step and the step's peak memory (:func:`.measure.peak_memory`).
 """
 
@@ -92,7 +93,9 @@ def _ours_step(model, optimizer) -> Callable[[MaskedBatch], float]:
 def _transformers_step(model, optimizer) -> Callable[[MaskedBatch], float]:
     def step(batch: MaskedBatch) -> float:
         optimizer.zero_grad(set_to_none=True)
-        logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits
+        device = batch.input_ids.device
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+            logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits
         labels = torch.where(batch.selected, batch.labels, torch.full_like(batch.labels, -100))
         loss = F.cross_entropy(logits.flatten(0, 1).float(), labels.flatten())
         loss.backward()

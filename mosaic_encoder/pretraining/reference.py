@@ -2,17 +2,16 @@
 loss tests and of the training-speed benchmark.
 
 Only the classic variant (absolute positions, GELU feed-forward, post-LN) has a ``transformers``
-counterpart. Its fused ``Wqkv`` is split back into ``query``, ``key`` and ``value`` ([Q | K | V]
-rows); ``transformers`` is imported when called, never by ``import mosaic_encoder``.
+counterpart. Its fused ``Wqkv`` is split back into ``query``, ``key`` and ``value``
+(:func:`~mosaic_encoder.checkpoint.split_qkv`); ``transformers`` is imported when called, never by ``import mosaic_encoder``.
 """
 
 from __future__ import annotations
 
 from torch import nn
 
+from ..checkpoint import split_qkv
 from ..models import MosaicBertForMaskedLM
-
-QKV = ("query", "key", "value")
 
 
 def bert_for_masked_lm(model: MosaicBertForMaskedLM, attention: str = "sdpa") -> nn.Module:
@@ -39,13 +38,7 @@ def bert_for_masked_lm(model: MosaicBertForMaskedLM, attention: str = "sdpa") ->
         pad_token_id=config.pad_token_id, hidden_dropout_prob=config.hidden_dropout_prob,
         attention_probs_dropout_prob=config.attention_probs_dropout_prob,
         attn_implementation=attention))
-    state = {}
-    for name, tensor in model.state_dict().items():
-        if ".Wqkv." in name:
-            for part, piece in zip(QKV, tensor.chunk(3)):
-                state[name.replace("Wqkv", part)] = piece
-        else:
-            state[name] = tensor
+    state = split_qkv(model.state_dict())
     state["cls.predictions.bias"] = state["cls.predictions.decoder.bias"]
     missing, unexpected = reference.load_state_dict(state, strict=False)
     if unexpected or any("position_ids" not in name for name in missing):

@@ -120,11 +120,13 @@ class MaskedLMTask:
         """Accumulate this process's gradient of the step's loss.
 
         Returns:
-            the mean cross-entropy over this process's masked tokens, and its token count.
+            this process's loss (its summed cross-entropy over the global batch's masked-token
+            count, times the number of processes: the mean over processes is the global batch's
+            mean cross-entropy), and its count of real tokens.
         """
         parts = [p for p in _split(batch.rows, self.config.accumulation) if len(p.input_ids)]
         scale = batch.world_size / max(1, batch.global_selected)
-        total, count = 0.0, 0
+        total = 0.0
         for index, part in enumerate(parts):
             last = index == len(parts) - 1
             with contextlib.nullcontext() if last else no_sync():
@@ -132,8 +134,7 @@ class MaskedLMTask:
                     part.input_ids, part.attention_mask, part.selected, part.labels)))
                 (result.loss * scale).backward()
             total += float(result.loss)
-            count += result.count
-        return total / max(1, count), int(batch.rows.attention_mask.sum())
+        return total * scale, int(batch.rows.attention_mask.sum())
 
     def evaluate(self, step: int) -> dict[str, Any] | None:
         """Held-out loss and accuracy at the training length, or None without held-out data."""

@@ -8,7 +8,8 @@ initialises four variants of one small geometry (ALiBi + GLU as in MosaicBERT, a
 as in BERT, and the two mixed), pretrains each at ``--length`` tokens on the same token budget
 (same steps, batch and data order), scores each on the held-out part at ``--eval-lengths``, and
 writes ``pretraining.json`` and ``pretraining.png`` (held-out loss by length per variant; training
-loss against wall time) into ``--output``. The absolute-position variants get
+loss against the wall time of the training steps, set-up, evaluation and saving left out) into
+``--output``. The absolute-position variants get
 ``max_position_embeddings`` equal to the longest evaluation length, so that they can be scored
 there: positions past the training length keep their random initial embeddings.
 """
@@ -93,11 +94,13 @@ def run_variant(settings: Settings, name: str, train: Path, held: Path, tokenize
     work = settings.work / name
     model = new_masked_lm(variant_config(settings, name), seed=settings.seed)
     write_directory(work / "init", model, tokenizer_dir)
-    curve: list[list[float]] = []
+    curve: list[list[float]] = []  # [step, seconds of training steps so far, loss]
+    step_tokens = settings.batch_size * settings.length
     started = time.perf_counter()
 
     def on_step(step: int, record: dict[str, Any]) -> None:
-        curve.append([step, time.perf_counter() - started, record["loss"]])
+        spent = (curve[-1][1] if curve else 0.0) + step_tokens / record["tokens_per_s"]
+        curve.append([step, spent, record["loss"]])
 
     result = pretrain(PretrainConfig(
         model=work / "init", data=(train,), output=work / "run", steps=settings.steps,
@@ -111,7 +114,7 @@ def run_variant(settings: Settings, name: str, train: Path, held: Path, tokenize
                               list(settings.eval_lengths), settings.eval_tokens, settings.seed)
     return {"name": name, "config": trained.config.architecture_values(),
             "parameters": sum(p.numel() for p in trained.parameters()),
-            "train_seconds": seconds,
+            "train_seconds": seconds, "step_seconds": curve[-1][1],
             "train_tokens": settings.steps * settings.batch_size * settings.length,
             "curve": curve, "eval": [s.as_dict() for s in scores]}
 

@@ -1,7 +1,7 @@
 """Masked-LM pretraining as a task of the shared training loop (:mod:`mosaic_encoder.training`).
 
 The loop owns the optimizer, schedule, clipping, DDP, checkpoints, resume, logging and progress
-bar; this task says what a batch is, how its gradient is computed, how the model is scored and
+bar (:class:`~mosaic_encoder.training.loop.Task` is the protocol); this task says what a batch is, how its gradient is computed, how the model is scored and
 how it is written.
 
 Every process builds the global batch of a step (the same sequences, masked by a generator
@@ -98,6 +98,7 @@ class MaskedLMTask:
         self.batches = Batches(stream, config.batch_size)
         self.masked_lm = model.train()
         self.model: nn.Module = MaskedLMObjective(model)
+        self.steps = config.steps
         self.fingerprint: dict[str, Any] = {
             "data": [[str(f.path), f.size] for f in files], "batch_size": config.batch_size,
             "max_seq_length": config.max_seq_length, "seed": config.seed, "steps": config.steps,
@@ -133,7 +134,7 @@ class MaskedLMTask:
                 result = wrapped(*(t.to(self.device) for t in (
                     part.input_ids, part.attention_mask, part.selected, part.labels)))
                 (result.loss * scale).backward()
-            total += float(result.loss)
+            total += float(result.loss.detach())
         return total * scale, int(batch.rows.attention_mask.sum())
 
     def evaluate(self, step: int) -> dict[str, Any] | None:
@@ -149,6 +150,12 @@ class MaskedLMTask:
     def save_model(self, directory: Path) -> None:
         """Write the model's checkpoint files into the existing ``directory``."""
         write_masked_lm(directory, self.masked_lm, self.source, self.base_config)
+
+    def load_model(self, directory: Path) -> None:
+        """Take the weights :meth:`save_model` wrote into ``directory`` (to resume)."""
+        saved = load_masked_lm(directory, self.device, self.config.attention)
+        self.masked_lm.load_state_dict(saved.state_dict())
+        self.masked_lm.tie_weights()
 
 
 def _split(batch: MaskedBatch, parts: int) -> list[MaskedBatch]:

@@ -2,9 +2,9 @@
 
 MosaicBERT was pretrained with masked-LM only (no next-sentence task) at a 30 % masking rate
 (80 % [MASK], 10 % random, 10 % unchanged), sequence length 128, AdamW at peak learning rate 5e-4
-(betas 0.9 and 0.98, epsilon 1e-6, weight decay 1e-5), linear warm-up over 6 % of training then
-linear decay, dropout 0.1 in the feed-forward and none in attention (the model's config), and
-bfloat16 autocast.
+with weight decay 1e-5, linear warm-up over 6 % of training then linear decay, dropout 0.1 in the
+feed-forward and none in attention (the model's config), and bfloat16 autocast. The optimizer is
+the shared loop's AdamW (torch's betas and epsilon; MosaicBERT used 0.9, 0.98 and 1e-6).
 """
 
 from __future__ import annotations

@@ -48,5 +48,5 @@ def check_corpus(files: list[DocumentFile]) -> None:
         InputError: a file is unreadable, not UTF-8, malformed, or holds no document.
     """
     for corpus in files:
-        if not any(True for _ in corpus):
+        if sum(1 for _ in corpus) == 0:
             raise InputError(f"{WHAT} {corpus.path} holds no documents (it is empty or blank).")

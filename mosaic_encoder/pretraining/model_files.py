@@ -10,16 +10,14 @@ decoder weight is tied to the word embeddings and not stored twice), and the tok
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 from safetensors.torch import save_file
 
-from ..atomic import sigterm_as_exit
+from ..atomic import atomic_directory
 from ..checkpoint import TIED_DECODER, WEIGHTS_NAME
 from ..errors import CheckpointError, InputError
 from ..models import MosaicBertForMaskedLM
@@ -74,27 +72,12 @@ def check_new_directory(output: Path) -> None:
 
 def write_directory(output: Path, model: MosaicBertForMaskedLM, tokenizer_dir: Path,
                     base_config: dict[str, Any] | None = None) -> None:
-    """Write a whole checkpoint directory at ``output`` (new or empty) completely or not at all:
-    into a temporary directory beside it, renamed into place when complete."""
+    """Write a whole checkpoint directory at ``output`` (new or empty) completely or not at all."""
     check_new_directory(output)
-    parent = output.parent if str(output.parent) else Path(".")
     try:
-        parent.mkdir(parents=True, exist_ok=True)
+        output.parent.mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise InputError(f"output directory {output} cannot be created ({err.strerror}).") \
             from None
-    with sigterm_as_exit():
-        temporary = Path(tempfile.mkdtemp(dir=parent, prefix=f".{output.name}.", suffix=".tmp"))
-        try:
-            write_masked_lm(temporary, model, tokenizer_dir, base_config)
-            os.chmod(temporary, 0o777 & ~_umask())
-            os.replace(temporary, output)
-        except BaseException:
-            shutil.rmtree(temporary, ignore_errors=True)
-            raise
-
-
-def _umask() -> int:
-    umask = os.umask(0)
-    os.umask(umask)
-    return umask
+    with atomic_directory(output) as temporary:
+        write_masked_lm(temporary, model, tokenizer_dir, base_config)

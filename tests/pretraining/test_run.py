@@ -147,3 +147,19 @@ def test_learned_positions_beyond_their_table_are_refused(tmp_path, capsys):
     rows = json.loads(capsys.readouterr().out)
     assert rows[0]["loss"] is not None
     assert rows[1]["loss"] is None and "beyond max_position_embeddings (64)" in rows[1]["note"]
+
+
+def test_continues_an_upstream_masked_lm_checkpoint_at_a_longer_length(tmp_path):
+    """The bundled mosaic-tiny-mlm carries upstream's config (alibi_starting_size 48 and the
+    leftover position_embedding_type "absolute"); its continuation states the fields it means."""
+    from helpers import WEIGHTS
+
+    corpus = write_corpus(tmp_path / "corpus.txt", 80)
+    result = pretrain(PretrainConfig(model=WEIGHTS / "mosaic-tiny-mlm", data=(corpus,),
+                                     output=tmp_path / "long", steps=1, batch_size=2,
+                                     max_seq_length=256, save_every=0, progress=False))
+    assert result.records[0]["loss"] > 0
+    values = json.loads((tmp_path / "long" / "config.json").read_text())
+    assert values["alibi_starting_size"] == 48
+    assert (values["position_embedding_type"], values["feed_forward"]) == ("alibi", "glu")
+    assert load_model(tmp_path / "long").config == load_model(WEIGHTS / "mosaic-tiny-mlm").config

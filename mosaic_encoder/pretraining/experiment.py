@@ -166,6 +166,7 @@ def plot(results: dict[str, Any], path: Path) -> None:
                   ylabel="held-out masked-LM loss (nats)", title="Loss by length")
     by_length.set_xticks(results["settings"]["eval_lengths"],
                          [str(n) for n in results["settings"]["eval_lengths"]])
+    by_length.minorticks_off()
     by_time.set(xlabel="wall time (s)", ylabel="training loss (nats)",
                 title="Training loss against wall time")
     for axes in (by_length, by_time):

@@ -28,7 +28,7 @@ def embed_shard(encoder, shard: Shard, settings: CorpusSettings, output: Path,
     embeddings = encoder.encode([texts[i] for i in keep], batch_size=settings.batch_size,
                                 max_tokens_per_batch=settings.max_tokens_per_batch,
                                 show_progress_bar=False)
-    bad = ~np.isfinite(embeddings).all(axis=1) if len(keep) else np.zeros(0, bool)
+    bad = ~np.isfinite(embeddings).all(axis=1)
     if bad.any():
         raise MosaicError(f"shard {shard.name}: {int(bad.sum())} of {len(keep)} embeddings are "
                           f"not finite (NaN or Inf; the first is id "

@@ -27,7 +27,7 @@ from .arguments import max_seq_length as max_seq_length_arg
 from .atomic import atomic_write
 from .bundled import BUNDLED_CHECKPOINT, BUNDLED_MLM_CHECKPOINT
 from .dtypes import DTYPES
-from .errors import CheckpointError, InputError, MosaicError
+from .errors import InputError, MosaicError
 from .fill_mask import MASK_TOKEN
 from .inputs import open_input, read_texts
 
@@ -194,7 +194,7 @@ def _encode(args: argparse.Namespace) -> int:
 
 
 def _fill_mask(args: argparse.Namespace) -> int:
-    from .checkpoint import detect_layout, read_tensor_index
+    from .checkpoint import CheckpointDir
     from .fill_mask import fill_mask, masked_token_ids
     from .loading import load_model
     from .tokenizer import TextTokenizer
@@ -202,17 +202,16 @@ def _fill_mask(args: argparse.Namespace) -> int:
     texts = _read_texts(args)
     device = compute_device(args.device)
     model_dir = _model_dir(args, BUNDLED_MLM_CHECKPOINT)
-    if not model_dir.is_dir():
-        raise CheckpointError(f"checkpoint directory {model_dir} does not exist.")
-    if not detect_layout(set(read_tensor_index(model_dir)), str(model_dir)).masked_lm:
+    checkpoint = CheckpointDir.open(model_dir)
+    if not checkpoint.layout.masked_lm:
         raise InputError(f"checkpoint {model_dir} has no masked-LM head (cls.predictions.*), so "
                          f"it cannot fill masks; use a masked-LM checkpoint such as "
                          f"mosaic-bert-base-seqlen-2048.")
     max_seq_length = max_seq_length_arg(args.max_seq_length)
-    tokenizer = TextTokenizer(model_dir / "tokenizer.json", max_seq_length)
+    tokenizer = TextTokenizer(checkpoint.transformer_dir / "tokenizer.json", max_seq_length)
     masked_token_ids(tokenizer, texts)  # refuse texts without a mask before loading the model
     _note_bundled(args, BUNDLED_MLM_CHECKPOINT)
-    model = load_model(model_dir, dtype=DTYPES[args.dtype], device=device, attention=args.attention)
+    model = load_model(checkpoint, dtype=DTYPES[args.dtype], device=device, attention=args.attention)
     results = [result.as_dict() for result in fill_mask(model, tokenizer, texts, args.top_k,
                                                         args.batch_size)]
     if args.json:

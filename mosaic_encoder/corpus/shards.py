@@ -31,7 +31,7 @@ from ..errors import InputError
 from ..files import read_json, short
 from ..inputs import input_file
 from .reading import Corpus, Shard
-from .settings import CorpusSettings, weights_digest
+from .settings import CorpusSettings, files_digest, weights_digest
 
 MANIFEST_NAME = "manifest.json"
 FORMAT = "mosaic-encoder embed-corpus 2"
@@ -40,13 +40,16 @@ STAMP_KEY = b"mosaic-encoder"
 
 
 def model_identity(settings: CorpusSettings) -> dict[str, Any]:
-    """What decides the embeddings: weights digest, dtype, pooling, normalisation, length, width.
+    """What decides the embeddings: the digests of the weights and the tokenizer, lower-casing,
+    dtype, pooling, normalisation, length, width.
 
     Read from the checkpoint's files without loading the model.
     """
     checkpoint = CheckpointDir.open(settings.model)
     pipeline, config = checkpoint.pipeline, checkpoint.config()
+    tokenizer = files_digest([pipeline.transformer_dir / "tokenizer.json"], "tokenizer file")
     return {"path": str(checkpoint.path), "weights_sha256": weights_digest(pipeline.transformer_dir),
+            "tokenizer_sha256": tokenizer, "do_lower_case": pipeline.do_lower_case,
             "dtype": settings.dtype, "pooling": list(pipeline.pooling.modes), "normalize": True,
             "max_seq_length": settings.max_seq_length or pipeline.max_seq_length,
             "embedding_dim": config.hidden_size * len(pipeline.pooling.modes)}

@@ -12,7 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from helpers import WEIGHTS
-from mosaic_encoder import InputError
+from mosaic_encoder import CheckpointError, InputError
 from mosaic_encoder.corpus.reading import scan_corpus
 from mosaic_encoder.corpus.settings import CorpusSettings
 from mosaic_encoder.corpus.shards import (OutputDirectory, input_identity, model_identity,
@@ -190,3 +190,21 @@ def test_abandon_removes_only_what_the_run_created(setup, tmp_path):
     corpus, output = finished(setup, complete=False)
     output.abandon()
     assert (output.path / "manifest.json").exists()
+
+
+def test_the_model_identity_covers_the_tokenizer(tmp_path):
+    from helpers import copy_checkpoint
+
+    model = copy_checkpoint(tmp_path)
+    before = model_identity(CorpusSettings(str(model)))
+    tokenizer = json.loads((model / "tokenizer.json").read_text())
+    vocab = tokenizer["model"]["vocab"]
+    first, second = list(vocab)[1000:1002]
+    vocab[first], vocab[second] = vocab[second], vocab[first]  # two token ids swapped
+    (model / "tokenizer.json").write_text(json.dumps(tokenizer))
+    after = model_identity(CorpusSettings(str(model)))
+    assert before["weights_sha256"] == after["weights_sha256"]
+    assert before["tokenizer_sha256"] != after["tokenizer_sha256"]
+    os.mkfifo(model / "extra.safetensors")
+    with pytest.raises(CheckpointError, match="extra.safetensors is not a regular file"):
+        model_identity(CorpusSettings(str(model)))

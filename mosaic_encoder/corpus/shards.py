@@ -187,16 +187,16 @@ class OutputDirectory:
         self._write_manifest(corpus, digests)
 
     def abandon(self) -> None:
-        """After a failed run: remove the directory again if this run created it and no shard
-        was finished, so that a refused run leaves nothing behind."""
-        if not self.created or any(self.path.glob(f"part-*{SUFFIX}")):
-            return
-        self._remove_temporaries()
-        (self.path / MANIFEST_NAME).unlink(missing_ok=True)
-        try:
-            self.path.rmdir()
-        except OSError:
-            pass  # something else appeared in it meanwhile: keep it
+        """After a failed run: remove the directory again if this run created it and it holds
+        nothing but the manifest (no shard, no temporary file of a concurrent run), so that a
+        refused run leaves nothing behind."""
+        manifest = self.path / MANIFEST_NAME
+        if self.created and [p.name for p in self.path.iterdir()] == [MANIFEST_NAME]:
+            manifest.unlink(missing_ok=True)
+            try:
+                self.path.rmdir()
+            except OSError:
+                pass  # something appeared in it meanwhile: keep it
 
     def _remove_temporaries(self) -> None:
         for stale in self.path.glob(f".part-*{SUFFIX}.*.tmp"):

@@ -254,3 +254,20 @@ def test_an_id_beyond_int64_is_refused_before_the_model_loads(tmp_path, run, mon
     status, _, stderr = run(corpus, tmp_path / "out", "--model", MODEL)
     assert status == 1 and "line 2 has an integer id outside the 64-bit range" in stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_concurrent_runs_end_identical_to_a_fresh_one(tmp_path, texts):
+    corpus = make_corpus(tmp_path / "in", texts[:12])
+    args = ["--model", MODEL, "--rows-per-shard", 2]
+    env = dict(os.environ, PYTHONIOENCODING="utf-8")
+    both = [subprocess.Popen([sys.executable, "-m", "mosaic_encoder", "embed-corpus", str(corpus),
+                              str(tmp_path / "shared"), *map(str, args)], env=env,
+                             stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    assert [process.wait() for process in both] == [0, 0], [p.stderr.read() for p in both]
+    assert embed_corpus(corpus, tmp_path / "fresh", *args).returncode == 0
+
+    def files(directory):
+        return {p.name: p.read_bytes() for p in sorted(directory.iterdir())}
+
+    # Byte for byte: every shard, and the manifest with each shard's digests.
+    assert files(tmp_path / "shared") == files(tmp_path / "fresh")

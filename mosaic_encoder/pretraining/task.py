@@ -101,7 +101,7 @@ class MaskedLMTask:
         self.steps = config.steps
         self.fingerprint: dict[str, Any] = {
             "data": [[str(f.path), f.size] for f in files], "batch_size": config.batch_size,
-            "max_seq_length": config.max_seq_length, "seed": config.seed, "steps": config.steps,
+            "max_seq_length": config.max_seq_length, "seed": config.seed,
             "masking": [config.masking.rate, config.masking.mask, config.masking.random]}
 
     def batch(self, step: int, rank: int, world_size: int) -> StepBatch:

@@ -39,6 +39,11 @@ INTERPRETED = {
     "dq": {"BLOCK_M": 32, "BLOCK_N": 16},
 }
 AUTOTUNE_KEY = ["BLOCK_D", "seq_bucket", "WINDOW"]
+# Backend options of every compiled launch. Multiply-add fusion on: the online softmax and the
+# bias are written as multiply-adds (s * scale + bias), and the windowing bound's error terms
+# assume one rounding each. Triton 3.9 fuses by default but warns that 3.10 will not, so it is
+# set here rather than left to the version's default.
+COMPILE_OPTIONS = {"enable_fp_fusion": True}
 
 
 def configs(kind: str, dtype: torch.dtype) -> list[triton.Config]:
@@ -115,9 +120,10 @@ class Launcher:
 
     def __call__(self, grid, dtype: torch.dtype, *args, **kwargs):
         if self._interpreted:
-            self._kernel[grid](*args, **kwargs, **INTERPRETED[self.kind])
+            self._kernel[grid](*args, **kwargs, **INTERPRETED[self.kind], **COMPILE_OPTIONS)
         else:
-            self._tuned["fp32" if dtype == torch.float32 else "half"][grid](*args, **kwargs)
+            self._tuned["fp32" if dtype == torch.float32 else "half"][grid](
+                *args, **kwargs, **COMPILE_OPTIONS)
 
     def block_sizes(self, dtype: torch.dtype) -> dict[str, int] | None:
         """BLOCK_M/BLOCK_N of the last launch for ``dtype``'s family (None before one on GPU)."""

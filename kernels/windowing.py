@@ -16,15 +16,15 @@ Bound (base 2; ``c = |scale| * log2(e)``, ``a = slope * log2(e)``, ``d = |i - j|
     s2_ij - m_i  <=  gap_i - a d,   gap_i = c |q_i| K - scale log2(e) q_i.k_i
 
 ``exp2(x)`` is exactly 0 in float32 for ``x < -150`` (and below -126 with flush-to-zero, as
-GPUs compute it); ``_UNDERFLOW = 152`` leaves a margin for an approximate ``exp2``. The
+GPUs compute it); ``UNDERFLOW = 152`` leaves a margin for an approximate ``exp2``. The
 kernels' scores are rounded: products in TF32 (relative error 2^-11 per operand) or float32
 sums over at most 128 lanes, so every score is within ``2^-10 c |q_i| |k_j|`` of its exact
 value; ``err_i = 2^-7 c |q_i| (K + |k_i|) + 1`` covers the far score, the diagonal score and the
 rounding of the bias, with room to spare. A key is skipped only when
 
-    a d (1 - 2^-20)  >  gap_i + err_i + _UNDERFLOW,
+    a d (1 - 2^-20)  >  gap_i + err_i + UNDERFLOW,
 
-that is when ``d`` exceeds the query's *reach* ``R_i = (gap_i + err_i + _UNDERFLOW) / (a (1 -
+that is when ``d`` exceeds the query's *reach* ``R_i = (gap_i + err_i + UNDERFLOW) / (a (1 -
 2^-20))``, stored rounded up (``floor(R_i (1 + 2^-16)) + 1``) as int32 of shape (heads,
 tokens). Zero or negative slopes, non-finite norms and heads whose values ``v`` hold a
 non-finite number (``0 * inf`` is NaN, so such a key is not inert) get
@@ -49,7 +49,11 @@ __all__ = ["UNBOUNDED", "executed_forward_flops", "key_reach", "min_paying_lengt
            "visited_key_blocks", "visited_query_blocks", "window_pays"]
 
 UNBOUNDED = 1 << 30  # a reach that skips nothing; start + block + UNBOUNDED still fits in int32
-_UNDERFLOW = 152.0
+# The margins of the bound, shared with the kernels' pre-pass (flash_attn._reach_kernel).
+UNDERFLOW = 152.0
+SCORE_ERROR = 2.0 ** -7  # err_i's factor
+RATE_MARGIN = 1.0 - 2.0 ** -20
+ROUND_UP = 1.0 + 2.0 ** -16
 _LOG2E = 1.0 / math.log(2.0)
 
 
@@ -73,9 +77,9 @@ def key_reach(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, alibi_slopes: t
     diag = (qf * kf).sum(-1)
     c = abs(softmax_scale) * _LOG2E
     gap = c * q_norm * k_max - (softmax_scale * _LOG2E) * diag
-    err = 2.0 ** -7 * c * q_norm * (k_max + k_norm) + 1.0
-    rate = alibi_slopes.float() * (_LOG2E * (1.0 - 2.0 ** -20))
-    reach = (gap + err + _UNDERFLOW) / rate * (1.0 + 2.0 ** -16) + 1.0
+    err = SCORE_ERROR * c * q_norm * (k_max + k_norm) + 1.0
+    rate = alibi_slopes.float() * (_LOG2E * RATE_MARGIN)
+    reach = (gap + err + UNDERFLOW) / rate * ROUND_UP + 1.0
     v_finite = torch.isfinite(v).flatten(2).all(dim=2).all(dim=0) if v.shape[0] else \
         torch.ones(heads, dtype=torch.bool, device=v.device)
     bounded = torch.isfinite(reach) & (rate > 0) & v_finite
@@ -110,7 +114,7 @@ def _best_case_saved_tiles(length: int, heads: int) -> int:
     saved = 0
     for head in range(heads):
         slope = 2.0 ** (-8.0 * (head + 1) / heads)
-        w = -(-(math.floor((_UNDERFLOW + 1.0) / (slope * _LOG2E)) + 1) // _TILE)
+        w = -(-(math.floor((UNDERFLOW + 1.0) / (slope * _LOG2E)) + 1) // _TILE)
         inner = max(0, n - w)  # blocks whose range ends before the sequence does
         ends = inner * (inner + 1) // 2 + inner * w + (n - inner) * n
         tail = max(0, n - 1 - w)

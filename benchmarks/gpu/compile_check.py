@@ -32,7 +32,7 @@ from mosaic_kernels import tuning  # noqa: E402
 SHARED_MEMORY = {80: 163 * 1024, 86: 99 * 1024, 89: 99 * 1024, 90: 227 * 1024}
 TYPES = {torch.float16: "fp16", torch.bfloat16: "bf16", torch.float32: "fp32"}
 KERNELS = {"fwd": fa._fwd_kernel, "dkdv": fa._bwd_dkdv_kernel, "dq": fa._bwd_dq_kernel}
-POINTERS = {"CU_SEQLENS": "*i32", "SLOPES": "*fp32", "REACH": "*i32", "COUNTS": "*i32",
+POINTERS = {"CU_SEQLENS": "*i32", "SLOPES": "*fp32", "REACH": "*i32", "COUNTS": "*i32", "DO_NONFINITE": "*i32",
             "LSE": "*fp32", "DELTA": "*fp32"}
 FLOATS = {"qk_scale", "sm_scale"}
 

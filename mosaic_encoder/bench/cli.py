@@ -5,7 +5,8 @@
 * ``attention``: the attention sweep (:mod:`.attention`);
 * ``model``: the whole-model benchmark against the dense baseline (:mod:`.model`);
 * ``report FILE.json ...``: Markdown tables of result files (:mod:`.report`);
-* ``plots FILE.json ... --out DIR``: PNG charts of result files (:mod:`.plots`).
+* ``plots FILE.json ... --out DIR``: PNG charts of result files (:mod:`.plots`);
+* ``compile --target sm_90``: the kernels compiled offline, per config (:mod:`.compile`).
 
 Options both benchmarks share are declared once, in :func:`_common_options`.
 """
@@ -177,7 +178,29 @@ def build_parser() -> argparse.ArgumentParser:
                                 description="Turn result files into PNG charts.")
     plots.add_argument("results", nargs="+", type=Path, help="result .json files")
     plots.add_argument("--out", type=Path, required=True, help="directory for the PNG files")
+    _compile_options(commands.add_parser(
+        "compile", help="compile every kernel config for a GPU target, offline",
+        description="Compile every config of every attention kernel for a GPU target with the "
+                    "installed Triton (no GPU needed) and print, per config, registers, spills "
+                    "inside and outside the main loop, shared memory, wgmma use, SASS "
+                    "instructions per main-loop iteration and compile seconds."))
     return parser
+
+
+def _compile_options(parser: argparse.ArgumentParser) -> None:
+    from .compile import DTYPES, KINDS
+
+    parser.add_argument("--target", default="sm_90", help="GPU target (default sm_90)")
+    parser.add_argument("--kinds", type=choice_list(KINDS), default=list(KINDS),
+                        help=f"kernels, comma-separated (default {','.join(KINDS)})")
+    parser.add_argument("--dtypes", type=choice_list(DTYPES), default=list(DTYPES),
+                        help=f"operand dtypes (default {','.join(DTYPES)})")
+    parser.add_argument("--head-dims", type=int_list, default=[64, 128],
+                        help="head dims (default 64,128)")
+    parser.add_argument("--first-config", action="store_true",
+                        help="only the first config each kernel keeps (the quick check)")
+    parser.add_argument("--json", action="store_true", help="print the report as JSON")
+    parser.add_argument("--out", type=Path, default=None, help="also write the JSON report here")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -200,6 +223,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         for _, document in documents:
             print(render(document))
         return 0
+    if args.command == "compile":
+        from ..errors import MosaicError
+        from .compile import run_compile
+
+        try:
+            return run_compile(args)
+        except MosaicError as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 1
     if args.command == "plots":
         from .plots import save_figures
 

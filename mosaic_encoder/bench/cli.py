@@ -66,7 +66,9 @@ def _common_options() -> argparse.ArgumentParser:
     common.add_argument("--window", choices=tuple(WINDOW_SETTINGS), default="on",
                         help="exact ALiBi windowing of our implementations (attention: "
                              "ours-triton and ours-sdpa; model: the config's attention_window): "
-                             "on, off, or both (a row for each; default on)")
+                             "on, off, or both (a row for each; default on); attention only: "
+                             "always (the kernel windows at every length, not only where it "
+                             "pays) and all (on, always and off)")
     common.add_argument("--threads", type=int, default=None,
                         help="torch CPU threads (default: torch's choice)")
     common.add_argument("--seed", type=int, default=0)
@@ -210,7 +212,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     included), 1 when a row failed unexpectedly or an error is out of tolerance.
     """
     argv = list(sys.argv[1:] if argv is None else argv)
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command == "model" and args.window in ("always", "all"):
+        parser.error("--window always and all apply to the attention benchmark; the model's "
+                     "attention_window is on or off")
     if args.command in ("report", "plots"):
         try:
             documents = [(path, load_results(path)) for path in args.results]

@@ -2,7 +2,8 @@
 # Everything measured on a GPU in one go (at most 8 minutes), from the repository root:
 #
 #     OUT=/some/dir bash benchmarks/gpu/run.sh
-#     DRY_RUN=1 bash benchmarks/gpu/run.sh     # print the steps and their limits, run nothing
+#     DRY_RUN=1 bash benchmarks/gpu/run.sh     # print the steps, their limits and the first-call
+#                                              # compiles each needs; run nothing
 #
 # Needs only torch and triton (plus the test dependencies for step 2): nothing is installed.
 # mosaic_encoder and mosaic_kernels are made importable by linking the source folders into a
@@ -12,6 +13,14 @@
 # left of it, less the report's 15 s, and is skipped once it is spent. Result files go to
 # $OUT/benchmarks/gpu/ (copy them into the repository's benchmarks/gpu/).
 # TRITON_PRINT_AUTOTUNING=1 puts each kernel's chosen config into the log.
+#
+# First calls compile: the autotuner builds every config a kernel keeps, once per (dtype, head
+# dim, windowing on/off), and Triton's cache keeps them for the later steps. Each step names
+# what it compiles first (COMPILES="kinds:dtypes:head_dims:windows"); DRY_RUN=1 prices that with
+# the offline compile report (`python -m mosaic_encoder.bench compile --estimate`, from
+# benchmarks/gpu/compile-sm_90-triton-*.json, compile seconds on the 2-core development machine,
+# slower than a GPU host's CPU) and exits 1 when a step's limit does not cover its compiles plus
+# MEASURE_MIN seconds of measuring.
 set -u
 REPO=$(cd "$(dirname "$0")/../.." && pwd)
 OUT=${OUT:-/tmp/mosaic-gpu}
@@ -26,7 +35,11 @@ export PYTHONPATH="$SITE${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1 TRITON_P
 cd "$REPO"
 
 T_TOTAL=${T_TOTAL:-480}
+MEASURE_MIN=${MEASURE_MIN:-15}
+REPORT=${COMPILE_REPORT:-$REPO/benchmarks/gpu/compile-sm_90-triton-3.9.json}
 DEADLINE=$((SECONDS + T_TOTAL))
+COMPILED=()   # what earlier steps compiled (DRY_RUN: priced once)
+SHORT=0       # DRY_RUN: steps whose limit is below their first-call compiles
 step() {  # step SECONDS NAME COMMAND...: at most SECONDS, and within the shared budget
     local limit=$1 name=$2; shift 2
     local reserve=15  # for the report
@@ -39,6 +52,17 @@ step() {  # step SECONDS NAME COMMAND...: at most SECONDS, and within the shared
     [ "$limit" -gt "$left" ] && limit=$left
     if [ -n "${DRY_RUN:-}" ]; then  # as if every step ran to its limit
         printf '%s (limit %ss):' "$name" "$limit"; printf ' %q' "$@"; echo
+        if [ -n "${COMPILES:-}" ]; then
+            local need
+            need=$(python3 -m mosaic_encoder.bench compile --estimate "$REPORT" \
+                --compiles "$COMPILES" --already "${COMPILED[*]:-}") || need=-1
+            echo "    first-call compiles ($COMPILES, not compiled earlier): ${need}s offline"
+            if [ "$need" -lt 0 ] || [ $((need + MEASURE_MIN)) -gt "$limit" ]; then
+                echo "    TOO SHORT: ${limit}s < ${need}s of compiles + ${MEASURE_MIN}s"
+                SHORT=$((SHORT + 1))
+            fi
+            COMPILED+=("$COMPILES")
+        fi
         DEADLINE=$((DEADLINE - limit))
         return
     fi
@@ -55,41 +79,57 @@ print(\"python\", sys.version.split()[0], \"torch\", torch.__version__, \"cuda\"
 
 # 2. the CUDA tests (first calls compile), one line per test so that a step cut short by its
 #    limit still shows what passed: the tests named for CUDA (the kernel's TestCUDA, the no-sync
-#    proof under set_sync_debug_mode("error")). The windowing tests come last (step 6).
+#    proof under set_sync_debug_mode("error")). The windowing tests come last (step 7).
 PYTEST=(python3 -m pytest -v -p no:cacheprovider)
-step ${T_TESTS:-90} cuda-tests "${PYTEST[@]}" -k "cuda or CUDA" tests/kernels/test_no_sync.py \
+COMPILES="fwd,dkdv,dq:bf16,fp16,fp32:64:both" \
+step ${T_TESTS:-150} cuda-tests "${PYTEST[@]}" -k "cuda or CUDA" tests/kernels/test_no_sync.py \
     tests/kernels/test_flash_attn.py
 
-# 3. exact ALiBi windowing, the issue's target (>= 2x FlexAttention at 1 x 16384 forward with
-#    lodestone's 12 slopes): ours-triton with the window on and off against compiled flex;
-#    forward rows carry credited and executed TFLOP/s. No oracle here (step 4 checks errors).
-step ${T_WINDOW:-60} attention-window "${BENCH[@]}" attention --device cuda \
-    --impls ours-triton,flex --window both --dtypes bfloat16 --heads 12 --head-dims 64 \
-    --modes fwd --compositions single --lengths 16384 --oracle-max-seqlen 1 \
-    --out "$RESULTS/attention-window.json"
+# 3-4. exact ALiBi windowing against compiled FlexAttention-ALiBi, the issue's targets (forward
+#    and backward >= 1.0x flex at every shape, >= 2x at 1 x 16384 windowed): windowing automatic
+#    (the default: on where it pays), always and off, at 1 x 4096 and 1 x 16384, then 64 x 512,
+#    where the automatic switch keeps it off. Forward rows carry credited and executed TFLOP/s.
+WINDOW=(--device cuda --impls ours-triton,flex --window all --dtypes bfloat16 --heads 12
+        --head-dims 64 --modes fwd,fwd+bwd --oracle-max-seqlen 1)
+COMPILES="fwd,dkdv,dq:bf16:64:both" \
+step ${T_WINDOW:-90} attention-window "${BENCH[@]}" attention "${WINDOW[@]}" \
+    --compositions single --lengths 4096,16384 --out "$RESULTS/attention-window.json"
+COMPILES="fwd,dkdv,dq:bf16:64:both" \
+step ${T_WINDOW_BATCH:-40} attention-window-batch "${BENCH[@]}" attention "${WINDOW[@]}" \
+    --compositions equal --lengths 512 --batch-tokens 32768 \
+    --out "$RESULTS/attention-window-batch.json"
 
-# 4. attention: ours against compiled FlexAttention (ALiBi score_mod, document mask) and dense
+# 5. attention: ours against compiled FlexAttention (ALiBi score_mod, document mask) and dense
 #    SDPA; bf16 and fp16, head_dim 64 and 128, forward and forward+backward.
 ATTN=(--device cuda --impls ours-triton,flex,sdpa-dense --dtypes bfloat16,float16
       --heads 12 --head-dims 64,128 --modes fwd,fwd+bwd)
 #    1 x 4096 and 1 x 16384
+COMPILES="fwd,dkdv,dq:bf16,fp16:64,128:on" \
 step ${T_ATTN_SINGLE:-100} attention-single "${BENCH[@]}" attention "${ATTN[@]}" \
     --compositions single --lengths 4096,16384 --out "$RESULTS/attention-single.json"
 #    4 x 4096 and a mixed batch (longest 4096, 16384 tokens)
-step ${T_ATTN_BATCH:-80} attention-batches "${BENCH[@]}" attention "${ATTN[@]}" \
+COMPILES="fwd,dkdv,dq:bf16,fp16:64,128:on" \
+step ${T_ATTN_BATCH:-40} attention-batches "${BENCH[@]}" attention "${ATTN[@]}" \
     --compositions equal,mixed --lengths 4096 --batch-tokens 16384 \
     --out "$RESULTS/attention-batches.json"
 
-# 5. the whole model against the dense baseline: 512 tokens and a mixed corpus
-step ${T_MODEL:-60} model "${BENCH[@]}" model --device cuda --dtype bfloat16 --lengths 512 \
+# 6. the whole model against the dense baseline: 512 tokens and a mixed corpus
+COMPILES="fwd:bf16:64:both" \
+step ${T_MODEL:-40} model "${BENCH[@]}" model --device cuda --dtype bfloat16 --lengths 512 \
     --corpus-docs 256 --corpus-max-len 4096 --out "$RESULTS/model.json"
 
-# 6. all of test_windowing.py: its tests pick the GPU themselves (DEVICE = "cuda" when
+# 7. all of test_windowing.py: its tests pick the GPU themselves (DEVICE = "cuda" when
 #    available), so they run the compiled kernels: the bound, equality with the unskipped
 #    kernels, visit counts against the CPU plan. Last, with what is left of the budget.
-step ${T_WINDOW_TESTS:-80} windowing-tests "${PYTEST[@]}" tests/kernels/test_windowing.py
+COMPILES="fwd,dkdv,dq:fp32:16,32,40:both" \
+step ${T_WINDOW_TESTS:-40} windowing-tests "${PYTEST[@]}" tests/kernels/test_windowing.py
 
 shopt -s nullglob
 written=("$RESULTS"/*.json)
 [ ${#written[@]} -gt 0 ] && step 15 report "${BENCH[@]}" report "${written[@]}"
+if [ -n "${DRY_RUN:-}" ]; then
+    echo "$SHORT step(s) too short for their first-call compiles"
+    [ "$SHORT" -eq 0 ]
+    exit
+fi
 echo "=== done $(date -u +%T)" >>"$LOG"

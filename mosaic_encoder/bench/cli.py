@@ -203,6 +203,12 @@ def _compile_options(parser: argparse.ArgumentParser) -> None:
                         help="only the first config each kernel keeps (the quick check)")
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
     parser.add_argument("--out", type=Path, default=None, help="also write the JSON report here")
+    parser.add_argument("--estimate", type=Path, default=None, metavar="REPORT",
+                        help="compile nothing: print the seconds REPORT took for --compiles")
+    parser.add_argument("--compiles", default="fwd,dkdv,dq:bf16:64:both",
+                        help="with --estimate: KINDS:DTYPES:HEAD_DIMS:on|off|both")
+    parser.add_argument("--already", default="",
+                        help="with --estimate: space-separated specs compiled before")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

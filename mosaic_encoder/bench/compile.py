@@ -19,22 +19,29 @@ pointers 16-byte aligned, token and head strides and head_dim divisible by 16. O
 - ``wgmma``: whether the products are Hopper warpgroup MMAs (``HGMMA``);
 - ``loop``: SASS instructions per iteration of the main loop: the smallest loop holding the
   kernel's products (the full-block, linear-bias loop that most iterations run);
-- ``s``: compile seconds.
+- ``s``: compile seconds, as CPU time of the process and its children (``ptxas``): wall time on
+  a shared machine measures the neighbours.
 
 ``--json`` prints the rows as JSON (``benchmarks/gpu/compile-*.json`` are such reports); the
 exit status is 1 when a build fails or a kept config exceeds the target's shared memory.
+
+``--estimate REPORT --compiles KINDS:DTYPES:HEAD_DIMS:WINDOWS [--already SPEC ...]`` compiles
+nothing: it prints the seconds a recorded report took for the configs a first call of those
+kernels autotunes over (windowing ``on``, ``off`` or ``both``, each compiled apart; head dims
+priced at the smallest reported one at least as large), less those in ``--already``. The GPU
+script's ``DRY_RUN=1`` checks its time limits with it.
 Needs ``TRITON_INTERPRET`` unset: the command removes it when Triton is not yet imported.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import subprocess
 import sys
 import tempfile
-import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -210,6 +217,11 @@ def analyse_sass(sass: str) -> dict:
     )
 
 
+def _cpu_seconds() -> float:
+    times = os.times()
+    return times.user + times.system + times.children_user + times.children_system
+
+
 def compile_build(build: Build, arch: int) -> Row:
     """Compile one build for ``sm_{arch}`` and read its facts back."""
     import triton
@@ -222,7 +234,7 @@ def compile_build(build: Build, arch: int) -> Row:
     element = {"fp16": 2, "bf16": 2, "fp32": 4}[build.dtype]
     estimate = tuning.shared_memory_bytes(build.kind, build.block_m, build.block_n, block_d,
                                           element, build.stages)
-    start = time.perf_counter()
+    start = _cpu_seconds()
     try:
         compiled = triton.compile(_source(kernel, build), target=GPUTarget("cuda", arch, 32),
                                   options={"num_warps": build.warps, "num_stages": build.stages,
@@ -231,10 +243,10 @@ def compile_build(build: Build, arch: int) -> Row:
     except Exception as err:  # every failure is a row of the report, then exit status 1
         return Row(**asdict(build), registers=0, spills_in_loop=0, spills_outside=0, shared=0,
                    shared_estimate=estimate, wgmma=False, loop_instructions=0,
-                   seconds=round(time.perf_counter() - start, 1),
+                   seconds=round(_cpu_seconds() - start, 1),
                    error=f"{type(err).__name__}: {str(err).strip()[:300]}")
     return Row(**asdict(build), registers=registers, shared=compiled.metadata.shared,
-               shared_estimate=estimate, seconds=round(time.perf_counter() - start, 1),
+               shared_estimate=estimate, seconds=round(_cpu_seconds() - start, 1),
                **analyse_sass(sass))
 
 
@@ -254,8 +266,52 @@ def failed(row: Row, arch: int) -> bool:
     return bool(row.error) or row.shared > SHARED_MEMORY[arch]
 
 
+def parse_compiles(spec: str) -> set[tuple[str, str, int, bool]]:
+    """``"fwd,dq:bf16:64,128:both"`` -> {(kind, dtype, head_dim, window), ...}."""
+    try:
+        kinds, dtypes, head_dims, windows = spec.split(":")
+        windowing = {"on": (True,), "off": (False,), "both": (True, False)}[windows]
+        result = {(kind, dtype, int(head_dim), window) for kind in kinds.split(",")
+                  for dtype in dtypes.split(",") for head_dim in head_dims.split(",")
+                  for window in windowing}
+    except (ValueError, KeyError):
+        raise CompileError(f"--compiles must read KINDS:DTYPES:HEAD_DIMS:on|off|both, got "
+                           f"{spec!r}.") from None
+    unknown = {kind for kind, *_ in result} - set(KINDS) | {d for _, d, *_ in result} - set(DTYPES)
+    if unknown:
+        raise CompileError(f"--compiles names unknown kernels or dtypes: {sorted(unknown)}.")
+    return result
+
+
+def estimate_seconds(report: dict, compiles: set, already: set) -> float:
+    """Compile seconds of ``report`` for the builds of ``compiles`` not in ``already``."""
+    seconds = 0.0
+    for kind, dtype, head_dim, _ in compiles - already:
+        reported = sorted({row["head_dim"] for row in report["rows"]
+                           if row["kind"] == kind and row["dtype"] == dtype
+                           and row["head_dim"] >= head_dim})
+        if not reported:
+            raise CompileError(f"the report has no {kind} {dtype} build of head dim >= "
+                               f"{head_dim}.")
+        seconds += sum(row["seconds"] for row in report["rows"] if row["kind"] == kind
+                       and row["dtype"] == dtype and row["head_dim"] == reported[0])
+    return seconds
+
+
+def run_estimate(args) -> int:
+    try:
+        report = json.loads(Path(args.estimate).read_text())
+    except (OSError, ValueError) as err:
+        raise CompileError(f"cannot read the compile report {args.estimate}: {err}") from None
+    already = set().union(*(parse_compiles(spec) for spec in args.already.split()))
+    print(math.ceil(estimate_seconds(report, parse_compiles(args.compiles), already)))
+    return 0
+
+
 def run_compile(args) -> int:
     """The ``compile`` subcommand: returns the exit status."""
+    if args.estimate:
+        return run_estimate(args)
     import triton
 
     arch = parse_target(args.target)

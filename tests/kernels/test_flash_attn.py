@@ -35,6 +35,7 @@ from triton.runtime import interpreter  # noqa: E402
 
 import mosaic_kernels  # noqa: E402
 from mosaic_kernels import flash_attn as fa  # noqa: E402
+from mosaic_kernels import tuning  # noqa: E402
 from mosaic_kernels import flash_attn_varlen_alibi, reference  # noqa: E402
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
@@ -580,7 +581,7 @@ def test_block_sizes_are_public():
     """The block sizes of a kernel's launches, through a function of the module."""
     sizes = fa.block_sizes("fwd", torch.float32)
     if fa._INTERPRET:
-        assert sizes == fa.tuning.INTERPRETED["fwd"]
+        assert sizes == tuning.INTERPRETED["fwd"]
     assert set(fa.block_sizes("dkdv", torch.bfloat16) or {"BLOCK_M": 0, "BLOCK_N": 0}) == \
         {"BLOCK_M", "BLOCK_N"}
 

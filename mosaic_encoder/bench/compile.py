@@ -19,8 +19,8 @@ pointers 16-byte aligned, token and head strides and head_dim divisible by 16. O
 - ``wgmma``: whether the products are Hopper warpgroup MMAs (``HGMMA``);
 - ``loop``: SASS instructions per iteration of the main loop: the smallest loop holding the
   kernel's products (the full-block, linear-bias loop that most iterations run);
-- ``s``: compile seconds, as CPU time of the process and its children (``ptxas``): wall time on
-  a shared machine measures the neighbours.
+- ``s``: compile seconds of a cold compile (Triton's cache bypassed), as CPU time of the process
+  and its children (``ptxas``): wall time on a shared machine measures the neighbours.
 
 ``--json`` prints the rows as JSON (``benchmarks/gpu/compile-*.json`` are such reports); the
 exit status is 1 when a build fails or a kept config exceeds the target's shared memory.
@@ -312,6 +312,7 @@ def run_compile(args) -> int:
     """The ``compile`` subcommand: returns the exit status."""
     if args.estimate:
         return run_estimate(args)
+    os.environ["TRITON_ALWAYS_COMPILE"] = "1"  # cold compiles: the seconds are the point
     import triton
 
     arch = parse_target(args.target)

@@ -19,8 +19,9 @@ Attention rows (``kind: "attention"``):
   ``padded_tokens`` (B x longest), ``seqlens``, ``heads``, ``head_dim``, ``dtype``, ``mode``
   (``fwd`` or ``fwd+bwd``): the case.
 - ``window``: for ``ours-triton`` and ``ours-sdpa``, whether exact ALiBi windowing was on
-  (``--window``); null for the other implementations, and in files that predate the switch
-  (where it was on).
+  (``--window``: true, the default, lets the kernel switch it off where it cannot pay;
+  ``"always"`` forces the kernel's windowing at every length); null for the other
+  implementations, and in files that predate the switch (where it was on).
 - ``status``, ``reason``, ``notes`` (how FlexAttention ran, the size of the naive table,
   interpreter caveats).
 - ``time_ms``: median time of one call. CPU: ``torch.utils.benchmark.Timer`` with all torch

@@ -163,6 +163,7 @@ _UNDERFLOW: tl.constexpr = tl.constexpr(windowing.UNDERFLOW)
 _REACH_ERR: tl.constexpr = tl.constexpr(windowing.SCORE_ERROR)
 _REACH_RATE: tl.constexpr = tl.constexpr(windowing.RATE_MARGIN)
 _REACH_ROUND_UP: tl.constexpr = tl.constexpr(windowing.ROUND_UP)
+_LINEAR_BIAS_ERR: tl.constexpr = tl.constexpr(windowing.LINEAR_BIAS_ERROR)
 
 __all__ = ["WINDOW_ALWAYS", "block_sizes", "check_cu_seqlens", "flash_attn_varlen_alibi",
            "window_reach"]
@@ -453,8 +454,9 @@ def _reach_kernel(Q, K, SLOPES, KMAX, REACH, stride_qt, stride_qh, stride_kt, st
     q_norm = tl.sqrt(tl.sum(q * q, 1))
     k_norm = tl.sqrt(tl.sum(k * k, 1))
     gap = abs_qk_scale * q_norm * k_max - qk_scale * tl.sum(q * k, 1)
-    err = _REACH_ERR * abs_qk_scale * q_norm * (k_max + k_norm) + 1.0
-    rate = tl.load(SLOPES + off_h).to(tl.float32) * (_LOG2E * _REACH_RATE)
+    slope2 = tl.load(SLOPES + off_h).to(tl.float32) * _LOG2E
+    err = _REACH_ERR * abs_qk_scale * q_norm * (k_max + k_norm) + 1.0 + _LINEAR_BIAS_ERR * slope2
+    rate = slope2 * _REACH_RATE
     reach = (gap + err + _UNDERFLOW) / rate * _REACH_ROUND_UP + 1.0
     reach = tl.where(reach < float("inf"), tl.minimum(reach, UNBOUNDED), UNBOUNDED)  # NaN too
     reach = tl.where(rate > 0, reach, UNBOUNDED)

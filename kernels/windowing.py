@@ -19,14 +19,25 @@ Bound (base 2; ``c = |scale| * log2(e)``, ``a = slope * log2(e)``, ``d = |i - j|
 GPUs compute it); ``UNDERFLOW = 152`` leaves a margin for an approximate ``exp2``. The
 kernels' scores are rounded: products in TF32 (relative error 2^-11 per operand) or float32
 sums over at most 128 lanes, so every score is within ``2^-10 c |q_i| |k_j|`` of its exact
-value; ``err_i = 2^-7 c |q_i| (K + |k_i|) + 1`` covers the far score, the diagonal score and the
-rounding of the bias, with room to spare. A key is skipped only when
+value; ``err_i = 2^-7 c |q_i| (K + |k_i|) + 1 + 2^-14 a`` covers the far score, the diagonal
+score and the rounding of the bias, with room to spare. A key is skipped only when
 
     a d (1 - 2^-20)  >  gap_i + err_i + UNDERFLOW,
 
 that is when ``d`` exceeds the query's *reach* ``R_i = (gap_i + err_i + UNDERFLOW) / (a (1 -
 2^-20))``, stored rounded up (``floor(R_i (1 + 2^-16)) + 1``) as int32 of shape (heads,
-tokens). Zero or negative slopes, non-finite norms and heads whose values ``v`` hold a
+tokens).
+
+The linear bias. Off the diagonal the kernels add a row term and a column term instead of
+``a |i - j|`` (``flash_attn._bias_terms``), which rounds to within ``2^-22 a (d + 256)`` of the
+exact bias, against ``2^-24 a d`` for one rounded multiply. The bound absorbs the difference:
+
+    2^-22 a (d + 256)  =  2^-22 a d  +  2^-14 a
+    2^-22 a d  <=  2^-20 a d / 4     (inside the factor 1 - 2^-20: a d (1 - 2^-20) leaves 2^-20 a d)
+    2^-14 a                           (the last term of err_i)
+
+so the skip condition still implies a computed weight of exactly 0. (The term costs a reach of
+``2^-14`` token more.) Zero or negative slopes, non-finite norms and heads whose values ``v`` hold a
 non-finite number (``0 * inf`` is NaN, so such a key is not inert) get
 :data:`UNBOUNDED`: nothing is skipped.
 
@@ -53,6 +64,7 @@ UNBOUNDED = 1 << 30  # a reach that skips nothing; start + block + UNBOUNDED sti
 UNDERFLOW = 152.0
 SCORE_ERROR = 2.0 ** -7  # err_i's factor
 RATE_MARGIN = 1.0 - 2.0 ** -20
+LINEAR_BIAS_ERROR = 2.0 ** -14  # err_i's term in the base-2 slope a (the linear bias)
 ROUND_UP = 1.0 + 2.0 ** -16
 _LOG2E = 1.0 / math.log(2.0)
 
@@ -77,8 +89,9 @@ def key_reach(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, alibi_slopes: t
     diag = (qf * kf).sum(-1)
     c = abs(softmax_scale) * _LOG2E
     gap = c * q_norm * k_max - (softmax_scale * _LOG2E) * diag
-    err = SCORE_ERROR * c * q_norm * (k_max + k_norm) + 1.0
-    rate = alibi_slopes.float() * (_LOG2E * RATE_MARGIN)
+    slopes2 = alibi_slopes.float() * _LOG2E
+    err = SCORE_ERROR * c * q_norm * (k_max + k_norm) + 1.0 + LINEAR_BIAS_ERROR * slopes2
+    rate = slopes2 * RATE_MARGIN
     reach = (gap + err + UNDERFLOW) / rate * ROUND_UP + 1.0
     v_finite = torch.isfinite(v).flatten(2).all(dim=2).all(dim=0) if v.shape[0] else \
         torch.ones(heads, dtype=torch.bool, device=v.device)

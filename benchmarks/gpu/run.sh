@@ -16,11 +16,10 @@
 #
 # First calls compile: the autotuner builds every config a kernel keeps, once per (dtype, head
 # dim, windowing on/off), and Triton's cache keeps them for the later steps. Each step names
-# what it compiles first (COMPILES="kinds:dtypes:head_dims:windows"); DRY_RUN=1 prices that with
-# the offline compile report (`python -m mosaic_encoder.bench compile --estimate`, from
-# benchmarks/gpu/compile-sm_90-triton-*.json, compile seconds on the 2-core development machine,
-# slower than a GPU host's CPU) and exits 1 when a step's limit does not cover its compiles plus
-# MEASURE_MIN seconds of measuring.
+# what its first calls compile (COMPILES="kinds:dtypes:head_dims:windows"); DRY_RUN=1 prices
+# that with the offline compile report (CPU seconds of cold compiles, recorded by
+# `python -m mosaic_encoder.bench compile --out benchmarks/gpu/compile-sm_90-triton-3.9.json`)
+# and exits 1 when a step's limit does not cover its compiles plus MEASURE_MIN seconds.
 set -u
 REPO=$(cd "$(dirname "$0")/../.." && pwd)
 OUT=${OUT:-/tmp/mosaic-gpu}
@@ -38,8 +37,6 @@ T_TOTAL=${T_TOTAL:-480}
 MEASURE_MIN=${MEASURE_MIN:-15}
 REPORT=${COMPILE_REPORT:-$REPO/benchmarks/gpu/compile-sm_90-triton-3.9.json}
 DEADLINE=$((SECONDS + T_TOTAL))
-COMPILED=()   # what earlier steps compiled (DRY_RUN: priced once)
-SHORT=0       # DRY_RUN: steps whose limit is below their first-call compiles
 step() {  # step SECONDS NAME COMMAND...: at most SECONDS, and within the shared budget
     local limit=$1 name=$2; shift 2
     local reserve=15  # for the report
@@ -52,17 +49,7 @@ step() {  # step SECONDS NAME COMMAND...: at most SECONDS, and within the shared
     [ "$limit" -gt "$left" ] && limit=$left
     if [ -n "${DRY_RUN:-}" ]; then  # as if every step ran to its limit
         printf '%s (limit %ss):' "$name" "$limit"; printf ' %q' "$@"; echo
-        if [ -n "${COMPILES:-}" ]; then
-            local need
-            need=$(python3 -m mosaic_encoder.bench compile --estimate "$REPORT" \
-                --compiles "$COMPILES" --already "${COMPILED[*]:-}") || need=-1
-            echo "    first-call compiles ($COMPILES, not compiled earlier): ${need}s offline"
-            if [ "$need" -lt 0 ] || [ $((need + MEASURE_MIN)) -gt "$limit" ]; then
-                echo "    TOO SHORT: ${limit}s < ${need}s of compiles + ${MEASURE_MIN}s"
-                SHORT=$((SHORT + 1))
-            fi
-            COMPILED+=("$COMPILES")
-        fi
+        [ -n "${COMPILES:-}" ] && echo "$name $limit $COMPILES" >>"$SITE/steps.txt"
         DEADLINE=$((DEADLINE - limit))
         return
     fi
@@ -127,9 +114,9 @@ step ${T_WINDOW_TESTS:-40} windowing-tests "${PYTEST[@]}" tests/kernels/test_win
 shopt -s nullglob
 written=("$RESULTS"/*.json)
 [ ${#written[@]} -gt 0 ] && step 15 report "${BENCH[@]}" report "${written[@]}"
-if [ -n "${DRY_RUN:-}" ]; then
-    echo "$SHORT step(s) too short for their first-call compiles"
-    [ "$SHORT" -eq 0 ]
+if [ -n "${DRY_RUN:-}" ]; then  # the first-call compiles each step's limit must cover
+    "${BENCH[@]}" compile --estimate "$REPORT" --steps "$SITE/steps.txt" \
+        --measure-min "$MEASURE_MIN"
     exit
 fi
 echo "=== done $(date -u +%T)" >>"$LOG"

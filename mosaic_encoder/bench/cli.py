@@ -204,11 +204,13 @@ def _compile_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
     parser.add_argument("--out", type=Path, default=None, help="also write the JSON report here")
     parser.add_argument("--estimate", type=Path, default=None, metavar="REPORT",
-                        help="compile nothing: print the seconds REPORT took for --compiles")
-    parser.add_argument("--compiles", default="fwd,dkdv,dq:bf16:64:both",
-                        help="with --estimate: KINDS:DTYPES:HEAD_DIMS:on|off|both")
-    parser.add_argument("--already", default="",
-                        help="with --estimate: space-separated specs compiled before")
+                        help="compile nothing: price the first-call compiles of --steps with "
+                             "the recorded report REPORT")
+    parser.add_argument("--steps", type=Path, default=None,
+                        help="with --estimate: lines of NAME LIMIT KINDS:DTYPES:HEAD_DIMS:WINDOWS")
+    parser.add_argument("--measure-min", type=float, default=15.0,
+                        help="with --estimate: seconds of measuring a step needs beyond its "
+                             "compiles (default 15)")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -25,11 +25,13 @@ pointers 16-byte aligned, token and head strides and head_dim divisible by 16. O
 ``--json`` prints the rows as JSON (``benchmarks/gpu/compile-*.json`` are such reports); the
 exit status is 1 when a build fails or a kept config exceeds the target's shared memory.
 
-``--estimate REPORT --compiles KINDS:DTYPES:HEAD_DIMS:WINDOWS [--already SPEC ...]`` compiles
-nothing: it prints the seconds a recorded report took for the configs a first call of those
-kernels autotunes over (windowing ``on``, ``off`` or ``both``, each compiled apart; head dims
-priced at the smallest reported one at least as large), less those in ``--already``. The GPU
-script's ``DRY_RUN=1`` checks its time limits with it.
+``--estimate REPORT --steps FILE`` compiles nothing: it prices the first-call compiles of a list
+of time-boxed steps with a recorded report. Each line of FILE reads ``NAME LIMIT
+KINDS:DTYPES:HEAD_DIMS:WINDOWS``: a step of ``LIMIT`` seconds whose first calls autotune those
+kernels (windowing ``on``, ``off`` or ``both``, each compiled apart; a head dim is priced at the
+smallest reported one at least as large; what an earlier step compiled is cached; builds the
+report lacks are listed as unpriced). A step is too short when its limit is below its compile
+seconds plus ``--measure-min``; the exit status is then 1. The GPU script's ``DRY_RUN=1`` checks its time limits with it.
 Needs ``TRITON_INTERPRET`` unset: the command removes it when Triton is not yet imported.
 """
 
@@ -283,29 +285,56 @@ def parse_compiles(spec: str) -> set[tuple[str, str, int, bool]]:
     return result
 
 
-def estimate_seconds(report: dict, compiles: set, already: set) -> float:
-    """Compile seconds of ``report`` for the builds of ``compiles`` not in ``already``."""
-    seconds = 0.0
+def estimate_seconds(report: dict, compiles: set, already: set) -> tuple[float, set]:
+    """Compile seconds of ``report`` for the builds of ``compiles`` not in ``already``, and the
+    (kind, dtype, head dim) the report has no build for (unpriced)."""
+    seconds, unpriced = 0.0, set()
     for kind, dtype, head_dim, _ in compiles - already:
         reported = sorted({row["head_dim"] for row in report["rows"]
                            if row["kind"] == kind and row["dtype"] == dtype
                            and row["head_dim"] >= head_dim})
         if not reported:
-            raise CompileError(f"the report has no {kind} {dtype} build of head dim >= "
-                               f"{head_dim}.")
+            unpriced.add((kind, dtype, head_dim))
+            continue
         seconds += sum(row["seconds"] for row in report["rows"] if row["kind"] == kind
                        and row["dtype"] == dtype and row["head_dim"] == reported[0])
-    return seconds
+    return seconds, unpriced
+
+
+def check_steps(report: dict, lines: list[str], measure_min: float) -> list[tuple]:
+    """``(name, limit, compile seconds, unpriced, fits)`` per step line (see the module
+    docstring); a step fits when its limit covers the seconds priced."""
+    compiled, result = set(), []
+    for line in lines:
+        try:
+            name, limit, spec = line.split()
+            limit = float(limit)
+        except ValueError:
+            raise CompileError(f"a step line must read NAME LIMIT SPEC, got {line!r}.") \
+                from None
+        compiles = parse_compiles(spec)
+        need, unpriced = estimate_seconds(report, compiles, compiled)
+        compiled |= compiles
+        result.append((name, limit, need, unpriced, need + measure_min <= limit))
+    return result
 
 
 def run_estimate(args) -> int:
     try:
         report = json.loads(Path(args.estimate).read_text())
-    except (OSError, ValueError) as err:
-        raise CompileError(f"cannot read the compile report {args.estimate}: {err}") from None
-    already = set().union(*(parse_compiles(spec) for spec in args.already.split()))
-    print(math.ceil(estimate_seconds(report, parse_compiles(args.compiles), already)))
-    return 0
+        lines = [line for line in Path(args.steps).read_text().splitlines() if line.strip()]
+    except (OSError, ValueError, TypeError) as err:
+        raise CompileError(f"cannot read the compile report {args.estimate} or the steps "
+                           f"{args.steps}: {err}") from None
+    checked = check_steps(report, lines, args.measure_min)
+    print(f"first-call compiles priced with {args.estimate} (Triton {report.get('triton')}, "
+          f"CPU seconds), plus {args.measure_min:g} s of measuring:")
+    for name, limit, need, unpriced, fits in checked:
+        missing = ", ".join(f"{k} {d} d{h}" for k, d, h in sorted(unpriced))
+        print(f"{'ok' if fits else 'TOO SHORT':9s} {name}: limit {limit:g} s, compiles "
+              f"{math.ceil(need)} s" + (f" (unpriced, not in the report: {missing})"
+                                        if missing else ""))
+    return 0 if all(fits for *_, fits in checked) else 1
 
 
 def run_compile(args) -> int:
@@ -316,16 +345,16 @@ def run_compile(args) -> int:
     import triton
 
     arch = parse_target(args.target)
+    document = {"target": f"sm_{arch}", "triton": triton.__version__, "rows": []}
     rows = []
     for build in builds(args.kinds, args.dtypes, args.head_dims, arch, args.first_config):
         rows.append(compile_build(build, arch))
+        document["rows"].append(asdict(rows[-1]))
         if not args.json:
             print(format_row(rows[-1], arch), flush=True)
-    document = {"target": f"sm_{arch}", "triton": triton.__version__,
-                "rows": [asdict(row) for row in rows]}
+        if args.out:  # after every build: a long report cut short keeps what it compiled
+            with atomic_path(args.out) as path:
+                path.write_text(json.dumps(document, indent=1) + "\n")
     if args.json:
         print(json.dumps(document, indent=1))
-    if args.out:
-        with atomic_path(args.out) as path:
-            path.write_text(json.dumps(document, indent=1) + "\n")
     return 1 if any(failed(row, arch) for row in rows) else 0

@@ -41,15 +41,19 @@ def test_estimate_prices_what_was_not_compiled_before():
             dict(kind="dq", dtype="bf16", head_dim=64, seconds=7.0)]
     document = dict(rows=rows)
     both = report.parse_compiles("fwd,dq:bf16:64:both")
-    assert report.estimate_seconds(document, both, set()) == 2 * (15.0 + 7.0)
+    assert report.estimate_seconds(document, both, set()) == (2 * (15.0 + 7.0), set())
     assert report.estimate_seconds(document, both, report.parse_compiles("fwd:bf16:64:on")) \
-        == 15.0 + 2 * 7.0
+        == (15.0 + 2 * 7.0, set())
     assert report.estimate_seconds(document, report.parse_compiles("fwd:bf16:40,80:on"),
-                                   set()) == 15.0 + 40.0
-    with pytest.raises(report.CompileError, match="no dq bf16 build of head dim >= 128"):
-        report.estimate_seconds(document, report.parse_compiles("dq:bf16:128:on"), set())
+                                   set()) == (15.0 + 40.0, set())
+    assert report.estimate_seconds(document, report.parse_compiles("dq:bf16:128:on"), set()) \
+        == (0.0, {("dq", "bf16", 128)})
     with pytest.raises(report.CompileError, match="KINDS:DTYPES"):
         report.parse_compiles("fwd:bf16:64")
+    steps = ["tests 60 fwd:bf16:64:both", "again 20 fwd:bf16:64:on", "big 50 fwd:bf16:128:on"]
+    assert report.check_steps(document, steps, 15.0) == [
+        ("tests", 60.0, 30.0, set(), True), ("again", 20.0, 0.0, set(), True),
+        ("big", 50.0, 40.0, set(), False)]
 
 
 def test_bad_target_is_one_sentence():

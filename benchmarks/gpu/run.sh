@@ -79,10 +79,10 @@ step ${T_TESTS:-150} cuda-tests "${PYTEST[@]}" -k "cuda or CUDA" tests/kernels/t
 WINDOW=(--device cuda --impls ours-triton,flex --window all --dtypes bfloat16 --heads 12
         --head-dims 64 --modes fwd,fwd+bwd --oracle-max-seqlen 1)
 COMPILES="fwd,dkdv,dq:bf16:64:both" \
-step ${T_WINDOW:-90} attention-window "${BENCH[@]}" attention "${WINDOW[@]}" \
+step ${T_WINDOW:-80} attention-window "${BENCH[@]}" attention "${WINDOW[@]}" \
     --compositions single --lengths 4096,16384 --out "$RESULTS/attention-window.json"
 COMPILES="fwd,dkdv,dq:bf16:64:both" \
-step ${T_WINDOW_BATCH:-40} attention-window-batch "${BENCH[@]}" attention "${WINDOW[@]}" \
+step ${T_WINDOW_BATCH:-30} attention-window-batch "${BENCH[@]}" attention "${WINDOW[@]}" \
     --compositions equal --lengths 512 --batch-tokens 32768 \
     --out "$RESULTS/attention-window-batch.json"
 
@@ -92,17 +92,17 @@ ATTN=(--device cuda --impls ours-triton,flex,sdpa-dense --dtypes bfloat16,float1
       --heads 12 --head-dims 64,128 --modes fwd,fwd+bwd)
 #    1 x 4096 and 1 x 16384
 COMPILES="fwd,dkdv,dq:bf16,fp16:64,128:on" \
-step ${T_ATTN_SINGLE:-100} attention-single "${BENCH[@]}" attention "${ATTN[@]}" \
+step ${T_ATTN_SINGLE:-90} attention-single "${BENCH[@]}" attention "${ATTN[@]}" \
     --compositions single --lengths 4096,16384 --out "$RESULTS/attention-single.json"
 #    4 x 4096 and a mixed batch (longest 4096, 16384 tokens)
 COMPILES="fwd,dkdv,dq:bf16,fp16:64,128:on" \
-step ${T_ATTN_BATCH:-40} attention-batches "${BENCH[@]}" attention "${ATTN[@]}" \
+step ${T_ATTN_BATCH:-30} attention-batches "${BENCH[@]}" attention "${ATTN[@]}" \
     --compositions equal,mixed --lengths 4096 --batch-tokens 16384 \
     --out "$RESULTS/attention-batches.json"
 
 # 6. the whole model against the dense baseline: 512 tokens and a mixed corpus
 COMPILES="fwd:bf16:64:both" \
-step ${T_MODEL:-40} model "${BENCH[@]}" model --device cuda --dtype bfloat16 --lengths 512 \
+step ${T_MODEL:-25} model "${BENCH[@]}" model --device cuda --dtype bfloat16 --lengths 512 \
     --corpus-docs 256 --corpus-max-len 4096 --out "$RESULTS/model.json"
 
 # 7. all of test_windowing.py: its tests pick the GPU themselves (DEVICE = "cuda" when

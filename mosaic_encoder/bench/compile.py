@@ -29,8 +29,8 @@ exit status is 1 when a build fails or a kept config exceeds the target's shared
 of time-boxed steps with a recorded report. Each line of FILE reads ``NAME LIMIT
 KINDS:DTYPES:HEAD_DIMS:WINDOWS``: a step of ``LIMIT`` seconds whose first calls autotune those
 kernels (windowing ``on``, ``off`` or ``both``, each compiled apart; a head dim is priced at the
-smallest reported one at least as large; what an earlier step compiled is cached; builds the
-report lacks are listed as unpriced). A step is too short when its limit is below its compile
+smallest reported one at least as large, fp16 at bf16's seconds when the report has no fp16;
+what an earlier step compiled is cached; builds the report lacks are listed as unpriced). A step is too short when its limit is below its compile
 seconds plus ``--measure-min``; the exit status is then 1. The GPU script's ``DRY_RUN=1`` checks its time limits with it.
 Needs ``TRITON_INTERPRET`` unset: the command removes it when Triton is not yet imported.
 """
@@ -289,7 +289,10 @@ def estimate_seconds(report: dict, compiles: set, already: set) -> tuple[float, 
     """Compile seconds of ``report`` for the builds of ``compiles`` not in ``already``, and the
     (kind, dtype, head dim) the report has no build for (unpriced)."""
     seconds, unpriced = 0.0, set()
+    dtypes = {row["dtype"] for row in report["rows"]}
     for kind, dtype, head_dim, _ in compiles - already:
+        if dtype == "fp16" and dtype not in dtypes:
+            dtype = "bf16"  # the same kernels and configs, another element type
         reported = sorted({row["head_dim"] for row in report["rows"]
                            if row["kind"] == kind and row["dtype"] == dtype
                            and row["head_dim"] >= head_dim})

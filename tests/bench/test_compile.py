@@ -48,6 +48,8 @@ def test_estimate_prices_what_was_not_compiled_before():
                                    set()) == (15.0 + 40.0, set())
     assert report.estimate_seconds(document, report.parse_compiles("dq:bf16:128:on"), set()) \
         == (0.0, {("dq", "bf16", 128)})
+    assert report.estimate_seconds(document, report.parse_compiles("dq:fp16:64:on"), set()) \
+        == (7.0, set())  # no fp16 rows: priced as bf16
     with pytest.raises(report.CompileError, match="KINDS:DTYPES"):
         report.parse_compiles("fwd:bf16:64")
     steps = ["tests 60 fwd:bf16:64:both", "again 20 fwd:bf16:64:on", "big 50 fwd:bf16:128:on"]

@@ -35,8 +35,8 @@ class Pooling:
                  if k.startswith("pooling_mode_")}
         odd = [k for k, v in flags.items() if not isinstance(v, bool)]
         if odd:
-            raise CheckpointError(f"pooling config {path}: pooling_mode_{short(odd[0], 40)} must be "
-                                  f"true or false.")
+            raise CheckpointError(f"pooling config {path}: pooling_mode_{short(odd[0], 40)} "
+                                  f"must be true or false.")
         unsupported = [f"pooling_mode_{k}" for k, v in flags.items() if v and k not in _MODES]
         if unsupported:
             raise CheckpointError(f"pooling config {path} asks for unsupported mode(s) "

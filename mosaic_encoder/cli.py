@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import stat
 import sys
 from pathlib import Path
 
@@ -31,76 +30,16 @@ from .dtypes import DTYPES
 from .errors import InputError, MosaicError
 from .files import file_sha256, printable
 from .fill_mask import MASK_TOKEN
+from .inputs import open_input, read_texts
 
 ENCODE_OUTPUTS = (".npy", ".jsonl", ".safetensors")
-MAX_INPUT_BYTES = 256 << 20  # texts are held in memory with their token ids
 
 
 # --- input ------------------------------------------------------------------------------------
 
 
-def _lines(text: str) -> list[str]:
-    """Lines of a text: split at \\n only (\\r\\n handled), no extra line after a final newline."""
-    lines = text.split("\n")
-    if lines and lines[-1] == "":
-        lines.pop()
-    return [line[:-1] if line.endswith("\r") else line for line in lines]
-
-
-def _decode(data: bytes, source: str) -> str:
-    try:
-        return data.decode("utf-8-sig")
-    except UnicodeDecodeError as err:
-        raise InputError(f"{source} is not UTF-8 text ({err.reason} at byte {err.start}).") from None
-
-
-def _read_capped(stream, source: str) -> bytes:
-    """All of ``stream``, refusing more than MAX_INPUT_BYTES (``/dev/zero`` would never end)."""
-    data = stream.read(MAX_INPUT_BYTES + 1)
-    if len(data) > MAX_INPUT_BYTES:
-        raise InputError(f"{source} holds more than {MAX_INPUT_BYTES >> 20} MiB of text; split it "
-                         f"into smaller inputs.")
-    return data
-
-
-def _read_input_file(path: Path, field: str) -> list[str]:
-    try:
-        mode = path.stat().st_mode  # stat, unlike open, never blocks on a FIFO or device
-    except FileNotFoundError:
-        raise InputError(f"input file {path} does not exist.") from None
-    except OSError as err:
-        raise InputError(f"input file {path} cannot be read ({err.strerror}).") from None
-    if stat.S_ISDIR(mode):
-        raise InputError(f"input file {path} is a directory.")
-    if not (stat.S_ISREG(mode) or stat.S_ISFIFO(mode)):
-        raise InputError(f"input file {path} is not a regular file or a pipe (a device or "
-                         f"socket); pass a file, or pipe the text into standard input.")
-    try:
-        with path.open("rb") as stream:
-            data = _read_capped(stream, f"input file {path}")
-    except OSError as err:
-        raise InputError(f"input file {path} cannot be read ({err.strerror}).") from None
-    text = _decode(data, f"input file {path}")
-    if path.suffix != ".jsonl":
-        return _lines(text)
-    texts = []
-    for number, line in enumerate(_lines(text), start=1):
-        if not line.strip():
-            continue  # blank lines separate no records in JSON lines
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise InputError(f"input file {path} line {number} is not valid JSON ({err.msg}).") \
-                from None
-        if not isinstance(record, dict) or not isinstance(record.get(field), str):
-            raise InputError(f"input file {path} line {number} has no string field {field!r} "
-                             f"(choose the field with --field).")
-        texts.append(record[field])
-    return texts
-
-
 def _read_texts(args: argparse.Namespace) -> list[str]:
-    """Texts from the arguments, ``--input FILE`` or standard input, one per line.
+    """Texts from the arguments, ``--input FILE`` or standard input (see :mod:`.inputs`).
 
     Blank lines of a text file or standard input are kept (an empty text; output row i is input
     line i), but an input without any non-blank text is an error.
@@ -118,10 +57,12 @@ def _read_texts(args: argparse.Namespace) -> list[str]:
         return list(args.texts)
     if args.input:
         source = f"input file {args.input}"
-        texts = _read_input_file(Path(args.input), args.field)
+        field = args.field if Path(args.input).suffix == ".jsonl" else None
+        with open_input(args.input, pipe=True) as stream:
+            texts = read_texts(stream, source, field)
     else:
         source = "standard input"
-        texts = _lines(_decode(_read_stdin(), "standard input"))
+        texts = _read_stdin()
     if not texts:
         raise InputError(f"no input texts were given ({source} is empty; pass texts as arguments, "
                          f"with --input or on standard input).")
@@ -130,18 +71,16 @@ def _read_texts(args: argparse.Namespace) -> list[str]:
     return texts
 
 
-def _read_stdin() -> bytes:
+def _read_stdin() -> list[str]:
     if sys.stdin is None:  # started with standard input closed (`<&-`)
         raise InputError("standard input is closed; pass texts as arguments or with --input.")
     try:
-        return _read_capped(sys.stdin.buffer, "standard input")
-    except (OSError, ValueError) as err:
+        return read_texts(sys.stdin.buffer, "standard input")
+    except InputError:
+        raise
+    except (OSError, ValueError) as err:  # ValueError: a stream closed under us
         raise InputError(f"standard input cannot be read ({getattr(err, 'strerror', None) or err}"
                          f"); pass texts as arguments or with --input.") from None
-
-
-
-
 
 
 def _write_stdout(text: str) -> None:
@@ -353,8 +292,6 @@ def _bench(args: argparse.Namespace) -> int:
 # --- parser -----------------------------------------------------------------------------------
 
 
-
-
 def _add_text_inputs(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("texts", nargs="*",
                         help="texts (default: --input FILE, else the lines of standard input)")
@@ -363,8 +300,6 @@ def _add_text_inputs(parser: argparse.ArgumentParser) -> None:
                              ".jsonl (blank lines of a text file are kept as empty texts)")
     parser.add_argument("--field", default="text",
                         help="the JSON-lines field holding the text (default: text)")
-
-
 
 
 def build_parser() -> argparse.ArgumentParser:

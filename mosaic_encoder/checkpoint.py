@@ -40,7 +40,7 @@ from safetensors import SafetensorError, safe_open
 from torch import nn
 
 from .config import MosaicConfig, read_config_values
-from .errors import CheckpointError
+from .errors import CheckpointError, ConfigError
 from .files import inside, json_object, printable, read_json, regular_file, short
 from .models import MosaicBertForMaskedLM, MosaicBertModel
 from .pooling import Pooling
@@ -59,6 +59,9 @@ FLOAT_DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16
 MAX_HEADER_BYTES = 100_000_000
 # How many items of a mismatch list an error message names before "and N more".
 REPORT_LIMIT = 10
+# The tokenizer's files, beside the transformer's config.json (those present are copied on save).
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
+                   "vocab.txt")
 # Longest max_seq_length a sentence-transformers config may ask for (2**20 tokens).
 MAX_SEQ_LENGTH = 1 << 20
 # sentence-transformers' module types this encoder runs, by class name, and the role of each:
@@ -219,13 +222,20 @@ class CheckpointDir:
         Raises:
             CheckpointError, ConfigError: one sentence naming the file at fault: the directory
                 does not exist, a file is missing, malformed, not a regular file or outside the
-                directory, the weights are not those of a BERT-family encoder.
+                directory (a symlink out of it, a ``modules.json`` path with ``..``; the tokenizer
+                files are checked too), the weights are not those of a BERT-family encoder.
         """
         if isinstance(path, CheckpointDir):
             return path
         directory = checkpoint_directory(path)
         pipeline = Pipeline.from_directory(directory)
-        values = read_config_values(pipeline.transformer_dir / "config.json")
+        config_file = pipeline.transformer_dir / "config.json"
+        regular_file(config_file, "config file", directory, ConfigError)
+        for name in TOKENIZER_FILES:
+            file = pipeline.transformer_dir / name
+            if file.is_symlink():
+                inside(file, directory, "tokenizer file")
+        values = read_config_values(config_file)
         found = read_tensor_index(pipeline.transformer_dir)
         layout = detect_layout(set(found), printable(pipeline.transformer_dir))
         return cls(directory, pipeline, values, without_ignored(found, layout), layout)

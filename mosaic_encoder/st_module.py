@@ -28,7 +28,7 @@ from safetensors.torch import save_file
 from sentence_transformers import SentenceTransformer
 from sentence_transformers.sentence_transformer.modules import InputModule, Normalize, Pooling
 
-from .checkpoint import CheckpointDir
+from .checkpoint import TOKENIZER_FILES, CheckpointDir
 from .dtypes import DTYPES, resolve_dtype
 from .errors import InputError
 from .loading import load_model
@@ -38,9 +38,6 @@ from .tokenizer import TextTokenizer, collate
 # Our pooling mode names (those of the checkpoints' 1_Pooling/config.json) -> sentence-transformers'.
 _POOLING_MODES = {"cls_token": "cls", "max_tokens": "max", "mean_tokens": "mean",
                   "mean_sqrt_len_tokens": "mean_sqrt_len_tokens"}
-# Tokenizer files copied next to the weights on save (those that exist).
-_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
-                    "vocab.txt")
 
 
 class MosaicEncoderModule(InputModule):
@@ -125,7 +122,7 @@ class MosaicEncoderModule(InputModule):
         output.mkdir(parents=True, exist_ok=True)
         if output.resolve() != self.model_path.resolve():
             shutil.copyfile(self.model_path / "config.json", output / "config.json")
-            for name in _TOKENIZER_FILES:
+            for name in TOKENIZER_FILES:
                 if (self.model_path / name).is_file():
                     shutil.copyfile(self.model_path / name, output / name)
         state = {name: tensor.detach().contiguous().cpu()

@@ -214,6 +214,18 @@ def test_config_json_is_read_through_the_config_checks(tmp_path):
         CheckpointDir.open(directory)
 
 
+@pytest.mark.parametrize("name,error", [("config.json", ConfigError),
+                                        ("tokenizer.json", CheckpointError),
+                                        ("vocab.txt", CheckpointError)])
+def test_a_file_reached_through_a_symlink_out_of_the_checkpoint_is_refused(tmp_path, name, error):
+    directory = copy_checkpoint(tmp_path)
+    outside = tmp_path / name
+    (directory / name).rename(outside)
+    (directory / name).symlink_to(outside)
+    with pytest.raises(error, match=f"{name} resolves to .* outside the checkpoint directory"):
+        CheckpointDir.open(directory)
+
+
 # --- QKV fuse and split ------------------------------------------------------------------------
 
 

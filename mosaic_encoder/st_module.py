@@ -90,7 +90,9 @@ class MosaicEncoderModule(InputModule):
         return self._text_tokenizer._tokenizer
 
     def preprocess(self, inputs, prompt: str | None = None, **kwargs) -> dict[str, Any]:
-        """Texts (optionally prefixed with ``prompt``) -> padded (B, S) int64 tensors."""
+        """Texts (optionally prefixed with ``prompt``) -> padded (B, S) int64 tensors, and with a
+        prompt its length in tokens (``[CLS]`` and the prompt's own, as sentence-transformers
+        counts it), which a ``Pooling`` module with ``include_prompt=False`` leaves out."""
         texts = []
         for index, item in enumerate(inputs):
             if not isinstance(item, str):
@@ -100,8 +102,13 @@ class MosaicEncoderModule(InputModule):
             texts.append(text.lower() if self.do_lower_case else text)
         ids, types, _ = self._text_tokenizer.encode_ids(texts)
         batch = collate(ids, types, self._text_tokenizer.pad_token_id)
-        return {"input_ids": batch.input_ids, "attention_mask": batch.attention_mask,
-                "token_type_ids": batch.token_type_ids}
+        features = {"input_ids": batch.input_ids, "attention_mask": batch.attention_mask,
+                    "token_type_ids": batch.token_type_ids}
+        if prompt:
+            prompt_ids, _, _ = self._text_tokenizer.encode_ids(
+                [prompt.lower() if self.do_lower_case else prompt])
+            features["prompt_length"] = len(prompt_ids[0]) - 1  # without the closing [SEP]
+        return features
 
     def forward(self, features: dict[str, Any], **kwargs) -> dict[str, Any]:
         output = self.encoder(features["input_ids"], features["attention_mask"],
@@ -165,7 +172,8 @@ def to_sentence_transformer(path: str | Path, dtype: str | torch.dtype = "float3
                                   else max_seq_length,
                                   do_lower_case=pipeline.do_lower_case)
     modes = [_POOLING_MODES[mode] for mode in pipeline.pooling.modes]
-    modules = [encoder, Pooling(encoder.get_embedding_dimension(), modes)]
+    modules = [encoder, Pooling(encoder.get_embedding_dimension(), modes,
+                                include_prompt=pipeline.pooling.include_prompt)]
     if pipeline.normalize:
         modules.append(Normalize())
     return SentenceTransformer(modules=modules, device=str(torch.device(device)))

@@ -8,6 +8,7 @@ all-MiniLM-L6-v2 (real weights) and once on this package's encoder through
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -172,3 +173,23 @@ def test_sentence_encoder_accepts_or_names_the_alternative(texts):
         with pytest.raises(me.InputError, match="to_sentence_transformer") as error:
             encoder.encode(texts[:1], **options)
         assert hint in str(error.value)
+
+
+def test_pooling_without_the_prompt_is_honoured_or_refused(tmp_path, texts):
+    """``include_prompt: false`` (sentence-transformers 6 pooling config): the prompt's tokens
+    stay out of the mean through to_sentence_transformer; SentenceEncoder refuses a prompt."""
+    directory = tmp_path / "no-prompt"
+    shutil.copytree(TINY, directory)
+    (directory / "1_Pooling" / "config.json").write_text(json.dumps(
+        {"embedding_dimension": 192, "pooling_mode": "mean", "include_prompt": False}))
+    model = me.to_sentence_transformer(directory)
+    assert model[1].include_prompt is False
+    features = model.preprocess(texts[:2], prompt="query: ")
+    assert features["prompt_length"] == 3  # [CLS] query :
+    with_prompt = model.encode(texts[:2], prompt="query: ")
+    assert not np.allclose(with_prompt, me.to_sentence_transformer(TINY).encode(
+        texts[:2], prompt="query: "), atol=1e-4)
+    np.testing.assert_array_equal(model.encode(texts[:2]), me.SentenceEncoder(directory).encode(
+        texts[:2]))
+    with pytest.raises(me.InputError, match="include_prompt false"):
+        me.SentenceEncoder(directory).encode(texts[:2], prompt="query: ")

@@ -17,11 +17,16 @@
   excepted: zero is their initial value, e.g. in a pooler that was never trained), LayerNorm
   weights of plausible size;
 * optionally the golden equivalence: outputs of :func:`mosaic_encoder.load_model` on the inputs of
-  a reference-output file, within the tolerances of ``tests/data/README.md``.
+  a reference-output file, within the tolerances of ``tests/data/README.md``; the sentence
+  embedding pooled (and normalised) as ``modules.json`` says; and, for a case whose texts the file
+  carries, their tokenization as the checkpoint says (``tokenizer.json``, ``max_seq_length``,
+  ``do_lower_case``), so the tokenizer and the sentence-transformers settings are checked as
+  well as the weights.
 
-Problems that leave nothing to check (a missing directory, a ``config.json`` that is not JSON or
-misses a field, a truncated weights file, a checkpoint of another architecture, an unreadable
-golden file or manifest) raise :class:`~mosaic_encoder.errors.MosaicError` instead.
+Problems that leave nothing to check (a missing directory, a file reached through a symlink out
+of it, a ``config.json`` that is not JSON or misses a field, a truncated weights file, a
+checkpoint of another architecture, an unreadable golden file or manifest) raise
+:class:`~mosaic_encoder.errors.MosaicError` instead.
 """
 
 from __future__ import annotations
@@ -209,12 +214,13 @@ def _read_golden(path: Path) -> Golden:
         if not key.endswith(".texts"):
             continue
         try:
-            texts[key.removesuffix(".texts")] = parsed = json.loads(value)
+            parsed = json.loads(value)
         except (ValueError, RecursionError):
             parsed = None
         if not isinstance(parsed, list) or not all(isinstance(t, str) for t in parsed):
             raise CheckpointError(f"golden file {path}: metadata {short(key)} must be a JSON "
                                   f"array of strings.")
+        texts[key.removesuffix(".texts")] = parsed
     return Golden(tensors, texts)
 
 

@@ -25,6 +25,7 @@ import torch
 
 from ..errors import InputError
 from ..inputs import json_lines, open_input, parquet_columns, parquet_file, record_field
+from .rng import derived_seed
 
 COLUMNS = ("anchor", "positive", "negative")
 SUFFIXES = (".jsonl", ".parquet")
@@ -149,7 +150,7 @@ class BatchSchedule:
     def epoch(self, epoch: int) -> list[Batch]:
         """The global batches of ``epoch``, in training order."""
         if self._cached is None or self._cached[0] != epoch:
-            generator = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+            generator = torch.Generator().manual_seed(derived_seed(self.seed, epoch))
             batches = []
             for file, size in enumerate(self.sizes):
                 order = torch.randperm(size, generator=generator).tolist()

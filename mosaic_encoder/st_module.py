@@ -105,8 +105,7 @@ class MosaicEncoderModule(InputModule):
         features = {"input_ids": batch.input_ids, "attention_mask": batch.attention_mask,
                     "token_type_ids": batch.token_type_ids}
         if prompt:
-            prompt_ids, _, _ = self._text_tokenizer.encode_ids(
-                [prompt.lower() if self.do_lower_case else prompt])
+            prompt_ids, _, _ = self._text_tokenizer.encode_ids([prompt])
             features["prompt_length"] = len(prompt_ids[0]) - 1  # without the closing [SEP]
         return features
 

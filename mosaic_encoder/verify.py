@@ -522,7 +522,8 @@ def _golden_checks(checkpoint: CheckpointDir, golden: Golden, path: Path,
     try:
         model = load_model(checkpoint, dtype=torch.float32, device=device)
         tokenizer = TextTokenizer(checkpoint.transformer_dir / "tokenizer.json",
-                                  checkpoint.pipeline.max_seq_length) if golden.texts else None
+                                  checkpoint.pipeline.max_seq_length,
+                                  checkpoint.pipeline.do_lower_case) if golden.texts else None
     except MosaicError as err:
         return [CheckResult(f"golden {path.name}", False, f"the model does not load: {err}")]
     cases = sorted({name.rsplit(".", 1)[0] for name in golden.tensors
@@ -531,14 +532,12 @@ def _golden_checks(checkpoint: CheckpointDir, golden: Golden, path: Path,
                          torch.device(device)) for case in cases]
 
 
-def _tokenization_problems(pipeline: Pipeline, tokenizer: TextTokenizer, texts: list[str],
-                           ids: torch.Tensor, mask: torch.Tensor) -> list[str]:
+def _tokenization_problems(tokenizer: TextTokenizer, texts: list[str], ids: torch.Tensor,
+                           mask: torch.Tensor) -> list[str]:
     """Where the checkpoint's tokenization of ``texts`` (its ``tokenizer.json``,
     ``max_seq_length`` and ``do_lower_case``) differs from the reference ``ids`` (B, S)."""
     if len(texts) != len(ids):
         return [f"{len(texts)} texts for {len(ids)} rows of input_ids"]
-    if pipeline.do_lower_case:
-        texts = [text.lower() for text in texts]
     ours, _, _ = tokenizer.encode_ids(texts)
     for row, (mine, reference, real) in enumerate(zip(ours, ids.tolist(), mask.tolist())):
         reference = [token for token, keep in zip(reference, real) if keep]
@@ -562,7 +561,7 @@ def _golden_case(model, pipeline: Pipeline, tokenizer: TextTokenizer | None, gol
     measured, problems = [], []
     if case in golden.texts:
         try:
-            problems += _tokenization_problems(pipeline, tokenizer, golden.texts[case], ids, mask)
+            problems += _tokenization_problems(tokenizer, golden.texts[case], ids, mask)
         except MosaicError as err:
             problems.append(f"the tokenizer fails on the reference texts: {err}")
         if not problems:

@@ -28,7 +28,7 @@ from .atomic import atomic_write
 from .bundled import BUNDLED_CHECKPOINT, BUNDLED_MLM_CHECKPOINT
 from .dtypes import DTYPES
 from .errors import InputError, MosaicError
-from .files import file_sha256, printable
+from .files import file_sha256, printable, resolve
 from .fill_mask import MASK_TOKEN
 from .inputs import open_input, read_texts
 
@@ -133,12 +133,12 @@ def _check_output(path: Path, suffixes: tuple[str, ...]) -> None:
 def _check_encode_output(output: Path, args: argparse.Namespace, model: Path) -> None:
     """Refuse to replace a file without --force, and ever to write over the input or the model."""
     _check_output(output, ENCODE_OUTPUTS)
-    target = output.resolve()
+    target = resolve(output, "output file", InputError)
     source = Path(args.input) if args.input else None
-    if source is not None and (target == source.resolve() or (
+    if source is not None and (target == resolve(source, "input file", InputError) or (
             output.exists() and source.exists() and os.path.samefile(output, source))):
         raise InputError(f"output file {output} is the input file; write somewhere else.")
-    if target.is_relative_to(model.resolve()):
+    if target.is_relative_to(resolve(model, "checkpoint directory")):
         raise InputError(f"output file {output} lies inside the model directory {model}; write "
                          f"somewhere else.")
     if output.exists() and not args.force:

@@ -54,8 +54,17 @@ def inside(path: str | Path, root: str | Path, what: str,
            error: type[MosaicError] = CheckpointError) -> Path:
     """``path`` resolved, refusing it when it lies outside ``root`` (after following symlinks),
     when its symlinks form a loop, or when it cannot be a path (a NUL byte)."""
+    resolved, base = resolve(path, what, error), resolve(root, what, error)
+    if not resolved.is_relative_to(base):
+        raise error(f"{what} {printable(path)} resolves to {printable(resolved)}, outside the "
+                    f"checkpoint directory {printable(root)}.")
+    return resolved
+
+
+def resolve(path: str | Path, what: str, error: type[MosaicError] = CheckpointError) -> Path:
+    """``Path(path).resolve()``, with a symlink loop or a NUL byte as one sentence naming it."""
     try:
-        resolved, base = Path(path).resolve(), Path(root).resolve()
+        return Path(path).resolve()
     except RuntimeError:  # Python 3.11 reports a loop as RuntimeError("Symlink loop from ...")
         raise error(f"{what} {printable(path)} is a symlink loop.") from None
     except ValueError:
@@ -63,10 +72,6 @@ def inside(path: str | Path, root: str | Path, what: str,
             from None
     except OSError as err:
         raise error(f"{what} {printable(path)} cannot be resolved ({err.strerror}).") from None
-    if not resolved.is_relative_to(base):
-        raise error(f"{what} {printable(path)} resolves to {printable(resolved)}, outside the "
-                    f"checkpoint directory {printable(root)}.")
-    return resolved
 
 
 def file_sha256(path: str | Path, error: type[MosaicError] = CheckpointError) -> str:

@@ -3,6 +3,7 @@
 import hashlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -439,3 +440,20 @@ def test_an_error_message_cannot_forge_lines_or_colours(tmp_path, capsys):
     captured = capsys.readouterr()
     assert captured.err.count("\n") == 1 and "\x1b" not in captured.err
     assert "does not exist" in captured.err and "\\x1b[31mTraceback" in captured.err
+
+
+@pytest.mark.parametrize("args,message", [
+    (["x", "--model", "{loop}", "--output", "{tmp}/o.npy"], "checkpoint directory .* symlink loop"),
+    (["x", "--output", "{loop}.npy"], "output file .* is a symlink loop"),
+    (["--input", "{loop}.txt", "--output", "{tmp}/o.npy"], "input file .* is a symlink loop"),
+])
+def test_a_symlink_loop_is_one_sentence(tmp_path, capsys, args, message):
+    from mosaic_encoder.cli import main
+
+    loop = tmp_path / "loop"
+    for suffix in ("", ".npy", ".txt"):
+        os.symlink(f"{loop}{suffix}", f"{loop}{suffix}")
+    argv = [a.format(loop=loop, tmp=tmp_path) for a in args]
+    assert main(["encode", *argv]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and re.search(message, err)

@@ -175,9 +175,9 @@ def test_sentence_encoder_accepts_or_names_the_alternative(texts):
         assert hint in str(error.value)
 
 
-def test_pooling_without_the_prompt_is_honoured_or_refused(tmp_path, texts):
+def test_pooling_without_the_prompt_leaves_its_tokens_out(tmp_path, texts):
     """``include_prompt: false`` (sentence-transformers 6 pooling config): the prompt's tokens
-    stay out of the mean through to_sentence_transformer; SentenceEncoder refuses a prompt."""
+    stay out of the mean through to_sentence_transformer, as sentence-transformers does it."""
     directory = tmp_path / "no-prompt"
     shutil.copytree(TINY, directory)
     (directory / "1_Pooling" / "config.json").write_text(json.dumps(
@@ -191,5 +191,3 @@ def test_pooling_without_the_prompt_is_honoured_or_refused(tmp_path, texts):
         texts[:2], prompt="query: "), atol=1e-4)
     np.testing.assert_array_equal(model.encode(texts[:2]), me.SentenceEncoder(directory).encode(
         texts[:2]))
-    with pytest.raises(me.InputError, match="include_prompt false"):
-        me.SentenceEncoder(directory).encode(texts[:2], prompt="query: ")

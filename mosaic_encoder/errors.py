@@ -19,3 +19,7 @@ class CheckpointError(MosaicError):
 
 class InputError(MosaicError, ValueError):
     """Input given to the model or the encoder (token ids, masks, texts) is malformed."""
+
+
+class TrainingError(MosaicError):
+    """A training run cannot go on (a non-finite loss or gradient); its last good state is kept."""

@@ -52,9 +52,14 @@ class TokenizedBatch:
 
 class TextTokenizer:
     """Tokenizes text the way sentence-transformers does: ``[CLS] text [SEP]``, truncated at
-    ``max_length`` tokens (special tokens included), padded to the longest in the batch."""
+    ``max_length`` tokens (special tokens included), padded to the longest in the batch.
 
-    def __init__(self, tokenizer_file: str | Path, max_length: int | None = None):
+    ``lower_case`` lower-cases every text first, as sentence-transformers does for a checkpoint
+    whose ``sentence_bert_config.json`` sets ``do_lower_case`` (the only place this package does).
+    """
+
+    def __init__(self, tokenizer_file: str | Path, max_length: int | None = None,
+                 lower_case: bool = False):
         path = Path(tokenizer_file)
         if not path.is_file():
             raise CheckpointError(f"tokenizer file {path} does not exist.")
@@ -75,6 +80,7 @@ class TextTokenizer:
         else:
             self._tokenizer.no_truncation()
         self.max_length = max_length
+        self.lower_case = lower_case
         self._longest_added = max((len(token.content) for token in
                                    self._tokenizer.get_added_tokens_decoder().values()), default=1)
         pad_id = self._tokenizer.token_to_id("[PAD]")
@@ -120,6 +126,8 @@ class TextTokenizer:
                 raise InputError(f"input {i} is not valid Unicode text (a lone surrogate "
                                  f"U+{ord(text[err.start]):04X} at character {err.start}).") \
                     from None
+        if self.lower_case:
+            texts = [text.lower() for text in texts]
         if self.max_length is None:
             encoded = [(e.ids, e.type_ids, False) for e in self._encode_batch(texts)]
         else:

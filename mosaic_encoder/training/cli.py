@@ -88,7 +88,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
 
 def run(args: argparse.Namespace) -> int:
     """Train; print a one-line summary on stderr (rank 0). Errors propagate as MosaicError."""
-    from .loop import train
+    from .contrastive import train
 
     result = train(config_from_args(args))
     if result.main:

@@ -8,7 +8,9 @@ weights, a GPU, the network) and ```text blocks (printed output) are not run.
 /tmp/mosaic-docs/ is the path the pages show, so it cannot be made unique per run; an exclusive
 lock on /tmp/mosaic-docs.lock keeps concurrent runs (other checkouts, pytest-xdist workers) from
 sharing it. The interpreter running the tests comes first on PATH, so ``python`` and
-``mosaic-encoder`` in a block are those of the environment under test.
+``mosaic-encoder`` in a block are those of the environment under test, and PYTHONSAFEPATH keeps the
+repository root off sys.path, so they import the package installed there (as in
+tests/test_readme.py).
 """
 
 import fcntl
@@ -51,7 +53,7 @@ def test_readme_links_every_page():
 
 @pytest.mark.parametrize("page", PAGES, ids=[page.name for page in PAGES])
 def test_doc_page_runs(page):
-    environment = dict(os.environ,
+    environment = dict(os.environ, PYTHONSAFEPATH="1",
                        PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
     with LOCK.open("w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)

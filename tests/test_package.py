@@ -1,12 +1,19 @@
-"""The package as a user imports and installs it: version, public names, bundled checkpoints."""
+"""The package as a user imports and installs it: version, public names, entry points, package
+data. .ci/run runs this module again against a non-editable install, from outside the repository."""
 
+import importlib
 import importlib.metadata
+import shutil
 import subprocess
 import sys
+from pathlib import Path
+
+import pytest
 
 import mosaic_encoder as me
 from mosaic_encoder import cli
 from mosaic_encoder.bundled import BUNDLED_CHECKPOINT, BUNDLED_MLM_CHECKPOINT, WEIGHTS_DIR
+from mosaic_encoder.manifest import PUBLISHED, load_manifest
 
 
 def test_version_is_the_installed_distributions():
@@ -38,3 +45,22 @@ def test_bundled_checkpoints_are_found():
         assert (directory / "config.json").is_file() and (directory / "model.safetensors").is_file()
     assert BUNDLED_CHECKPOINT.parent == WEIGHTS_DIR
     assert (BUNDLED_CHECKPOINT / "1_Pooling" / "config.json").is_file()
+
+
+def test_console_script_and_module_entry_points():
+    script = shutil.which("mosaic-encoder", path=str(Path(sys.executable).parent))
+    assert script, f"no mosaic-encoder script beside {sys.executable}"
+    for command in ([script], [sys.executable, "-m", "mosaic_encoder"]):
+        done = subprocess.run([*command, "--version"], capture_output=True, text=True)
+        assert done.returncode == 0 and done.stdout.strip() == f"mosaic-encoder {me.__version__}"
+
+
+@pytest.mark.parametrize("name", PUBLISHED)
+def test_published_manifests_are_package_data(name):
+    assert load_manifest(name)["tensors"]
+
+
+@pytest.mark.parametrize("module", ["mosaic_kernels", "mosaic_kernels.reference",
+                                    "mosaic_kernels.windowing"])
+def test_kernels_install_under_their_import_name(module):
+    assert importlib.import_module(module).__file__

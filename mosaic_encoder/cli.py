@@ -436,6 +436,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     from .training.cli import add_parser as add_train_parser
     add_train_parser(commands)
+    from .training.plot import add_parser as add_plot_run
+    add_plot_run(commands)
     from .corpus.command import add_parser as add_embed_corpus
     add_embed_corpus(commands)
     return parser

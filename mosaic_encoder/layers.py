@@ -14,6 +14,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from .attention import varlen_attention
 from .config import MosaicConfig
@@ -183,14 +184,21 @@ class EncoderLayer(nn.Module):
 
 
 class Encoder(nn.Module):
+    """The layers in turn. With ``gradient_checkpointing`` set, a layer run with gradients keeps
+    only its input for the backward pass and recomputes the rest there (dropout masks replayed)."""
+
     def __init__(self, config: MosaicConfig):
         super().__init__()
         self.layer = nn.ModuleList(EncoderLayer(config) for _ in range(config.num_hidden_layers))
+        self.gradient_checkpointing = False
 
     def forward(self, hidden: torch.Tensor, packing: Packing,
                 slopes: torch.Tensor | None) -> torch.Tensor:
         for layer in self.layer:
-            hidden = layer(hidden, packing, slopes)
+            if self.gradient_checkpointing and torch.is_grad_enabled():
+                hidden = checkpoint(layer, hidden, packing, slopes, use_reentrant=False)
+            else:
+                hidden = layer(hidden, packing, slopes)
         return hidden
 
 

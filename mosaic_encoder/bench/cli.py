@@ -17,6 +17,7 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from ..config import ATTENTION_IMPLS
 from ..dtypes import DTYPES
 from .flops import MODES
 from .measure import device_name, resolve_device
@@ -126,7 +127,7 @@ def _model_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--vocab", type=int, default=30528)
     parser.add_argument("--dtype", choices=tuple(DTYPES), default=None,
                         help="default: CPU float32, GPU bfloat16")
-    parser.add_argument("--attention", choices=("auto", "sdpa", "triton"), default="auto",
+    parser.add_argument("--attention", choices=ATTENTION_IMPLS, default="auto",
                         help="our model's attention (default auto: triton on GPU, sdpa on CPU)")
     parser.add_argument("--impls", type=choice_list(MODEL_IMPLS), default=list(MODEL_IMPLS),
                         help="ours, baseline (default: both)")
@@ -156,8 +157,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=COMMAND,
         description="Benchmarks of the attention implementations and of the whole encoder "
-                    "(time, TFLOP/s, peak memory, error against float64); BENCHMARKS.md "
-                    "explains every column.")
+                    "(time, TFLOP/s, peak memory, error against float64); the docstring of "
+                    "mosaic_encoder/bench/results.py defines every column.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="SUBCOMMAND")
     common = _common_options()
     attention = commands.add_parser(

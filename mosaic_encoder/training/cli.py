@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 from ..arguments import count, positive_int
+from ..config import ATTENTION_IMPLS
 from .config import DTYPES, METRICS, TrainConfig
 from .loss import LOSSES
 
@@ -88,7 +89,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=int, default=d.seed)
     parser.add_argument("--device", default=d.device,
                         help="cpu or cuda (under torchrun each process takes its local GPU)")
-    parser.add_argument("--attention", choices=("auto", "sdpa", "triton"), default=d.attention)
+    parser.add_argument("--attention", choices=ATTENTION_IMPLS, default=d.attention)
     parser.add_argument("--resume", action="store_true",
                         help="continue the run in --output from its newest checkpoint; with "
                              "more --steps (or --epochs), extend a finished run")

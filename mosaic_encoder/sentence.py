@@ -105,6 +105,11 @@ class SentenceEncoder:
         texts = [sentences] if single else list(sentences)
         if batch_size < 1:
             raise InputError(f"batch_size must be at least 1, got {batch_size}.")
+        if prompt and not self.pipeline.pooling.include_prompt:
+            raise InputError("this checkpoint's pooling leaves the prompt's tokens out "
+                             "(include_prompt false), which SentenceEncoder does not implement; "
+                             "use mosaic_encoder.to_sentence_transformer(path).encode(..., "
+                             "prompt=...).")
         if prompt:
             texts = [prompt + t if isinstance(t, str) else t for t in texts]
         ids, types, self.last_truncated = self.tokenizer.encode_ids(texts)

@@ -34,7 +34,7 @@ from typing import Iterator
 import torch
 
 from ..errors import InputError
-from ..inputs import json_lines, open_input, parquet_columns, parquet_file, record_field
+from ..inputs import json_lines, open_input, parquet_file, record_field, string_rows
 from .rng import derived_seed
 
 COLUMNS = ("anchor", "positive")
@@ -136,14 +136,7 @@ def _parquet_rows(path: Path) -> Iterator[tuple[str, ...]]:
         columns = [*COLUMNS, *negative_columns(names)]
     except InputError as err:
         raise InputError(f"data file {path} {err}.") from None
-    number = 0
-    for values in parquet_columns(path, columns, "data file", strings=True):
-        for row in zip(*values):
-            number += 1
-            if None in row:
-                raise InputError(f"data file {path} row {number} has a null "
-                                 f"{columns[row.index(None)]!r}.")
-            yield row
+    return string_rows(path, columns, "data file")
 
 
 @dataclass(frozen=True)

@@ -43,13 +43,11 @@ from safetensors import SafetensorError
 from safetensors.torch import save_file
 
 from ..atomic import sigterm_as_exit, atomic_path
-from ..checkpoint import CheckpointDir, Pipeline, split_qkv
+from ..checkpoint import TOKENIZER_FILES, CheckpointDir, Pipeline, split_qkv
 from ..errors import CheckpointError, InputError
 from ..models import MosaicBertModel
 
 ST_CONFIG = "config_sentence_transformers.json"
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
-                   "vocab.txt")
 MODEL_FILES = ("config.json", "model.safetensors", "modules.json", "sentence_bert_config.json",
                ST_CONFIG, "1_Pooling", "2_Normalize") + TOKENIZER_FILES
 CHECKPOINTS = "checkpoints"

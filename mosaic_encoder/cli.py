@@ -407,6 +407,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     from .training.cli import add_parser as add_train_parser
     add_train_parser(commands)
+    from .training.plot import add_parser as add_plot_run
+    add_plot_run(commands)
     from .corpus.command import add_parser as add_embed_corpus
     add_embed_corpus(commands)
     from .pretraining.cli import add_parsers as add_pretraining_parsers

@@ -16,6 +16,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from .attention import varlen_attention
 from .config import MosaicConfig
@@ -204,18 +205,24 @@ class EncoderLayer(nn.Module):
 
 class Encoder(nn.Module):
     """The layers, then (pre-LN only) ``final_layernorm``: pre-LN layers leave their output's
-    scale to grow with depth, and the head expects normalised states."""
+    scale to grow with depth, and the head expects normalised states. With
+    ``gradient_checkpointing`` set, a layer run with gradients keeps only its input for the
+    backward pass and recomputes the rest there (dropout masks replayed)."""
 
     def __init__(self, config: MosaicConfig):
         super().__init__()
         self.layer = nn.ModuleList(EncoderLayer(config) for _ in range(config.num_hidden_layers))
+        self.gradient_checkpointing = False
         if config.layer_norm_position == "pre":
             self.final_layernorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
 
     def forward(self, hidden: torch.Tensor, packing: Packing,
                 slopes: torch.Tensor | None) -> torch.Tensor:
         for layer in self.layer:
-            hidden = layer(hidden, packing, slopes)
+            if self.gradient_checkpointing and torch.is_grad_enabled():
+                hidden = checkpoint(layer, hidden, packing, slopes, use_reentrant=False)
+            else:
+                hidden = layer(hidden, packing, slopes)
         if hasattr(self, "final_layernorm"):
             hidden = self.final_layernorm(hidden)
         return hidden

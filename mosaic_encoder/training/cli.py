@@ -13,7 +13,8 @@ from pathlib import Path
 
 from ..arguments import count, positive_int
 from ..config import ATTENTION_IMPLS
-from .config import TrainConfig
+from .config import DTYPES, METRICS, TrainConfig
+from .loss import LOSSES
 
 DEFAULTS = TrainConfig(model=Path("."), data=(Path("."),), output=Path("."))
 
@@ -28,8 +29,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                     "training settings. Launch with torchrun for several processes or machines.")
     parser.add_argument("--model", required=True, metavar="DIR", help="starting checkpoint")
     parser.add_argument("--data", required=True, nargs="+", metavar="FILE",
-                        help=".jsonl or .parquet files of anchor, positive[, negative]; batches "
-                             "come from one file at a time, files drawn in proportion to size")
+                        help=".jsonl or .parquet files of anchor, positive and any number of "
+                             "hard negatives; batches come from one file at a time, files drawn "
+                             "in proportion to size")
     parser.add_argument("--output", required=True, metavar="DIR",
                         help="run directory: final model at the top, checkpoints/ and log.jsonl")
     parser.add_argument("--eval-data", metavar="FILE",
@@ -48,6 +50,19 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                         help=f"truncate texts to this many tokens (default: {d.max_seq_length})")
     parser.add_argument("--scale", type=float, default=d.scale,
                         help=f"cosine similarity scale (default: {d.scale:g})")
+    parser.add_argument("--loss", choices=LOSSES, default=d.loss,
+                        help="mnrl: anchors pick their positive (MultipleNegativesRankingLoss); "
+                             "symmetric: and positives their anchor (default: %(default)s)")
+    parser.add_argument("--matryoshka-dims", type=positive_int, nargs="+", default=[],
+                        metavar="D", help="Matryoshka: add the loss on the embeddings cut to "
+                                          "each D, and evaluate at each D")
+    parser.add_argument("--allow-duplicates", action="store_true",
+                        help="let a text appear twice in a batch (by default a batch never "
+                             "holds the same text twice, which would be a false negative)")
+    parser.add_argument("--query-prompt", metavar="TEXT",
+                        help="prepended to every anchor; saved as the checkpoint's 'query' prompt")
+    parser.add_argument("--document-prompt", metavar="TEXT",
+                        help="prepended to every positive and negative; saved as 'document'")
     parser.add_argument("--max-grad-norm", type=float, default=d.max_grad_norm,
                         help=f"gradient clipping norm (default: {d.max_grad_norm:g})")
     parser.add_argument("--epochs", type=positive_int, default=d.epochs,
@@ -57,7 +72,16 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--chunk-size", type=positive_int, default=None, metavar="N",
                         help="gradient cache: embed N texts per forward pass "
                              "(default: all at once)")
+    parser.add_argument("--gradient-checkpointing", action="store_true",
+                        help="recompute each encoder layer in the backward pass instead of "
+                             "keeping its activations (less memory, about a third more compute)")
+    parser.add_argument("--dtype", choices=DTYPES, default=d.dtype,
+                        help="bf16 autocast (float32 master weights) or fp32; auto: bf16 on "
+                             "CUDA, fp32 on CPU (default: %(default)s)")
     parser.add_argument("--eval-every", type=count, default=d.eval_every, metavar="STEPS")
+    parser.add_argument("--keep-best", choices=METRICS, metavar="METRIC",
+                        help="keep the model of the best held-out evaluation by this metric "
+                             "(mrr or recall_at_1) in OUTPUT/best")
     parser.add_argument("--save-every", type=count, default=d.save_every, metavar="STEPS",
                         help=f"checkpoint interval (default: {d.save_every}; 0: only at the end)")
     parser.add_argument("--log-every", type=positive_int, default=d.log_every, metavar="STEPS")
@@ -67,8 +91,12 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                         help="cpu or cuda (under torchrun each process takes its local GPU)")
     parser.add_argument("--attention", choices=ATTENTION_IMPLS, default=d.attention)
     parser.add_argument("--resume", action="store_true",
-                        help="continue the run in --output from its newest checkpoint")
+                        help="continue the run in --output from its newest checkpoint; with "
+                             "more --steps (or --epochs), extend a finished run")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--no-tensorboard", action="store_true",
+                        help="no TensorBoard events (written to OUTPUT/tensorboard when the "
+                             "tensorboard package is installed)")
     parser.set_defaults(run=run)
     return parser
 
@@ -83,7 +111,10 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         chunk_size=args.chunk_size, eval_every=args.eval_every, save_every=args.save_every,
         log_every=args.log_every, keep_checkpoints=args.keep_checkpoints, seed=args.seed,
         device=args.device, attention=args.attention, resume=args.resume,
-        progress=not args.no_progress)
+        progress=not args.no_progress, no_duplicates=not args.allow_duplicates, loss=args.loss,
+        matryoshka_dims=tuple(args.matryoshka_dims), query_prompt=args.query_prompt,
+        document_prompt=args.document_prompt, gradient_checkpointing=args.gradient_checkpointing,
+        keep_best=args.keep_best, dtype=args.dtype, tensorboard=not args.no_tensorboard)
 
 
 def run(args: argparse.Namespace) -> int:

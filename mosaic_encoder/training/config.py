@@ -9,12 +9,17 @@ scale 20.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+
+import torch
 
 from ..errors import InputError
 from .loop import LoopSettings, check_ranges
+from .loss import LOSSES
+
+DTYPES = ("auto", "bf16", "fp32")
+METRICS = ("mrr", "recall_at_1")
 
 
 @dataclass(frozen=True)
@@ -43,6 +48,19 @@ class TrainConfig:
         attention: attention implementation (``auto``, ``sdpa``, ``triton``).
         resume: continue from the newest checkpoint in ``output``.
         progress: show a tqdm progress bar.
+        no_duplicates: no text twice in a batch (see :mod:`.data`).
+        loss: ``mnrl`` or ``symmetric`` (see :mod:`.loss`).
+        matryoshka_dims: train (and evaluate) the embeddings cut to each of these dimensions too;
+            () for the whole embeddings only.
+        query_prompt, document_prompt: prepended to anchors, and to positives and negatives, in
+            training and evaluation; saved as the checkpoint's ``query``/``document`` prompts.
+        gradient_checkpointing: recompute each encoder layer's activations in the backward pass
+            instead of keeping them.
+        keep_best: ``mrr`` or ``recall_at_1``: keep the model of the best held-out evaluation in
+            ``output/best`` (needs ``eval_data``).
+        dtype: ``bf16`` (autocast, float32 master weights), ``fp32``, or ``auto``: bf16 on CUDA,
+            fp32 on CPU.
+        tensorboard: log to ``output/tensorboard`` too when the tensorboard package is present.
     """
 
     model: Path
@@ -68,16 +86,32 @@ class TrainConfig:
     attention: str = "auto"
     resume: bool = False
     progress: bool = True
+    no_duplicates: bool = True
+    loss: str = "mnrl"
+    matryoshka_dims: tuple[int, ...] = ()
+    query_prompt: str | None = None
+    document_prompt: str | None = None
+    gradient_checkpointing: bool = False
+    keep_best: str | None = None
+    dtype: str = "auto"
+    tensorboard: bool = True
 
     def __post_init__(self):
         check_ranges(self, {
             "batch_size": self.batch_size >= 2, "max_seq_length": self.max_seq_length >= 2,
             "scale": 0 < self.scale < math.inf, "epochs": self.epochs >= 1,
             "steps": self.steps is None or self.steps >= 1,
-            "chunk_size": self.chunk_size is None or self.chunk_size >= 1})
+            "chunk_size": self.chunk_size is None or self.chunk_size >= 1,
+            "loss": self.loss in LOSSES,
+            "matryoshka_dims": all(d >= 1 for d in self.matryoshka_dims)
+            and len(set(self.matryoshka_dims)) == len(self.matryoshka_dims),
+            "keep_best": self.keep_best is None or self.keep_best in METRICS,
+            "dtype": self.dtype in DTYPES})
         self.loop  # checks the loop's settings
         if not self.data:
             raise InputError("training needs at least one data file.")
+        if self.keep_best is not None and self.eval_data is None:
+            raise InputError("--keep-best needs held-out pairs to evaluate (--eval-data).")
 
     @property
     def loop(self) -> LoopSettings:
@@ -87,10 +121,11 @@ class TrainConfig:
             warmup_steps=self.warmup_steps, max_grad_norm=self.max_grad_norm,
             eval_every=self.eval_every, save_every=self.save_every, log_every=self.log_every,
             keep_checkpoints=self.keep_checkpoints, seed=self.seed, device=self.device,
-            resume=self.resume, progress=self.progress)
+            resume=self.resume, progress=self.progress, tensorboard=self.tensorboard,
+            keep_best=None if self.keep_best is None else f"eval_{self.keep_best}")
 
-    def as_dict(self) -> dict[str, Any]:
-        """JSON-ready values (paths as strings)."""
-        values = asdict(self)
-        return {k: (str(v) if isinstance(v, Path) else [str(p) for p in v]
-                    if isinstance(v, tuple) else v) for k, v in values.items()}
+    def autocast(self, device: torch.device) -> torch.dtype | None:
+        """The autocast dtype on ``device``: None for float32."""
+        if self.dtype == "bf16" or (self.dtype == "auto" and device.type == "cuda"):
+            return torch.bfloat16
+        return None

@@ -1,9 +1,10 @@
 """Contrastive fine-tuning as a :class:`~.loop.Task`: in-batch negatives over torchrun processes.
 
-Every rank embeds its slice of the global batch (:mod:`.data`) and scores its anchors against the
-positives (and hard negatives) of every rank, gathered with their gradients. Each rank's loss is
-the mean over its own anchors, and DDP averages the gradients over ranks, so the update equals that
-of one process with the whole global batch.
+Every rank embeds its slice of the global batch (:mod:`.data`) and gathers every rank's
+embeddings with their gradients; it scores its own anchors against the positives and hard
+negatives of every rank (and, for the symmetric loss, its own positives against every anchor).
+Each rank's loss is the mean over its own rows, and DDP averages the gradients over ranks, so the
+update equals that of one process with the whole global batch.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import torch
 from torch import nn
 
 from ..errors import InputError
+from ..files import json_object, read_json
 from ..loading import load_model
 from ..models import unwrap_encoder
 from ..tokenizer import TextTokenizer, TokenizedBatch
@@ -25,7 +27,7 @@ from .data import BatchSchedule, PairFile, read_pair_file
 from .distributed import Processes
 from .evaluation import evaluate
 from .loop import StepCallback, TrainResult, run
-from .loss import in_batch_negatives_loss
+from .loss import ContrastiveLoss
 from .model import SentenceModel, to_device
 
 
@@ -36,12 +38,12 @@ def train(config: TrainConfig, on_step: StepCallback | None = None) -> TrainResu
 
 @dataclass(frozen=True)
 class ContrastiveBatch:
-    """This rank's share of a global batch: ``anchors`` anchors, then as many positives, then as
-    many hard negatives when ``negatives``; (R, S) tokens on the model's device."""
+    """This rank's share of a global batch: ``anchors`` anchors, then as many positives, then
+    ``negatives`` columns of as many hard negatives; (R, S) tokens on the model's device."""
 
     tokens: TokenizedBatch
     anchors: int
-    negatives: bool
+    negatives: int
 
 
 class ContrastiveTask:
@@ -62,30 +64,65 @@ class ContrastiveTask:
         if config.batch_size % processes.world_size:
             raise InputError(f"the batch size {config.batch_size} must be a multiple of the "
                              f"number of processes ({processes.world_size}).")
-        self.schedule = BatchSchedule(self.files, config.batch_size, config.seed)
-        self.steps = config.steps or config.epochs * self.schedule.steps_per_epoch
+        self.schedule = BatchSchedule(self.files, config.batch_size, config.seed,
+                                      config.no_duplicates)
+        self.steps = config.steps or self.schedule.steps(config.epochs)
+        self.loss = ContrastiveLoss(config.loss, config.scale, config.matryoshka_dims)
+        self.autocast = config.autocast(processes.device)
         self.fingerprint = {"data": [[str(f.path), len(f)] for f in self.files],
-                            "batch_size": config.batch_size}
+                            "batch_size": config.batch_size, "no_duplicates": config.no_duplicates,
+                            "loss": config.loss, "scale": config.scale,
+                            "matryoshka_dims": list(config.matryoshka_dims),
+                            "query_prompt": config.query_prompt,
+                            "document_prompt": config.document_prompt,
+                            "max_seq_length": config.max_seq_length,
+                            "dtype": str(self.autocast or torch.float32)}
 
         self.source = run_dir.Source.read(config.model)
         directory = self.source.pipeline.transformer_dir
         self.encoder = unwrap_encoder(load_model(directory, dtype=torch.float32,
                                                  device=processes.device,
                                                  attention=config.attention))
+        self.encoder.encoder.gradient_checkpointing = config.gradient_checkpointing
         max_length = config.max_seq_length
         if not self.encoder.config.uses_alibi:
             max_length = min(max_length, self.encoder.config.max_position_embeddings)
         self.tokenizer = TextTokenizer(directory / "tokenizer.json", max_length,
                                        self.source.pipeline.do_lower_case)
-        self.model: nn.Module = SentenceModel(self.encoder, self.source.pipeline.pooling).train()
+        self.model: nn.Module = SentenceModel(self.encoder, self.source.pipeline.pooling,
+                                              self.autocast).train()
+        width = self.encoder.config.hidden_size * len(self.source.pipeline.pooling.modes)
+        if any(dim > width for dim in config.matryoshka_dims):
+            raise InputError(f"--matryoshka-dims {max(config.matryoshka_dims)} exceeds the "
+                             f"model's embedding size {width}.")
+        self.st_settings = self._st_settings()
+
+    def _st_settings(self) -> dict[str, Any] | None:
+        """The starting checkpoint's ``config_sentence_transformers.json``, with the prompts."""
+        path = self.source.directory / run_dir.ST_CONFIG
+        values = json_object(read_json(path, "sentence-transformers config"),
+                             "sentence-transformers config", path) if path.is_file() else {}
+        prompts = {name: prompt for name, prompt in (("query", self.config.query_prompt),
+                                                    ("document", self.config.document_prompt))
+                   if prompt is not None}
+        if prompts:
+            values = dict(values, prompts={**values.get("prompts", {}), **prompts})
+            values.setdefault("default_prompt_name", None)
+            values.setdefault("similarity_fn_name", "cosine")
+        return values or None
+
+    def _prompted(self, texts: list[str], prompt: str | None) -> list[str]:
+        return [prompt + text for text in texts] if prompt else texts
 
     def batch(self, step: int, rank: int, world_size: int) -> ContrastiveBatch:
         chosen = self.schedule.batch(step)
         anchors, positives, negatives = self.files[chosen.file].take(chosen.shard(rank,
                                                                                   world_size))
-        tokens = self.tokenizer(anchors + positives + (negatives or []))
+        documents = [text for column in (positives, *negatives) for text in column]
+        tokens = self.tokenizer(self._prompted(anchors, self.config.query_prompt)
+                                + self._prompted(documents, self.config.document_prompt))
         return ContrastiveBatch(to_device(tokens, self.processes.device), len(anchors),
-                                negatives is not None)
+                                len(negatives))
 
     def backward(self, wrapped: nn.Module, batch: ContrastiveBatch,
                  no_sync: Callable[[], ContextManager]) -> tuple[float, int]:
@@ -94,30 +131,37 @@ class ContrastiveTask:
         return float(loss), int(batch.tokens.attention_mask.sum())
 
     def _loss_of(self, batch: ContrastiveBatch) -> Callable[[torch.Tensor], torch.Tensor]:
-        """(R, D) embeddings of this rank's rows -> its loss against every rank's candidates."""
+        """(R, D) embeddings of this rank's rows -> its loss against every rank's rows."""
         count, processes = batch.anchors, self.processes
 
         def loss_of(embeddings: torch.Tensor) -> torch.Tensor:
-            gathered = distributed.gather_with_grad(embeddings[count:], processes)
-            per_rank = gathered.view(processes.world_size, -1, gathered.shape[-1])
-            negatives = per_rank[:, count:].reshape(-1, gathered.shape[-1]) \
+            gathered = distributed.gather_with_grad(embeddings, processes)
+            # (ranks, columns: anchor, positive, negatives..., count, D)
+            columns = gathered.view(processes.world_size, 2 + batch.negatives, count, -1)
+            dim = gathered.shape[-1]
+            negatives = columns[:, 2:].transpose(0, 1).reshape(-1, dim) \
                 if batch.negatives else None
-            positives = per_rank[:, :count].reshape(-1, gathered.shape[-1])
-            return in_batch_negatives_loss(embeddings[:count], positives, negatives,
-                                           self.config.scale, first_label=processes.rank * count)
+            return self.loss(columns[:, 0].reshape(-1, dim), columns[:, 1].reshape(-1, dim),
+                             negatives, processes.rank * count, count)
 
         return loss_of
 
     def evaluate(self, step: int) -> dict[str, Any] | None:
         if self.held_out is None:
             return None
-        metrics = evaluate(self.model, self.tokenizer, self.held_out.anchors,
-                           self.held_out.positives, self.processes.device)
-        return {"eval_recall_at_1": metrics.recall_at_1, "eval_mrr": metrics.mrr,
-                "eval_size": metrics.size}
+        found = evaluate(self.model, self.tokenizer,
+                         self._prompted(self.held_out.anchors, self.config.query_prompt),
+                         self._prompted(self.held_out.positives, self.config.document_prompt),
+                         self.processes.device, self.config.matryoshka_dims)
+        record: dict[str, Any] = {"eval_size": len(self.held_out)}
+        for dim, metrics in found.items():
+            suffix = "" if dim is None else f"@{dim}"
+            record[f"eval_recall_at_1{suffix}"] = metrics.recall_at_1
+            record[f"eval_mrr{suffix}"] = metrics.mrr
+        return record
 
     def save_model(self, directory: Path) -> None:
-        run_dir.write_sentence_model(directory, self.encoder, self.source)
+        run_dir.write_sentence_model(directory, self.encoder, self.source, self.st_settings)
 
     def load_model(self, directory: Path) -> None:
         trained = unwrap_encoder(load_model(directory, device=self.processes.device))

@@ -1,14 +1,22 @@
-"""Contrastive training data: files of (anchor, positive[, negative]) texts and the batch schedule.
+"""Contrastive training data: files of (anchor, positive, negatives...) texts and the batch schedule.
 
-A data file is ``.jsonl`` (one object per line with string fields ``anchor``, ``positive`` and
-optionally ``negative``; or one JSON array of two or three strings) or ``.parquet`` (string columns
-of the same names). Within one file either every example has a hard negative or none has.
+A data file is ``.jsonl`` or ``.parquet``. Each example is an anchor, a positive and any number of
+hard negatives; within one file every example has the same number. In ``.jsonl``, a line is an
+object with string fields ``anchor``, ``positive`` and optionally ``negative``, or ``negative_1``,
+``negative_2``, ... (sentence-transformers' column names); or an array of two or more strings,
+(anchor, positive, negatives...). A ``.parquet`` file has string columns of those names.
 
 The schedule follows the model card: every batch comes from one file (so in-batch negatives share a
 domain) and files are drawn in proportion to their size. Each epoch, every file's examples are
 shuffled and cut into full batches (the remainder is dropped), and the batches of all files are
 shuffled together; a file with twice the examples thus supplies twice the batches. The schedule is
-a pure function of (sizes, batch size, seed, epoch), so the data position of a run is its step.
+a pure function of (data, batch size, seed, epoch), so the data position of a run is its step.
+
+By default no text appears twice in a batch, as anchor, positive or negative (sentence-transformers'
+no-duplicates batch sampler): a duplicate would be an in-batch negative for its own pair. Each
+batch is filled in shuffled order, an example whose texts the batch already holds waiting for the
+next batch; the examples that fit in no full batch are dropped for the epoch, so an epoch of a
+file with many duplicates has fewer batches.
 
 Ranks of a distributed run slice each global batch contiguously: with ``W`` processes and a global
 batch of ``B`` examples, rank ``r`` takes examples ``[r * B / W, (r + 1) * B / W)`` of it. The
@@ -17,6 +25,8 @@ global batch at a step is therefore the same set of examples whatever ``W`` is.
 
 from __future__ import annotations
 
+import re
+from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -27,26 +37,33 @@ from ..errors import InputError
 from ..inputs import json_lines, open_input, parquet_file, record_field, string_rows
 from .rng import derived_seed
 
-COLUMNS = ("anchor", "positive", "negative")
+COLUMNS = ("anchor", "positive")
 SUFFIXES = (".jsonl", ".parquet")
+_NUMBERED_NEGATIVE = re.compile(r"negative_([1-9]\d*)")
 
 
 @dataclass(frozen=True)
 class PairFile:
-    """The examples of one data file, as parallel lists; ``negatives`` is None for pairs."""
+    """The examples of one data file, as parallel lists; ``negatives`` holds one list per hard
+    negative column (none for pairs)."""
 
     path: Path
     anchors: list[str]
     positives: list[str]
-    negatives: list[str] | None
+    negatives: list[list[str]]
 
     def __len__(self) -> int:
         return len(self.anchors)
 
-    def take(self, indices: list[int]) -> tuple[list[str], list[str], list[str] | None]:
-        """Anchors, positives and negatives (or None) of the examples at ``indices``."""
-        negatives = None if self.negatives is None else [self.negatives[i] for i in indices]
-        return [self.anchors[i] for i in indices], [self.positives[i] for i in indices], negatives
+    def take(self, indices: list[int]) -> tuple[list[str], list[str], list[list[str]]]:
+        """Anchors, positives and negative columns of the examples at ``indices``."""
+        return ([self.anchors[i] for i in indices], [self.positives[i] for i in indices],
+                [[column[i] for i in indices] for column in self.negatives])
+
+    def texts(self, index: int) -> list[str]:
+        """Every text of example ``index``: anchor, positive, negatives."""
+        return [self.anchors[index], self.positives[index],
+                *(column[index] for column in self.negatives)]
 
 
 def read_pair_file(path: str | Path) -> PairFile:
@@ -68,14 +85,28 @@ def read_pair_file(path: str | Path) -> PairFile:
         if columns is None:
             columns = tuple([] for _ in row)
         if len(row) != len(columns):
-            raise InputError(f"data file {path} mixes pairs and triplets (example {number} "
-                             f"{'has' if len(row) == 3 else 'lacks'} a negative, example 1 "
-                             f"{'has' if len(columns) == 3 else 'lacks'} one).")
+            raise InputError(f"data file {path} mixes examples with {len(row) - 2} and "
+                             f"{len(columns) - 2} hard negatives (example {number} and example "
+                             f"1).")
         for column, text in zip(columns, row):
             column.append(text)
     if columns is None:
         raise InputError(f"data file {path} holds no examples.")
-    return PairFile(path, columns[0], columns[1], columns[2] if len(columns) == 3 else None)
+    return PairFile(path, columns[0], columns[1], list(columns[2:]))
+
+
+def negative_columns(names: list[str]) -> list[str]:
+    """The hard-negative column names among ``names``, in order: ``negative``, or ``negative_1``
+    to ``negative_K`` (InputError for a gap or for both kinds)."""
+    numbered = sorted(int(m.group(1)) for name in names
+                      if (m := _NUMBERED_NEGATIVE.fullmatch(name)))
+    if numbered and "negative" in names:
+        raise InputError("has both 'negative' and 'negative_1'...; name the columns one way")
+    if numbered != list(range(1, len(numbered) + 1)):
+        missing = min(set(range(1, len(numbered) + 1)) - set(numbered))
+        raise InputError(f"has negative columns up to 'negative_{numbered[-1]}' but no "
+                         f"'negative_{missing}'")
+    return ["negative"] if "negative" in names else [f"negative_{n}" for n in numbered]
 
 
 def _jsonl_rows(path: Path) -> Iterator[tuple[str, ...]]:
@@ -86,21 +117,26 @@ def _jsonl_rows(path: Path) -> Iterator[tuple[str, ...]]:
 
 def _row(record, where: str) -> tuple[str, ...]:
     if isinstance(record, list):
-        if len(record) not in (2, 3) or not all(isinstance(t, str) for t in record):
-            raise InputError(f"{where} is an array but not of 2 or 3 strings (anchor, positive"
-                             f"[, negative]).")
+        if len(record) < 2 or not all(isinstance(t, str) for t in record):
+            raise InputError(f"{where} is an array but not of 2 or more strings (anchor, positive"
+                             f", negatives...).")
         return tuple(record)
     if not isinstance(record, dict):
         raise InputError(f"{where} is neither an object nor an array.")
-    texts = tuple(record_field(record, column, where) for column in COLUMNS[:2])
-    if record.get("negative") is None:
-        return texts
-    return texts + (record_field(record, "negative", where),)
+    try:
+        negatives = negative_columns([name for name, value in record.items() if value is not None])
+    except InputError as err:
+        raise InputError(f"{where} {err}.") from None
+    return tuple(record_field(record, column, where) for column in (*COLUMNS, *negatives))
 
 
 def _parquet_rows(path: Path) -> Iterator[tuple[str, ...]]:
-    names = parquet_file(path, "data file", list(COLUMNS[:2])).schema_arrow.names
-    return string_rows(path, [c for c in COLUMNS if c in names], "data file")
+    names = parquet_file(path, "data file", list(COLUMNS)).schema_arrow.names
+    try:
+        columns = [*COLUMNS, *negative_columns(names)]
+    except InputError as err:
+        raise InputError(f"data file {path} {err}.") from None
+    return string_rows(path, columns, "data file")
 
 
 @dataclass(frozen=True)
@@ -120,12 +156,14 @@ class BatchSchedule:
     """Which examples make up the global batch of each step.
 
     Args:
-        files: the data files (paths are only used in messages).
+        files: the data files.
         batch_size: examples per global batch (across all ranks).
         seed: fixes the shuffle of every epoch.
+        no_duplicates: keep every text at most once per batch (see the module docstring).
     """
 
-    def __init__(self, files: list[PairFile], batch_size: int, seed: int):
+    def __init__(self, files: list[PairFile], batch_size: int, seed: int,
+                 no_duplicates: bool = True):
         if batch_size < 2:
             raise InputError(f"the batch size must be at least 2 for in-batch negatives, got "
                              f"{batch_size}.")
@@ -133,25 +171,65 @@ class BatchSchedule:
             if len(data) < batch_size:
                 raise InputError(f"data file {data.path} holds {len(data)} examples, fewer than "
                                  f"the batch size {batch_size}; lower --batch-size or add data.")
-        self.sizes = [len(data) for data in files]
-        self.batch_size = batch_size
-        self.seed = seed
-        self.steps_per_epoch = sum(size // batch_size for size in self.sizes)
+        self.files, self.batch_size, self.seed = files, batch_size, seed
+        self.no_duplicates = no_duplicates
+        self._lengths: list[int] = []
         self._cached: tuple[int, list[Batch]] | None = None
+        if not self.epoch(0):
+            raise InputError(f"no batch of {batch_size} examples without a repeated text can be "
+                             f"formed from {', '.join(str(f.path) for f in files)}; lower "
+                             f"--batch-size or pass --allow-duplicates.")
 
     def epoch(self, epoch: int) -> list[Batch]:
         """The global batches of ``epoch``, in training order."""
         if self._cached is None or self._cached[0] != epoch:
             generator = torch.Generator().manual_seed(derived_seed(self.seed, epoch))
             batches = []
-            for file, size in enumerate(self.sizes):
-                order = torch.randperm(size, generator=generator).tolist()
-                batches += [Batch(file, order[start:start + self.batch_size])
-                            for start in range(0, size - self.batch_size + 1, self.batch_size)]
+            for number, data in enumerate(self.files):
+                order = torch.randperm(len(data), generator=generator).tolist()
+                cut = _without_duplicates(data, order, self.batch_size) if self.no_duplicates \
+                    else [order[start:start + self.batch_size]
+                          for start in range(0, len(data) - self.batch_size + 1, self.batch_size)]
+                batches += [Batch(number, indices) for indices in cut]
             shuffled = torch.randperm(len(batches), generator=generator).tolist()
             self._cached = (epoch, [batches[i] for i in shuffled])
         return self._cached[1]
 
+    def epoch_length(self, epoch: int) -> int:
+        """Batches in ``epoch`` (the same for every epoch unless duplicates are avoided)."""
+        while len(self._lengths) <= epoch:
+            self._lengths.append(len(self.epoch(len(self._lengths))))
+        return self._lengths[epoch]
+
+    def steps(self, epochs: int) -> int:
+        """Steps in the first ``epochs`` epochs."""
+        return sum(self.epoch_length(epoch) for epoch in range(epochs))
+
     def batch(self, step: int) -> Batch:
         """The global batch of training step ``step`` (0-based), across epochs."""
-        return self.epoch(step // self.steps_per_epoch)[step % self.steps_per_epoch]
+        epoch = 0
+        while step >= self.epoch_length(epoch):
+            step -= self.epoch_length(epoch)
+            epoch += 1
+        return self.epoch(epoch)[step]
+
+
+def _without_duplicates(data: PairFile, order: list[int], batch_size: int) -> list[list[int]]:
+    """Full batches of ``order``'s examples with no text twice in one batch; an example that
+    clashes waits, in order, for the next batch."""
+    waiting, batches = deque(order), []
+    while len(waiting) >= batch_size:
+        batch, seen, clashing = [], set(), []
+        while waiting and len(batch) < batch_size:
+            index = waiting.popleft()
+            texts = data.texts(index)
+            if seen.isdisjoint(texts):
+                batch.append(index)
+                seen.update(texts)
+            else:
+                clashing.append(index)
+        waiting.extendleft(reversed(clashing))
+        if len(batch) < batch_size:
+            break
+        batches.append(batch)
+    return batches

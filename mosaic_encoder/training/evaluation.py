@@ -52,7 +52,12 @@ def embed_texts(model: SentenceModel, tokenizer: TextTokenizer, texts: list[str]
 
 
 def evaluate(model: SentenceModel, tokenizer: TextTokenizer, anchors: list[str],
-             positives: list[str], device: torch.device) -> Retrieval:
-    """Recall@1 and MRR of the held-out pairs ``(anchors[i], positives[i])``."""
-    return retrieval_metrics(embed_texts(model, tokenizer, anchors, device),
-                             embed_texts(model, tokenizer, positives, device))
+             positives: list[str], device: torch.device,
+             dims: tuple[int, ...] = ()) -> dict[int | None, Retrieval]:
+    """Recall@1 and MRR of the held-out pairs ``(anchors[i], positives[i])``: under None for the
+    whole embeddings, and under each of ``dims`` for the embeddings cut to that many dimensions
+    (Matryoshka)."""
+    embedded_anchors = embed_texts(model, tokenizer, anchors, device)
+    embedded_positives = embed_texts(model, tokenizer, positives, device)
+    return {dim: retrieval_metrics(embedded_anchors[:, :dim], embedded_positives[:, :dim])
+            for dim in (None, *dims)}

@@ -22,9 +22,13 @@ The loop owns the rest, identical for every task:
 - AdamW, with no weight decay on the 1-d parameters (biases, LayerNorm weights); linear warm-up
   over ``warmup_steps`` then linear decay to zero at the last step; gradient-norm clipping;
 - a stop at the first non-finite loss or gradient norm, before the optimizer applies it;
-- checkpoints (:mod:`.run_dir`) holding the model, optimizer, scheduler and every rank's RNG
-  state, so that a resumed run continues bit for bit where an uninterrupted run would be;
-- ``log.jsonl``, the tqdm bar and the ``on_step`` callback;
+- checkpoints (:mod:`.run_dir`) holding the model, optimizer and every rank's RNG state, so that
+  a resumed run continues bit for bit where an uninterrupted run would be; a finished run resumed
+  with more steps continues with its schedule stretched to the new end, and any other change of
+  settings is refused, naming the setting;
+- with ``keep_best``, the model of the best evaluation so far in ``best/``;
+- ``log.jsonl``, TensorBoard event files (``tensorboard/``, when the ``tensorboard`` package is
+  installed), the tqdm bar and the ``on_step`` callback;
 - torchrun processes: DDP, every rank computing its own share, rank 0 alone writing files.
 
 A run that fails before its first checkpoint leaves no output behind; one that fails later keeps
@@ -92,6 +96,9 @@ class LoopSettings:
         device: ``cpu`` or ``cuda`` (under torchrun each process takes its local GPU).
         resume: continue from the newest checkpoint in ``output``.
         progress: show a tqdm progress bar.
+        keep_best: a metric the task's evaluation reports (higher is better): the model of its
+            best evaluation is kept in ``output/best``; None keeps none.
+        tensorboard: also log to ``output/tensorboard`` when the tensorboard package is present.
     """
 
     output: Path
@@ -107,6 +114,8 @@ class LoopSettings:
     device: str = "cpu"
     resume: bool = False
     progress: bool = True
+    keep_best: str | None = None
+    tensorboard: bool = True
 
     def __post_init__(self):
         check_ranges(self, {
@@ -192,9 +201,13 @@ class Loop:
               "weight_decay": settings.weight_decay},
              {"params": [p for p in self.parameters if p.dim() < 2], "weight_decay": 0.0}],
             lr=settings.learning_rate)
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, warmup_linear(settings.warmup_steps, task.steps))
-        self.fingerprint = {"task": task.fingerprint, "steps": task.steps, "seed": settings.seed}
+        self.schedule = warmup_linear(settings.warmup_steps, task.steps)
+        self.fingerprint = {"task": task.fingerprint, "seed": settings.seed,
+                            "learning_rate": settings.learning_rate,
+                            "weight_decay": settings.weight_decay,
+                            "warmup_steps": settings.warmup_steps,
+                            "max_grad_norm": settings.max_grad_norm}
+        self.best: tuple[int, float] | None = None  # (step, value) of the best evaluation
         self.start_step = 0 if resume_from is None else self._resume(resume_from)
         self.resume_from = resume_from
         self.created = not self.output.exists()
@@ -204,30 +217,41 @@ class Loop:
             if resume_from is None:
                 run_dir.clear(self.output)
             run_dir.remove_temporaries(self.output)
-        self.log = _Log(self.output / run_dir.LOG_FILE, processes.main,
-                        self.start_step if resume_from is not None else None)
+        self.log = _Log(self.output, processes.main and settings.tensorboard,
+                        self.start_step if resume_from is not None else None) \
+            if processes.main else None
         self.result = TrainResult(self.output, task.steps, processes.main)
 
     def _resume(self, checkpoint: Path) -> int:
-        """Restore weights, optimizer, schedule and RNG from ``checkpoint``; return its step."""
+        """Restore weights, optimizer, best evaluation and RNG from ``checkpoint``; return its
+        step."""
         state = run_dir.load_state(checkpoint)
         path = checkpoint / run_dir.STATE_DIR / "state.pt"
-        for key, kind in (("fingerprint", dict), ("step", int), ("rng", list),
-                          ("optimizer", dict), ("scheduler", dict)):
+        for key, kind in (("fingerprint", dict), ("step", int), ("steps", int), ("rng", list),
+                          ("optimizer", dict)):
             if not isinstance(state.get(key), kind):
                 raise CheckpointError(f"training state {path} has no valid {key!r} entry.")
-        if state["fingerprint"] != self.fingerprint:
-            raise InputError(f"the run in {self.output} was started with other data or settings "
-                             f"({state['fingerprint']}); resume it with the same data, batch "
-                             f"size, seed and step count.")
+        difference = _first_difference(state["fingerprint"], self.fingerprint)
+        if difference is not None:
+            name, before, now = difference
+            raise InputError(f"the run in {self.output} was started with {name} {before}, not "
+                             f"{now}; resume it with the same settings (a change would make it "
+                             f"differ from an uninterrupted run).")
+        step, steps = state["step"], state["steps"]
+        if self.task.steps != steps and not (step == steps < self.task.steps):
+            raise InputError(f"the run in {self.output} has {steps} steps and its newest "
+                             f"checkpoint is at step {step}; resume it with {steps} steps, or "
+                             f"with more once it has finished.")
         self.task.load_model(checkpoint)
         try:
             self.optimizer.load_state_dict(state["optimizer"])
-            self.scheduler.load_state_dict(state["scheduler"])
             _check_moments(self.optimizer)
         except (ValueError, KeyError, TypeError, RuntimeError, IndexError) as err:
             raise CheckpointError(f"training state {path} does not fit this model's optimizer "
                                   f"({str(err).splitlines()[0][:200]}).") from None
+        best = state.get("best")
+        if isinstance(best, list) and len(best) == 2:
+            self.best = (int(best[0]), float(best[1]))
         ranks = state["rng"]
         if len(ranks) == self.processes.world_size:
             try:
@@ -236,8 +260,8 @@ class Loop:
                 raise CheckpointError(f"training state {path} holds an unusable RNG state "
                                       f"({str(err).splitlines()[0][:200]}).") from None
         else:  # another process count: every rank starts a fresh, reproducible stream
-            torch.manual_seed(derived_seed(self.settings.seed, state["step"], self.processes.rank))
-        return state["step"]
+            torch.manual_seed(derived_seed(self.settings.seed, step, self.processes.rank))
+        return step
 
     def train_step(self, step: int) -> dict[str, Any]:
         """One optimizer step on the batch of ``step`` (0-based); returns its record.
@@ -248,7 +272,9 @@ class Loop:
         batch = self.task.batch(step, self.processes.rank, self.processes.world_size)
         self.task.model.train()  # whatever evaluation left it in
         started = time.perf_counter()
-        learning_rate = self.scheduler.get_last_lr()[0]
+        learning_rate = self.settings.learning_rate * self.schedule(step)
+        for group in self.optimizer.param_groups:
+            group["lr"] = learning_rate
         loss, tokens = self.task.backward(self.wrapped, batch, self.no_sync)
         grad_norm = float(torch.nn.utils.clip_grad_norm_(self.parameters,
                                                          self.settings.max_grad_norm))
@@ -258,7 +284,6 @@ class Loop:
                                 f"and the gradient norm {grad_norm:g} (learning rate "
                                 f"{learning_rate:g}); {self._kept()}")
         self.optimizer.step()
-        self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
         elapsed = time.perf_counter() - started
         token_count = distributed.sum_over_ranks(float(tokens), self.processes)
@@ -276,7 +301,7 @@ class Loop:
             for step in range(self.start_step, total):
                 record = self.train_step(step)
                 self.result.records.append(record)
-                if record["step"] % settings.log_every == 0:
+                if record["step"] % settings.log_every == 0 and self.log is not None:
                     self.log.write(record)
                 bar.update(1)
                 bar.set_postfix(loss=f"{record['loss']:.4f}", lr=f"{record['lr']:.2e}")
@@ -294,6 +319,7 @@ class Loop:
                 final = self.save(total)
             if self.processes.main:
                 run_dir.publish(final, self.output)
+                self.log.close()
             self.processes.barrier()
         except BaseException:
             self._clean_up_failure()
@@ -305,19 +331,29 @@ class Loop:
         if not self.processes.main:
             return
         metrics = self.task.evaluate(step)
-        if metrics is not None:
-            record = {"step": step, **metrics}
-            self.result.evaluations.append(record)
-            self.log.write(record)
+        if metrics is None:
+            return
+        record = {"step": step, **metrics}
+        self.result.evaluations.append(record)
+        self.log.write(record)
+        metric = self.settings.keep_best
+        if metric is not None:
+            if not isinstance(metrics.get(metric), (int, float)):
+                raise InputError(f"--keep-best {metric}: the evaluation reports no such metric "
+                                 f"(it reports {', '.join(sorted(metrics))}).")
+            if self.best is None or metrics[metric] > self.best[1]:
+                self.best = (step, float(metrics[metric]))
+                run_dir.save_best(self.output, self.task.save_model,
+                                  {"step": step, metric: metrics[metric]})
 
     def save(self, step: int) -> Path | None:
         """Write checkpoint ``step`` (rank 0) with every rank's RNG state; return it on rank 0."""
         ranks = self._gather_rng()
         saved = None
         if self.processes.main:
-            state = {"step": step, "fingerprint": self.fingerprint, "rng": ranks,
-                     "optimizer": self.optimizer.state_dict(),
-                     "scheduler": self.scheduler.state_dict()}
+            state = {"step": step, "steps": self.task.steps, "fingerprint": self.fingerprint,
+                     "rng": ranks, "optimizer": self.optimizer.state_dict(),
+                     "best": list(self.best) if self.best is not None else None}
             saved = run_dir.save_checkpoint(self.output, step, self.task.save_model, state,
                                             self.settings.keep_checkpoints)
         self.processes.barrier()
@@ -343,6 +379,7 @@ class Loop:
         checkpoint is published, so the top of the output is the last good model."""
         if not self.processes.main:
             return
+        self.log.close()
         found = run_dir.checkpoint_dirs(self.output)
         with contextlib.suppress(OSError, CheckpointError):
             if found:
@@ -366,43 +403,47 @@ def _check_moments(optimizer: torch.optim.Optimizer) -> None:
 
 
 class _Log:
-    """``output/log.jsonl``, appended by rank 0; a resumed run first drops records past its step."""
+    """``output/log.jsonl`` and, when the tensorboard package is present, TensorBoard events in
+    ``output/tensorboard``; rank 0 only. A resumed run first drops records past its step."""
 
-    def __init__(self, path: Path, enabled: bool, resumed_step: int | None):
-        self.path, self.enabled = path, enabled
-        if enabled and resumed_step is not None and path.is_file():
-            kept = [line for number, line in enumerate(_read_lines(path), start=1)
-                    if line.strip() and _record_step(path, number, line) <= resumed_step]
-            data = "".join(f"{line}\n" for line in kept).encode("utf-8")
-            atomic_write(path, lambda stream: stream.write(data))
+    def __init__(self, output: Path, tensorboard: bool, resumed_step: int | None):
+        self.path = output / run_dir.LOG_FILE
+        if resumed_step is not None and self.path.is_file():
+            kept = [r for r in run_dir.read_log(self.path) if r["step"] <= resumed_step]
+            data = "".join(json.dumps(r) + "\n" for r in kept).encode("utf-8")
+            atomic_write(self.path, lambda stream: stream.write(data))
+        self.events = None
+        if tensorboard:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+            except ImportError:  # tensorboard is optional
+                return
+            self.events = SummaryWriter(str(output / run_dir.TENSORBOARD_DIR),
+                                        purge_step=None if resumed_step is None
+                                        else resumed_step + 1)
 
     def write(self, record: dict[str, Any]) -> None:
-        if self.enabled:
-            try:
-                with open(self.path, "a", encoding="utf-8") as stream:
-                    stream.write(json.dumps(record) + "\n")
-            except OSError as err:
-                raise CheckpointError(f"cannot write {self.path} ({err.strerror}).") from None
+        try:
+            with open(self.path, "a", encoding="utf-8") as stream:
+                stream.write(json.dumps(record) + "\n")
+        except OSError as err:
+            raise CheckpointError(f"cannot write {self.path} ({err.strerror}).") from None
+        if self.events is not None:
+            for name, value in record.items():
+                if name != "step" and isinstance(value, (int, float)):
+                    self.events.add_scalar(name, value, record["step"])
+
+    def close(self) -> None:
+        if self.events is not None:
+            self.events.close()
 
 
-def _read_lines(path: Path) -> list[str]:
-    try:
-        return path.read_bytes().decode("utf-8").splitlines()
-    except OSError as err:
-        raise CheckpointError(f"training log {path} cannot be read ({err.strerror}).") from None
-    except UnicodeDecodeError as err:
-        raise CheckpointError(f"training log {path} is not UTF-8 text (byte {err.start}).") \
-            from None
-
-
-def _record_step(path: Path, number: int, line: str) -> int:
-    """The ``step`` of one log line; CheckpointError for anything but an object with one."""
-    try:
-        record = json.loads(line)
-    except (ValueError, RecursionError):
-        record = None
-    step = record.get("step") if isinstance(record, dict) else None
-    if not isinstance(step, int) or isinstance(step, bool):
-        raise CheckpointError(f"training log {path} line {number} is not a record with an integer "
-                              f"step; remove the line or the log to resume.")
-    return step
+def _first_difference(saved: Any, current: Any, name: str = "") -> tuple[str, Any, Any] | None:
+    """(setting, saved value, current value) of the first setting that differs, or None."""
+    if isinstance(saved, dict) and isinstance(current, dict):
+        for key in sorted(set(saved) | set(current)):
+            found = _first_difference(saved.get(key), current.get(key), key)
+            if found is not None:
+                return found
+        return None
+    return None if saved == current else (name or "settings", saved, current)

@@ -98,7 +98,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     checkpoint = CheckpointDir.open(args.model)
     encoder = unwrap_encoder(load_model(checkpoint, device=args.device))
-    model = SentenceModel(encoder, checkpoint.pipeline.pooling).train()
+    autocast = torch.bfloat16 if torch.device(args.device).type == "cuda" else None  # as train
+    model = SentenceModel(encoder, checkpoint.pipeline.pooling, autocast).train()
     for length in args.lengths:
         print(json.dumps(asdict(step_memory(model, length, args.batch))), flush=True)
     return 0

@@ -24,24 +24,25 @@ class SentenceModel(nn.Module):
     Args:
         encoder: the transformer; trained in place.
         pooling: the checkpoint's pooling modes.
+        autocast: None to compute in float32, or the dtype (``torch.bfloat16``) of autocast
+            around the encoder (float32 master weights, float32 pooling).
     """
 
-    def __init__(self, encoder: MosaicBertModel, pooling: Pooling):
+    def __init__(self, encoder: MosaicBertModel, pooling: Pooling,
+                 autocast: torch.dtype | None = None):
         super().__init__()
         self.encoder = encoder
         self.pooling = pooling
+        self.autocast = autocast
         if encoder.pooler is not None:
             encoder.pooler.requires_grad_(False)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                 token_type_ids: torch.Tensor) -> torch.Tensor:
-        """(B, S) int64 inputs -> (B, D) float32 embeddings, unnormalised.
-
-        On CUDA the encoder runs under bfloat16 autocast (float32 master weights); on CPU in
-        float32.
-        """
+        """(B, S) int64 inputs -> (B, D) float32 embeddings, unnormalised."""
         device = input_ids.device
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+        with torch.autocast(device.type, dtype=self.autocast or torch.bfloat16,
+                            enabled=self.autocast is not None):
             hidden, packing = self.encoder.encode_packed(input_ids, attention_mask, token_type_ids)
         return self.pooling(pad(hidden.float(), packing), attention_mask)
 

@@ -6,6 +6,8 @@ An output directory of ``mosaic-encoder train`` (or of any run of :mod:`.loop`) 
       config.json model.safetensors modules.json sentence_bert_config.json 1_Pooling/ tokenizer...
       checkpoints/step-00000200/          the same files plus training_state/
       log.jsonl                           one JSON object per logged step or evaluation
+      best/                               with --keep-best: the best evaluation's model
+      tensorboard/                        TensorBoard events, when tensorboard is installed
 
 Each ``checkpoints/step-N`` directory holds the model files a task writes (for contrastive training
 a complete sentence-transformers checkpoint, loadable by
@@ -45,13 +47,20 @@ from ..checkpoint import TOKENIZER_FILES, CheckpointDir, Pipeline, split_qkv
 from ..errors import CheckpointError, InputError
 from ..models import MosaicBertModel
 
+ST_CONFIG = "config_sentence_transformers.json"
 MODEL_FILES = ("config.json", "model.safetensors", "modules.json", "sentence_bert_config.json",
-               "1_Pooling", "2_Normalize") + TOKENIZER_FILES
+               ST_CONFIG, "1_Pooling", "2_Normalize") + TOKENIZER_FILES
 CHECKPOINTS = "checkpoints"
 STATE_DIR = "training_state"
 LOG_FILE = "log.jsonl"
+BEST_DIR = "best"
+TENSORBOARD_DIR = "tensorboard"
+PLOT_FILE = "plot.png"
+# What a run writes beside its checkpoints; alone, it is what a failed run left.
+RUN_FILES = (CHECKPOINTS, LOG_FILE, BEST_DIR, TENSORBOARD_DIR, PLOT_FILE)
 _STEP_DIR = re.compile(r"step-(\d{8})")
 _TEMPORARY = re.compile(r"\.step-\d{8}\..*\.tmp")
+_BEST_TEMPORARY = re.compile(r"\.best\..*\.tmp")
 
 
 @dataclass(frozen=True)
@@ -84,8 +93,13 @@ def stored_tensors(encoder: MosaicBertModel, fused_qkv: bool) -> dict[str, torch
             for name, tensor in tensors.items()}
 
 
-def write_sentence_model(directory: Path, encoder: MosaicBertModel, source: Source) -> None:
-    """Write ``encoder`` into the empty ``directory`` in ``source``'s sentence-transformers layout."""
+def write_sentence_model(directory: Path, encoder: MosaicBertModel, source: Source,
+                         st_settings: dict[str, Any] | None = None) -> None:
+    """Write ``encoder`` into the empty ``directory`` in ``source``'s sentence-transformers layout.
+
+    ``st_settings``, when given, is written as ``config_sentence_transformers.json`` (prompts,
+    similarity function), the file where sentence-transformers keeps them.
+    """
     values = dict(source.config_values, architectures=["BertModel"], torch_dtype="float32")
     (directory / "config.json").write_text(json.dumps(values, indent=2) + "\n", encoding="utf-8")
     save_file(stored_tensors(encoder, source.fused_qkv), directory / "model.safetensors",
@@ -109,6 +123,9 @@ def write_sentence_model(directory: Path, encoder: MosaicBertModel, source: Sour
     st_config = {"max_seq_length": pipeline.max_seq_length, "do_lower_case": pipeline.do_lower_case}
     (directory / "sentence_bert_config.json").write_text(json.dumps(st_config, indent=2) + "\n",
                                                           encoding="utf-8")
+    if st_settings:
+        (directory / ST_CONFIG).write_text(json.dumps(st_settings, indent=2) + "\n",
+                                           encoding="utf-8")
     for name in TOKENIZER_FILES:
         if (pipeline.transformer_dir / name).is_file():
             shutil.copyfile(pipeline.transformer_dir / name, directory / name)
@@ -149,6 +166,28 @@ def save_checkpoint(output: Path, step: int, write_model: Callable[[Path], None]
             raise
     for old in checkpoint_dirs(output)[:-keep]:
         shutil.rmtree(old, ignore_errors=True)
+    return target
+
+
+def save_best(output: Path, write_model: Callable[[Path], None], record: dict[str, Any]) -> Path:
+    """Replace ``output/best`` by the model ``write_model`` writes, with ``best.json`` holding
+    ``record`` (the evaluation that made it the best); all or nothing, as checkpoints."""
+    target = output / BEST_DIR
+    with sigterm_as_exit(), _writing(target):
+        temporary = Path(tempfile.mkdtemp(dir=output, prefix=".best.", suffix=".tmp"))
+        try:
+            write_model(temporary)
+            (temporary / "best.json").write_text(json.dumps(record) + "\n", encoding="utf-8")
+            os.chmod(temporary, 0o777 & ~_umask())
+            if target.exists():
+                os.rename(target, Path(tempfile.mkdtemp(dir=output, prefix=".best.",
+                                                        suffix=".tmp")) / "old")
+            os.rename(temporary, target)
+        except BaseException:
+            shutil.rmtree(temporary, ignore_errors=True)
+            raise
+        finally:
+            remove_temporaries(output)
     return target
 
 
@@ -227,9 +266,9 @@ def check_output(output: Path, resume: bool) -> Path | None:
         raise InputError(f"output directory {output} is a file.")
     if not output.exists():
         return None
-    entries = sorted(p.name for p in output.iterdir())
+    entries = sorted(p.name for p in output.iterdir() if not _BEST_TEMPORARY.fullmatch(p.name))
     found = checkpoint_dirs(output)
-    known = set(MODEL_FILES + (CHECKPOINTS, LOG_FILE))
+    known = set(MODEL_FILES + RUN_FILES)
     if found:
         known |= {p.name for p in found[-1].iterdir() if p.name != STATE_DIR}
     foreign = [name for name in entries if name not in known]
@@ -240,7 +279,7 @@ def check_output(output: Path, resume: bool) -> Path | None:
     if foreign:
         raise InputError(f"output directory {output} holds {', '.join(foreign[:5])}, which is not "
                          f"part of a training checkpoint; choose an empty or new directory.")
-    if not found and set(entries) <= {CHECKPOINTS, LOG_FILE}:
+    if not found and set(entries) <= set(RUN_FILES):
         return None  # empty, or the leftovers of a run that failed before its first checkpoint
     if not resume:
         raise InputError(f"output directory {output} already holds a training run; pass --resume "
@@ -249,6 +288,35 @@ def check_output(output: Path, resume: bool) -> Path | None:
         raise InputError(f"output directory {output} holds no complete checkpoint to resume "
                          f"from; choose an empty or new directory.")
     return found[-1]
+
+
+def read_log(path: Path) -> list[dict[str, Any]]:
+    """The records of a ``log.jsonl``, each an object with an integer ``step``.
+
+    Raises:
+        CheckpointError: one sentence naming the file and line for anything else.
+    """
+    try:
+        lines = path.read_bytes().decode("utf-8").splitlines()
+    except OSError as err:
+        raise CheckpointError(f"training log {path} cannot be read ({err.strerror}).") from None
+    except UnicodeDecodeError as err:
+        raise CheckpointError(f"training log {path} is not UTF-8 text (byte {err.start}).") \
+            from None
+    records = []
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except (ValueError, RecursionError):
+            record = None
+        step = record.get("step") if isinstance(record, dict) else None
+        if not isinstance(step, int) or isinstance(step, bool):
+            raise CheckpointError(f"training log {path} line {number} is not a record with an "
+                                  f"integer step; remove the line or the log to resume.")
+        records.append(record)
+    return records
 
 
 def load_state(checkpoint: Path) -> dict[str, Any]:
@@ -277,15 +345,22 @@ def load_state(checkpoint: Path) -> dict[str, Any]:
 
 
 def clear(output: Path) -> None:
-    """Remove a failed run's leftovers (log and empty checkpoint folder) before a new run."""
-    (output / LOG_FILE).unlink(missing_ok=True)
+    """Remove a failed run's leftovers (log, best model, events, empty checkpoint folder) before
+    a new run."""
+    for name in (LOG_FILE, PLOT_FILE):
+        (output / name).unlink(missing_ok=True)
     remove_temporaries(output)
+    for name in (BEST_DIR, TENSORBOARD_DIR):
+        shutil.rmtree(output / name, ignore_errors=True)
     with contextlib.suppress(OSError):
         (output / CHECKPOINTS).rmdir()
 
 
 def remove_temporaries(output: Path) -> None:
     """Remove what a killed process (SIGKILL, power loss) left of an unfinished save."""
+    for path in output.iterdir() if output.is_dir() else ():
+        if _BEST_TEMPORARY.fullmatch(path.name):
+            shutil.rmtree(path, ignore_errors=True)
     parent = output / CHECKPOINTS
     if parent.is_dir():
         for path in parent.iterdir():

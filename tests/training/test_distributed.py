@@ -13,13 +13,17 @@ from helpers import assert_same_trained_weights, pairs, write_jsonl
 
 
 def test_two_gloo_processes_equal_one(tmp_path, tiny_no_dropout):
-    """Triplets and the gradient cache included: hard negatives are gathered like positives, and
-    the cache's chunk backward passes run under DDP's no_sync."""
+    """Hard negatives (one and two columns), the symmetric Matryoshka loss and the gradient
+    cache included: every rank's rows are gathered, and the cache's chunk backward passes run
+    under DDP's no_sync."""
+    two_negatives = [dict(row, negative_1=row.pop("negative"), negative_2=f"c remark {i}")
+                     for i, row in enumerate(pairs(16, "c ", negatives=True))]
     data = [write_jsonl(tmp_path / "a.jsonl", pairs(24, "a ", negatives=True)),
-            write_jsonl(tmp_path / "b.jsonl", pairs(16, "b "))]
+            write_jsonl(tmp_path / "b.jsonl", pairs(16, "b ")),
+            write_jsonl(tmp_path / "c.jsonl", two_negatives)]
     held_out = write_jsonl(tmp_path / "held.jsonl", pairs(6, "h "))
     settings = dict(batch_size=8, max_seq_length=32, steps=4, warmup_steps=1, save_every=2,
-                    learning_rate=2e-5, seed=3)
+                    learning_rate=2e-5, seed=3, loss="symmetric", matryoshka_dims=(192, 32))
     single = train(TrainConfig(model=tiny_no_dropout, data=tuple(data), output=tmp_path / "one",
                                eval_data=held_out, progress=False, **settings))
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node",
@@ -27,7 +31,8 @@ def test_two_gloo_processes_equal_one(tmp_path, tiny_no_dropout):
                "--data", *map(str, data), "--eval-data", str(held_out),
                "--output", str(tmp_path / "two"), "--chunk-size", "3", "--no-progress",
                "--batch-size", "8", "--max-seq-length", "32", "--steps", "4",
-               "--warmup-steps", "1", "--save-every", "2", "--lr", "2e-5", "--seed", "3"]
+               "--warmup-steps", "1", "--save-every", "2", "--lr", "2e-5", "--seed", "3",
+               "--loss", "symmetric", "--matryoshka-dims", "192", "32"]
     finished = subprocess.run(command, capture_output=True, text=True, timeout=600)
     assert finished.returncode == 0, finished.stderr[-3000:]
     log = [json.loads(line) for line in (tmp_path / "two" / "log.jsonl").read_text().splitlines()]

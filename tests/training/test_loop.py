@@ -52,7 +52,7 @@ class Regression:
 
 def _settings(tmp_path, name="run", **changes):
     values = dict(output=tmp_path / name, learning_rate=0.3, warmup_steps=2, save_every=3,
-                  eval_every=2, progress=False)
+                  eval_every=2, progress=False, tensorboard=False)
     values.update(changes)
     return LoopSettings(**values)
 

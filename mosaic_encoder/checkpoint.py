@@ -30,7 +30,7 @@ from __future__ import annotations
 import json
 import re
 import struct
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Iterator
 
@@ -40,7 +40,7 @@ from safetensors import SafetensorError, safe_open
 from torch import nn
 
 from .config import MosaicConfig, read_config_values
-from .errors import CheckpointError, ConfigError
+from .errors import CheckpointError, ConfigError, InputError
 from .files import inside, json_object, printable, read_json, regular_file, short
 from .models import MosaicBertForMaskedLM, MosaicBertModel
 from .pooling import Pooling
@@ -107,6 +107,10 @@ def build_model(config: MosaicConfig, layout: Layout) -> nn.Module:
     return MosaicBertModel(config, add_pooler=layout.pooler)
 
 
+# sentence-transformers' own settings beside modules.json: prompts, the default prompt name.
+ST_SETTINGS_FILE = "config_sentence_transformers.json"
+
+
 # --- the directory ----------------------------------------------------------------------------
 
 
@@ -120,6 +124,8 @@ class Pipeline:
     normalize: bool
     max_seq_length: int | None
     do_lower_case: bool
+    prompts: dict[str, str] = field(default_factory=dict)
+    default_prompt_name: str | None = None
 
     @classmethod
     def from_directory(cls, directory: str | Path) -> Pipeline:
@@ -149,7 +155,24 @@ class Pipeline:
         max_seq_length, do_lower_case = None, False
         if st_config_file.exists() or st_config_file.is_symlink():
             max_seq_length, do_lower_case = _sentence_bert_config(st_config_file, directory)
-        return cls(transformer_dir, pooling, normalize, max_seq_length, do_lower_case)
+        prompts, default_prompt_name = _prompts(directory / ST_SETTINGS_FILE, directory)
+        return cls(transformer_dir, pooling, normalize, max_seq_length, do_lower_case, prompts,
+                   default_prompt_name)
+
+    def prompt(self, prompt: str | None, prompt_name: str | None) -> str | None:
+        """The text to put before every input, as sentence-transformers chooses it: ``prompt``
+        itself when given, else the prompt named ``prompt_name``, else the directory's default
+        prompt (none unless ``default_prompt_name`` is set)."""
+        if prompt is not None:
+            return prompt
+        name = prompt_name if prompt_name is not None else self.default_prompt_name
+        if name is None:
+            return None
+        if name not in self.prompts:
+            known = ", ".join(sorted(self.prompts)) or "none"
+            raise InputError(f"prompt name {short(name, quote=True)} is not among this "
+                             f"checkpoint's prompts ({known}; {ST_SETTINGS_FILE}).")
+        return self.prompts[name]
 
 
 def _modules(path: Path, directory: Path) -> list[tuple[str, Path]]:
@@ -174,6 +197,25 @@ def _modules(path: Path, directory: Path) -> list[tuple[str, Path]]:
         inside(module_dir, directory, f"modules file {path} entry {number}: path")
         entries.append((role, module_dir))
     return entries
+
+
+def _prompts(path: Path, directory: Path) -> tuple[dict[str, str], str | None]:
+    """``prompts`` (name -> text) and ``default_prompt_name`` of a
+    ``config_sentence_transformers.json``; none when the file is absent."""
+    if not (path.exists() or path.is_symlink()):
+        return {}, None
+    values = json_object(read_json(path, "sentence-transformers settings", directory),
+                         "sentence-transformers settings", path)
+    prompts = values.get("prompts") or {}
+    if not isinstance(prompts, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in prompts.items()):
+        raise CheckpointError(f"sentence-transformers settings {printable(path)}: prompts must map "
+                              f"names to strings.")
+    default = values.get("default_prompt_name")
+    if default is not None and default not in prompts:
+        raise CheckpointError(f"sentence-transformers settings {printable(path)}: "
+                              f"default_prompt_name {short(default, quote=True)} names no prompt.")
+    return prompts, default
 
 
 def _sentence_bert_config(path: Path, directory: Path) -> tuple[int | None, bool]:

@@ -171,7 +171,8 @@ def _encode(args: argparse.Namespace) -> int:
                               attention=args.attention, max_seq_length=max_seq_length,
                               compile=args.compile)
     embeddings = encoder.encode(texts, batch_size=args.batch_size,
-                                max_tokens_per_batch=args.max_tokens)
+                                max_tokens_per_batch=args.max_tokens, prompt=args.prompt,
+                                prompt_name=args.prompt_name)
     if encoder.first_batch_seconds is not None:
         print(f"compiled: the first batch took {encoder.first_batch_seconds:.1f} s, compilation "
               f"included.", file=sys.stderr)
@@ -341,6 +342,13 @@ def build_parser() -> argparse.ArgumentParser:
                              "JSON lines on stdout (never the input file or into the model "
                              "directory)")
     encode.add_argument("--force", action="store_true", help="replace an existing output file")
+    prompts = encode.add_mutually_exclusive_group()
+    prompts.add_argument("--prompt", metavar="TEXT",
+                         help="text put before every input (e.g. 'query: ')")
+    prompts.add_argument("--prompt-name", metavar="NAME",
+                         help="one of the prompts saved in the checkpoint's "
+                              "config_sentence_transformers.json (e.g. by train --query-prompt: "
+                              "'query' or 'document'); its default_prompt_name applies otherwise")
     encode.add_argument("--compile", action="store_true",
                         help="run the model through torch.compile (the first batch compiles; "
                              "pays on large inputs)")

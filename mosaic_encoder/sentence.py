@@ -88,7 +88,7 @@ class SentenceEncoder:
                normalize_embeddings: bool = True, convert_to_numpy: bool = True,
                show_progress_bar: bool | None = None,
                max_tokens_per_batch: int | None = None, prompt: str | None = None,
-               convert_to_tensor: bool = False, output_value: str | None = "sentence_embedding",
+               prompt_name: str | None = None, convert_to_tensor: bool = False, output_value: str | None = "sentence_embedding",
                precision: str = "float32", **unsupported) -> np.ndarray | torch.Tensor:
         """Embed texts; float32 (N, D) in input order, or (D,) for a single string.
 
@@ -97,13 +97,15 @@ class SentenceEncoder:
         ``last_truncated`` afterwards counts the inputs cut at ``max_seq_length``.
 
         The keyword arguments follow sentence-transformers' ``encode`` where they mean the same
-        here: ``prompt`` is prepended to every text; ``convert_to_tensor`` (or
+        here: ``prompt`` is prepended to every text; ``prompt_name`` picks one of the prompts in
+        the checkpoint's ``config_sentence_transformers.json`` (whose ``default_prompt_name``, when
+        set, applies without either argument); ``convert_to_tensor`` (or
         ``convert_to_numpy=False``) returns a torch tensor. ``normalize_embeddings`` defaults
         to True, unlike sentence-transformers' False: lodestone's ``modules.json`` ends in a
         ``Normalize`` module, which normalises whatever the argument says, so both give unit
         vectors on it; on a checkpoint without that module (a bare or masked-LM one), pass
         False to get sentence-transformers' raw pooled vectors. Arguments this encoder does not
-        implement (``device``, ``prompt_name``, ``precision`` other than float32,
+        implement (``device``, ``precision`` other than float32,
         ``output_value`` other than sentence_embedding, ...) raise :class:`InputError` naming
         the alternative; :func:`mosaic_encoder.to_sentence_transformer` gives the full
         sentence-transformers ``encode``.
@@ -113,6 +115,7 @@ class SentenceEncoder:
         texts = [sentences] if single else list(sentences)
         if batch_size < 1:
             raise InputError(f"batch_size must be at least 1, got {batch_size}.")
+        prompt = self.pipeline.prompt(prompt, prompt_name)
         if prompt and not self.pipeline.pooling.include_prompt:
             raise InputError("this checkpoint's pooling leaves the prompt's tokens out "
                              "(include_prompt false), which SentenceEncoder does not implement; "
@@ -154,7 +157,6 @@ class SentenceEncoder:
 # sentence-transformers encode() arguments without an equivalent here, and what to do instead.
 _ALTERNATIVES = {
     "device": "pass device= to SentenceEncoder(...), which loads the model there",
-    "prompt_name": "pass the prompt text itself as prompt=",
     "truncate_dim": "slice the returned embeddings ([:, :dim]) and renormalise them",
     "pool": "start one SentenceEncoder per device",
     "chunk_size": "use batch_size or max_tokens_per_batch",

@@ -471,3 +471,22 @@ def test_encode_compile_equals_eager_and_reports_the_first_batch(tmp_path):
         outputs[flags] = np.load(output)
         assert (b"compiled: the first batch took" in result.stderr) == bool(flags)
     np.testing.assert_allclose(outputs[("--compile",)], outputs[()], rtol=0, atol=1e-5)
+
+
+def test_encode_prompt_and_prompt_name(tmp_path):
+    """encode --prompt TEXT and --prompt-name NAME (a prompt saved by train) give the embeddings
+    of the prompted texts."""
+    model = tmp_path / "model"
+    shutil.copytree(WEIGHTS / "mosaic-tiny", model)
+    (model / "config_sentence_transformers.json").write_text(
+        json.dumps({"prompts": {"query": "query: "}, "default_prompt_name": None}))
+    by_text = cli("encode", "--model", str(model), "--prompt", "query: ", "a text")
+    by_name = cli("encode", "--model", str(model), "--prompt-name", "query", "a text")
+    plain = cli("encode", "--model", str(model), "query: a text")
+    assert by_text.returncode == by_name.returncode == plain.returncode == 0, by_name.stderr
+    embedding = [json.loads(r.stdout)["embedding"] for r in (by_text, by_name, plain)]
+    assert embedding[0] == embedding[1] == embedding[2]
+    unknown = cli("encode", "--model", str(model), "--prompt-name", "passage", "a text")
+    stderr = unknown.stderr.decode()
+    assert unknown.returncode == 1 and stderr.count("\n") == 1, stderr
+    assert "prompt name 'passage'" in stderr

@@ -97,3 +97,39 @@ def test_compiled_encoder_equals_eager_and_times_its_first_batch(texts):
                                rtol=0, atol=1e-5)
     assert compiled.first_batch_seconds > 0
     assert type(compiled.model) is type(eager.model)  # the module itself, for callers
+
+
+def _with_prompts(tmp_path, settings):
+    directory = tmp_path / "prompts"
+    shutil.copytree(WEIGHTS / "mosaic-tiny", directory)
+    (directory / "config_sentence_transformers.json").write_text(json.dumps(settings))
+    return directory
+
+
+def test_prompt_names_come_from_the_checkpoint_settings(tmp_path, texts):
+    """prompt_name picks a saved prompt (as train --query-prompt saves them); the default prompt
+    name applies without arguments; an explicit prompt wins, as in sentence-transformers."""
+    directory = _with_prompts(tmp_path, {"prompts": {"query": "query: ", "document": ""},
+                                         "default_prompt_name": "query"})
+    encoder = SentenceEncoder(directory)
+    plain = SentenceEncoder(WEIGHTS / "mosaic-tiny")
+    prompted = plain.encode(texts[:3], prompt="query: ")
+    np.testing.assert_array_equal(encoder.encode(texts[:3], prompt_name="query"), prompted)
+    np.testing.assert_array_equal(encoder.encode(texts[:3]), prompted)
+    np.testing.assert_array_equal(encoder.encode(texts[:3], prompt_name="document"),
+                                  plain.encode(texts[:3]))
+    np.testing.assert_array_equal(encoder.encode(texts[:3], prompt="q: "),
+                                  plain.encode(texts[:3], prompt="q: "))
+    with pytest.raises(InputError, match="'passage' is not among this checkpoint's prompts "
+                                         r"\(document, query"):
+        encoder.encode(texts[:1], prompt_name="passage")
+
+
+@pytest.mark.parametrize("settings, message", [
+    ({"prompts": ["query: "]}, "prompts must map names to strings"),
+    ({"prompts": {"query": 3}}, "prompts must map names to strings"),
+    ({"prompts": {}, "default_prompt_name": "query"}, "names no prompt"),
+])
+def test_bad_prompt_settings_are_one_sentence(tmp_path, settings, message):
+    with pytest.raises(CheckpointError, match=message):
+        SentenceEncoder(_with_prompts(tmp_path, settings))

@@ -99,7 +99,7 @@ class ContrastiveTask:
 
     def _st_settings(self) -> dict[str, Any] | None:
         """The starting checkpoint's ``config_sentence_transformers.json``, with the prompts."""
-        path = self.source.directory / run_dir.ST_CONFIG
+        path = self.source.directory / run_dir.ST_SETTINGS_FILE
         values = json_object(read_json(path, "sentence-transformers config"),
                              "sentence-transformers config", path) if path.is_file() else {}
         prompts = {name: prompt for name, prompt in (("query", self.config.query_prompt),

@@ -43,13 +43,12 @@ from safetensors import SafetensorError
 from safetensors.torch import save_file
 
 from ..atomic import sigterm_as_exit, atomic_path
-from ..checkpoint import TOKENIZER_FILES, CheckpointDir, Pipeline, split_qkv
+from ..checkpoint import ST_SETTINGS_FILE, TOKENIZER_FILES, CheckpointDir, Pipeline, split_qkv
 from ..errors import CheckpointError, InputError
 from ..models import MosaicBertModel
 
-ST_CONFIG = "config_sentence_transformers.json"
 MODEL_FILES = ("config.json", "model.safetensors", "modules.json", "sentence_bert_config.json",
-               ST_CONFIG, "1_Pooling", "2_Normalize") + TOKENIZER_FILES
+               ST_SETTINGS_FILE, "1_Pooling", "2_Normalize") + TOKENIZER_FILES
 CHECKPOINTS = "checkpoints"
 STATE_DIR = "training_state"
 LOG_FILE = "log.jsonl"
@@ -124,7 +123,7 @@ def write_sentence_model(directory: Path, encoder: MosaicBertModel, source: Sour
     (directory / "sentence_bert_config.json").write_text(json.dumps(st_config, indent=2) + "\n",
                                                           encoding="utf-8")
     if st_settings:
-        (directory / ST_CONFIG).write_text(json.dumps(st_settings, indent=2) + "\n",
+        (directory / ST_SETTINGS_FILE).write_text(json.dumps(st_settings, indent=2) + "\n",
                                            encoding="utf-8")
     for name in TOKENIZER_FILES:
         if (pipeline.transformer_dir / name).is_file():

@@ -28,7 +28,7 @@ from .arguments import max_seq_length as max_seq_length_arg
 from .atomic import atomic_write
 from .bundled import BUNDLED_CHECKPOINT, BUNDLED_MLM_CHECKPOINT
 from .dtypes import DTYPES
-from .errors import CheckpointError, InputError, MosaicError
+from .errors import NON_FINITE_ADVICE, CheckpointError, InputError, MosaicError, NonFiniteError
 from .fill_mask import MASK_TOKEN
 
 ENCODE_OUTPUTS = (".npy", ".jsonl", ".safetensors")
@@ -208,10 +208,9 @@ def _check_encode_output(output: Path, args: argparse.Namespace, model: Path) ->
 def _check_finite(embeddings: np.ndarray) -> None:
     bad = ~np.isfinite(embeddings).all(axis=1)
     if bad.any():
-        raise MosaicError(f"{int(bad.sum())} of {len(embeddings)} embeddings are not finite (NaN "
-                          f"or Inf; the first is row {int(bad.argmax())}): the weights overflow in "
-                          f"this dtype or are corrupt, so nothing was written (try --dtype "
-                          f"float32, and mosaic-encoder verify on the checkpoint).")
+        raise NonFiniteError(f"{int(bad.sum())} of {len(embeddings)} embeddings are not finite "
+                             f"(NaN or Inf; the first is row {int(bad.argmax())}): "
+                             f"{NON_FINITE_ADVICE}.")
 
 
 def _encode(args: argparse.Namespace) -> int:

@@ -35,7 +35,7 @@ def path_arg(value: object, name: str) -> Path:
         path = os.fspath(value)
         if isinstance(path, str):
             return Path(path)
-    raise ArgumentError(f"{name} must be a path (str or pathlib.Path), got {_described(value)}.")
+    raise ArgumentError(f"{name} must be a str or pathlib.Path, got {_described(value)}.")
 
 
 def optional_path_arg(value: object, name: str) -> Path | None:

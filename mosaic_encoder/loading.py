@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from .api_arguments import flag_arg, path_arg
 from .checkpoint import (FLOAT_DTYPES, QKV, REPORT_LIMIT, TIED_DECODER, TIED_SOURCE, Layout,
                          TensorInfo, build_model, check_family, check_geometry, detect_layout,
                          expected_tensors, iter_tensors, mismatch_report, read_tensor_index,
@@ -58,7 +59,8 @@ def load_model(path: str | Path, dtype: str | torch.dtype = torch.float32,
         CheckpointError, ConfigError: with one sentence naming the file, tensor or argument at
         fault.
     """
-    directory = Path(path)
+    directory, attention_window = path_arg(path, "path"), flag_arg(attention_window,
+                                                                   "attention_window")
     dtype = resolve_load_dtype(dtype)
     device = resolve_device(device)
     if not directory.is_dir():

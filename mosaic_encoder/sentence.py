@@ -16,9 +16,11 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from .api_arguments import (flag_arg, int_arg, optional_int_arg, optional_text_arg, path_arg,
+                            text_list)
 from .batching import length_sorted_batches
 from .checkpoint import short
-from .errors import CheckpointError, ConfigError, InputError
+from .errors import ArgumentError, CheckpointError, ConfigError, InputError
 from .files import inside, json_object, read_json
 from .loading import load_model
 from .models import MosaicBertForMaskedLM
@@ -126,7 +128,7 @@ class SentenceEncoder:
     def __init__(self, path: str | Path, dtype: torch.dtype = torch.float32,
                  device: torch.device | str = "cpu", attention: str = "auto",
                  max_seq_length: int | None = None):
-        directory = Path(path)
+        directory = path_arg(path, "path")
         if not directory.is_dir():
             raise CheckpointError(f"checkpoint directory {directory} does not exist.")
         self.pipeline = Pipeline.from_directory(directory)
@@ -164,8 +166,10 @@ class SentenceEncoder:
     def similarity(a: np.ndarray | torch.Tensor, b: np.ndarray | torch.Tensor) -> torch.Tensor:
         """Cosine similarities of embeddings a (N, D) and b (M, D) (or single (D,) ones):
         float32 (N, M), as sentence-transformers' default ``similarity``."""
-        a, b = (torch.as_tensor(x, dtype=torch.float32) for x in (a, b))
-        a, b = (x.unsqueeze(0) if x.dim() == 1 else x for x in (a, b))
+        a, b = (_embedding_rows(x, name) for x, name in ((a, "a"), (b, "b")))
+        if a.shape[1] != b.shape[1]:
+            raise InputError(f"similarity needs embeddings of one length, got {a.shape[1]} and "
+                             f"{b.shape[1]}.")
         return F.normalize(a, dim=-1) @ F.normalize(b, dim=-1).T
 
     @torch.inference_mode()
@@ -195,9 +199,16 @@ class SentenceEncoder:
         """
         _check_encode_options(output_value, precision, unsupported)
         single = isinstance(sentences, str)
-        texts = [sentences] if single else list(sentences)
-        if batch_size < 1:
-            raise InputError(f"batch_size must be at least 1, got {batch_size}.")
+        texts = [sentences] if single else text_list(sentences, "sentences")
+        batch_size = int_arg(batch_size, "batch_size")
+        max_tokens_per_batch = optional_int_arg(max_tokens_per_batch, "max_tokens_per_batch")
+        prompt = optional_text_arg(prompt, "prompt")
+        normalize_embeddings, convert_to_numpy, convert_to_tensor = (
+            flag_arg(value, name) for value, name in (
+                (normalize_embeddings, "normalize_embeddings"),
+                (convert_to_numpy, "convert_to_numpy"), (convert_to_tensor, "convert_to_tensor")))
+        if show_progress_bar is not None:
+            show_progress_bar = flag_arg(show_progress_bar, "show_progress_bar")
         if prompt:
             texts = [prompt + t if isinstance(t, str) else t for t in texts]
         if self.pipeline.do_lower_case:
@@ -220,6 +231,22 @@ class SentenceEncoder:
             out[torch.tensor(batch)] = embedding.cpu()
         result = out[0] if single else out
         return result.numpy() if convert_to_numpy and not convert_to_tensor else result
+
+
+def _embedding_rows(value: object, name: str) -> torch.Tensor:
+    """An array or tensor of one (D,) or several (N, D) embeddings as float32 (N, D)."""
+    if not isinstance(value, (np.ndarray, torch.Tensor)):
+        raise ArgumentError(f"similarity needs embeddings as a numpy array or torch tensor, got "
+                            f"{type(value).__name__} for {name}.")
+    if value.ndim not in (1, 2) or value.shape[-1] == 0:
+        raise InputError(f"similarity needs embeddings of shape (D,) or (N, D), got "
+                         f"{tuple(value.shape)} for {name}.")
+    try:
+        rows = torch.as_tensor(value, dtype=torch.float32)
+    except (TypeError, ValueError, RuntimeError):
+        raise ArgumentError(f"similarity needs numeric embeddings, got dtype {value.dtype} for "
+                            f"{name}.") from None
+    return rows.unsqueeze(0) if rows.dim() == 1 else rows
 
 
 # sentence-transformers encode() arguments without an equivalent here, and what to do instead.

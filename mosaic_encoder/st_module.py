@@ -28,6 +28,8 @@ from safetensors.torch import save_file
 from sentence_transformers import SentenceTransformer
 from sentence_transformers.sentence_transformer.modules import InputModule, Normalize, Pooling
 
+from .api_arguments import path_arg
+from .devices import resolve_device
 from .dtypes import DTYPES, resolve_dtype
 from .errors import CheckpointError, InputError
 from .loading import load_model
@@ -68,7 +70,7 @@ class MosaicEncoderModule(InputModule):
                  attention: str = "auto", max_seq_length: int | None = None,
                  do_lower_case: bool = False):
         super().__init__()
-        self.model_path = Path(model_path)
+        self.model_path = path_arg(model_path, "model_path")
         torch_dtype = resolve_dtype(dtype)
         self.dtype = next(name for name, value in DTYPES.items() if value == torch_dtype)
         self.attention = attention
@@ -159,7 +161,7 @@ def to_sentence_transformer(path: str | Path, dtype: str | torch.dtype = "float3
     Its ``encode`` follows sentence-transformers' defaults: ``normalize_embeddings=False``, so
     embeddings are unit length only through the ``Normalize`` module (lodestone has one).
     """
-    directory = Path(path)
+    directory, device = path_arg(path, "path"), resolve_device(device)
     if not directory.is_dir():
         raise CheckpointError(f"checkpoint directory {directory} does not exist.")
     pipeline = Pipeline.from_directory(directory)
@@ -174,4 +176,4 @@ def to_sentence_transformer(path: str | Path, dtype: str | torch.dtype = "float3
     modules = [encoder, Pooling(encoder.get_embedding_dimension(), modes)]
     if pipeline.normalize:
         modules.append(Normalize())
-    return SentenceTransformer(modules=modules, device=str(torch.device(device)))
+    return SentenceTransformer(modules=modules, device=str(device))

@@ -28,6 +28,7 @@ from pathlib import Path
 import torch
 from tokenizers import Tokenizer
 
+from .api_arguments import optional_int_arg, path_arg, text_list
 from .errors import CheckpointError, InputError, MosaicError
 
 MAX_LENGTH = 2 ** 31 - 1  # packed token offsets (cu_seqlens) are int32
@@ -114,7 +115,8 @@ class TextTokenizer:
     ``max_length`` tokens (special tokens included), padded to the longest in the batch."""
 
     def __init__(self, tokenizer_file: str | Path, max_length: int | None = None):
-        path = Path(tokenizer_file)
+        path = path_arg(tokenizer_file, "tokenizer_file")
+        max_length = optional_int_arg(max_length, "max_length", low=2)
         if not path.is_file():
             raise CheckpointError(f"tokenizer file {path} does not exist.")
         self.path = path
@@ -171,6 +173,7 @@ class TextTokenizer:
         (a megabyte of whitespace between two words, or words over 100 characters, each one
         [UNK]) is cut at the cap.
         """
+        texts = text_list(texts, "texts")
         for i, text in enumerate(texts):
             if not isinstance(text, str):
                 raise InputError(f"input {i} is a {type(text).__name__}, not a string.")

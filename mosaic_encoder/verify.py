@@ -39,6 +39,7 @@ import torch
 import torch.nn.functional as F
 from safetensors import SafetensorError, safe_open
 
+from .api_arguments import optional_path_arg, path_arg
 from .checkpoint import (FLOAT_DTYPES, TIED_DECODER, TIED_SOURCE, build_model, check_family,
                          detect_layout, expected_tensors, geometry_problems, iter_tensors,
                          missing_and_stray, read_tensor, read_tensor_index, short, summarise,
@@ -105,7 +106,9 @@ def verify_checkpoint(directory: str | Path, against: str | Path | None = None,
     Raises:
         MosaicError: with one sentence, when the directory cannot be checked at all.
     """
-    root = directory = Path(directory)
+    root = directory = path_arg(directory, "directory")
+    optional_path_arg(against, "against")
+    golden = optional_path_arg(golden, "golden")
     if not directory.is_dir():
         raise CheckpointError(f"checkpoint directory {directory} does not exist.")
     if (directory / "modules.json").is_file():
@@ -139,7 +142,7 @@ def verify_checkpoint(directory: str | Path, against: str | Path | None = None,
 
 def file_digests(directory: str | Path) -> list[FileDigest]:
     """sha256 of every file in the directory and its sub-directories (hidden ones skipped)."""
-    directory = Path(directory)
+    directory = path_arg(directory, "directory")
     if not directory.is_dir():
         raise CheckpointError(f"checkpoint directory {directory} does not exist.")
     digests = []

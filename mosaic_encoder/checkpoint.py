@@ -1,5 +1,12 @@
-"""The checkpoint layer: tensor indexes, tensors, layouts and mismatch reports, shared by loading,
-verify and convert.
+"""A checkpoint directory, opened: :class:`CheckpointDir` and what it is made of.
+
+``CheckpointDir.open(path)`` is the one way into a checkpoint directory, for loading, verify,
+encode, fill-mask, training and embed-corpus. It reads, and checks, everything that can be read
+without building a model: the sentence-transformers layout (:class:`Pipeline`: ``modules.json``,
+the pooling and ``sentence_bert_config.json`` settings, where the transformer lives), the
+transformer's ``config.json`` values, the tensor index of its safetensors file(s) and the
+:class:`Layout` those tensor names describe. The helpers below it (tensor reading, geometry checks,
+mismatch reports, the QKV fuse and split) are shared by loading, verify, convert and training.
 
 Three layouts are recognised from the tensor names alone:
 
@@ -28,13 +35,16 @@ from pathlib import Path
 from typing import Iterable, Iterator
 
 import torch
+from einops import rearrange
 from safetensors import SafetensorError, safe_open
 from torch import nn
 
-from .config import MosaicConfig
+from .api_arguments import path_arg
+from .config import MosaicConfig, read_config_values
 from .errors import CheckpointError
-from .files import json_object, read_json, regular_file, short
+from .files import inside, json_object, read_json, regular_file, short
 from .models import MosaicBertForMaskedLM, MosaicBertModel
+from .pooling import Pooling
 
 WEIGHTS_NAME = "model.safetensors"
 INDEX_NAME = "model.safetensors.index.json"
@@ -50,6 +60,12 @@ FLOAT_DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16
 MAX_HEADER_BYTES = 100_000_000
 # How many items of a mismatch list an error message names before "and N more".
 REPORT_LIMIT = 10
+# Longest max_seq_length a sentence-transformers config may ask for (2**20 tokens).
+MAX_SEQ_LENGTH = 1 << 20
+# sentence-transformers' module types this encoder runs, by class name, and the role of each:
+# this package's own module (written by sentence-transformers' save) holds the transformer too.
+MODULE_TYPES = {"Transformer": "Transformer", "MosaicEncoderModule": "Transformer",
+                "Pooling": "Pooling", "Normalize": "Normalize"}
 # A layer counts as stored when its attention projection is: stray names do not add layers.
 _LAYER = re.compile(r"encoder\.layer\.(\d{1,9})\.attention\.self\.(Wqkv|query)\.weight$")
 _LAYER_NAME = re.compile(r"^(.*\.layer\.)(\d+)\.(.+)$")
@@ -87,6 +103,187 @@ def build_model(config: MosaicConfig, layout: Layout) -> nn.Module:
     if layout.masked_lm:
         return MosaicBertForMaskedLM(config)
     return MosaicBertModel(config, add_pooler=layout.pooler)
+
+
+# --- the directory ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Pipeline:
+    """The sentence-transformers layout: where the transformer lives and what ``modules.json`` and
+    its module configs say to do after it (a bare checkpoint: mean pooling, nothing else)."""
+
+    transformer_dir: Path
+    pooling: Pooling
+    normalize: bool
+    max_seq_length: int | None
+    do_lower_case: bool
+
+    @classmethod
+    def from_directory(cls, directory: str | Path) -> Pipeline:
+        """Read a sentence-transformers directory; a bare checkpoint gets mean pooling.
+
+        Every file read must be a regular file inside ``directory`` and every field read must
+        have the type sentence-transformers writes; anything else is a :class:`CheckpointError`.
+        """
+        directory = Path(directory)
+        modules_file = directory / "modules.json"
+        if not (modules_file.exists() or modules_file.is_symlink()):
+            # A bare checkpoint: sentence-transformers' default is mean pooling.
+            return cls(directory, Pooling(), False, None, False)
+        transformer_dir, pooling, normalize = directory, Pooling(), False
+        for number, (kind, module_dir) in enumerate(_modules(modules_file, directory), start=1):
+            if kind == "Transformer":
+                if not module_dir.is_dir():
+                    raise CheckpointError(f"{modules_file} entry {number} names the transformer "
+                                          f"directory {module_dir}, which does not exist.")
+                transformer_dir = module_dir
+            elif kind == "Pooling":
+                pooling = Pooling.from_json_file(module_dir / "config.json", root=directory)
+            else:
+                normalize = True
+        st_config_file = transformer_dir / "sentence_bert_config.json"
+        max_seq_length, do_lower_case = None, False
+        if st_config_file.exists() or st_config_file.is_symlink():
+            max_seq_length, do_lower_case = _sentence_bert_config(st_config_file, directory)
+        return cls(transformer_dir, pooling, normalize, max_seq_length, do_lower_case)
+
+
+def _modules(path: Path, directory: Path) -> list[tuple[str, Path]]:
+    """(module class name, module directory) of every ``modules.json`` entry, checked."""
+    modules = read_json(path, "modules file", directory)
+    if not isinstance(modules, list):
+        raise CheckpointError(f"modules file {path} must hold a JSON array of modules, got "
+                              f"{type(modules).__name__}.")
+    entries = []
+    for number, module in enumerate(modules, start=1):
+        if not isinstance(module, dict):
+            raise CheckpointError(f"modules file {path} entry {number} is not a JSON object.")
+        kind, where = module.get("type"), module.get("path", "")
+        if not isinstance(kind, str) or not isinstance(where, str):
+            raise CheckpointError(f"modules file {path} entry {number} needs string 'type' and "
+                                  f"'path' fields.")
+        role = MODULE_TYPES.get(kind.rsplit(".", 1)[-1])
+        if role is None:
+            raise CheckpointError(f"{path} names module type {short(kind)!r}, which this encoder "
+                                  f"does not support.")
+        module_dir = directory / where
+        inside(module_dir, directory, f"modules file {path} entry {number}: path")
+        entries.append((role, module_dir))
+    return entries
+
+
+def _sentence_bert_config(path: Path, directory: Path) -> tuple[int | None, bool]:
+    """``max_seq_length`` (None or an integer >= 2) and ``do_lower_case`` (a boolean)."""
+    values = json_object(read_json(path, "sentence-transformers config", directory),
+                         "sentence-transformers config", path)
+    max_seq_length = values.get("max_seq_length")
+    if max_seq_length is not None and (isinstance(max_seq_length, bool) or not isinstance(
+            max_seq_length, int) or not 2 <= max_seq_length <= MAX_SEQ_LENGTH):
+        raise CheckpointError(f"sentence-transformers config {path}: max_seq_length must be an "
+                              f"integer in [2, {MAX_SEQ_LENGTH}] or null, got "
+                              f"{short(max_seq_length)}.")
+    do_lower_case = values.get("do_lower_case", False)
+    if not isinstance(do_lower_case, bool):
+        raise CheckpointError(f"sentence-transformers config {path}: do_lower_case must be true "
+                              f"or false, got {short(do_lower_case)}.")
+    return max_seq_length, do_lower_case
+
+
+@dataclass(frozen=True)
+class CheckpointDir:
+    """A checkpoint directory, opened: every file that describes it read and checked, no tensor
+    loaded and no model built.
+
+    Attributes:
+        path: the directory as given (a sentence-transformers directory or a bare checkpoint).
+        pipeline: its sentence-transformers layout; ``pipeline.transformer_dir`` holds the
+            transformer's ``config.json``, weights and ``tokenizer.json``.
+        config_values: the transformer's ``config.json`` mapping, as read (see
+            :meth:`config` for the checked :class:`MosaicConfig`).
+        tensors: name -> :class:`TensorInfo` of every stored weight (buffers that carry no
+            information, ``position_ids``, left out).
+        layout: which model class and key prefix the tensor names describe.
+    """
+
+    path: Path
+    pipeline: Pipeline
+    config_values: dict
+    tensors: dict[str, TensorInfo]
+    layout: Layout
+
+    @classmethod
+    def open(cls, path: str | Path | CheckpointDir) -> CheckpointDir:
+        """Open ``path`` (an opened directory is returned as it is).
+
+        Raises:
+            CheckpointError, ConfigError: one sentence naming the file at fault: the directory
+                does not exist, a file is missing, malformed, not a regular file or outside the
+                directory, the weights are not those of a BERT-family encoder.
+        """
+        if isinstance(path, CheckpointDir):
+            return path
+        directory = checkpoint_directory(path)
+        pipeline = Pipeline.from_directory(directory)
+        values = read_config_values(pipeline.transformer_dir / "config.json")
+        found = read_tensor_index(pipeline.transformer_dir)
+        layout = detect_layout(set(found), str(pipeline.transformer_dir))
+        return cls(directory, pipeline, values, without_ignored(found, layout), layout)
+
+    @property
+    def transformer_dir(self) -> Path:
+        return self.pipeline.transformer_dir
+
+    @property
+    def config_file(self) -> Path:
+        return self.transformer_dir / "config.json"
+
+    def config(self, **run_time) -> MosaicConfig:
+        """The checked config (run-time choices such as ``attention_impl`` from ``run_time``)."""
+        return MosaicConfig.from_dict(self.config_values,
+                                      source=f"config file {self.config_file}").replace(**run_time)
+
+
+def checkpoint_directory(path: str | Path) -> Path:
+    """``path`` as a :class:`Path`, after checking that it is a directory."""
+    directory = path_arg(path, "checkpoint path")
+    if not directory.is_dir():
+        raise CheckpointError(f"checkpoint directory {short(str(directory), 200)} does not exist.")
+    return directory
+
+
+# --- QKV fuse and split -----------------------------------------------------------------------
+
+
+def fuse_qkv(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Classic BERT's separate ``attention.self.{query,key,value}`` weights (H, H) and biases (H,)
+    as the packed ``Wqkv`` projection, (3H, H) and (3H,): its output features are [Q | K | V].
+
+    Every other entry is kept as it is, in order; each query needs its key and value.
+    """
+    fused = {}
+    for name, tensor in state.items():
+        if ".self.query." in name:
+            parts = [state[name.replace(".self.query.", f".self.{part}.")] for part in QKV]
+            fused[name.replace(".self.query.", ".self.Wqkv.")] = rearrange(
+                parts, "part features ... -> (part features) ...")
+        elif ".self.key." not in name and ".self.value." not in name:
+            fused[name] = tensor
+    return fused
+
+
+def split_qkv(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The inverse of :func:`fuse_qkv`: each packed ``Wqkv`` (3H, ...) as ``query``, ``key`` and
+    ``value`` (H, ...) entries (views of it), everything else kept as it is."""
+    split = {}
+    for name, tensor in state.items():
+        if ".self.Wqkv." in name:
+            parts = rearrange(tensor, "(part features) ... -> part features ...", part=len(QKV))
+            split.update({name.replace(".self.Wqkv.", f".self.{part}."): piece
+                          for part, piece in zip(QKV, parts)})
+        else:
+            split[name] = tensor
+    return split
 
 
 # --- reading ----------------------------------------------------------------------------------
@@ -144,8 +341,6 @@ def read_header(file: str | Path, root: str | Path | None = None) -> dict[str, T
 def read_tensor_index(directory: str | Path) -> dict[str, TensorInfo]:
     """Names, shapes and dtypes of every tensor in a checkpoint directory (single or sharded)."""
     directory = Path(directory)
-    if not directory.is_dir():
-        raise CheckpointError(f"checkpoint directory {directory} does not exist.")
     single, index = directory / WEIGHTS_NAME, directory / INDEX_NAME
     if single.exists() or single.is_symlink():
         return read_header(single, directory)
@@ -288,15 +483,10 @@ def geometry_problems(config: MosaicConfig, found: dict[str, TensorInfo],
 def expected_tensors(model: nn.Module, layout: Layout) -> dict[str, tuple[int, ...]]:
     """Names (as stored in files) and shapes of every tensor the model needs."""
     prefix = "" if layout.masked_lm else layout.prefix
-    expected = {}
-    for name, tensor in model.state_dict(keep_vars=True).items():
-        shape = tuple(tensor.shape)
-        if not layout.fused_qkv and ".Wqkv." in name:
-            for part in QKV:
-                expected[prefix + name.replace("Wqkv", part)] = (shape[0] // 3, *shape[1:])
-        else:
-            expected[prefix + name] = shape
-    return expected
+    state = model.state_dict(keep_vars=True)
+    if not layout.fused_qkv:
+        state = split_qkv(state)
+    return {prefix + name: tuple(tensor.shape) for name, tensor in state.items()}
 
 
 # --- mismatch reports ---------------------------------------------------------------------------

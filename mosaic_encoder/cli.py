@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import stat
 import sys
 from pathlib import Path
 
@@ -28,78 +27,18 @@ from .arguments import max_seq_length as max_seq_length_arg
 from .atomic import atomic_write
 from .bundled import BUNDLED_CHECKPOINT, BUNDLED_MLM_CHECKPOINT
 from .dtypes import DTYPES
-from .errors import NON_FINITE_ADVICE, CheckpointError, InputError, MosaicError, NonFiniteError
+from .errors import NON_FINITE_ADVICE, InputError, MosaicError, NonFiniteError
 from .fill_mask import MASK_TOKEN
+from .inputs import open_input, read_texts
 
 ENCODE_OUTPUTS = (".npy", ".jsonl", ".safetensors")
-MAX_INPUT_BYTES = 256 << 20  # texts are held in memory with their token ids
 
 
 # --- input ------------------------------------------------------------------------------------
 
 
-def _lines(text: str) -> list[str]:
-    """Lines of a text: split at \\n only (\\r\\n handled), no extra line after a final newline."""
-    lines = text.split("\n")
-    if lines and lines[-1] == "":
-        lines.pop()
-    return [line[:-1] if line.endswith("\r") else line for line in lines]
-
-
-def _decode(data: bytes, source: str) -> str:
-    try:
-        return data.decode("utf-8-sig")
-    except UnicodeDecodeError as err:
-        raise InputError(f"{source} is not UTF-8 text ({err.reason} at byte {err.start}).") from None
-
-
-def _read_capped(stream, source: str) -> bytes:
-    """All of ``stream``, refusing more than MAX_INPUT_BYTES (``/dev/zero`` would never end)."""
-    data = stream.read(MAX_INPUT_BYTES + 1)
-    if len(data) > MAX_INPUT_BYTES:
-        raise InputError(f"{source} holds more than {MAX_INPUT_BYTES >> 20} MiB of text; split it "
-                         f"into smaller inputs.")
-    return data
-
-
-def _read_input_file(path: Path, field: str) -> list[str]:
-    try:
-        mode = path.stat().st_mode  # stat, unlike open, never blocks on a FIFO or device
-    except FileNotFoundError:
-        raise InputError(f"input file {path} does not exist.") from None
-    except OSError as err:
-        raise InputError(f"input file {path} cannot be read ({err.strerror}).") from None
-    if stat.S_ISDIR(mode):
-        raise InputError(f"input file {path} is a directory.")
-    if not (stat.S_ISREG(mode) or stat.S_ISFIFO(mode)):
-        raise InputError(f"input file {path} is not a regular file or a pipe (a device or "
-                         f"socket); pass a file, or pipe the text into standard input.")
-    try:
-        with path.open("rb") as stream:
-            data = _read_capped(stream, f"input file {path}")
-    except OSError as err:
-        raise InputError(f"input file {path} cannot be read ({err.strerror}).") from None
-    text = _decode(data, f"input file {path}")
-    if path.suffix != ".jsonl":
-        return _lines(text)
-    texts = []
-    for number, line in enumerate(_lines(text), start=1):
-        if not line.strip():
-            continue  # blank lines separate no records in JSON lines
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise InputError(f"input file {path} line {number} is not valid JSON ({err.msg}).") \
-                from None
-        if not isinstance(record, dict) or not isinstance(record.get(field), str):
-            raise InputError(f"input file {path} line {number} has no string field {field!r} "
-                             f"(choose the field with --field).")
-        texts.append(record[field])
-    return texts
-
-
 def _read_texts(args: argparse.Namespace) -> list[str]:
-    """Texts from the arguments, ``--input FILE`` or standard input, one per line.
+    """Texts from the arguments, ``--input FILE`` or standard input (see :mod:`.inputs`).
 
     Blank lines of a text file or standard input are kept (an empty text; output row i is input
     line i), but an input without any non-blank text is an error.
@@ -117,10 +56,12 @@ def _read_texts(args: argparse.Namespace) -> list[str]:
         return list(args.texts)
     if args.input:
         source = f"input file {args.input}"
-        texts = _read_input_file(Path(args.input), args.field)
+        field = args.field if Path(args.input).suffix == ".jsonl" else None
+        with open_input(args.input, pipe=True) as stream:
+            texts = read_texts(stream, source, field)
     else:
         source = "standard input"
-        texts = _lines(_decode(_read_stdin(), "standard input"))
+        texts = _read_stdin()
     if not texts:
         raise InputError(f"no input texts were given ({source} is empty; pass texts as arguments, "
                          f"with --input or on standard input).")
@@ -129,18 +70,16 @@ def _read_texts(args: argparse.Namespace) -> list[str]:
     return texts
 
 
-def _read_stdin() -> bytes:
+def _read_stdin() -> list[str]:
     if sys.stdin is None:  # started with standard input closed (`<&-`)
         raise InputError("standard input is closed; pass texts as arguments or with --input.")
     try:
-        return _read_capped(sys.stdin.buffer, "standard input")
-    except (OSError, ValueError) as err:
+        return read_texts(sys.stdin.buffer, "standard input")
+    except InputError:
+        raise
+    except (OSError, ValueError) as err:  # ValueError: a stream closed under us
         raise InputError(f"standard input cannot be read ({getattr(err, 'strerror', None) or err}"
                          f"); pass texts as arguments or with --input.") from None
-
-
-
-
 
 
 def _write_stdout(text: str) -> None:
@@ -254,7 +193,7 @@ def _encode(args: argparse.Namespace) -> int:
 
 
 def _fill_mask(args: argparse.Namespace) -> int:
-    from .checkpoint import detect_layout, read_tensor_index
+    from .checkpoint import CheckpointDir
     from .fill_mask import fill_mask, masked_token_ids
     from .loading import load_model
     from .tokenizer import TextTokenizer
@@ -262,17 +201,16 @@ def _fill_mask(args: argparse.Namespace) -> int:
     texts = _read_texts(args)
     device = compute_device(args.device)
     model_dir = _model_dir(args, BUNDLED_MLM_CHECKPOINT)
-    if not model_dir.is_dir():
-        raise CheckpointError(f"checkpoint directory {model_dir} does not exist.")
-    if not detect_layout(set(read_tensor_index(model_dir)), str(model_dir)).masked_lm:
+    checkpoint = CheckpointDir.open(model_dir)
+    if not checkpoint.layout.masked_lm:
         raise InputError(f"checkpoint {model_dir} has no masked-LM head (cls.predictions.*), so "
                          f"it cannot fill masks; use a masked-LM checkpoint such as "
                          f"mosaic-bert-base-seqlen-2048.")
     max_seq_length = max_seq_length_arg(args.max_seq_length)
-    tokenizer = TextTokenizer(model_dir / "tokenizer.json", max_seq_length)
+    tokenizer = TextTokenizer(checkpoint.transformer_dir / "tokenizer.json", max_seq_length)
     masked_token_ids(tokenizer, texts)  # refuse texts without a mask before loading the model
     _note_bundled(args, BUNDLED_MLM_CHECKPOINT)
-    model = load_model(model_dir, dtype=DTYPES[args.dtype], device=device, attention=args.attention)
+    model = load_model(checkpoint, dtype=DTYPES[args.dtype], device=device, attention=args.attention)
     results = [result.as_dict() for result in fill_mask(model, tokenizer, texts, args.top_k,
                                                         args.batch_size)]
     if args.json:
@@ -355,8 +293,6 @@ def _bench(args: argparse.Namespace) -> int:
 # --- parser -----------------------------------------------------------------------------------
 
 
-
-
 def _add_text_inputs(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("texts", nargs="*",
                         help="texts (default: --input FILE, else the lines of standard input)")
@@ -365,8 +301,6 @@ def _add_text_inputs(parser: argparse.ArgumentParser) -> None:
                              ".jsonl (blank lines of a text file are kept as empty texts)")
     parser.add_argument("--field", default="text",
                         help="the JSON-lines field holding the text (default: text)")
-
-
 
 
 def build_parser() -> argparse.ArgumentParser:

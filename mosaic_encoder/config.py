@@ -3,7 +3,9 @@
 Only architecture facts live here. Keys of ``config.json`` that do not change the computation
 (``auto_map``, ``alibi_starting_size``, ``torch_dtype``, ``hidden_act``, ...) are ignored:
 upstream's remote code is never used, the ALiBi bias is computed for any length on demand, and
-the GELU is always the exact erf form (see SPEC).
+the GELU is always the exact erf form, whatever ``hidden_act`` says, as upstream's
+``bert_layers.py`` computes it (see :class:`mosaic_encoder.layers.GatedMLP`; the reference
+outputs in ``tests/data/expected/`` come from that code).
 
 Two families share the layers. MosaicBERT (ALiBi, no position embeddings, GLU feed-forward) is
 recognised by upstream's keys in ``config.json`` (``alibi_starting_size``, or ``auto_map`` naming

@@ -11,13 +11,13 @@ into one sentence.
 
 from __future__ import annotations
 
-import json
 import os
 import stat
 from pathlib import Path
 from typing import Any
 
 from .errors import CheckpointError, MosaicError
+from .inputs import json_type, parse_json
 
 # No configuration file of a checkpoint comes near this; a larger one is not one of them.
 MAX_JSON_BYTES = 64 << 20
@@ -66,32 +66,15 @@ def read_json(path: str | Path, what: str, root: str | Path | None = None,
     if len(data) > MAX_JSON_BYTES:
         raise error(f"{what} {path} is larger than {MAX_JSON_BYTES >> 20} MiB, too large for a "
                     f"configuration file.")
-    try:
-        return json.loads(data.decode("utf-8"))
-    except UnicodeDecodeError as err:
-        raise error(f"{what} {path} cannot be read ({err}).") from None
-    except json.JSONDecodeError as err:
-        raise error(f"{what} {path} is not valid JSON ({err}).") from None
-    except RecursionError:
-        raise error(f"{what} {path} nests JSON values too deeply to be a configuration "
-                    f"file.") from None
-    except ValueError as err:  # integers beyond sys.get_int_max_str_digits()
-        raise error(f"{what} {path} holds a number too large to read ({str(err)[:80]}).") \
-            from None
+    return parse_json(data, f"{what} {path}", error)
 
 
 def json_object(value: Any, what: str, path: str | Path,
                 error: type[MosaicError] = CheckpointError) -> dict[str, Any]:
     """``value`` when it is a JSON object, else one sentence naming the file."""
     if not isinstance(value, dict):
-        raise error(f"{what} {path} must hold a JSON object, got {_json_type(value)}.")
+        raise error(f"{what} {path} must hold a JSON object, got {json_type(value)}.")
     return value
-
-
-def _json_type(value: Any) -> str:
-    names = {dict: "an object", list: "an array", str: "a string", bool: "a boolean",
-             int: "a number", float: "a number", type(None): "null"}
-    return names.get(type(value), type(value).__name__)
 
 
 def short(value: object, limit: int = 60, quote: bool = False) -> str:

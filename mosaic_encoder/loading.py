@@ -1,12 +1,12 @@
 """Loading checkpoints in the published layouts, strictly.
 
-The checkpoint layer (:mod:`mosaic_encoder.checkpoint`) reads the tensor index and recognises the
-layout; this module checks that ``config.json`` and the weights agree, then builds the model on
-the meta device and assigns the file's tensors to it, so loading allocates each weight once, in
-the requested dtype, and never builds an attention bias. Classic BERT checkpoints store
-``attention.self.query/key/value`` separately; they are concatenated here into the packed
-``Wqkv`` projection ([Q | K | V] along the output features), so the same attention code and
-kernels run.
+:meth:`CheckpointDir.open <mosaic_encoder.checkpoint.CheckpointDir.open>` reads the directory (the
+tensor index, the layout, ``config.json``); this module checks that the config and the weights
+agree, then builds the model on the meta device and assigns the file's tensors to it, so loading
+allocates each weight once, in the requested dtype, and never builds an attention bias. Classic
+BERT checkpoints store ``attention.self.query/key/value`` separately; they are fused into the
+packed ``Wqkv`` projection (:func:`~mosaic_encoder.checkpoint.fuse_qkv`), so the same attention
+code and kernels run.
 
 Every weight is checked on the way in: a NaN or infinity in the file, or a value the requested
 dtype cannot hold (a bfloat16 weight of 1e5 cast to float16), is an error naming the tensor,
@@ -20,12 +20,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .api_arguments import flag_arg, path_arg
-from .checkpoint import (FLOAT_DTYPES, QKV, REPORT_LIMIT, TIED_DECODER, TIED_SOURCE, Layout,
-                         TensorInfo, build_model, check_family, check_geometry, detect_layout,
-                         expected_tensors, iter_tensors, mismatch_report, read_tensor_index,
-                         summarise, without_ignored)
-from .config import MosaicConfig
+from .api_arguments import flag_arg
+from .checkpoint import (FLOAT_DTYPES, REPORT_LIMIT, TIED_DECODER, TIED_SOURCE, CheckpointDir,
+                         Layout, TensorInfo, build_model, check_family, check_geometry,
+                         expected_tensors, fuse_qkv, iter_tensors, mismatch_report, summarise)
 from .devices import resolve_device
 from .dtypes import resolve_dtype
 from .errors import CheckpointError
@@ -38,13 +36,15 @@ def resolve_load_dtype(dtype: str | torch.dtype) -> torch.dtype:
     return resolve_dtype(dtype)
 
 
-def load_model(path: str | Path, dtype: str | torch.dtype = torch.float32,
+def load_model(path: str | Path | CheckpointDir, dtype: str | torch.dtype = torch.float32,
                device: torch.device | str = "cpu", attention: str = "auto",
                attention_window: bool = True) -> nn.Module:
     """Load a checkpoint directory into a model in eval mode.
 
     Args:
-        path: directory with ``config.json`` and ``model.safetensors`` (or a sharded index).
+        path: checkpoint directory (``config.json`` and ``model.safetensors`` or a sharded
+            index, at its root or where its ``modules.json`` places the transformer), or one
+            already opened with :meth:`CheckpointDir.open`.
         dtype: float32, bfloat16, float16 (or float64), as a ``torch.dtype`` or its name; stored
             tensors are cast to it.
         device: where the parameters live: cpu, cuda[:N] or mps (see
@@ -59,18 +59,13 @@ def load_model(path: str | Path, dtype: str | torch.dtype = torch.float32,
         CheckpointError, ConfigError: with one sentence naming the file, tensor or argument at
         fault.
     """
-    directory, attention_window = path_arg(path, "path"), flag_arg(attention_window,
-                                                                   "attention_window")
+    attention_window = flag_arg(attention_window, "attention_window")
     dtype = resolve_load_dtype(dtype)
     device = resolve_device(device)
-    if not directory.is_dir():
-        raise CheckpointError(f"checkpoint directory {directory} does not exist.")
-    config = MosaicConfig.from_json_file(directory / "config.json").replace(
-        attention_impl=attention, attention_window=attention_window)
-    found = read_tensor_index(directory)
-    layout = detect_layout(set(found), str(directory))
+    checkpoint = CheckpointDir.open(path)
+    directory, found, layout = checkpoint.transformer_dir, checkpoint.tensors, checkpoint.layout
+    config = checkpoint.config(attention_impl=attention, attention_window=attention_window)
     check_family(config, set(found), layout, str(directory))
-    found = without_ignored(found, layout)
     check_geometry(config, found, layout, str(directory))
     with torch.device("meta"):
         model = build_model(config, layout)
@@ -103,12 +98,7 @@ def _read_tensors(found: dict[str, TensorInfo], layout: Layout, dtype: torch.dty
     for name, stored in iter_tensors(found):
         state[name.removeprefix(prefix)] = _checked_cast(name, found[name].file, stored, dtype,
                                                          device)
-    if not layout.fused_qkv:
-        for name in [n for n in state if n.endswith(".self.query.weight") or
-                     n.endswith(".self.query.bias")]:
-            parts = [state.pop(name.replace("query", part)) for part in QKV]
-            state[name.replace("query", "Wqkv")] = torch.cat(parts, dim=0)
-    return state
+    return state if layout.fused_qkv else fuse_qkv(state)
 
 
 def _checked_cast(name: str, file: Path, stored: torch.Tensor, dtype: torch.dtype,

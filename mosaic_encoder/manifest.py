@@ -7,11 +7,13 @@ dtypes, its config.json values and its parameter count.
 from __future__ import annotations
 
 import json
+import os
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 from .errors import CheckpointError
+from .files import read_json
 
 PUBLISHED = ("lodestone-base-4096-v1", "mosaic-bert-base-seqlen-2048")
 
@@ -23,13 +25,10 @@ def load_manifest(name_or_path: str | Path) -> dict[str, Any]:
             encoding="utf-8")
         return json.loads(text)
     path = Path(name_or_path)
-    try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
+    if not os.path.lexists(path):
         raise CheckpointError(f"manifest {path} does not exist (known names: "
-                              f"{', '.join(PUBLISHED)}).") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise CheckpointError(f"manifest {path} is not readable JSON ({err}).") from None
+                              f"{', '.join(PUBLISHED)}).")
+    manifest = read_json(path, "manifest")
     if not isinstance(manifest, dict) or not isinstance(manifest.get("tensors"), dict):
         raise CheckpointError(f"manifest {path} has no 'tensors' mapping.")
     return manifest

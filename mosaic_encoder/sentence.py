@@ -1,14 +1,14 @@
 """Sentence embeddings from a sentence-transformers checkpoint directory.
 
-Reads ``modules.json`` (Transformer, Pooling, optional Normalize), ``1_Pooling/config.json`` and
-``sentence_bert_config.json`` as sentence-transformers does, and tokenizes with the directory's
-``tokenizer.json``.
+The directory's layout (``modules.json``: Transformer, Pooling, optional Normalize;
+``1_Pooling/config.json``; ``sentence_bert_config.json``) is read by
+:class:`~mosaic_encoder.checkpoint.CheckpointDir` as sentence-transformers reads it; texts are
+tokenized with the directory's ``tokenizer.json``.
 """
 
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -16,104 +16,13 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from .api_arguments import (flag_arg, int_arg, optional_int_arg, optional_text_arg, path_arg,
-                            text_list)
+from .api_arguments import flag_arg, int_arg, optional_int_arg, optional_text_arg, text_list
 from .batching import length_sorted_batches
-from .checkpoint import short
-from .errors import ArgumentError, CheckpointError, ConfigError, InputError
-from .files import inside, json_object, read_json
+from .checkpoint import CheckpointDir
+from .errors import ArgumentError, ConfigError, InputError
 from .loading import load_model
 from .models import MosaicBertForMaskedLM
-from .pooling import Pooling
 from .tokenizer import TextTokenizer, collate
-
-# Longest max_seq_length a sentence-transformers config may ask for (2**20 tokens).
-MAX_SEQ_LENGTH = 1 << 20
-
-
-# sentence-transformers' module types this encoder runs, by class name.
-_MODULE_TYPES = ("Transformer", "Pooling", "Normalize")
-
-
-@dataclass(frozen=True)
-class Pipeline:
-    """What ``modules.json`` and its module configs say to do after the transformer."""
-
-    transformer_dir: Path
-    pooling: Pooling
-    normalize: bool
-    max_seq_length: int | None
-    do_lower_case: bool
-
-    @classmethod
-    def from_directory(cls, directory: Path) -> Pipeline:
-        """Read a sentence-transformers directory; a bare checkpoint gets mean pooling.
-
-        Every file read must be a regular file inside ``directory`` and every field read must
-        have the type sentence-transformers writes; anything else is a :class:`CheckpointError`.
-        """
-        directory = Path(directory)
-        modules_file = directory / "modules.json"
-        if not (modules_file.exists() or modules_file.is_symlink()):
-            # A bare checkpoint: sentence-transformers' default is mean pooling.
-            return cls(directory, Pooling(), False, None, False)
-        transformer_dir, pooling, normalize = directory, Pooling(), False
-        for number, (kind, module_dir) in enumerate(_modules(modules_file, directory), start=1):
-            if kind == "Transformer":
-                if not module_dir.is_dir():
-                    raise CheckpointError(f"{modules_file} entry {number} names the transformer "
-                                          f"directory {module_dir}, which does not exist.")
-                transformer_dir = module_dir
-            elif kind == "Pooling":
-                pooling = Pooling.from_json_file(module_dir / "config.json", root=directory)
-            else:
-                normalize = True
-        st_config_file = transformer_dir / "sentence_bert_config.json"
-        max_seq_length, do_lower_case = None, False
-        if st_config_file.exists() or st_config_file.is_symlink():
-            max_seq_length, do_lower_case = _sentence_bert_config(st_config_file, directory)
-        return cls(transformer_dir, pooling, normalize, max_seq_length, do_lower_case)
-
-
-def _modules(path: Path, directory: Path) -> list[tuple[str, Path]]:
-    """(module class name, module directory) of every ``modules.json`` entry, checked."""
-    modules = read_json(path, "modules file", directory)
-    if not isinstance(modules, list):
-        raise CheckpointError(f"modules file {path} must hold a JSON array of modules, got "
-                              f"{type(modules).__name__}.")
-    entries = []
-    for number, module in enumerate(modules, start=1):
-        if not isinstance(module, dict):
-            raise CheckpointError(f"modules file {path} entry {number} is not a JSON object.")
-        kind, where = module.get("type"), module.get("path", "")
-        if not isinstance(kind, str) or not isinstance(where, str):
-            raise CheckpointError(f"modules file {path} entry {number} needs string 'type' and "
-                                  f"'path' fields.")
-        name = kind.rsplit(".", 1)[-1]
-        if name not in _MODULE_TYPES:
-            raise CheckpointError(f"{path} names module type {short(kind)!r}, which this encoder "
-                                  f"does not support.")
-        module_dir = directory / where
-        inside(module_dir, directory, f"modules file {path} entry {number}: path")
-        entries.append((name, module_dir))
-    return entries
-
-
-def _sentence_bert_config(path: Path, directory: Path) -> tuple[int | None, bool]:
-    """``max_seq_length`` (None or an integer >= 2) and ``do_lower_case`` (a boolean)."""
-    values = json_object(read_json(path, "sentence-transformers config", directory),
-                         "sentence-transformers config", path)
-    max_seq_length = values.get("max_seq_length")
-    if max_seq_length is not None and (isinstance(max_seq_length, bool) or not isinstance(
-            max_seq_length, int) or not 2 <= max_seq_length <= MAX_SEQ_LENGTH):
-        raise CheckpointError(f"sentence-transformers config {path}: max_seq_length must be an "
-                              f"integer in [2, {MAX_SEQ_LENGTH}] or null, got "
-                              f"{short(max_seq_length)}.")
-    do_lower_case = values.get("do_lower_case", False)
-    if not isinstance(do_lower_case, bool):
-        raise CheckpointError(f"sentence-transformers config {path}: do_lower_case must be true "
-                              f"or false, got {short(do_lower_case)}.")
-    return max_seq_length, do_lower_case
 
 
 class SentenceEncoder:
@@ -128,12 +37,9 @@ class SentenceEncoder:
     def __init__(self, path: str | Path, dtype: torch.dtype = torch.float32,
                  device: torch.device | str = "cpu", attention: str = "auto",
                  max_seq_length: int | None = None):
-        directory = path_arg(path, "path")
-        if not directory.is_dir():
-            raise CheckpointError(f"checkpoint directory {directory} does not exist.")
-        self.pipeline = Pipeline.from_directory(directory)
-        model = load_model(self.pipeline.transformer_dir, dtype=dtype, device=device,
-                           attention=attention)
+        checkpoint = CheckpointDir.open(path)
+        self.pipeline = checkpoint.pipeline
+        model = load_model(checkpoint, dtype=dtype, device=device, attention=attention)
         self.model = model.bert if isinstance(model, MosaicBertForMaskedLM) else model
         config = self.model.config
         if max_seq_length is not None and (isinstance(max_seq_length, bool) or

@@ -29,12 +29,12 @@ from sentence_transformers import SentenceTransformer
 from sentence_transformers.sentence_transformer.modules import InputModule, Normalize, Pooling
 
 from .api_arguments import path_arg
+from .checkpoint import CheckpointDir
 from .devices import resolve_device
 from .dtypes import DTYPES, resolve_dtype
-from .errors import CheckpointError, InputError
+from .errors import InputError
 from .loading import load_model
 from .models import unwrap_encoder
-from .sentence import Pipeline
 from .tokenizer import TextTokenizer, collate
 
 # Our pooling mode names (those of the checkpoints' 1_Pooling/config.json) -> sentence-transformers'.
@@ -161,10 +161,8 @@ def to_sentence_transformer(path: str | Path, dtype: str | torch.dtype = "float3
     Its ``encode`` follows sentence-transformers' defaults: ``normalize_embeddings=False``, so
     embeddings are unit length only through the ``Normalize`` module (lodestone has one).
     """
-    directory, device = path_arg(path, "path"), resolve_device(device)
-    if not directory.is_dir():
-        raise CheckpointError(f"checkpoint directory {directory} does not exist.")
-    pipeline = Pipeline.from_directory(directory)
+    device = resolve_device(device)
+    pipeline = CheckpointDir.open(path).pipeline
     if max_seq_length is not None and (isinstance(max_seq_length, bool) or
                                        not isinstance(max_seq_length, int) or max_seq_length < 2):
         raise InputError(f"max_seq_length must be an integer of at least 2, got {max_seq_length!r}.")

@@ -39,19 +39,21 @@ import torch
 import torch.nn.functional as F
 from safetensors import SafetensorError, safe_open
 
-from .api_arguments import optional_path_arg, path_arg
-from .checkpoint import (FLOAT_DTYPES, TIED_DECODER, TIED_SOURCE, build_model, check_family,
-                         detect_layout, expected_tensors, geometry_problems, iter_tensors,
-                         missing_and_stray, read_tensor, read_tensor_index, short, summarise,
-                         summarise_names, without_ignored, wrong_shapes)
-from .config import MosaicConfig, read_config_values
+from .api_arguments import optional_path_arg
+from .checkpoint import (FLOAT_DTYPES, TIED_DECODER, TIED_SOURCE, CheckpointDir, build_model,
+                         check_family, checkpoint_directory, expected_tensors, geometry_problems, iter_tensors,
+                         missing_and_stray, read_tensor, short, summarise, summarise_names,
+                         wrong_shapes)
+from .config import MosaicConfig
 from .dtypes import DTYPES
 from .errors import CheckpointError, ConfigError, MosaicError
 from .files import read_json
 from .loading import load_model
 from .manifest import PUBLISHED, load_manifest
+from .tokenizer import TextTokenizer
 
-# bert-base-uncased's special tokens, which both published checkpoints use (SPEC, Tokenizer).
+# bert-base-uncased's special token ids, which both published checkpoints use (their
+# tokenizer.json is bert-base-uncased's, as is that of the bundled weights/mosaic-tiny*).
 BERT_SPECIAL_IDS = {"[PAD]": 0, "[UNK]": 100, "[CLS]": 101, "[SEP]": 102, "[MASK]": 103}
 # Tolerances of the golden equivalence in float32 (tests/data/README.md).
 GOLDEN_MAX_ABS = 1e-4
@@ -106,20 +108,15 @@ def verify_checkpoint(directory: str | Path, against: str | Path | None = None,
     Raises:
         MosaicError: with one sentence, when the directory cannot be checked at all.
     """
-    root = directory = path_arg(directory, "directory")
     optional_path_arg(against, "against")
     golden = optional_path_arg(golden, "golden")
-    if not directory.is_dir():
-        raise CheckpointError(f"checkpoint directory {directory} does not exist.")
-    if (directory / "modules.json").is_file():
-        # A sentence-transformers directory may keep the transformer in a sub-directory.
-        from .sentence import Pipeline
-
-        directory = Pipeline.from_directory(directory).transformer_dir
-    values = _read_config_values(directory / "config.json")
-    found = read_tensor_index(directory)
-    layout = detect_layout(set(found), str(directory))
-    found = without_ignored(found, layout)
+    checkpoint = CheckpointDir.open(directory)
+    directory, values = checkpoint.transformer_dir, checkpoint.config_values
+    found, layout = checkpoint.tensors, checkpoint.layout
+    missing = MosaicConfig.missing_fields(values)
+    if missing:
+        raise ConfigError(f"config file {checkpoint.config_file} is missing the field(s) "
+                          f"{', '.join(missing)}.")
     manifest, manifest_row = _pick_manifest(values, against)
     golden_tensors = _read_golden(Path(golden)) if golden is not None else None
 
@@ -136,15 +133,13 @@ def verify_checkpoint(directory: str | Path, against: str | Path | None = None,
         results += _manifest_checks(values, found, layout, manifest)
     results += _numeric_checks(found)
     if golden_tensors is not None:
-        results += _golden_checks(root, golden_tensors, Path(golden), device)
+        results += _golden_checks(checkpoint, golden_tensors, Path(golden), device)
     return results
 
 
 def file_digests(directory: str | Path) -> list[FileDigest]:
     """sha256 of every file in the directory and its sub-directories (hidden ones skipped)."""
-    directory = path_arg(directory, "directory")
-    if not directory.is_dir():
-        raise CheckpointError(f"checkpoint directory {directory} does not exist.")
+    directory = checkpoint_directory(directory)
     digests = []
     for path in sorted(directory.rglob("*")):
         relative = path.relative_to(directory)
@@ -172,14 +167,6 @@ def select_manifest(values: dict[str, Any]) -> str | None:
 
 
 # --- reading -------------------------------------------------------------------------------
-
-
-def _read_config_values(path: Path) -> dict[str, Any]:
-    values = read_config_values(path)
-    missing = MosaicConfig.missing_fields(values)
-    if missing:
-        raise ConfigError(f"config file {path} is missing the field(s) {', '.join(missing)}.")
-    return values
 
 
 def _pick_manifest(values: dict[str, Any], against: str | Path | None):
@@ -250,8 +237,6 @@ def _config_architecture(values, config, found, layout, directory) -> CheckResul
 def _tokenizer_checks(directory: Path, config: MosaicConfig | None,
                       published: bool) -> tuple[list[CheckResult], Any]:
     """The tokenizer's check row, and the tokenizer (None when it cannot be read)."""
-    from .tokenizer import TextTokenizer  # the tokenizers import is only needed here
-
     path = directory / "tokenizer.json"
     try:
         tokenizer = TextTokenizer(path)
@@ -506,13 +491,11 @@ def _numeric_checks(found) -> list[CheckResult]:
 
 
 @torch.inference_mode()
-def _golden_checks(directory: Path, golden: dict[str, torch.Tensor], path: Path,
+def _golden_checks(checkpoint: CheckpointDir, golden: dict[str, torch.Tensor], path: Path,
                    device) -> list[CheckResult]:
-    from .sentence import Pipeline  # imports tqdm and tokenizers; only needed here
-
+    pipeline = checkpoint.pipeline
     try:
-        pipeline = Pipeline.from_directory(directory)
-        model = load_model(pipeline.transformer_dir, dtype=torch.float32, device=device)
+        model = load_model(checkpoint, dtype=torch.float32, device=device)
     except MosaicError as err:
         return [CheckResult(f"golden {path.name}", False, f"the model does not load: {err}")]
     cases = sorted({name.rsplit(".", 1)[0] for name in golden if name.endswith(".input_ids")})

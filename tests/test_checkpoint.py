@@ -1,4 +1,5 @@
-"""The checkpoint layer: indexes, headers, layouts, geometry and mismatch reports."""
+"""The checkpoint directory: opening it, its sentence-transformers layout, indexes, headers,
+layouts, geometry, mismatch reports and the QKV fuse/split."""
 
 import json
 import os
@@ -6,14 +7,17 @@ import time
 
 import pytest
 import torch
+from hypothesis import given
+from hypothesis import strategies as st
 from safetensors.torch import load_file, save_file
 
 import mosaic_encoder as me
 from helpers import WEIGHTS, copy_checkpoint, write_with_duplicate_key
 from mosaic_encoder import CheckpointError, ConfigError
-from mosaic_encoder.checkpoint import (Layout, build_model, detect_layout, expected_tensors,
-                                       mismatch_report, read_header, read_tensor_index,
-                                       stored_geometry, summarise, summarise_names)
+from mosaic_encoder.checkpoint import (CheckpointDir, Layout, Pipeline, build_model,
+                                       detect_layout, expected_tensors, fuse_qkv, mismatch_report,
+                                       read_header, read_tensor_index, split_qkv, stored_geometry,
+                                       summarise, summarise_names)
 
 TINY = WEIGHTS / "mosaic-tiny"
 
@@ -163,3 +167,111 @@ def test_summaries():
     assert summarise(list("abcdef"), 3) == "a, b, c and 3 more"
     names = [f"encoder.layer.{i}.{part}" for i in range(2, 12) for part in ("a", "b")]
     assert summarise_names(names) == "encoder.layer.2-11.* (2 each)"
+
+
+# --- the directory ----------------------------------------------------------------------------
+
+
+def test_open_reads_layout_config_index_and_pipeline():
+    checkpoint = CheckpointDir.open(TINY)
+    assert checkpoint.path == TINY and checkpoint.transformer_dir == TINY
+    assert checkpoint.layout == Layout(masked_lm=False, prefix="", pooler=True)
+    assert checkpoint.config_values["hidden_size"] == 192
+    assert checkpoint.config().hidden_size == 192
+    assert checkpoint.config(attention_impl="sdpa").attention_impl == "sdpa"
+    assert set(checkpoint.tensors) == set(read_tensor_index(TINY))
+    assert checkpoint.pipeline.normalize and checkpoint.pipeline.max_seq_length == 4096
+    assert CheckpointDir.open(checkpoint) is checkpoint
+    mlm = CheckpointDir.open(WEIGHTS / "mosaic-tiny-mlm")
+    assert mlm.layout.masked_lm and mlm.pipeline == Pipeline(WEIGHTS / "mosaic-tiny-mlm",
+                                                             mlm.pipeline.pooling, False, None,
+                                                             False)
+
+
+def test_open_follows_modules_json_to_a_transformer_sub_directory(tmp_path):
+    directory = copy_checkpoint(tmp_path)
+    (directory / "0_Transformer").mkdir()
+    for name in ("config.json", "model.safetensors", "tokenizer.json", "sentence_bert_config.json"):
+        (directory / name).rename(directory / "0_Transformer" / name)
+    modules = json.loads((directory / "modules.json").read_text())
+    modules[0]["path"] = "0_Transformer"
+    (directory / "modules.json").write_text(json.dumps(modules))
+    checkpoint = CheckpointDir.open(directory)
+    assert checkpoint.transformer_dir == directory / "0_Transformer"
+    assert checkpoint.config_file == directory / "0_Transformer" / "config.json"
+    assert me.load_model(directory).config.hidden_size == 192
+
+
+def test_a_missing_directory_is_one_sentence(tmp_path):
+    with pytest.raises(CheckpointError, match=r"^checkpoint directory .*nope does not exist\.$"):
+        CheckpointDir.open(tmp_path / "nope")
+
+
+def test_config_json_is_read_through_the_config_checks(tmp_path):
+    directory = copy_checkpoint(tmp_path)
+    (directory / "config.json").write_text("[" * 100_000 + "]" * 100_000)
+    with pytest.raises(ConfigError, match="nests JSON values too deeply"):
+        CheckpointDir.open(directory)
+
+
+# --- QKV fuse and split ------------------------------------------------------------------------
+
+
+@given(st.integers(1, 8), st.integers(1, 5), st.integers(0, 2**16))
+def test_split_then_fuse_is_the_identity(features, inputs, seed):
+    generator = torch.Generator().manual_seed(seed)
+    state = {"encoder.layer.0.attention.self.Wqkv.weight":
+             torch.randn(3 * features, inputs, generator=generator),
+             "encoder.layer.0.attention.self.Wqkv.bias": torch.randn(3 * features,
+                                                                     generator=generator),
+             "embeddings.word_embeddings.weight": torch.randn(4, inputs, generator=generator)}
+    split = split_qkv(state)
+    assert sorted(split) == sorted(["embeddings.word_embeddings.weight"] + [
+        f"encoder.layer.0.attention.self.{part}.{kind}" for part in ("query", "key", "value")
+        for kind in ("weight", "bias")])
+    packed = state["encoder.layer.0.attention.self.Wqkv.weight"]
+    # [Q | K | V] along the output features: the key is the middle third of the rows.
+    assert torch.equal(split["encoder.layer.0.attention.self.key.weight"],
+                       packed[features:2 * features])
+    fused = fuse_qkv(split)
+    assert fused.keys() == state.keys()
+    assert all(torch.equal(fused[n], state[n]) for n in state)
+
+
+# --- the sentence-transformers layout ------------------------------------------------------------
+
+
+@pytest.mark.parametrize("file,content,message", [
+    ("modules.json", {"type": "x"}, "must hold a JSON array of modules, got dict"),
+    ("modules.json", [None], "entry 1 is not a JSON object"),
+    ("modules.json", [{"type": None, "path": ""}], "needs string 'type' and 'path'"),
+    ("modules.json", [{"type": "sentence_transformers.models.Transformer", "path": 3}],
+     "needs string 'type' and 'path'"),
+    ("modules.json", [{"type": "sentence_transformers.models.Pooling", "path": "../.."}],
+     "outside the checkpoint directory"),
+    ("modules.json", [{"type": "sentence_transformers.models.Transformer", "path": "/"}],
+     "outside the checkpoint directory"),
+    ("modules.json", [{"type": "sentence_transformers.models.Transformer", "path": "nope"}],
+     "names the transformer directory .* which does not exist"),
+    ("modules.json", "[" * 3000 + "]" * 3000, "nests JSON values too deeply"),
+    ("1_Pooling/config.json", [], "must hold a JSON object, got an array"),
+    ("sentence_bert_config.json", [1], "must hold a JSON object"),
+    ("sentence_bert_config.json", {"max_seq_length": "512"}, "max_seq_length must be an integer"),
+    ("sentence_bert_config.json", {"max_seq_length": 1}, "max_seq_length must be an integer"),
+    ("sentence_bert_config.json", {"max_seq_length": int("9" * 4000)}, "a 13288-bit integer"),
+    ("sentence_bert_config.json", '{"max_seq_length": ' + "9" * 5000 + "}", "number too large"),
+    ("sentence_bert_config.json", {"do_lower_case": None}, "do_lower_case must be true or false"),
+])
+def test_malformed_sentence_transformers_files_are_one_sentence(tmp_path, file, content, message):
+    directory = copy_checkpoint(tmp_path)
+    (directory / file).write_text(content if isinstance(content, str) else json.dumps(content))
+    with pytest.raises(CheckpointError, match=message):
+        Pipeline.from_directory(directory)
+
+
+def test_a_fifo_in_place_of_a_module_config_is_refused(tmp_path):
+    directory = copy_checkpoint(tmp_path)
+    (directory / "1_Pooling" / "config.json").unlink()
+    os.mkfifo(directory / "1_Pooling" / "config.json")
+    with pytest.raises(CheckpointError, match="is not a regular file"):
+        Pipeline.from_directory(directory)

@@ -193,6 +193,8 @@ def broken(tmp_path_factory):
     (root / "empty.txt").write_bytes(b"")
     (root / "blank.txt").write_bytes(b"\n \n\n")
     (root / "bad.jsonl").write_text('{"text": "fine"}\n{"text": 3}\n')
+    (root / "huge-number.jsonl").write_text('{"text": "a", "n": ' + "9" * 5000 + "}\n")
+    (root / "deep.jsonl").write_text('{"text": ' + "[" * 100_000 + "]" * 100_000 + "}\n")
     os.link(root / "bad.jsonl", root / "bad-link.jsonl")
     (root / "garbage.bin").write_bytes(b"PK\x03\x04 not really a zip")
     (root / "exists.safetensors").write_bytes(b"keep me")
@@ -245,6 +247,10 @@ BAD_INPUTS_IN_PROCESS = {
     "blank input file": (["encode", "--input", "{root}/blank.txt"], "only blank lines"),
     "JSON lines without the field": (["encode", "--input", "{root}/bad.jsonl"],
                                      "line 2 has no string field 'text'"),
+    "JSON lines with a 5,000-digit number": (["encode", "--input", "{root}/huge-number.jsonl"],
+                                             "line 1 holds a number too large to read"),
+    "JSON lines nested 100,000 deep": (["encode", "--input", "{root}/deep.jsonl"],
+                                       "line 1 nests JSON values too deeply"),
     "texts and --input": (["encode", "x", "--input", "{root}/blank.txt"], "not both"),
     "output path is a directory": (["encode", "x", "--output", "adir.npy"], "is a directory"),
     "fill-mask texts and --input": (["fill-mask", "[MASK]", "--input", "{root}/latin1.txt"], "not both"),
@@ -412,7 +418,7 @@ def test_stdin_without_end_is_capped():
     with open("/dev/zero", "rb") as zeros:
         result = run_isolated(["encode"], stdin=zeros)
     check_one_sentence(result.returncode, result.stdout.decode(), result.stderr.decode(),
-                       "standard input holds more than 256 MiB of text")
+                       "standard input line 1 is longer than 16 MiB")
 
 
 @pytest.mark.parametrize("command", [["encode", "x"], ["fill-mask", "a [MASK]"]])

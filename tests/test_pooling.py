@@ -54,8 +54,25 @@ def test_config_file_chooses_the_modes(tmp_path):
     assert Pooling.from_json_file(path).modes == ("max_tokens", "mean_tokens")
 
 
+@pytest.mark.parametrize("value,modes", [
+    ("mean", ("mean_tokens",)),
+    (["cls"], ("cls_token",)),
+    (["mean", "cls", "max", "mean_sqrt_len_tokens"],
+     ("mean_tokens", "cls_token", "max_tokens", "mean_sqrt_len_tokens")),
+])
+def test_sentence_transformers_6_format_keeps_its_order(tmp_path, value, modes):
+    """sentence-transformers 6 writes one ``pooling_mode`` key and concatenates in its order."""
+    path = write(tmp_path, {"embedding_dimension": 192, "pooling_mode": value,
+                            "include_prompt": True})
+    assert Pooling.from_json_file(path).modes == modes
+
+
 @pytest.mark.parametrize("content,message", [
     ([True], "must hold a JSON object, got an array"),
+    ({"pooling_mode": "lasttoken"}, "unsupported mode.*lasttoken"),
+    ({"pooling_mode": []}, "pooling_mode must be a mode name or a non-empty list"),
+    ({"pooling_mode": [1]}, "pooling_mode must be a mode name or a non-empty list"),
+    ({"pooling_mode": None}, "pooling_mode must be a mode name"),
     (None, "must hold a JSON object, got null"),
     ({"pooling_mode_mean_tokens": "yes"}, "pooling_mode_mean_tokens must be true or false"),
     ({"pooling_mode_mean_tokens": None}, "must be true or false"),

@@ -1,7 +1,8 @@
 """Attention benchmarks: ALiBi attention over packed variable-length batches, five ways.
 
 ``python -m mosaic_encoder.bench attention --help`` (or ``mosaic-encoder bench attention``).
-BENCHMARKS.md explains every column.
+The columns of its rows are defined in :mod:`.results`; docs/benchmarks.md explains the
+method.
 
 Implementations (all get the same packed inputs q, k, v (T, heads, head_dim), ``cu_seqlens`` and
 the ALiBi slopes):

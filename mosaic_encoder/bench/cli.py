@@ -156,8 +156,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=COMMAND,
         description="Benchmarks of the attention implementations and of the whole encoder "
-                    "(time, TFLOP/s, peak memory, error against float64); BENCHMARKS.md "
-                    "explains every column.")
+                    "(time, TFLOP/s, peak memory, error against float64); the docstring of "
+                    "mosaic_encoder/bench/results.py defines every column.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="SUBCOMMAND")
     common = _common_options()
     attention = commands.add_parser(

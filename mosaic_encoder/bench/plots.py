@@ -87,22 +87,14 @@ def attention_figure(results: dict | Iterable[dict], metric: str = "time_ms", mo
     rows = [r for r in rows if (r["dtype"], r["heads"], r["head_dim"]) == (dtype, heads, head_dim)]
     present = [c for c in compositions if any(r["composition"] == c for r in rows)] or \
         list(compositions[:1])
-    label, log_y = METRICS[metric]
+    ylabel, log_y = METRICS[metric]
     figure = Figure(figsize=(4.2 * len(present), 3.6), layout="constrained")
     axes = figure.subplots(1, len(present), squeeze=False)[0]
     for ax, composition in zip(axes, present):
-        selected = [r for r in rows if r["composition"] == composition]
-        for label in _ordered({row_label(r) for r in selected}):
-            points = sorted((r["seqlen"], _scale(metric, r[metric]))
-                            for r in selected if row_label(r) == label)
-            ax.plot(*zip(*points), label=label, **_style(label))
-        ax.set_xscale("log", base=2)
-        if log_y:
-            ax.set_yscale("log")
-        ax.set_xlabel("longest sequence length (tokens)")
+        _panel(ax, [r for r in rows if r["composition"] == composition], "seqlen", metric,
+               "longest sequence length (tokens)", log_y)
         ax.set_title(composition)
-        ax.grid(True, which="both", alpha=0.3)
-    axes[0].set_ylabel(label)
+    axes[0].set_ylabel(ylabel)
     axes[-1].legend(fontsize="small")
     figure.suptitle(f"attention {mode}, {dtype}, {heads} heads x {head_dim} | {_title(results)}",
                     fontsize="medium")
@@ -119,21 +111,27 @@ def model_figure(results: dict | Iterable[dict], metrics: Sequence[str] = ("toke
     figure = Figure(figsize=(4.6 * len(metrics), 3.6), layout="constrained")
     axes = figure.subplots(1, len(metrics), squeeze=False)[0]
     for ax, metric in zip(axes, metrics):
-        label, log_y = MODEL_METRICS[metric]
-        for label in _ordered({row_label(r) for r in rows}):
-            points = sorted((r["real_tokens"], _scale(metric, r[metric]))
-                            for r in rows if row_label(r) == label and r.get(metric) is not None)
-            if points:
-                ax.plot(*zip(*points), label=label, **_style(label))
-        ax.set_xscale("log", base=2)
-        if log_y:
-            ax.set_yscale("log")
-        ax.set_xlabel("tokens per forward")
-        ax.set_ylabel(label)
-        ax.grid(True, which="both", alpha=0.3)
+        ylabel, log_y = MODEL_METRICS[metric]
+        _panel(ax, rows, "real_tokens", metric, "tokens per forward", log_y)
+        ax.set_ylabel(ylabel)
         ax.legend(fontsize="small")
     figure.suptitle(f"full encoder forward | {_title(results)}", fontsize="medium")
     return figure
+
+
+def _panel(ax, rows: list[dict], x: str, metric: str, xlabel: str, log_y: bool) -> None:
+    """One line per implementation (its ``row_label``): ``metric`` of ``rows`` against column
+    ``x``, on a base-2 logarithmic x axis."""
+    for label in _ordered({row_label(r) for r in rows}):
+        points = sorted((r[x], _scale(metric, r[metric]))
+                        for r in rows if row_label(r) == label and r.get(metric) is not None)
+        if points:
+            ax.plot(*zip(*points), label=label, **_style(label))
+    ax.set_xscale("log", base=2)
+    if log_y:
+        ax.set_yscale("log")
+    ax.set_xlabel(xlabel)
+    ax.grid(True, which="both", alpha=0.3)
 
 
 def _style(label: str) -> dict:

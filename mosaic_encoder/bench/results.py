@@ -1,12 +1,84 @@
 """Result documents of the benchmarks: rows, their statuses, and the JSON and CSV files.
 
-A document is one JSON object: ``schema``, ``kind`` (``attention`` or ``model``), ``command``,
-``argv``, ``created`` (UTC), ``environment``, ``settings``, ``conventions`` (the FLOP and
-measurement conventions, copied from :mod:`.flops` and :mod:`.measure`) and ``rows``. Every
-measurement is a row whatever happened: ``status`` is ``ok``, ``unsupported`` (with a
-``reason``: a combination that cannot run here) or ``failed`` (an unexpected error).
-"""
+A document is one JSON object: ``schema`` (``"mosaic-encoder.bench/1"``), ``kind``
+(``attention`` or ``model``), ``command`` (the command line, as ``python -m mosaic_encoder.bench
+...``), ``argv``, ``created`` (UTC), ``environment`` (Python, torch, triton, NumPy, platform, CPU
+model and count, torch threads, RAM, device, CUDA version, GPU name, capability and memory,
+``TRITON_INTERPRET``, git commit), ``settings`` (every resolved option), ``conventions`` (the FLOP
+and measurement conventions, copied from :mod:`.flops` and :mod:`.measure`) and ``rows``. Every
+row has every column of its kind, null where one does not apply. The CSV beside the JSON has the
+same rows, lists written space-separated.
 
+Every measurement is a row whatever happened: ``status`` is ``ok``, ``unsupported`` (with a
+``reason``: a known limit such as the device, a missing feature, the memory budget or running out
+of memory) or ``failed`` (an unexpected exception, with its first line) -- never a crash.
+
+Attention rows (``kind: "attention"``):
+
+- ``impl``, ``composition``, ``seqlen`` (the longest sequence), ``num_seqs``, ``total_tokens``,
+  ``padded_tokens`` (B x longest), ``seqlens``, ``heads``, ``head_dim``, ``dtype``, ``mode``
+  (``fwd`` or ``fwd+bwd``): the case.
+- ``window``: for ``ours-triton`` and ``ours-sdpa``, whether exact ALiBi windowing was on
+  (``--window``); null for the other implementations, and in files that predate the switch
+  (where it was on).
+- ``status``, ``reason``, ``notes`` (how FlexAttention ran, the size of the naive table,
+  interpreter caveats).
+- ``time_ms``: median time of one call. CPU: ``torch.utils.benchmark.Timer`` with all torch
+  threads, ``blocked_autorange(min_run_time)`` when ``min_samples`` calls fit in
+  ``min_run_time``, else ``min_samples`` single ``timeit(1)`` calls. GPU:
+  ``triton.testing.do_bench`` median. ``time_ms_events``: GPU, the median of 30 calls bracketed
+  by CUDA events (null on CPU). ``timer``, ``samples``: which timer, and how many samples the
+  median is over.
+- ``real_pairs``, ``padded_pairs``: per head, sum of L_i^2 (query-key pairs within sequences) and
+  B * max(L)^2.
+- ``flops``, ``tflops``: the credited FLOPs of :mod:`.flops` (real pairs only) and
+  ``flops / time / 1e12``. ``executed_flops``, ``executed_tflops``: where an implementation
+  reports the work it really did, those FLOPs and the rate, else null. Forward ``ours-triton``:
+  ``4 * head_dim`` per pair of the tiles the kernel visited
+  (``mosaic_kernels.windowing.executed_forward_flops`` with the block sizes of its launch), equal
+  to ``flops`` with the window off; null for its ``fwd+bwd`` rows (the backward kernels' visits
+  are counted in tiles, not pairs). ``ours-sdpa``: the scores its own chunk plan computes
+  (``mosaic_encoder.attention.sdpa_visited_pairs``; ``fwd+bwd`` 3.5x the forward, since the
+  backward recomputes each chunk over the same keys).
+- ``peak_bytes``, ``memory_method``: the peak memory of one call beyond what existed before it
+  (:mod:`.measure`), and how it was measured. ``state_bytes``: memory built before the timed call
+  and kept (the naive ALiBi table, the flex block mask). ``setup_s``: preparing the
+  implementation plus its first (warm-up) call: compilation, autotuning.
+- ``max_abs_err``, ``max_abs_err_grad``: max |output - oracle| over real tokens (padded query rows
+  never enter it); for ``fwd+bwd`` also the max over dq, dk, dv. ``oracle``: ``float64``, or why
+  there is no error (``skipped: sequence length ... > --oracle-max-seqlen``).
+  ``tolerance``, ``tolerance_grad``, ``within_tolerance``: the bound for the dtype (float32
+  1e-4 / 1e-3, float16 5e-3 / 5e-2, bfloat16 4e-2 / 4e-1, for N(0, 1) inputs) and whether both
+  errors meet it.
+- ``device``, ``torch``, ``triton``: machine and software on every row (the full record is the
+  document's ``environment``).
+
+Model rows (``kind: "model"``):
+
+- ``impl``: ``ours-sdpa`` or ``ours-triton`` (the attention the package resolved) or
+  ``baseline``; ``attention``: that implementation in words. ``window``: for ``ours-*`` the
+  model's ``attention_window``; null for ``baseline``, which runs once per case.
+- ``case`` (``single`` or ``corpus``), ``seqlen``, ``batch`` (sequences per batch),
+  ``num_seqs``, ``real_tokens``, ``padded_tokens`` (what a padded computation processes),
+  ``seqlens`` (``corpus`` rows), ``dtype``.
+- ``checkpoint``: the checkpoint directory, or null for random weights, whose ``geometry`` is
+  then ``hidden/heads/layers GLU intermediate vocab V``.
+- ``status``, ``reason``, ``notes``, ``memory_method``, ``device``, ``torch``, ``triton``: as for
+  attention rows.
+- ``time_s``, ``timer``, ``samples``, ``time_s_events``: median seconds of the whole call (all
+  batches for ``corpus``); CPU ``timeit(1)`` samples, at least one, up to ``--min-samples`` while
+  the row stays under ``--max-row-time``; GPU ``do_bench`` and CUDA events.
+- ``tokens_per_s``: ``real_tokens / time_s`` (padding is not credited).
+  ``speedup_vs_baseline``: the baseline's ``time_s`` over this row's, same invocation.
+- ``peak_bytes``: as for attention rows (in-process; excludes weights and prebuilt state).
+  ``state_bytes``: the baseline's (heads, N, N) float32 ALiBi table (0 for ours).
+  ``model_bytes``: parameter bytes.
+- ``isolated``, ``rss_before_bytes``, ``peak_rss_bytes``: with ``--isolate``, the child
+  process's resident set just before the first call and its ``ru_maxrss`` at the end: the peak
+  RSS of the whole process (interpreter, torch, weights, table, activations).
+- ``max_abs_diff_vs_baseline``: without ``--isolate``, max |ours - baseline| over real tokens
+  (pooled embeddings for ``corpus``).
+"""
 from __future__ import annotations
 
 import csv

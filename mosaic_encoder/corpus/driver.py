@@ -7,7 +7,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import CheckpointError, InputError
+from ..errors import InputError
 from .reading import scan_corpus
 from .settings import CorpusSettings
 from .shards import OutputDirectory, input_identity, model_identity
@@ -40,8 +40,6 @@ def embed_corpus(input: str | Path, output: str | Path, settings: CorpusSettings
         raise InputError(f"engine {engine!r} is not one of {', '.join(ENGINES)}.")
     if engine == "local" and ray_options:
         raise InputError(f"{', '.join(ray_options)} apply to the ray engine only.")
-    if not Path(settings.model).is_dir():
-        raise CheckpointError(f"checkpoint directory {settings.model} does not exist.")
     model = model_identity(settings)
     corpus = scan_corpus(input, settings.text_column, settings.id_column, settings.rows_per_shard)
     directory = OutputDirectory(output, model, input_identity(settings, corpus))

@@ -9,12 +9,15 @@ the shard assignment depends on the input alone and a rerun finds the same shard
 
 from __future__ import annotations
 
-import json
+import hashlib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
 from ..errors import InputError
+from ..files import short
+from ..inputs import (input_file, json_lines, open_input, parquet_columns, parquet_file,
+                      record_field)
 
 FORMATS = {".jsonl": "jsonl", ".parquet": "parquet"}
 
@@ -25,7 +28,8 @@ class Shard:
 
     ``offset`` is the byte offset of row ``start`` in a JSON-lines file (0 for Parquet), so a worker
     reads its rows without scanning the file from the beginning; ``embedded`` counts the rows whose
-    text is a non-empty string, i.e. the rows the shard's output file holds.
+    text is a non-empty string, i.e. the rows the shard's output file holds; ``sha256`` is the
+    digest of its (id, text) rows, bad rows included.
     """
 
     name: str
@@ -35,6 +39,7 @@ class Shard:
     stop: int
     offset: int
     embedded: int
+    sha256: str
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -52,7 +57,7 @@ class BadRow:
 
 @dataclass
 class Corpus:
-    """What the scan found: input files (name, bytes, rows), shards, bad rows and the id type."""
+    """What the scan found: input files (name, rows), shards, bad rows and the id type."""
 
     root: Path
     files: list[dict[str, Any]] = field(default_factory=list)
@@ -80,15 +85,18 @@ def text_problem(text: object) -> str | None:
 
 
 def find_inputs(path: Path) -> list[Path]:
-    """The input files: ``path`` itself, or the ``.jsonl``/``.parquet`` files of a directory (sorted)."""
-    if not path.exists():
-        raise InputError(f"input {path} does not exist.")
+    """The input files: ``path`` itself, or the ``.jsonl``/``.parquet`` files of a directory (sorted).
+
+    Every one must be a regular file (:func:`~mosaic_encoder.inputs.input_file`): the scan and the
+    workers read it again, which a FIFO cannot do.
+    """
     if path.is_dir():
-        files = sorted(p for p in path.iterdir() if p.suffix in FORMATS and p.is_file()
+        files = sorted(p for p in path.iterdir() if p.suffix in FORMATS
                        and not p.name.startswith("."))
         if not files:
             raise InputError(f"input directory {path} holds no .jsonl or .parquet files.")
-        return files
+        return [input_file(file) for file in files]
+    input_file(path)
     if path.suffix not in FORMATS:
         raise InputError(f"input file {path} must end in .jsonl or .parquet.")
     return [path]
@@ -111,16 +119,19 @@ def scan_corpus(path: str | Path, text_column: str = "text", id_column: str = "i
         format = FORMATS[file.suffix]
         reader = _jsonl_rows if format == "jsonl" else _parquet_rows
         rows = embedded = first_offset = 0
+        digest = hashlib.sha256()
         for id, text, where, offset in reader(file, text_column, id_column):
             if rows % rows_per_shard == 0:
                 if rows:
                     corpus.shards.append(_shard(number, file, format, rows, rows_per_shard,
-                                                first_offset, embedded))
-                first_offset, embedded = offset, 0
+                                                first_offset, embedded, digest))
+                first_offset, embedded, digest = offset, 0, hashlib.sha256()
             corpus.id_type = _check_id(id, where, corpus.id_type, id_column)
             if id in seen:
-                raise InputError(f"{where} repeats id {id!r}; every id must be unique.")
+                raise InputError(f"{where} repeats id {short(id, quote=True)}; every id must be "
+                                 f"unique.")
             seen.add(id)
+            digest.update(_row_bytes(id, text))
             problem = text_problem(text)
             if problem is None:
                 embedded += 1
@@ -129,17 +140,23 @@ def scan_corpus(path: str | Path, text_column: str = "text", id_column: str = "i
             rows += 1
         if rows:
             corpus.shards.append(_shard(number, file, format, rows, rows_per_shard, first_offset,
-                                        embedded))
-        corpus.files.append({"name": file.name, "bytes": file.stat().st_size, "rows": rows})
+                                        embedded, digest))
+        corpus.files.append({"name": file.name, "rows": rows})
     return corpus
 
 
 def _shard(number: int, file: Path, format: str, rows: int, rows_per_shard: int, offset: int,
-           embedded: int) -> Shard:
+           embedded: int, digest) -> Shard:
     """The shard holding the last rows read so far (``rows`` of them in the file)."""
     index = (rows - 1) // rows_per_shard
     return Shard(f"part-{number:05d}-{index:06d}", str(file.resolve()), format,
-                 index * rows_per_shard, rows, offset, embedded)
+                 index * rows_per_shard, rows, offset, embedded, digest.hexdigest())
+
+
+def _row_bytes(id: int | str, text: Any) -> bytes:
+    """One row as the shard digest sees it: ``repr`` tells every id and text value apart (a string
+    from a number, lone surrogates escaped), and a newline ends it."""
+    return (repr((id, text)) + "\n").encode("utf-8")
 
 
 def _check_id(id: object, where: str, id_type: str | None, column: str) -> str:
@@ -148,6 +165,9 @@ def _check_id(id: object, where: str, id_type: str | None, column: str) -> str:
         what = "no" if id is None else f"a {type(id).__name__}"
         raise InputError(f"{where} has {what} id in field {column!r}; ids must be integers or "
                          f"strings (choose the field with --id-column).")
+    if isinstance(id, int) and not -2**63 <= id < 2**63:
+        raise InputError(f"{where} has an integer id outside the 64-bit range ({short(id)}); "
+                         f"the output stores ids as int64, or use string ids.")
     kind = "int" if isinstance(id, int) else "str"
     if id_type is not None and kind != id_type:
         raise InputError(f"{where} has a {kind} id but earlier rows have {id_type} ids; ids must "
@@ -164,75 +184,27 @@ def _jsonl_rows(path: Path, text_column: str, id_column: str, offset: int = 0
 
     Blank lines separate no records and are skipped, as ``encode --input`` does.
     """
-    try:
-        stream = path.open("rb")
-    except OSError as err:
-        raise InputError(f"input file {path} cannot be read ({err.strerror}).") from None
-    with stream:
+    with open_input(path) as stream:
         stream.seek(offset)
-        number = 0
-        position = offset
-        for raw in stream:
-            number += 1
-            line_offset, position = position, position + len(raw)
-            where = f"input file {path} line {number}" if not offset else \
-                f"input file {path} at byte {line_offset}"
-            try:
-                line = raw.decode("utf-8-sig" if line_offset == 0 else "utf-8")
-            except UnicodeDecodeError as err:
-                raise InputError(f"{where} is not UTF-8 ({err.reason} at byte "
-                                 f"{line_offset + err.start}).") from None
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise InputError(f"{where} is not valid JSON ({err.msg}).") from None
-            if not isinstance(record, dict):
-                raise InputError(f"{where} is not a JSON object.")
-            for column, flag in ((text_column, "--text-column"), (id_column, "--id-column")):
-                if column not in record:
-                    raise InputError(f"{where} has no field {column!r} (choose it with {flag}).")
-            yield record[id_column], record[text_column], where, line_offset
+        for line, record in json_lines(stream, f"input file {path}", offset):
+            text = record_field(record, text_column, line.where, "--text-column", string=False)
+            id = record_field(record, id_column, line.where, "--id-column", string=False)
+            yield id, text, line.where, line.offset
 
 
 # --- Parquet ----------------------------------------------------------------------------------
 
 
-def _parquet_file(path: Path, text_column: str, id_column: str):
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    try:
-        parquet = pq.ParquetFile(path)
-    except (OSError, pa.ArrowException) as err:
-        raise InputError(f"input file {path} is not a readable Parquet file ({err}).") from None
-    names = parquet.schema_arrow.names
-    for column, flag in ((text_column, "--text-column"), (id_column, "--id-column")):
-        if column not in names:
-            raise InputError(f"input file {path} has no column {column!r} (its columns: "
-                             f"{', '.join(names)}; choose it with {flag}).")
-    return parquet
-
-
-def _parquet_batches(path: Path, text_column: str, id_column: str, row_groups=None):
-    """(ids, texts) lists per record batch, with read errors as :class:`InputError`."""
-    import pyarrow as pa
-
-    parquet = _parquet_file(path, text_column, id_column)
-    groups = range(parquet.num_row_groups) if row_groups is None else row_groups
-    try:
-        for batch in parquet.iter_batches(row_groups=list(groups),
-                                          columns=[id_column, text_column]):
-            yield batch.column(0).to_pylist(), batch.column(1).to_pylist()
-    except (OSError, pa.ArrowException) as err:
-        raise InputError(f"input file {path} is not a readable Parquet file ({err}).") from None
+def _columns(text_column: str, id_column: str) -> tuple[list[str], dict[str, str]]:
+    """The Parquet columns to read (id, text) and the options that choose them."""
+    return [id_column, text_column], {text_column: "--text-column", id_column: "--id-column"}
 
 
 def _parquet_rows(path: Path, text_column: str, id_column: str
                   ) -> Iterator[tuple[Any, Any, str, int]]:
     row = 0
-    for ids, texts in _parquet_batches(path, text_column, id_column):
+    columns, flags = _columns(text_column, id_column)
+    for ids, texts in parquet_columns(path, columns, flags=flags):
         for id, text in zip(ids, texts):
             yield id, text, f"input file {path} row {row}", 0
             row += 1
@@ -242,20 +214,24 @@ def _parquet_rows(path: Path, text_column: str, id_column: str
 
 
 def read_shard(shard: Shard, text_column: str, id_column: str) -> tuple[list, list]:
-    """The (ids, texts) of the shard's rows, in file order, bad rows included."""
+    """The (ids, texts) of the shard's rows, in file order, bad rows included.
+
+    Raises :class:`InputError` when the rows are not those the scan saw (their digest differs).
+    """
     ids: list = []
     texts: list = []
     count = shard.stop - shard.start
+    path = Path(shard.path)
     if shard.format == "jsonl":
-        for id, text, _, _ in _jsonl_rows(Path(shard.path), text_column, id_column, shard.offset):
+        for id, text, _, _ in _jsonl_rows(path, text_column, id_column, shard.offset):
             if len(ids) == count:
                 break
             ids.append(id)
             texts.append(text)
     else:
         # Only the row groups that overlap the shard are decoded.
-        path = Path(shard.path)
-        metadata = _parquet_file(path, text_column, id_column).metadata
+        columns, flags = _columns(text_column, id_column)
+        metadata = parquet_file(path, "input file", columns, flags).metadata
         groups, first, begin = [], None, 0
         for group in range(metadata.num_row_groups):
             end = begin + metadata.row_group(group).num_rows
@@ -264,13 +240,17 @@ def read_shard(shard: Shard, text_column: str, id_column: str) -> tuple[list, li
                 first = begin if first is None else first
             begin = end
         row = first or 0
-        for batch_ids, batch_texts in _parquet_batches(path, text_column, id_column, groups):
+        for batch_ids, batch_texts in parquet_columns(path, columns, flags=flags,
+                                                      row_groups=groups):
             low, high = max(shard.start - row, 0), max(min(shard.stop - row, len(batch_ids)), 0)
             ids += batch_ids[low:high]
             texts += batch_texts[low:high]
             row += len(batch_ids)
-    if len(ids) != count:
-        raise InputError(f"input file {shard.path} changed since it was scanned: shard "
-                         f"{shard.name} expected {count} rows from row {shard.start}, found "
-                         f"{len(ids)}.")
+    digest = hashlib.sha256()
+    for id, text in zip(ids, texts):
+        digest.update(_row_bytes(id, text))
+    if len(ids) != count or digest.hexdigest() != shard.sha256:
+        raise InputError(f"input file {shard.path} changed since it was scanned: the {count} "
+                         f"rows of shard {shard.name} from row {shard.start} are not those the "
+                         f"scan read; run the command again.")
     return ids, texts

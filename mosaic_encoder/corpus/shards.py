@@ -16,9 +16,8 @@ from typing import Any
 import numpy as np
 
 from ..atomic import atomic_path, atomic_write
-from ..config import MosaicConfig
+from ..checkpoint import CheckpointDir
 from ..errors import InputError
-from ..sentence import Pipeline
 from .reading import Corpus, Shard
 from .settings import CorpusSettings, weights_digest
 
@@ -32,10 +31,9 @@ def model_identity(settings: CorpusSettings) -> dict[str, Any]:
 
     Read from the checkpoint's files without loading the model.
     """
-    directory = Path(settings.model)
-    pipeline = Pipeline.from_directory(directory)
-    config = MosaicConfig.from_json_file(pipeline.transformer_dir / "config.json")
-    return {"path": str(directory), "weights_sha256": weights_digest(pipeline.transformer_dir),
+    checkpoint = CheckpointDir.open(settings.model)
+    pipeline, config = checkpoint.pipeline, checkpoint.config()
+    return {"path": str(checkpoint.path), "weights_sha256": weights_digest(pipeline.transformer_dir),
             "dtype": settings.dtype, "pooling": list(pipeline.pooling.modes), "normalize": True,
             "max_seq_length": settings.max_seq_length or pipeline.max_seq_length,
             "embedding_dim": config.hidden_size * len(pipeline.pooling.modes)}

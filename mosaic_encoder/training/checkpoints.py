@@ -35,10 +35,9 @@ import torch
 from safetensors.torch import save_file
 
 from ..atomic import sigterm_as_exit, atomic_path
+from ..checkpoint import CheckpointDir, Pipeline, split_qkv
 from ..errors import CheckpointError, InputError
-from ..loading import QKV, detect_layout, read_tensor_index
 from ..models import MosaicBertModel
-from ..sentence import Pipeline
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
                    "vocab.txt")
@@ -62,35 +61,23 @@ class Source:
 
     @classmethod
     def read(cls, directory: str | Path) -> Source:
-        directory = Path(directory)
-        if not directory.is_dir():
-            raise CheckpointError(f"checkpoint directory {directory} does not exist.")
-        pipeline = Pipeline.from_directory(directory)
-        names = set(read_tensor_index(pipeline.transformer_dir))
-        layout = detect_layout(names, str(pipeline.transformer_dir))
-        config_file = pipeline.transformer_dir / "config.json"
-        try:
-            values = json.loads(config_file.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-            raise CheckpointError(f"{config_file} is not readable JSON ({err}).") from None
-        return cls(directory, pipeline, values, layout.fused_qkv)
+        checkpoint = CheckpointDir.open(directory)
+        return cls(checkpoint.path, checkpoint.pipeline, checkpoint.config_values,
+                   checkpoint.layout.fused_qkv)
 
 
 def stored_tensors(encoder: MosaicBertModel, fused_qkv: bool) -> dict[str, torch.Tensor]:
     """The encoder's tensors as float32 CPU copies under the published names.
 
     With ``fused_qkv`` False the packed ``Wqkv`` projection is split back into ``query``, ``key``
-    and ``value`` (the rows are [Q | K | V], see :mod:`mosaic_encoder.loading`).
+    and ``value`` (see :func:`mosaic_encoder.checkpoint.split_qkv`).
     """
-    tensors = {}
-    for name, tensor in encoder.state_dict().items():
-        tensor = tensor.detach().to("cpu", torch.float32).contiguous()
-        if not fused_qkv and ".Wqkv." in name:
-            for part, piece in zip(QKV, tensor.chunk(3, dim=0)):
-                tensors[name.replace("Wqkv", part)] = piece.clone()
-        else:
-            tensors[name] = tensor.clone()
-    return tensors
+    tensors = {name: tensor.detach().to("cpu", torch.float32)
+               for name, tensor in encoder.state_dict().items()}
+    if not fused_qkv:
+        tensors = split_qkv(tensors)
+    return {name: tensor.clone(memory_format=torch.contiguous_format)
+            for name, tensor in tensors.items()}
 
 
 def _write_model(directory: Path, encoder: MosaicBertModel, source: Source) -> None:

@@ -17,13 +17,14 @@ global batch at a step is therefore the same set of examples whatever ``W`` is.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 import torch
 
 from ..errors import InputError
+from ..inputs import json_lines, open_input, parquet_columns, parquet_file, record_field
 
 COLUMNS = ("anchor", "positive", "negative")
 SUFFIXES = (".jsonl", ".parquet")
@@ -50,47 +51,36 @@ class PairFile:
 def read_pair_file(path: str | Path) -> PairFile:
     """Read and check one ``.jsonl`` or ``.parquet`` file of pairs or triplets.
 
+    The file is streamed (:mod:`mosaic_encoder.inputs`): memory holds the texts, not the file.
+
     Raises:
-        InputError: one sentence naming the file (and line or column) for a missing or empty file,
-            non-UTF-8 text, invalid JSON, a missing or non-string field, or mixed pairs/triplets.
+        InputError: one sentence naming the file (and line or column) for a missing, empty or
+            non-regular file, non-UTF-8 text, invalid JSON, a missing or non-string field, or
+            mixed pairs/triplets.
     """
     path = Path(path)
     if path.suffix not in SUFFIXES:
         raise InputError(f"data file {path} must end in .jsonl or .parquet.")
-    if not path.is_file():
-        raise InputError(f"data file {path} does not exist.")
-    rows = _read_parquet(path) if path.suffix == ".parquet" else _read_jsonl(path)
-    if not rows:
-        raise InputError(f"data file {path} holds no examples.")
-    with_negative = len(rows[0]) == 3
-    for number, row in enumerate(rows, start=1):
-        if (len(row) == 3) != with_negative:
+    columns: tuple[list[str], ...] | None = None
+    for number, row in enumerate(_parquet_rows(path) if path.suffix == ".parquet"
+                                 else _jsonl_rows(path), start=1):
+        if columns is None:
+            columns = tuple([] for _ in row)
+        if len(row) != len(columns):
             raise InputError(f"data file {path} mixes pairs and triplets (example {number} "
                              f"{'has' if len(row) == 3 else 'lacks'} a negative, example 1 "
-                             f"{'has' if with_negative else 'lacks'} one).")
-    return PairFile(path, [r[0] for r in rows], [r[1] for r in rows],
-                    [r[2] for r in rows] if with_negative else None)
+                             f"{'has' if len(columns) == 3 else 'lacks'} one).")
+        for column, text in zip(columns, row):
+            column.append(text)
+    if columns is None:
+        raise InputError(f"data file {path} holds no examples.")
+    return PairFile(path, columns[0], columns[1], columns[2] if len(columns) == 3 else None)
 
 
-def _read_jsonl(path: Path) -> list[tuple[str, ...]]:
-    try:
-        text = path.read_bytes().decode("utf-8-sig")
-    except OSError as err:
-        raise InputError(f"data file {path} cannot be read ({err.strerror}).") from None
-    except UnicodeDecodeError as err:
-        raise InputError(f"data file {path} is not UTF-8 text ({err.reason} at byte "
-                         f"{err.start}).") from None
-    rows = []
-    for number, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise InputError(f"data file {path} line {number} is not valid JSON ({err.msg}).") \
-                from None
-        rows.append(_row(record, f"data file {path} line {number}"))
-    return rows
+def _jsonl_rows(path: Path) -> Iterator[tuple[str, ...]]:
+    with open_input(path, "data file") as stream:
+        for line, record in json_lines(stream, f"data file {path}"):
+            yield _row(record, line.where)
 
 
 def _row(record, where: str) -> tuple[str, ...]:
@@ -101,43 +91,23 @@ def _row(record, where: str) -> tuple[str, ...]:
         return tuple(record)
     if not isinstance(record, dict):
         raise InputError(f"{where} is neither an object nor an array.")
-    for column in COLUMNS[:2]:
-        if not isinstance(record.get(column), str):
-            raise InputError(f"{where} has no string field {column!r}.")
-    negative = record.get("negative")
-    if negative is not None and not isinstance(negative, str):
-        raise InputError(f"{where} has a field 'negative' that is not a string.")
-    return (record["anchor"], record["positive"]) + ((negative,) if negative is not None else ())
+    texts = tuple(record_field(record, column, where) for column in COLUMNS[:2])
+    if record.get("negative") is None:
+        return texts
+    return texts + (record_field(record, "negative", where),)
 
 
-def _read_parquet(path: Path) -> list[tuple[str, ...]]:
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    try:
-        table = pq.read_table(path)
-    except (OSError, pa.ArrowException) as err:
-        raise InputError(f"data file {path} is not a readable parquet file ({err}).") from None
-    names = set(table.column_names)
-    for column in COLUMNS[:2]:
-        if column not in names:
-            raise InputError(f"data file {path} has no column {column!r} (columns: "
-                             f"{', '.join(table.column_names) or 'none'}).")
+def _parquet_rows(path: Path) -> Iterator[tuple[str, ...]]:
+    names = parquet_file(path, "data file", list(COLUMNS[:2])).schema_arrow.names
     columns = [c for c in COLUMNS if c in names]
-    values = []
-    for column in columns:
-        if not pa.types.is_string(table.schema.field(column).type) and \
-                not pa.types.is_large_string(table.schema.field(column).type):
-            raise InputError(f"data file {path} column {column!r} holds "
-                             f"{table.schema.field(column).type}, not strings.")
-        values.append(table.column(column).to_pylist())
-    rows = []
-    for number, row in enumerate(zip(*values), start=1):
-        if any(v is None for v in row):
-            missing = columns[[v is None for v in row].index(True)]
-            raise InputError(f"data file {path} row {number} has a null {missing!r}.")
-        rows.append(tuple(row))
-    return rows
+    number = 0
+    for values in parquet_columns(path, columns, "data file", strings=True):
+        for row in zip(*values):
+            number += 1
+            if None in row:
+                raise InputError(f"data file {path} row {number} has a null "
+                                 f"{columns[row.index(None)]!r}.")
+            yield row
 
 
 @dataclass(frozen=True)

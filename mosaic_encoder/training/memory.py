@@ -19,15 +19,14 @@ import json
 import sys
 import weakref
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
+from ..checkpoint import CheckpointDir
 from ..loading import load_model
 from ..models import unwrap_encoder
-from ..sentence import Pipeline
 from .model import SentenceModel
 
 
@@ -97,9 +96,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args(argv)
-    pipeline = Pipeline.from_directory(Path(args.model))
-    encoder = unwrap_encoder(load_model(pipeline.transformer_dir, device=args.device))
-    model = SentenceModel(encoder, pipeline.pooling).train()
+    checkpoint = CheckpointDir.open(args.model)
+    encoder = unwrap_encoder(load_model(checkpoint, device=args.device))
+    model = SentenceModel(encoder, checkpoint.pipeline.pooling).train()
     for length in args.lengths:
         print(json.dumps(asdict(step_memory(model, length, args.batch))), flush=True)
     return 0

@@ -2,6 +2,7 @@
 
 import pytest
 
+from helpers import ROOT
 from mosaic_encoder.bench.cli import main
 from mosaic_encoder.bench.results import load_results
 
@@ -24,7 +25,19 @@ def test_plots(tmp_path):
         lines = {line.get_label(): line for line in figure.axes[0].get_lines()}
         assert set(lines) == {"ours-sdpa", "ours-sdpa window off", "naive"}
         assert lines["ours-sdpa window off"].get_linestyle() == "--"
+        assert figure.axes[0].get_ylabel() == plots.METRICS[metric][0]
     written = plots.save_figures(results, tmp_path / "png")
     assert written and all(p.suffix == ".png" and p.stat().st_size > 1000 for p in written)
     assert main(["plots", str(out), "--out", str(tmp_path / "cli")]) == 0
     assert list((tmp_path / "cli").glob("*.png"))
+
+
+def test_model_figure_labels_each_axis_with_its_metric():
+    pytest.importorskip("matplotlib")
+    from mosaic_encoder.bench import plots
+
+    results = load_results(ROOT / "benchmarks" / "cpu" / "model.json")
+    figure = plots.model_figure(results, tuple(plots.MODEL_METRICS))
+    assert [ax.get_ylabel() for ax in figure.axes] == [
+        label for label, _ in plots.MODEL_METRICS.values()]
+    assert {line.get_label() for line in figure.axes[0].get_lines()} == {"ours-sdpa", "baseline"}

@@ -1,6 +1,7 @@
 """Input scanning, shard assignment and per-shard reads of .jsonl and .parquet corpora."""
 
 import json
+import os
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -118,3 +119,39 @@ def test_changed_input_is_detected_when_a_shard_is_read(tmp_path):
     write_jsonl(path, [{"id": 0, "text": "t"}])
     with pytest.raises(InputError, match="changed since it was scanned"):
         read_shard(shard, "text", "id")
+
+
+@pytest.mark.parametrize("line, message", [
+    ('{"id": ' + "9" * 5000 + ', "text": "a"}', "line 1 holds a number too large to read"),
+    ('{"id": 1, "text": ' + "[" * 100_000 + "]" * 100_000 + "}",
+     "line 1 nests JSON values too deeply"),
+    ('{"id": ' + str(2**70) + ', "text": "a"}',
+     "line 1 has an integer id outside the 64-bit range \\(a 71-bit integer\\)"),
+    ('{"id": ' + str(-2**63 - 1) + ', "text": "a"}', "outside the 64-bit range \\(-9223372036"),
+])
+def test_hostile_rows_are_refused_by_the_scan(tmp_path, line, message):
+    path = tmp_path / "corpus.jsonl"
+    path.write_text(line + "\n")
+    with pytest.raises(InputError, match=message) as info:
+        scan_corpus(path)
+    assert "\n" not in str(info.value) and len(str(info.value)) < 300
+
+
+def test_devices_and_fifos_are_refused_without_blocking(tmp_path):
+    with pytest.raises(InputError, match="/dev/zero is not a regular file"):
+        scan_corpus("/dev/zero")
+    os.mkfifo(tmp_path / "a.jsonl")
+    write_jsonl(tmp_path / "b.jsonl", [{"id": 1, "text": "a"}])
+    with pytest.raises(InputError, match="a.jsonl is not a regular file"):
+        scan_corpus(tmp_path)
+    with pytest.raises(InputError, match="a.jsonl is not a regular file"):
+        scan_corpus(tmp_path / "a.jsonl")
+
+
+def test_an_edit_in_place_is_detected_by_the_shard_digest(tmp_path):
+    path = write_jsonl(tmp_path / "a.jsonl", [{"id": i, "text": "abc"} for i in range(4)])
+    shard = scan_corpus(path, rows_per_shard=4).shards[0]
+    write_jsonl(path, [{"id": i, "text": "abd"} for i in range(4)])  # same size, same rows
+    with pytest.raises(InputError, match="changed since it was scanned"):
+        read_shard(shard, "text", "id")
+    assert scan_corpus(path, rows_per_shard=4).shards[0].sha256 != shard.sha256

@@ -60,7 +60,7 @@ def test_bad_parquet(tmp_path):
     with pytest.raises(InputError, match="column 'positive' holds int64"):
         read_pair_file(tmp_path / "n.parquet")
     (tmp_path / "junk.parquet").write_bytes(b"not parquet")
-    with pytest.raises(InputError, match="not a readable parquet file"):
+    with pytest.raises(InputError, match="not a readable Parquet file"):
         read_pair_file(tmp_path / "junk.parquet")
 
 
@@ -101,3 +101,32 @@ def test_ranks_slice_the_same_global_batch(world_size, per_rank, rank_seed):
     shards = [batch.shard(rank, world_size) for rank in range(world_size)]
     assert sum(shards, []) == batch.indices
     assert all(len(s) == per_rank for s in shards)
+
+
+@pytest.mark.parametrize("content, message", [
+    (b'{"anchor": "a", "positive": "p", "n": ' + b"9" * 5000 + b"}\n",
+     "line 1 holds a number too large to read"),
+    (b'{"anchor": ' + b"[" * 100_000 + b"]" * 100_000 + b"}\n",
+     "line 1 nests JSON values too deeply"),
+    (b'{"anchor": "a", "positive": "\xe2\x80\xa8"}\n["b", "p"]\n', None),  # U+2028 is no line break
+])
+def test_hostile_jsonl(tmp_path, content, message):
+    path = tmp_path / "d.jsonl"
+    path.write_bytes(content)
+    if message is None:
+        assert read_pair_file(path).positives == ["\u2028", "p"]
+        return
+    with pytest.raises(InputError, match=message) as info:
+        read_pair_file(path)
+    assert "\n" not in str(info.value) and len(str(info.value)) < 300
+
+
+def test_devices_and_fifos_are_refused_without_blocking(tmp_path):
+    import os
+
+    os.mkfifo(tmp_path / "fifo.jsonl")
+    with pytest.raises(InputError, match="data file .*fifo.jsonl is not a regular file"):
+        read_pair_file(tmp_path / "fifo.jsonl")
+    os.symlink("/dev/zero", tmp_path / "zero.jsonl")
+    with pytest.raises(InputError, match="zero.jsonl is not a regular file"):
+        read_pair_file(tmp_path / "zero.jsonl")

@@ -74,11 +74,34 @@ def pickle_with_code(files: Path) -> None:
         pickle.dump({"embeddings.word_embeddings.weight": _Payload(files / "pwned")}, stream)
 
 
+def deep_json_lines(files: Path) -> None:
+    """One JSON line nested 100,000 deep: a RecursionError for an unbounded reader."""
+    (files / "deep.jsonl").write_text("[" * 100_000 + "]" * 100_000 + "\n")
+
+
+def huge_integer_pairs(files: Path) -> None:
+    """Training pairs with a 5,000-digit integer: a ValueError for an unbounded reader."""
+    row = '{"anchor": "a", "positive": "b", "n": ' + "9" * 5000 + "}\n"
+    (files / "pairs.jsonl").write_text(row)
+
+
+def fifo_corpus(files: Path) -> None:
+    """A FIFO nobody writes to: opening it for reading would wait forever."""
+    os.mkfifo(files / "corpus.jsonl")
+
+
 ATTACKS = [
     Attack("non-finite output", ["fill-mask", "a [MASK]", "--json", "--model", "{files}/mlm"],
            "are not finite", overflowing_mlm),
     Attack("spoofed messages", ["encode", "a" * 40 + "b", "--model", "{files}/ckpt"],
            "failed on the input", panicking_tokenizer, env={"RUST_BACKTRACE": "full"}),
+    Attack("bounded readers", ["encode", "--input", "{files}/deep.jsonl"],
+           "nests JSON values too deeply", deep_json_lines),
+    Attack("bounded readers", ["train", "--model", str(WEIGHTS / "mosaic-tiny"), "--data",
+                               "{files}/pairs.jsonl", "--output", "run"],
+           "holds a number too large to read", huge_integer_pairs),
+    Attack("bounded readers", ["embed-corpus", "{files}/corpus.jsonl", "out", "--model",
+                               str(WEIGHTS / "mosaic-tiny")], "is not a regular file", fifo_corpus),
     Attack("held: pickled code never runs", ["convert", "{files}/pytorch_model.bin", "--output",
                                              "out.safetensors"],
            "refused", pickle_with_code),

@@ -11,6 +11,7 @@ import argparse
 
 import torch
 
+from .config import ATTENTION_IMPLS
 from .devices import resolve_device
 from .dtypes import DTYPES
 from .errors import InputError
@@ -67,7 +68,7 @@ def add_runtime(parser: argparse.ArgumentParser) -> None:
     """``--dtype``, ``--device`` (checked by :func:`compute_device` when used), ``--attention``."""
     parser.add_argument("--dtype", choices=sorted(DTYPES), default="float32")
     parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N (default: cpu)")
-    parser.add_argument("--attention", choices=("auto", "sdpa", "triton"), default="auto")
+    parser.add_argument("--attention", choices=ATTENTION_IMPLS, default="auto")
 
 
 def add_embedding_batches(parser: argparse.ArgumentParser) -> None:

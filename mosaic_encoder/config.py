@@ -1,9 +1,10 @@
 """Model configuration: one typed, immutable dataclass read from a checkpoint's ``config.json``.
 
-Only architecture facts live here. Keys of ``config.json`` that do not change the computation
-(``auto_map``, ``alibi_starting_size``, ``torch_dtype``, ``hidden_act``, ...) are ignored:
-upstream's remote code is never used, the ALiBi bias is computed for any length on demand, and
-the GELU is always the exact erf form, whatever ``hidden_act`` says, as upstream's
+Architecture facts, plus two run-time choices that published checkpoints do not hold
+(``attention_impl`` and ``attention_window``, below). Keys of ``config.json`` that do not change
+the computation (``auto_map``, ``alibi_starting_size``, ``torch_dtype``, ``hidden_act``, ...) are
+ignored: upstream's remote code is never used, the ALiBi bias is computed for any length on demand,
+and the GELU is always the exact erf form, whatever ``hidden_act`` says, as upstream's
 ``bert_layers.py`` computes it (see :class:`mosaic_encoder.layers.GatedMLP`; the reference
 outputs in ``tests/data/expected/`` come from that code).
 
@@ -30,7 +31,7 @@ ATTENTION_IMPLS = ("auto", "sdpa", "triton")
 
 @dataclass(frozen=True)
 class MosaicConfig:
-    """Geometry of a MosaicBERT-family encoder.
+    """Geometry of a MosaicBERT-family encoder, and how its attention runs.
 
     ``position_embedding_type`` is ``"alibi"`` (no position embeddings, ALiBi bias in attention)
     or ``"absolute"`` (learned position embeddings, at most ``max_position_embeddings`` tokens);

@@ -34,3 +34,7 @@ class NonFiniteError(MosaicError):
 # How every NonFiniteError's sentence ends.
 NON_FINITE_ADVICE = ("the weights overflow in this dtype or are corrupt, so nothing is returned or "
                      "written (try float32, and mosaic-encoder verify on the checkpoint)")
+
+
+class TrainingError(MosaicError):
+    """A training run cannot go on (a non-finite loss or gradient); its last good state is kept."""

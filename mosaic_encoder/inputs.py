@@ -47,9 +47,10 @@ def input_file(path: str | Path, what: str = "input file", pipe: bool = False) -
         mode = os.stat(path).st_mode
     except FileNotFoundError:
         raise InputError(f"{what} {path} does not exist.") from None
-    except (OSError, ValueError) as err:  # ValueError: a NUL byte in the path
-        raise InputError(f"{what} {path} cannot be read "
-                         f"({getattr(err, 'strerror', None) or err}).") from None
+    except OSError as err:
+        raise InputError(f"{what} {path} cannot be read ({err.strerror}).") from None
+    except ValueError:  # the path holds a NUL byte, which would print raw
+        raise InputError(f"{what} {str(path)!r} cannot be read (it holds a NUL byte).") from None
     if stat.S_ISDIR(mode):
         raise InputError(f"{what} {path} is a directory.")
     if stat.S_ISREG(mode) or (pipe and stat.S_ISFIFO(mode)):
@@ -212,13 +213,7 @@ def documents(path: str | Path, field: str = "text", what: str = "input file"
                          f"{DOCUMENT_SUFFIXES[-1]}.")
     source = f"{what} {path}"
     if path.suffix == ".parquet":
-        row = 0
-        for (texts,) in parquet_columns(path, [field], what, strings=True):
-            for text in texts:
-                if text is None:
-                    raise InputError(f"{source} row {row} has a null {field!r}.")
-                row += 1
-                yield text
+        yield from (text for (text,) in string_rows(path, [field], what))
         return
     with open_input(path, what) as stream:
         if path.suffix == ".jsonl":
@@ -273,3 +268,17 @@ def parquet_columns(path: str | Path, columns: list[str], what: str = "input fil
             yield [batch.column(i).to_pylist() for i in range(len(columns))]
     except (OSError, pa.ArrowException) as err:
         raise InputError(f"{what} {path} is not a readable Parquet file ({err}).") from None
+
+
+def string_rows(path: str | Path, columns: list[str], what: str = "input file"
+                ) -> Iterator[tuple[str, ...]]:
+    """The rows of string ``columns`` of a Parquet file as tuples, refusing a null (rows are
+    counted from 0, as Parquet does)."""
+    row = 0
+    for values in parquet_columns(path, columns, what, strings=True):
+        for texts in zip(*values):
+            if None in texts:
+                raise InputError(f"{what} {path} row {row} has a null "
+                                 f"{columns[texts.index(None)]!r}.")
+            row += 1
+            yield texts

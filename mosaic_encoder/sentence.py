@@ -56,7 +56,7 @@ class SentenceEncoder:
                                   f"max_position_embeddings ({limit}).")
             self.max_seq_length = self.max_seq_length or limit
         self.tokenizer = TextTokenizer(self.pipeline.transformer_dir / "tokenizer.json",
-                                       self.max_seq_length)
+                                       self.max_seq_length, self.pipeline.do_lower_case)
         self.device = torch.device(device)
         self.last_truncated = 0
 
@@ -117,8 +117,6 @@ class SentenceEncoder:
             show_progress_bar = flag_arg(show_progress_bar, "show_progress_bar")
         if prompt:
             texts = [prompt + t if isinstance(t, str) else t for t in texts]
-        if self.pipeline.do_lower_case:
-            texts = [t.lower() if isinstance(t, str) else t for t in texts]
         ids, types, self.last_truncated = self.tokenizer.encode_ids(texts)
         batches = length_sorted_batches([len(row) for row in ids], batch_size,
                                         max_tokens_per_batch)

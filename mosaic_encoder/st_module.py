@@ -86,7 +86,8 @@ class MosaicEncoderModule(InputModule):
     @max_seq_length.setter
     def max_seq_length(self, value: int | None) -> None:
         # sentence-transformers sets model.max_seq_length on its first module.
-        self._text_tokenizer = TextTokenizer(self.model_path / "tokenizer.json", value)
+        self._text_tokenizer = TextTokenizer(self.model_path / "tokenizer.json", value,
+                                             self.do_lower_case)
         self._max_seq_length = value
 
     @property
@@ -101,8 +102,7 @@ class MosaicEncoderModule(InputModule):
             if not isinstance(item, str):
                 raise InputError(f"input {index} is a {type(item).__name__}; this encoder embeds "
                                  f"single texts only.")
-            text = prompt + item if prompt else item
-            texts.append(text.lower() if self.do_lower_case else text)
+            texts.append(prompt + item if prompt else item)
         ids, types, _ = self._text_tokenizer.encode_ids(texts)
         batch = collate(ids, types, self._text_tokenizer.pad_token_id)
         return {"input_ids": batch.input_ids, "attention_mask": batch.attention_mask,

@@ -112,9 +112,14 @@ class TokenizedBatch:
 
 class TextTokenizer:
     """Tokenizes text the way sentence-transformers does: ``[CLS] text [SEP]``, truncated at
-    ``max_length`` tokens (special tokens included), padded to the longest in the batch."""
+    ``max_length`` tokens (special tokens included), padded to the longest in the batch.
 
-    def __init__(self, tokenizer_file: str | Path, max_length: int | None = None):
+    ``lower_case`` lower-cases every text first, as sentence-transformers does for a checkpoint
+    whose ``sentence_bert_config.json`` sets ``do_lower_case`` (the only place this package does).
+    """
+
+    def __init__(self, tokenizer_file: str | Path, max_length: int | None = None,
+                 lower_case: bool = False):
         path = path_arg(tokenizer_file, "tokenizer_file")
         max_length = optional_int_arg(max_length, "max_length", low=2)
         if not path.is_file():
@@ -137,6 +142,7 @@ class TextTokenizer:
         else:
             self._tokenizer.no_truncation()
         self.max_length = max_length
+        self.lower_case = lower_case
         self._longest_added = max((len(token.content) for token in
                                    self._tokenizer.get_added_tokens_decoder().values()), default=1)
         pad_id = self._tokenizer.token_to_id("[PAD]")
@@ -183,6 +189,8 @@ class TextTokenizer:
                 raise InputError(f"input {i} is not valid Unicode text (a lone surrogate "
                                  f"U+{ord(text[err.start]):04X} at character {err.start}).") \
                     from None
+        if self.lower_case:
+            texts = [text.lower() for text in texts]
         with native_stderr_held():
             if self.max_length is None:
                 encoded = [(e.ids, e.type_ids, False) for e in self._encode_batch(texts)]

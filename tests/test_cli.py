@@ -221,7 +221,8 @@ BAD_INPUTS = {
     "wrong shapes": (["encode", "x", "--model", "{root}/wrong-shape"],
                      "wrong shape for encoder.layer.1.mlp.wo.weight"),
     "input file not UTF-8": (["encode", "--input", "{root}/latin1.txt"], "is not UTF-8"),
-    "stdin not UTF-8": (["encode"], "standard input is not UTF-8"),
+    "stdin not UTF-8": (["encode"], "standard input line 1 is not UTF-8 text (invalid continuation "
+                                   "byte at byte 3)"),
     "empty stdin": (["encode"], "no input texts"),
     "unknown output extension": (["encode", "x", "--output", "out.txt"],
                                  "must end in .npy, .jsonl or .safetensors"),

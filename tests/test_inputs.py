@@ -42,7 +42,8 @@ def test_devices_directories_and_missing_files(tmp_path, pipe):
         input_file(tmp_path, pipe=pipe)
     with pytest.raises(InputError, match="input file .*nope.txt does not exist"):
         input_file(tmp_path / "nope.txt", pipe=pipe)
-    with pytest.raises(InputError, match="cannot be read"):
+    with pytest.raises(InputError, match=r"^input file 'a\\x00b' cannot be read \(it holds a NUL "
+                                         r"byte\)\.$"):
         input_file("a\0b")
 
 

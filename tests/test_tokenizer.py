@@ -156,3 +156,17 @@ def test_lone_surrogates_are_refused():
     tokenizer = TextTokenizer(WEIGHTS / "mosaic-tiny" / "tokenizer.json")
     with pytest.raises(InputError, match="input 1 is not valid Unicode text"):
         tokenizer(["fine", "bad \udcff byte"])
+
+
+def test_lower_case_is_applied_before_the_tokenizer(tmp_path):
+    """A cased tokenizer (normaliser without lower-casing) sees lower-cased text with lower_case,
+    as sentence-transformers gives it for ``do_lower_case``."""
+    values = json.loads((WEIGHTS / "mosaic-tiny" / "tokenizer.json").read_text(encoding="utf-8"))
+    values["normalizer"]["lowercase"] = False
+    path = tmp_path / "tokenizer.json"
+    path.write_text(json.dumps(values), encoding="utf-8")
+    texts = ["The Cat SITS outside."]
+    plain = TextTokenizer(path, 16)
+    lowered = TextTokenizer(path, 16, lower_case=True)
+    assert plain(texts).input_ids.tolist() != plain([t.lower() for t in texts]).input_ids.tolist()
+    assert lowered(texts).input_ids.tolist() == plain([t.lower() for t in texts]).input_ids.tolist()

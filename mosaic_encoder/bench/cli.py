@@ -17,6 +17,7 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from ..config import ATTENTION_IMPLS
 from ..dtypes import DTYPES
 from .flops import MODES
 from .measure import device_name, resolve_device
@@ -126,7 +127,7 @@ def _model_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--vocab", type=int, default=30528)
     parser.add_argument("--dtype", choices=tuple(DTYPES), default=None,
                         help="default: CPU float32, GPU bfloat16")
-    parser.add_argument("--attention", choices=("auto", "sdpa", "triton"), default="auto",
+    parser.add_argument("--attention", choices=ATTENTION_IMPLS, default="auto",
                         help="our model's attention (default auto: triton on GPU, sdpa on CPU)")
     parser.add_argument("--impls", type=choice_list(MODEL_IMPLS), default=list(MODEL_IMPLS),
                         help="ours, baseline (default: both)")

@@ -27,7 +27,8 @@ def add_parser(commands) -> None:
         description="Embed the text column of a .jsonl or .parquet file, or of a directory of "
                     "them, into Parquet shards of (id, float32 L2-normalised embedding) plus "
                     f"{MANIFEST_NAME}. Rerunning into the same OUTPUT_DIR computes only the "
-                    "shards that are missing.")
+                    "shards that are missing or cannot be proven to embed this input with this "
+                    "model.")
     parser.add_argument("input", metavar="INPUT", help="a .jsonl or .parquet file or a directory "
                                                        "of them")
     parser.add_argument("output", metavar="OUTPUT_DIR", help="where shards and manifest go")
@@ -67,8 +68,6 @@ def run(args: argparse.Namespace) -> int:
         if importlib.util.find_spec("ray") is None:
             raise InputError('--engine ray needs Ray: pip install -e ".[ray]" (or use --engine '
                              'local).')
-        if args.gpus_per_worker < 0 or args.cpus_per_worker <= 0:
-            raise InputError("--gpus-per-worker must be at least 0 and --cpus-per-worker above 0.")
         if args.device.startswith("cuda") and not args.gpus_per_worker:
             raise InputError(f"--device {args.device} with --engine ray needs --gpus-per-worker "
                              f"(e.g. 1), or the workers get no GPU.")
@@ -82,8 +81,11 @@ def run(args: argparse.Namespace) -> int:
         "address": args.address, "num_workers": args.num_workers,
         "gpus_per_worker": args.gpus_per_worker, "cpus_per_worker": args.cpus_per_worker}
     summary = embed_corpus(args.input, args.output, settings, args.engine, **ray_kwargs)
+    replaced = f", {summary.replaced} shard file(s) did not match and were replaced" \
+        if summary.replaced else ""
     print(f"embedded {summary.written} row(s) into {summary.computed} shard(s) in "
-          f"{summary.seconds:.1f} s ({summary.already_done} shard(s) were already done) -> "
+          f"{summary.seconds:.1f} s ({summary.already_done} shard(s) were already "
+          f"done{replaced}) -> "
           f"{args.output}; {summary.rows} rows in all, {summary.bad_rows} bad (empty or not "
           f"text; listed in {MANIFEST_NAME}).", file=sys.stderr)
     return 0

@@ -18,5 +18,6 @@ def run_local(settings: CorpusSettings, shards: list[Shard], output: OutputDirec
     encoder = settings.encoder()
     written = 0
     for shard in tqdm(shards, desc="embed-corpus", unit="shard", disable=None):
-        written += embed_shard(encoder, shard, settings, output.shard_path(shard), id_type)
+        written += embed_shard(encoder, shard, settings, output.shard_path(shard), id_type,
+                               output.model_sha256)
     return written

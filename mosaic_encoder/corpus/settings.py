@@ -9,6 +9,7 @@ from typing import Any
 
 from ..dtypes import resolve_dtype
 from ..errors import CheckpointError
+from ..files import regular_file
 
 
 @dataclass(frozen=True)
@@ -54,14 +55,20 @@ def weights_digest(transformer_dir: Path) -> str:
     if not files:
         raise CheckpointError(f"checkpoint directory {transformer_dir} holds no .safetensors "
                               f"weights.")
+    return files_digest(files, "weights file")
+
+
+def files_digest(files: list[Path], what: str) -> str:
+    """sha256 over the names and bytes of ``files``; a FIFO or device among them is refused (it
+    would block or never end)."""
     digest = hashlib.sha256()
     for file in files:
+        regular_file(file, what)
         digest.update(file.name.encode() + b"\0")
         try:
             with file.open("rb") as stream:
                 for chunk in iter(lambda: stream.read(1 << 20), b""):
                     digest.update(chunk)
         except OSError as err:
-            raise CheckpointError(f"weights file {file} cannot be read ({err.strerror}).") \
-                from None
+            raise CheckpointError(f"{what} {file} cannot be read ({err.strerror}).") from None
     return digest.hexdigest()

@@ -3,44 +3,69 @@
 A shard file ``part-FFFFF-SSSSSS.parquet`` exists only once it is complete: it is written to a
 temporary name and renamed (:func:`mosaic_encoder.atomic.atomic_path`), so a run killed at any
 moment leaves finished shards and at most some hidden ``.part-*.tmp`` files, which the next run
-removes. A rerun with the same model and input computes the missing shards only; a directory that
-holds another model's shards, or another input's, is refused before any work.
+removes. A directory that holds another model's shards, or another input's (other files, row
+counts, columns or shard size), is refused before any work.
+
+A rerun keeps only the shards it can prove: each shard file is stamped (Parquet key-value metadata
+``mosaic-encoder``) with the digest of the input rows it embeds and of the model identity, and is
+written with page checksums. A shard is kept when its stamp names this run's rows and model, its
+pages pass their checksums, its schema, row count and width are right, its values are finite,
+and its bytes are the ones the manifest recorded (sha256) or, for a file no manifest records yet
+(written by a killed or concurrent run), exactly the bytes that writing its content gives. Any
+other shard file is recomputed and replaced. The finished manifest records per shard the digests
+of its input rows and of its file.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ..atomic import atomic_path, atomic_write
+from ..atomic import atomic_write
 from ..checkpoint import CheckpointDir
 from ..errors import InputError
+from ..files import read_json, short
+from ..inputs import input_file
 from .reading import Corpus, Shard
-from .settings import CorpusSettings, weights_digest
+from .settings import CorpusSettings, files_digest, weights_digest
 
 MANIFEST_NAME = "manifest.json"
-FORMAT = "mosaic-encoder embed-corpus 1"
+FORMAT = "mosaic-encoder embed-corpus 2"
 SUFFIX = ".parquet"
+STAMP_KEY = b"mosaic-encoder"
 
 
 def model_identity(settings: CorpusSettings) -> dict[str, Any]:
-    """What decides the embeddings: weights digest, dtype, pooling, normalisation, length, width.
+    """What decides the embeddings: the digests of the weights and the tokenizer, lower-casing,
+    dtype, pooling, normalisation, length, width.
 
     Read from the checkpoint's files without loading the model.
     """
     checkpoint = CheckpointDir.open(settings.model)
     pipeline, config = checkpoint.pipeline, checkpoint.config()
+    tokenizer = files_digest([pipeline.transformer_dir / "tokenizer.json"], "tokenizer file")
     return {"path": str(checkpoint.path), "weights_sha256": weights_digest(pipeline.transformer_dir),
+            "tokenizer_sha256": tokenizer, "do_lower_case": pipeline.do_lower_case,
             "dtype": settings.dtype, "pooling": list(pipeline.pooling.modes), "normalize": True,
             "max_seq_length": settings.max_seq_length or pipeline.max_seq_length,
             "embedding_dim": config.hidden_size * len(pipeline.pooling.modes)}
 
 
+def model_digest(model: dict[str, Any]) -> str:
+    """sha256 of a :func:`model_identity`, wherever the checkpoint lies (its path is left out)."""
+    facts = {key: value for key, value in model.items() if key != "path"}
+    return hashlib.sha256(json.dumps(facts, sort_keys=True).encode()).hexdigest()
+
+
 def input_identity(settings: CorpusSettings, corpus: Corpus) -> dict[str, Any]:
-    """What decides the shard assignment: the input files, their row counts, columns, shard size."""
+    """What decides the shard assignment: the input files, their row counts, columns, shard size.
+
+    The rows' contents are not part of it: each shard carries the digest of its own rows.
+    """
     return {"path": str(corpus.root), "text_column": settings.text_column,
             "id_column": settings.id_column, "rows_per_shard": settings.rows_per_shard,
             "files": corpus.files}
@@ -59,14 +84,18 @@ class OutputDirectory:
         self.path = Path(path)
         self.model = model
         self.input = input
+        self.model_sha256 = model_digest(model)
+        self.created = False
+        self._recorded: dict[str, str] = {}  # shard file name -> sha256 in the manifest found
 
     def shard_path(self, shard: Shard) -> Path:
         return self.path / f"{shard.name}{SUFFIX}"
 
     def check(self, corpus: Corpus) -> list[Shard]:
-        """The shards still to compute; raises :class:`InputError` if the directory is not ours.
+        """The shards to compute: those without a file this run can prove (see the module).
 
-        Reads only: nothing is written or removed.
+        Raises :class:`InputError` if the directory is not ours. Reads only: nothing is written
+        or removed.
         """
         if self.path.exists() and not self.path.is_dir():
             raise InputError(f"output directory {self.path} is a file.")
@@ -79,87 +108,170 @@ class OutputDirectory:
                                  f"{MANIFEST_NAME} (it holds {strangers[0]}); choose an empty or "
                                  f"new directory.")
             return list(corpus.shards)
-        try:
-            manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
-            previous_model, previous_input = manifest["model"], manifest["input"]
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError) as err:
-            raise InputError(f"manifest {manifest_path} is not an embed-corpus manifest ({err}).") \
-                from None
+        manifest = _read_manifest(manifest_path)
+        previous_model, previous_input = manifest["model"], manifest["input"]
         differences = [key for key in self.model if key != "path"
                        and previous_model.get(key) != self.model[key]]
         if differences:
             key = differences[0]
             raise InputError(f"output directory {self.path} holds shards of a different model "
-                             f"({key} {previous_model.get(key)!r} there, {self.model[key]!r} now); "
-                             f"choose another directory.")
+                             f"({key} {short(previous_model.get(key), quote=True)} there, "
+                             f"{short(self.model[key], quote=True)} now); choose another "
+                             f"directory.")
         differences = [key for key in self.input if key != "path"
                        and previous_input.get(key) != self.input[key]]
         if differences:
             raise InputError(f"output directory {self.path} holds shards of a different input "
                              f"({differences[0]} differs from {manifest_path}); choose another "
                              f"directory.")
-        missing = []
-        for shard in corpus.shards:
-            path = self.shard_path(shard)
-            if not path.is_file():
-                missing.append(shard)
-            elif (rows := _parquet_rows(path)) != shard.embedded:
-                raise InputError(f"shard {path} holds {rows} rows where this input gives "
-                                 f"{shard.embedded}; it was not written by this command, remove "
-                                 f"it.")
-        return missing
+        self._recorded = {entry["file"]: entry["sha256"] for entry in manifest["shards"]
+                          if "sha256" in entry}
+        return [shard for shard in corpus.shards if self.prove(shard, corpus.id_type) is None]
+
+    def prove(self, shard: Shard, id_type: str | None) -> str | None:
+        """The sha256 of the shard's file when it is this run's embedding of the shard's rows
+        (see the module), else None."""
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        path = self.shard_path(shard)
+        try:
+            data = input_file(path, "shard").read_bytes()
+        except (InputError, OSError):
+            return None
+        digest = hashlib.sha256(data).hexdigest()
+        recorded = self._recorded.get(path.name)
+        if recorded not in (None, digest):
+            return None
+        width = self.model["embedding_dim"]
+        stamp = shard_stamp(shard, self.model_sha256)
+        try:
+            table = pq.read_table(pa.BufferReader(data), page_checksum_verification=True)
+            if (table.schema.metadata or {}).get(STAMP_KEY) != stamp or \
+                    table.num_rows != shard.embedded or \
+                    not table.schema.remove_metadata().equals(_schema(id_type, width)):
+                return None
+            ids = table.column("id").to_pylist()
+            embeddings = table.column("embedding").combine_chunks().flatten().to_numpy()
+            embeddings = embeddings.reshape(table.num_rows, width)
+        except (OSError, ValueError, pa.ArrowException):
+            return None
+        if not np.isfinite(embeddings).all():
+            return None
+        # A file no manifest vouches for must be exactly what writing its content gives: this
+        # catches a flipped byte anywhere, also where Parquet keeps no checksum.
+        if recorded is None and encode_shard(ids, embeddings, id_type, stamp) != data:
+            return None
+        return digest
 
     def start(self, corpus: Corpus) -> None:
         """Create the directory, remove temporaries of killed runs, write an incomplete manifest."""
+        self.created = not self.path.exists()
         try:
             self.path.mkdir(parents=True, exist_ok=True)
         except OSError as err:
             raise InputError(f"output directory {self.path} cannot be created "
                              f"({err.strerror}).") from None
-        for stale in self.path.glob(f".part-*{SUFFIX}.*.tmp"):
-            stale.unlink(missing_ok=True)
-        self._write_manifest(corpus, complete=False)
+        self._remove_temporaries()
+        self._write_manifest(corpus, None)
 
     def finish(self, corpus: Corpus) -> None:
-        """Check that every shard exists, then mark the manifest complete."""
-        missing = [s.name for s in corpus.shards if not self.shard_path(s).is_file()]
+        """Prove every shard, then mark the manifest complete with the digests of their files."""
+        digests = {shard.name: self.prove(shard, corpus.id_type) for shard in corpus.shards}
+        missing = [name for name, digest in digests.items() if digest is None]
         if missing:
             raise InputError(f"output directory {self.path} lacks {len(missing)} shard(s) after "
                              f"the run (first: {missing[0]}); run the command again to complete "
                              f"them.")
+        self._remove_temporaries()
+        self._write_manifest(corpus, digests)
+
+    def abandon(self) -> None:
+        """After a failed run: remove the directory again if this run created it and it holds
+        nothing but the manifest (no shard, no temporary file of a concurrent run), so that a
+        refused run leaves nothing behind."""
+        manifest = self.path / MANIFEST_NAME
+        if self.created and [p.name for p in self.path.iterdir()] == [MANIFEST_NAME]:
+            manifest.unlink(missing_ok=True)
+            try:
+                self.path.rmdir()
+            except OSError:
+                pass  # something appeared in it meanwhile: keep it
+
+    def _remove_temporaries(self) -> None:
         for stale in self.path.glob(f".part-*{SUFFIX}.*.tmp"):
             stale.unlink(missing_ok=True)
-        self._write_manifest(corpus, complete=True)
 
-    def _write_manifest(self, corpus: Corpus, complete: bool) -> None:
+    def _write_manifest(self, corpus: Corpus, digests: dict[str, str] | None) -> None:
+        """The manifest; complete, with each shard file's sha256, once ``digests`` are known."""
         bad = [{"id": r.id, "file": r.file, "row": r.row, "reason": r.reason}
                for r in corpus.bad_rows]
-        manifest = {"format": FORMAT, "complete": complete, "model": self.model,
-                    "input": self.input, "rows": corpus.rows, "embedded": corpus.rows - len(bad),
-                    "bad_rows": {"count": len(bad), "rows": bad},
-                    "shards": [{"file": self.shard_path(s).name, "rows": s.embedded}
-                               for s in corpus.shards]}
+        shards = [{"file": self.shard_path(s).name, "rows": s.embedded, "input_sha256": s.sha256}
+                  | ({"sha256": digests[s.name]} if digests else {}) for s in corpus.shards]
+        manifest = {"format": FORMAT, "complete": digests is not None, "model": self.model,
+                    "model_sha256": self.model_sha256, "input": self.input, "rows": corpus.rows,
+                    "embedded": corpus.rows - len(bad),
+                    "bad_rows": {"count": len(bad), "rows": bad}, "shards": shards}
         data = (json.dumps(manifest, indent=1) + "\n").encode()
         atomic_write(self.path / MANIFEST_NAME, lambda stream: stream.write(data))
 
 
-def write_shard(path: Path, ids: list, embeddings: np.ndarray, id_type: str | None) -> None:
-    """Write ``ids`` and float32 ``embeddings`` (N, D) as Parquet columns ``id`` and ``embedding``.
+def _read_manifest(path: Path) -> dict[str, Any]:
+    """An embed-corpus manifest of this format, its shape checked; else one sentence."""
+    manifest = read_json(path, "manifest", error=InputError)
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        found = manifest.get("format") if isinstance(manifest, dict) else None
+        raise InputError(f"manifest {path} is not an embed-corpus manifest of this version "
+                         f"(format {short(found, quote=True)}, expected {FORMAT!r}); choose "
+                         f"another directory.")
+    shards = manifest.get("shards")
+    if not (isinstance(manifest.get("model"), dict) and isinstance(manifest.get("input"), dict)
+            and isinstance(shards, list) and all(
+                isinstance(entry, dict) and isinstance(entry.get("file"), str)
+                and isinstance(entry.get("sha256", ""), str) for entry in shards)):
+        raise InputError(f"manifest {path} is not an embed-corpus manifest (its model, input or "
+                         f"shards are malformed); choose another directory.")
+    return manifest
 
-    ``embedding`` is a fixed-size list of D float32; ``id`` is int64 or string (``id_type``).
-    The file appears at ``path`` only once complete.
-    """
+
+def shard_stamp(shard: Shard, model_sha256: str) -> bytes:
+    """What a shard file is stamped with: the digests of its input rows and of the model."""
+    return json.dumps({"input_sha256": shard.sha256, "model_sha256": model_sha256},
+                      sort_keys=True).encode()
+
+
+def _schema(id_type: str | None, width: int):
+    import pyarrow as pa
+
+    return pa.schema([("id", pa.int64() if id_type == "int" else pa.string()),
+                      ("embedding", pa.list_(pa.float32(), width))])
+
+
+def encode_shard(ids: list, embeddings: np.ndarray, id_type: str | None, stamp: bytes) -> bytes:
+    """The Parquet file of ``ids`` and float32 ``embeddings`` (N, D): columns ``id`` (int64 or
+    string, ``id_type``) and ``embedding`` (a fixed-size list of D float32), ``stamp``
+    (:func:`shard_stamp`) in its metadata, page checksums on. The same content gives the same
+    bytes."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     embeddings = np.ascontiguousarray(embeddings, dtype=np.float32)
     width = embeddings.shape[1]
+    schema = _schema(id_type, width)
     column = pa.FixedSizeListArray.from_arrays(pa.array(embeddings.reshape(-1), pa.float32()),
                                                width)
-    id_arrow = pa.int64() if id_type == "int" else pa.string()
-    table = pa.table({"id": pa.array(ids, id_arrow), "embedding": column})
-    with atomic_path(path) as temporary:
-        pq.write_table(table, temporary)
+    table = pa.table([pa.array(ids, schema.field("id").type), column],
+                     schema=schema.with_metadata({STAMP_KEY: stamp}))
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink, write_page_checksum=True)
+    return sink.getvalue().to_pybytes()
+
+
+def write_shard(path: Path, ids: list, embeddings: np.ndarray, id_type: str | None,
+                stamp: bytes) -> None:
+    """Write :func:`encode_shard` to ``path``; the file appears only once complete."""
+    data = encode_shard(ids, embeddings, id_type, stamp)
+    atomic_write(path, lambda stream: stream.write(data))
 
 
 def read_embeddings(directory: str | Path) -> tuple[list, np.ndarray]:
@@ -167,24 +279,13 @@ def read_embeddings(directory: str | Path) -> tuple[list, np.ndarray]:
     import pyarrow.parquet as pq
 
     directory = Path(directory)
-    manifest = json.loads((directory / MANIFEST_NAME).read_text(encoding="utf-8"))
+    manifest = _read_manifest(directory / MANIFEST_NAME)
+    width = manifest["model"]["embedding_dim"]
     ids: list = []
     parts = []
     for shard in manifest["shards"]:
         table = pq.read_table(directory / shard["file"])
         ids += table.column("id").to_pylist()
         flat = table.column("embedding").combine_chunks().flatten().to_numpy()
-        parts.append(flat.reshape(len(table), manifest["model"]["embedding_dim"]))
-    width = manifest["model"]["embedding_dim"]
+        parts.append(flat.reshape(len(table), width))
     return ids, np.concatenate(parts) if parts else np.zeros((0, width), np.float32)
-
-
-def _parquet_rows(path: Path) -> int:
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    try:
-        return pq.read_metadata(path).num_rows
-    except (OSError, pa.ArrowException) as err:
-        raise InputError(f"shard {path} is not a readable Parquet file ({err}); remove it.") \
-            from None

@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 from ..arguments import count, positive_int
+from ..config import ATTENTION_IMPLS
 from .config import TrainConfig
 
 DEFAULTS = TrainConfig(model=Path("."), data=(Path("."),), output=Path("."))
@@ -64,7 +65,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=int, default=d.seed)
     parser.add_argument("--device", default=d.device,
                         help="cpu or cuda (under torchrun each process takes its local GPU)")
-    parser.add_argument("--attention", choices=("auto", "sdpa", "triton"), default=d.attention)
+    parser.add_argument("--attention", choices=ATTENTION_IMPLS, default=d.attention)
     parser.add_argument("--resume", action="store_true",
                         help="continue the run in --output from its newest checkpoint")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -87,7 +88,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
 
 def run(args: argparse.Namespace) -> int:
     """Train; print a one-line summary on stderr (rank 0). Errors propagate as MosaicError."""
-    from .loop import train
+    from .contrastive import train
 
     result = train(config_from_args(args))
     if result.main:

@@ -8,11 +8,13 @@ scale 20.
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from ..errors import InputError
+from .loop import LoopSettings, check_ranges
 
 
 @dataclass(frozen=True)
@@ -22,7 +24,7 @@ class TrainConfig:
     Attributes:
         model: starting checkpoint directory (sentence-transformers layout or a bare checkpoint).
         data: training files (``.jsonl``/``.parquet`` pairs or triplets).
-        output: run directory (see :mod:`mosaic_encoder.training.checkpoints`).
+        output: run directory (see :mod:`mosaic_encoder.training.run_dir`).
         eval_data: held-out pairs for recall@1/MRR, or None.
         learning_rate, weight_decay: AdamW settings (biases and LayerNorm weights get no decay).
         warmup_steps: linear warm-up from 0; afterwards linear decay to 0 at the last step.
@@ -68,20 +70,24 @@ class TrainConfig:
     progress: bool = True
 
     def __post_init__(self):
-        checks = {"learning_rate": self.learning_rate > 0, "weight_decay": self.weight_decay >= 0,
-                  "warmup_steps": self.warmup_steps >= 0, "batch_size": self.batch_size >= 2,
-                  "max_seq_length": self.max_seq_length >= 2, "scale": self.scale > 0,
-                  "max_grad_norm": self.max_grad_norm > 0, "epochs": self.epochs >= 1,
-                  "steps": self.steps is None or self.steps >= 1,
-                  "chunk_size": self.chunk_size is None or self.chunk_size >= 1,
-                  "eval_every": self.eval_every >= 0, "save_every": self.save_every >= 0,
-                  "log_every": self.log_every >= 1, "keep_checkpoints": self.keep_checkpoints >= 1}
-        for name, ok in checks.items():
-            if not ok:
-                raise InputError(f"training setting {name} = {getattr(self, name)!r} is out of "
-                                 f"range.")
+        check_ranges(self, {
+            "batch_size": self.batch_size >= 2, "max_seq_length": self.max_seq_length >= 2,
+            "scale": 0 < self.scale < math.inf, "epochs": self.epochs >= 1,
+            "steps": self.steps is None or self.steps >= 1,
+            "chunk_size": self.chunk_size is None or self.chunk_size >= 1})
+        self.loop  # checks the loop's settings
         if not self.data:
             raise InputError("training needs at least one data file.")
+
+    @property
+    def loop(self) -> LoopSettings:
+        """The settings that :mod:`.loop` owns."""
+        return LoopSettings(
+            output=self.output, learning_rate=self.learning_rate, weight_decay=self.weight_decay,
+            warmup_steps=self.warmup_steps, max_grad_norm=self.max_grad_norm,
+            eval_every=self.eval_every, save_every=self.save_every, log_every=self.log_every,
+            keep_checkpoints=self.keep_checkpoints, seed=self.seed, device=self.device,
+            resume=self.resume, progress=self.progress)
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready values (paths as strings)."""

@@ -24,7 +24,8 @@ from typing import Iterator
 import torch
 
 from ..errors import InputError
-from ..inputs import json_lines, open_input, parquet_columns, parquet_file, record_field
+from ..inputs import json_lines, open_input, parquet_file, record_field, string_rows
+from .rng import derived_seed
 
 COLUMNS = ("anchor", "positive", "negative")
 SUFFIXES = (".jsonl", ".parquet")
@@ -99,15 +100,7 @@ def _row(record, where: str) -> tuple[str, ...]:
 
 def _parquet_rows(path: Path) -> Iterator[tuple[str, ...]]:
     names = parquet_file(path, "data file", list(COLUMNS[:2])).schema_arrow.names
-    columns = [c for c in COLUMNS if c in names]
-    number = 0
-    for values in parquet_columns(path, columns, "data file", strings=True):
-        for row in zip(*values):
-            number += 1
-            if None in row:
-                raise InputError(f"data file {path} row {number} has a null "
-                                 f"{columns[row.index(None)]!r}.")
-            yield row
+    return string_rows(path, [c for c in COLUMNS if c in names], "data file")
 
 
 @dataclass(frozen=True)
@@ -149,7 +142,7 @@ class BatchSchedule:
     def epoch(self, epoch: int) -> list[Batch]:
         """The global batches of ``epoch``, in training order."""
         if self._cached is None or self._cached[0] != epoch:
-            generator = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+            generator = torch.Generator().manual_seed(derived_seed(self.seed, epoch))
             batches = []
             for file, size in enumerate(self.sizes):
                 order = torch.randperm(size, generator=generator).tolist()

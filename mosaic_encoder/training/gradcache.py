@@ -22,19 +22,9 @@ from torch import nn
 
 from ..tokenizer import TokenizedBatch
 from .model import rows
+from .rng import rng_state, set_rng_state
 
 LossOf = Callable[[torch.Tensor], torch.Tensor]
-
-
-def _rng_state(device: torch.device) -> tuple[torch.Tensor, torch.Tensor | None]:
-    cuda = torch.cuda.get_rng_state(device) if device.type == "cuda" else None
-    return torch.get_rng_state(), cuda
-
-
-def _set_rng_state(state: tuple[torch.Tensor, torch.Tensor | None], device: torch.device) -> None:
-    torch.set_rng_state(state[0])
-    if state[1] is not None:
-        torch.cuda.set_rng_state(state[1], device)
 
 
 def backward(model: nn.Module, tokens: TokenizedBatch, loss_of: LossOf,
@@ -63,10 +53,10 @@ def backward(model: nn.Module, tokens: TokenizedBatch, loss_of: LossOf,
     states, embeddings = [], []
     with torch.no_grad():
         for start, stop in bounds:
-            states.append(_rng_state(device))
+            states.append(rng_state(device))
             chunk = rows(tokens, start, stop)
             embeddings.append(model(chunk.input_ids, chunk.attention_mask, chunk.token_type_ids))
-    after = _rng_state(device)
+    after = rng_state(device)
     cached = torch.cat(embeddings).requires_grad_()
     loss = loss_of(cached)
     loss.backward()
@@ -74,9 +64,9 @@ def backward(model: nn.Module, tokens: TokenizedBatch, loss_of: LossOf,
     for number, ((start, stop), state) in enumerate(zip(bounds, states)):
         last = number == len(bounds) - 1
         with contextlib.nullcontext() if last else no_sync():
-            _set_rng_state(state, device)
+            set_rng_state(state, device)
             chunk = rows(tokens, start, stop)
             embedded = model(chunk.input_ids, chunk.attention_mask, chunk.token_type_ids)
             embedded.backward(gradients[start:stop])
-    _set_rng_state(after, device)
+    set_rng_state(after, device)
     return loss.detach()

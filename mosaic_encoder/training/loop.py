@@ -1,40 +1,130 @@
-"""The training loop: data, model, optimizer, schedule, logging, evaluation and checkpoints.
+"""The training loop, generic over what is trained: set-up, one :meth:`Loop.train_step`, a plain loop.
 
-One function, :func:`train`, runs a whole :class:`TrainConfig` in this process. Under ``torchrun``
-every process calls it; the model is wrapped in DistributedDataParallel, each rank embeds its slice
-of the global batch (:mod:`mosaic_encoder.training.data`) and scores its anchors against the
-positives (and hard negatives) of every rank, gathered with their gradients. Each rank's loss is the
-mean over its own anchors, and DDP averages the gradients over ranks, so the update equals that of
-one process with the whole global batch. Only rank 0 writes files and logs.
+What differs between contrastive fine-tuning (:mod:`.contrastive`) and masked-LM pretraining is a
+:class:`Task`::
+
+    class Task(Protocol):
+        model: nn.Module       # the trainable module; the loop wraps it in DistributedDataParallel
+        fingerprint: dict      # JSON-ready settings that a resumed run must share
+        steps: int             # optimizer steps of the whole run
+        def batch(self, step, rank, world_size) -> Any            # this rank's share, pure in step
+        def backward(self, wrapped, batch, no_sync) -> (float, int)  # loss, tokens of this rank
+        def evaluate(self, step) -> dict | None                   # held-out metrics (rank 0)
+        def save_model(self, directory) -> None                   # a checkpoint's model files
+        def load_model(self, directory) -> None                   # weights back from save_model's
+
+``backward`` runs forward and backward passes and accumulates ``.grad`` (a gradient cache or
+gradient accumulation lives inside it); every call but its last ``backward`` runs under
+``no_sync()`` so that DDP all-reduces the gradients once per step.
+
+The loop owns the rest, identical for every task:
+
+- AdamW, with no weight decay on the 1-d parameters (biases, LayerNorm weights); linear warm-up
+  over ``warmup_steps`` then linear decay to zero at the last step; gradient-norm clipping;
+- a stop at the first non-finite loss or gradient norm, before the optimizer applies it;
+- checkpoints (:mod:`.run_dir`) holding the model, optimizer, scheduler and every rank's RNG
+  state, so that a resumed run continues bit for bit where an uninterrupted run would be;
+- ``log.jsonl``, the tqdm bar and the ``on_step`` callback;
+- torchrun processes: DDP, every rank computing its own share, rank 0 alone writing files.
+
+A run that fails before its first checkpoint leaves no output behind; one that fails later keeps
+its checkpoints and the newest published model, ready for ``--resume``.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import math
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, ContextManager, Protocol
 
 import torch
 import torch.distributed as dist
+from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from ..atomic import atomic_write
-from ..errors import InputError
-from ..loading import load_model
-from ..models import unwrap_encoder
-from ..tokenizer import TextTokenizer
-from . import checkpoints, distributed, gradcache
-from .config import TrainConfig
-from .data import BatchSchedule, read_pair_file
-from .evaluation import evaluate
-from .loss import in_batch_negatives_loss
-from .model import SentenceModel, to_device
+from ..errors import CheckpointError, InputError, TrainingError
+from . import distributed, run_dir
+from .distributed import Processes
+from .rng import SEED_LIMIT, derived_seed, rng_state, set_rng_state
 
 StepCallback = Callable[[int, dict[str, Any]], None]
+
+
+class Task(Protocol):
+    """What the loop trains; see the module docstring."""
+
+    model: nn.Module
+    fingerprint: dict[str, Any]
+    steps: int
+
+    def batch(self, step: int, rank: int, world_size: int) -> Any: ...
+
+    def backward(self, wrapped: nn.Module, batch: Any,
+                 no_sync: Callable[[], ContextManager]) -> tuple[float, int]: ...
+
+    def evaluate(self, step: int) -> dict[str, Any] | None: ...
+
+    def save_model(self, directory: Path) -> None: ...
+
+    def load_model(self, directory: Path) -> None: ...
+
+
+@dataclass(frozen=True)
+class LoopSettings:
+    """The settings the loop owns.
+
+    Attributes:
+        output: run directory (see :mod:`.run_dir`).
+        learning_rate, weight_decay: AdamW settings (1-d parameters get no decay).
+        warmup_steps: linear warm-up from 0; afterwards linear decay to 0 at the last step.
+        max_grad_norm: gradient norm clipping threshold.
+        eval_every, save_every, log_every: intervals in steps (0 disables the periodic action;
+            the end of training always evaluates and saves).
+        keep_checkpoints: checkpoints kept in ``output/checkpoints``.
+        seed: fixes the initial RNG state of every rank (rank ``r`` draws from its own stream).
+        device: ``cpu`` or ``cuda`` (under torchrun each process takes its local GPU).
+        resume: continue from the newest checkpoint in ``output``.
+        progress: show a tqdm progress bar.
+    """
+
+    output: Path
+    learning_rate: float
+    weight_decay: float = 0.01
+    warmup_steps: int = 0
+    max_grad_norm: float = 1.0
+    eval_every: int = 0
+    save_every: int = 500
+    log_every: int = 1
+    keep_checkpoints: int = 1
+    seed: int = 0
+    device: str = "cpu"
+    resume: bool = False
+    progress: bool = True
+
+    def __post_init__(self):
+        check_ranges(self, {
+            "learning_rate": 0 < self.learning_rate < math.inf,
+            "weight_decay": 0 <= self.weight_decay < math.inf,
+            "warmup_steps": self.warmup_steps >= 0,
+            "max_grad_norm": 0 < self.max_grad_norm < math.inf,
+            "eval_every": self.eval_every >= 0, "save_every": self.save_every >= 0,
+            "log_every": self.log_every >= 1, "keep_checkpoints": self.keep_checkpoints >= 1,
+            "seed": 0 <= self.seed < SEED_LIMIT})
+
+
+def check_ranges(settings: Any, checks: dict[str, bool]) -> None:
+    """Raise InputError naming the first field of ``settings`` whose check is False."""
+    for name, ok in checks.items():
+        if not ok:
+            raise InputError(f"training setting {name} = {getattr(settings, name)!r} is out of "
+                             f"range.")
 
 
 @dataclass
@@ -60,35 +150,219 @@ def warmup_linear(warmup_steps: int, total_steps: int) -> Callable[[int], float]
     return factor
 
 
-def _optimizer(model: SentenceModel, config: TrainConfig) -> torch.optim.AdamW:
-    """AdamW; biases and LayerNorm weights (the 1-d parameters) get no weight decay."""
-    trainable = [p for p in model.parameters() if p.requires_grad]
-    return torch.optim.AdamW(
-        [{"params": [p for p in trainable if p.dim() >= 2], "weight_decay": config.weight_decay},
-         {"params": [p for p in trainable if p.dim() < 2], "weight_decay": 0.0}],
-        lr=config.learning_rate)
+def run(settings: LoopSettings, build: Callable[[Processes], Task],
+        on_step: StepCallback | None = None) -> TrainResult:
+    """Train the task that ``build`` makes for this process (one of several under torchrun).
+
+    Args:
+        settings: the loop's settings.
+        build: makes the task on this process's device; it reads data and the starting model and
+            raises on bad input before anything is written.
+        on_step: called after every optimizer step with (steps taken, the step's record).
+    Returns:
+        the run's records (on every rank; files are written by rank 0 only).
+    Raises:
+        InputError, CheckpointError: bad data, settings, starting checkpoint, output directory or
+            resume state, before anything is written; or a failed write.
+        TrainingError: a non-finite loss or gradient norm.
+    """
+    processes = distributed.start(settings.device)
+    try:
+        resume_from = run_dir.check_output(settings.output, settings.resume)
+        loop = Loop(settings, build(processes), processes, resume_from)
+        return loop.train(on_step)
+    finally:
+        distributed.stop(processes)
 
 
-def _rng_state(device: torch.device) -> dict[str, torch.Tensor]:
-    state = {"cpu": torch.get_rng_state()}
-    if device.type == "cuda":
-        state["cuda"] = torch.cuda.get_rng_state(device)
-    return state
+class Loop:
+    """One run: set up in ``__init__``, :meth:`train_step` per step, :meth:`train` for the run."""
+
+    def __init__(self, settings: LoopSettings, task: Task, processes: Processes,
+                 resume_from: Path | None):
+        self.settings, self.task, self.processes = settings, task, processes
+        self.output = settings.output
+        torch.manual_seed(derived_seed(settings.seed, processes.rank))
+        self.wrapped = DistributedDataParallel(task.model) if processes.distributed \
+            else task.model
+        self.no_sync = self.wrapped.no_sync if processes.distributed else contextlib.nullcontext
+        self.parameters = [p for p in task.model.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.AdamW(
+            [{"params": [p for p in self.parameters if p.dim() >= 2],
+              "weight_decay": settings.weight_decay},
+             {"params": [p for p in self.parameters if p.dim() < 2], "weight_decay": 0.0}],
+            lr=settings.learning_rate)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, warmup_linear(settings.warmup_steps, task.steps))
+        self.fingerprint = {"task": task.fingerprint, "steps": task.steps, "seed": settings.seed}
+        self.start_step = 0 if resume_from is None else self._resume(resume_from)
+        self.resume_from = resume_from
+        self.created = not self.output.exists()
+        processes.barrier()  # every rank has checked the output directory before rank 0 writes
+        if processes.main:
+            self.output.mkdir(parents=True, exist_ok=True)
+            if resume_from is None:
+                run_dir.clear(self.output)
+            run_dir.remove_temporaries(self.output)
+        self.log = _Log(self.output / run_dir.LOG_FILE, processes.main,
+                        self.start_step if resume_from is not None else None)
+        self.result = TrainResult(self.output, task.steps, processes.main)
+
+    def _resume(self, checkpoint: Path) -> int:
+        """Restore weights, optimizer, schedule and RNG from ``checkpoint``; return its step."""
+        state = run_dir.load_state(checkpoint)
+        path = checkpoint / run_dir.STATE_DIR / "state.pt"
+        for key, kind in (("fingerprint", dict), ("step", int), ("rng", list),
+                          ("optimizer", dict), ("scheduler", dict)):
+            if not isinstance(state.get(key), kind):
+                raise CheckpointError(f"training state {path} has no valid {key!r} entry.")
+        if state["fingerprint"] != self.fingerprint:
+            raise InputError(f"the run in {self.output} was started with other data or settings "
+                             f"({state['fingerprint']}); resume it with the same data, batch "
+                             f"size, seed and step count.")
+        self.task.load_model(checkpoint)
+        try:
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.scheduler.load_state_dict(state["scheduler"])
+            _check_moments(self.optimizer)
+        except (ValueError, KeyError, TypeError, RuntimeError, IndexError) as err:
+            raise CheckpointError(f"training state {path} does not fit this model's optimizer "
+                                  f"({str(err).splitlines()[0][:200]}).") from None
+        ranks = state["rng"]
+        if len(ranks) == self.processes.world_size:
+            try:
+                set_rng_state(ranks[self.processes.rank], self.processes.device)
+            except (KeyError, TypeError, RuntimeError) as err:
+                raise CheckpointError(f"training state {path} holds an unusable RNG state "
+                                      f"({str(err).splitlines()[0][:200]}).") from None
+        else:  # another process count: every rank starts a fresh, reproducible stream
+            torch.manual_seed(derived_seed(self.settings.seed, state["step"], self.processes.rank))
+        return state["step"]
+
+    def train_step(self, step: int) -> dict[str, Any]:
+        """One optimizer step on the batch of ``step`` (0-based); returns its record.
+
+        Raises:
+            TrainingError: the loss or the gradient norm is not finite (no update is applied).
+        """
+        batch = self.task.batch(step, self.processes.rank, self.processes.world_size)
+        self.task.model.train()  # whatever evaluation left it in
+        started = time.perf_counter()
+        learning_rate = self.scheduler.get_last_lr()[0]
+        loss, tokens = self.task.backward(self.wrapped, batch, self.no_sync)
+        grad_norm = float(torch.nn.utils.clip_grad_norm_(self.parameters,
+                                                         self.settings.max_grad_norm))
+        mean_loss = distributed.sum_over_ranks(loss, self.processes) / self.processes.world_size
+        if not (math.isfinite(mean_loss) and math.isfinite(grad_norm)):
+            raise TrainingError(f"training stopped at step {step + 1}: the loss is {mean_loss:g} "
+                                f"and the gradient norm {grad_norm:g} (learning rate "
+                                f"{learning_rate:g}); {self._kept()}")
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        elapsed = time.perf_counter() - started
+        token_count = distributed.sum_over_ranks(float(tokens), self.processes)
+        return {"step": step + 1, "loss": mean_loss, "lr": learning_rate, "grad_norm": grad_norm,
+                "tokens_per_s": token_count / elapsed}
+
+    def train(self, on_step: StepCallback | None = None) -> TrainResult:
+        """Run the steps from the start (or resumed) step to the end; publish the final model."""
+        settings, total = self.settings, self.task.steps
+        try:
+            if self.start_step == 0:
+                self.evaluate(0)
+            bar = tqdm(total=total, initial=self.start_step, desc="train", unit="step",
+                       disable=not (settings.progress and self.processes.main))
+            for step in range(self.start_step, total):
+                record = self.train_step(step)
+                self.result.records.append(record)
+                if record["step"] % settings.log_every == 0:
+                    self.log.write(record)
+                bar.update(1)
+                bar.set_postfix(loss=f"{record['loss']:.4f}", lr=f"{record['lr']:.2e}")
+                if on_step is not None:
+                    on_step(step + 1, record)
+                if record["step"] < total:
+                    if settings.eval_every and record["step"] % settings.eval_every == 0:
+                        self.evaluate(record["step"])
+                    if settings.save_every and record["step"] % settings.save_every == 0:
+                        self.save(record["step"])
+            bar.close()
+            final = self.resume_from
+            if self.start_step < total:
+                self.evaluate(total)
+                final = self.save(total)
+            if self.processes.main:
+                run_dir.publish(final, self.output)
+            self.processes.barrier()
+        except BaseException:
+            self._clean_up_failure()
+            raise
+        return self.result
+
+    def evaluate(self, step: int) -> None:
+        """Held-out metrics of the task at ``step``, logged by rank 0."""
+        if not self.processes.main:
+            return
+        metrics = self.task.evaluate(step)
+        if metrics is not None:
+            record = {"step": step, **metrics}
+            self.result.evaluations.append(record)
+            self.log.write(record)
+
+    def save(self, step: int) -> Path | None:
+        """Write checkpoint ``step`` (rank 0) with every rank's RNG state; return it on rank 0."""
+        ranks = self._gather_rng()
+        saved = None
+        if self.processes.main:
+            state = {"step": step, "fingerprint": self.fingerprint, "rng": ranks,
+                     "optimizer": self.optimizer.state_dict(),
+                     "scheduler": self.scheduler.state_dict()}
+            saved = run_dir.save_checkpoint(self.output, step, self.task.save_model, state,
+                                            self.settings.keep_checkpoints)
+        self.processes.barrier()
+        return saved
+
+    def _gather_rng(self) -> list[dict[str, torch.Tensor]]:
+        state = rng_state(self.processes.device)
+        if not self.processes.distributed:
+            return [state]
+        states: list[Any] = [None] * self.processes.world_size
+        dist.all_gather_object(states, {k: v.cpu() for k, v in state.items()})
+        return states
+
+    def _kept(self) -> str:
+        """What a failed run leaves behind, as the end of its error sentence."""
+        found = run_dir.checkpoint_dirs(self.output)
+        if not found:
+            return f"nothing was saved in {self.output}."
+        return f"the last good checkpoint, {found[-1]}, is kept."
+
+    def _clean_up_failure(self) -> None:
+        """After a failure: a run without a checkpoint leaves nothing; otherwise the newest
+        checkpoint is published, so the top of the output is the last good model."""
+        if not self.processes.main:
+            return
+        found = run_dir.checkpoint_dirs(self.output)
+        with contextlib.suppress(OSError, CheckpointError):
+            if found:
+                run_dir.publish(found[-1], self.output)
+            elif self.created:
+                shutil.rmtree(self.output)
+            else:
+                run_dir.clear(self.output)
 
 
-def _set_rng_state(state: dict[str, torch.Tensor], device: torch.device) -> None:
-    torch.set_rng_state(state["cpu"])
-    if "cuda" in state and device.type == "cuda":
-        torch.cuda.set_rng_state(state["cuda"], device)
-
-
-def _gather_rng(processes: distributed.Processes) -> list[dict[str, torch.Tensor]]:
-    state = _rng_state(processes.device)
-    if not processes.distributed:
-        return [state]
-    states: list[Any] = [None] * processes.world_size
-    dist.all_gather_object(states, {k: v.cpu() for k, v in state.items()})
-    return states
+def _check_moments(optimizer: torch.optim.Optimizer) -> None:
+    """ValueError unless every per-parameter tensor of a loaded state has its parameter's shape
+    (``load_state_dict`` checks only the number of parameters)."""
+    for group in optimizer.param_groups:
+        for parameter in group["params"]:
+            for name, value in optimizer.state.get(parameter, {}).items():
+                if isinstance(value, torch.Tensor) and value.dim() and \
+                        value.shape != parameter.shape:
+                    raise ValueError(f"{name} of shape {tuple(value.shape)} for a parameter of "
+                                     f"shape {tuple(parameter.shape)}")
 
 
 class _Log:
@@ -97,166 +371,38 @@ class _Log:
     def __init__(self, path: Path, enabled: bool, resumed_step: int | None):
         self.path, self.enabled = path, enabled
         if enabled and resumed_step is not None and path.is_file():
-            kept = [line for line in path.read_text(encoding="utf-8").splitlines()
-                    if line.strip() and json.loads(line).get("step", 0) <= resumed_step]
+            kept = [line for number, line in enumerate(_read_lines(path), start=1)
+                    if line.strip() and _record_step(path, number, line) <= resumed_step]
             data = "".join(f"{line}\n" for line in kept).encode("utf-8")
             atomic_write(path, lambda stream: stream.write(data))
 
     def write(self, record: dict[str, Any]) -> None:
         if self.enabled:
-            with open(self.path, "a", encoding="utf-8") as stream:
-                stream.write(json.dumps(record) + "\n")
+            try:
+                with open(self.path, "a", encoding="utf-8") as stream:
+                    stream.write(json.dumps(record) + "\n")
+            except OSError as err:
+                raise CheckpointError(f"cannot write {self.path} ({err.strerror}).") from None
 
 
-def train(config: TrainConfig, on_step: StepCallback | None = None) -> TrainResult:
-    """Run ``config`` in this process (one of several under torchrun).
-
-    Args:
-        config: the run.
-        on_step: called after every optimizer step with (steps taken, the step's record).
-    Returns:
-        the run's records (on every rank; files are written by rank 0 only).
-    Raises:
-        InputError, CheckpointError: bad data, settings, starting checkpoint or output directory,
-            before anything is written.
-    """
-    processes = distributed.start(config.device)
+def _read_lines(path: Path) -> list[str]:
     try:
-        return _train(config, processes, on_step)
-    finally:
-        distributed.stop(processes)
+        return path.read_bytes().decode("utf-8").splitlines()
+    except OSError as err:
+        raise CheckpointError(f"training log {path} cannot be read ({err.strerror}).") from None
+    except UnicodeDecodeError as err:
+        raise CheckpointError(f"training log {path} is not UTF-8 text (byte {err.start}).") \
+            from None
 
 
-def _train(config: TrainConfig, processes: distributed.Processes,
-           on_step: StepCallback | None) -> TrainResult:
-    output, device = config.output, processes.device
-    resume_from = checkpoints.check_output(output, config.resume)
-    files = [read_pair_file(path) for path in config.data]
-    held_out = read_pair_file(config.eval_data) if config.eval_data is not None else None
-    if config.batch_size % processes.world_size:
-        raise InputError(f"the batch size {config.batch_size} must be a multiple of the number of "
-                         f"processes ({processes.world_size}).")
-    schedule = BatchSchedule(files, config.batch_size, config.seed)
-    total_steps = config.steps or config.epochs * schedule.steps_per_epoch
-    fingerprint = {"data": [[str(f.path), len(f)] for f in files], "batch_size": config.batch_size,
-                   "seed": config.seed, "steps": total_steps}
-
-    source = checkpoints.Source.read(config.model)
-    encoder = unwrap_encoder(load_model(source.pipeline.transformer_dir, dtype=torch.float32,
-                                        device=device, attention=config.attention))
-    max_length = config.max_seq_length
-    if not encoder.config.uses_alibi:
-        max_length = min(max_length, encoder.config.max_position_embeddings)
-    tokenizer = TextTokenizer(source.pipeline.transformer_dir / "tokenizer.json", max_length)
-    lower = source.pipeline.do_lower_case
-
-    torch.manual_seed(config.seed + processes.rank)
-    model = SentenceModel(encoder, source.pipeline.pooling).train()
-    wrapped = DistributedDataParallel(model) if processes.distributed else model
-    no_sync = wrapped.no_sync if processes.distributed else contextlib.nullcontext
-    optimizer = _optimizer(model, config)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer,
-                                                  warmup_linear(config.warmup_steps, total_steps))
-    start_step = 0
-    if resume_from is not None:
-        state = checkpoints.load_state(resume_from)
-        if state["fingerprint"] != fingerprint:
-            raise InputError(f"the run in {output} was started with other data or settings "
-                             f"({state['fingerprint']}); resume it with the same --data, "
-                             f"--batch-size, --seed and step count.")
-        encoder.load_state_dict(unwrap_encoder(load_model(resume_from, device=device)).state_dict())
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        if len(state["rng"]) == processes.world_size:
-            _set_rng_state(state["rng"][processes.rank], device)
-        else:  # another process count: every rank starts a fresh, reproducible stream
-            torch.manual_seed(config.seed + state["step"] * 7919 + processes.rank)
-        start_step = state["step"]
-    processes.barrier()  # every rank has checked the output directory before rank 0 writes to it
-    if processes.main:
-        output.mkdir(parents=True, exist_ok=True)
-        checkpoints.remove_temporaries(output)
-    log = _Log(output / checkpoints.LOG_FILE, processes.main,
-               start_step if resume_from is not None else None)
-    result = TrainResult(output, total_steps, processes.main)
-
-    def run_evaluation(step: int) -> None:
-        if held_out is None or not processes.main:
-            return
-        anchors, positives = held_out.anchors, held_out.positives
-        if lower:
-            anchors, positives = [t.lower() for t in anchors], [t.lower() for t in positives]
-        metrics = evaluate(model, tokenizer, anchors, positives, device)
-        record = {"step": step, "eval_recall_at_1": metrics.recall_at_1, "eval_mrr": metrics.mrr,
-                  "eval_size": metrics.size}
-        result.evaluations.append(record)
-        log.write(record)
-
-    def save(step: int) -> Path | None:
-        rng = _gather_rng(processes)
-        saved = None
-        if processes.main:
-            state = {"step": step, "fingerprint": fingerprint, "rng": rng,
-                     "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                     "config": json.dumps(config.as_dict())}
-            saved = checkpoints.save_checkpoint(output, step, encoder, source, state,
-                                                config.keep_checkpoints)
-        processes.barrier()
-        return saved
-
-    if start_step == 0:
-        run_evaluation(0)
-    parameters = [p for p in model.parameters() if p.requires_grad]
-    bar = tqdm(total=total_steps, initial=start_step, desc="train", unit="step",
-               disable=not (config.progress and processes.main))
-    for step in range(start_step, total_steps):
-        batch = schedule.batch(step)
-        anchors, positives, negatives = files[batch.file].take(
-            batch.shard(processes.rank, processes.world_size))
-        texts = anchors + positives + (negatives or [])
-        tokens = to_device(tokenizer([t.lower() for t in texts] if lower else texts), device)
-        count = len(anchors)
-
-        def loss_of(embeddings: torch.Tensor) -> torch.Tensor:
-            gathered = distributed.gather_with_grad(embeddings[count:], processes)
-            positives_all = gathered.view(processes.world_size, -1, gathered.shape[-1])
-            negatives_all = None
-            if negatives is not None:
-                negatives_all = positives_all[:, count:].reshape(-1, gathered.shape[-1])
-            positives_all = positives_all[:, :count].reshape(-1, gathered.shape[-1])
-            return in_batch_negatives_loss(embeddings[:count], positives_all, negatives_all,
-                                           config.scale, first_label=processes.rank * count)
-
-        started = time.perf_counter()
-        learning_rate = scheduler.get_last_lr()[0]
-        loss = gradcache.backward(wrapped, tokens, loss_of, config.chunk_size, no_sync)
-        grad_norm = torch.nn.utils.clip_grad_norm_(parameters, config.max_grad_norm)
-        optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
-        elapsed = time.perf_counter() - started
-        mean_loss = distributed.sum_over_ranks(float(loss), processes) / processes.world_size
-        token_count = distributed.sum_over_ranks(float(tokens.attention_mask.sum()), processes)
-        record = {"step": step + 1, "loss": mean_loss, "lr": learning_rate,
-                  "grad_norm": float(grad_norm), "tokens_per_s": token_count / elapsed,
-                  "epoch": step // schedule.steps_per_epoch}
-        result.records.append(record)
-        if (step + 1) % config.log_every == 0:
-            log.write(record)
-        bar.update(1)
-        bar.set_postfix(loss=f"{mean_loss:.4f}", lr=f"{learning_rate:.2e}")
-        if on_step is not None:
-            on_step(step + 1, record)
-        last = step + 1 == total_steps
-        if config.eval_every and (step + 1) % config.eval_every == 0 and not last:
-            run_evaluation(step + 1)
-        if config.save_every and (step + 1) % config.save_every == 0 and not last:
-            save(step + 1)
-    bar.close()
-    if start_step < total_steps:
-        run_evaluation(total_steps)
-    final = save(total_steps) if start_step < total_steps else resume_from
-    if processes.main:
-        checkpoints.publish(final, output)
-    processes.barrier()
-    return result
+def _record_step(path: Path, number: int, line: str) -> int:
+    """The ``step`` of one log line; CheckpointError for anything but an object with one."""
+    try:
+        record = json.loads(line)
+    except (ValueError, RecursionError):
+        record = None
+    step = record.get("step") if isinstance(record, dict) else None
+    if not isinstance(step, int) or isinstance(step, bool):
+        raise CheckpointError(f"training log {path} line {number} is not a record with an integer "
+                              f"step; remove the line or the log to resume.")
+    return step

@@ -103,23 +103,26 @@ def test_bad_rows_are_reported_not_fatal(tmp_path, run):
 
 KILL_DURING_THIRD_SHARD = textwrap.dedent("""
     import os, signal, sys
-    import pyarrow.parquet as pq
+    from pathlib import Path
+    from mosaic_encoder.atomic import atomic_path
     from mosaic_encoder.cli import main
+    from mosaic_encoder.corpus import shards
 
     written = []
-    original = pq.write_table
+    original = shards.atomic_write
 
-    def write_table(table, where, **kwargs):
+    def atomic_write(target, write):
         # The third shard: half a file under its temporary name, then the driver dies (SIGKILL
         # runs no cleanup, as a power cut or the OOM killer would).
-        written.append(where)
-        if len(written) == 3:
-            with open(where, "wb") as stream:
-                stream.write(b"PAR1 half a shard")
-            os.kill(os.getpid(), signal.SIGKILL)
-        original(table, where, **kwargs)
+        if Path(target).name.startswith("part-"):
+            written.append(target)
+            if len(written) == 3:
+                with atomic_path(target) as temporary:
+                    temporary.write_bytes(b"PAR1 half a shard")
+                    os.kill(os.getpid(), signal.SIGKILL)
+        original(target, write)
 
-    pq.write_table = write_table
+    shards.atomic_write = atomic_write
     sys.exit(main(sys.argv[1:]))
 """)
 
@@ -199,3 +202,72 @@ def test_local_engine_never_imports_ray(tmp_path):
                              str(tmp_path / "out"), "--model", str(MODEL)],
                             capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
+
+
+def test_a_rerun_recomputes_the_shards_it_cannot_prove(tmp_path, texts, reference, run):
+    corpus = make_corpus(tmp_path / "in", texts)
+    out, other = tmp_path / "out", tmp_path / "other"
+    args = ["--rows-per-shard", 4, "--max-tokens", 96]
+    assert run(corpus, out, "--model", MODEL, *args)[0] == 0
+    assert run(corpus, other, "--model", WEIGHTS / "mosaic-tiny-mlm", *args)[0] == 0
+    # A flipped byte in one shard, another model's file for the same rows in place of another.
+    flipped = out / "part-00000-000001.parquet"
+    data = bytearray(flipped.read_bytes())
+    data[len(data) // 2] ^= 0x10
+    flipped.write_bytes(bytes(data))
+    (out / "part-00001-000000.parquet").write_bytes(
+        (other / "part-00001-000000.parquet").read_bytes())
+    status, _, stderr = run(corpus, out, "--model", MODEL, *args)
+    assert status == 0, stderr
+    assert "into 2 shard(s)" in stderr and "2 shard file(s) did not match and were replaced" \
+        in stderr
+    ids, embeddings = read_embeddings(out)
+    np.testing.assert_allclose(embeddings, reference[ids], rtol=0, atol=1e-6)
+
+
+def test_non_finite_embeddings_fail_and_leave_nothing(tmp_path, run):
+    from helpers import copy_checkpoint
+
+    def overflow(tensors):
+        # Finite weights whose activations overflow float32: NaN embeddings, which encode refuses.
+        tensors["embeddings.LayerNorm.weight"].fill_(1e38)
+
+    model = copy_checkpoint(tmp_path, tensors=overflow)
+    corpus = tmp_path / "in.jsonl"
+    corpus.write_text('{"id": 7, "text": "one"}\n')
+    status, stdout, stderr = run(corpus, tmp_path / "out", "--model", model)
+    assert status == 1 and stdout == "" and len(stderr.strip().splitlines()) == 1
+    assert "shard part-00000-000000: 1 of 1 embeddings are not finite (NaN or Inf; the first " \
+           "is id 7)" in stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_an_id_beyond_int64_is_refused_before_the_model_loads(tmp_path, run, monkeypatch):
+    from mosaic_encoder.corpus.settings import CorpusSettings
+
+    def never(self):
+        raise AssertionError("the model was loaded")
+
+    monkeypatch.setattr(CorpusSettings, "encoder", never)
+    corpus = tmp_path / "in.jsonl"
+    corpus.write_text('{"id": 1, "text": "one"}\n{"id": %d, "text": "two"}\n' % 2**70)
+    status, _, stderr = run(corpus, tmp_path / "out", "--model", MODEL)
+    assert status == 1 and "line 2 has an integer id outside the 64-bit range" in stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_concurrent_runs_end_identical_to_a_fresh_one(tmp_path, texts):
+    corpus = make_corpus(tmp_path / "in", texts[:12])
+    args = ["--model", MODEL, "--rows-per-shard", 2]
+    env = dict(os.environ, PYTHONIOENCODING="utf-8")
+    both = [subprocess.Popen([sys.executable, "-m", "mosaic_encoder", "embed-corpus", str(corpus),
+                              str(tmp_path / "shared"), *map(str, args)], env=env,
+                             stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    assert [process.wait() for process in both] == [0, 0], [p.stderr.read() for p in both]
+    assert embed_corpus(corpus, tmp_path / "fresh", *args).returncode == 0
+
+    def files(directory):
+        return {p.name: p.read_bytes() for p in sorted(directory.iterdir())}
+
+    # Byte for byte: every shard, and the manifest with each shard's digests.
+    assert files(tmp_path / "shared") == files(tmp_path / "fresh")

@@ -97,8 +97,8 @@ def test_worker_errors_arrive_as_one_sentence(local_ray, corpus, tmp_path):
     class ReadsAnotherColumn(ShardEmbedder):
         """Sees rows without the text column, as if the input had changed after the scan."""
 
-        def __init__(self, settings, output, id_type):
-            super().__init__(dict(settings, text_column="body"), output, id_type)
+        def __init__(self, settings, output, id_type, model_sha256):
+            super().__init__(dict(settings, text_column="body"), output, id_type, model_sha256)
 
     settings = CorpusSettings(str(MODEL), rows_per_shard=100)
     with pytest.raises(MosaicError, match=r"corpus.jsonl line 1 has no field 'body' \(choose it "
@@ -106,3 +106,34 @@ def test_worker_errors_arrive_as_one_sentence(local_ray, corpus, tmp_path):
                                           r"others are written, rerun to complete them\)\.$"):
         embed_corpus(corpus, tmp_path / "out", settings, "ray", embedder=ReadsAnotherColumn)
     assert not list((tmp_path / "out").glob("part-*"))
+
+
+@pytest.mark.parametrize("options, message", [
+    (["--address", "127.0.0.1:1"], "no Ray cluster answers at --address 127.0.0.1:1 (Connection "
+                                   "refused)"),
+    (["--address", "ray://127.0.0.1:1"], "no Ray cluster answers at --address ray://127.0.0.1:1"),
+    (["--address", "nonsense"], "--address 'nonsense' is not auto, HOST:PORT or ray://HOST:PORT"),
+    (["--gpus-per-worker", "nan"], "--gpus-per-worker must be a finite number at least 0, got nan"),
+    (["--cpus-per-worker", "inf"], "--cpus-per-worker must be a finite number above 0, got inf"),
+    (["--cpus-per-worker", "0"], "--cpus-per-worker must be a finite number above 0, got 0.0"),
+])
+def test_bad_engine_options_are_one_sentence_before_any_work(tmp_path, corpus, capsys, options,
+                                                             message):
+    status = main(["embed-corpus", str(corpus), str(tmp_path / "out"), "--model", str(MODEL),
+                   "--engine", "ray", *options])
+    err = capsys.readouterr().err
+    assert status == 1 and err == f"error: {message}" + err[len(message) + 7:]
+    assert len(err.strip().splitlines()) == 1 and not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("options, message", [
+    ({"gpus_per_worker": 1}, "room for 0 of the 1 worker(s) asked for (1 CPU and 1 GPU each; its "
+                             "largest node has 2 CPU and 0 GPU)"),
+    ({"cpus_per_worker": 3}, "room for 0 of the 1 worker(s)"),
+    ({"num_workers": 3}, "room for 2 of the 3 worker(s)"),
+])
+def test_resources_the_cluster_lacks_fail_at_once(local_ray, corpus, tmp_path, options, message):
+    settings = CorpusSettings(str(MODEL), rows_per_shard=100)
+    with pytest.raises(MosaicError) as info:
+        embed_corpus(corpus, tmp_path / "out", settings, "ray", **options)
+    assert message in str(info.value) and not (tmp_path / "out").exists()

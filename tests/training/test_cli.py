@@ -1,9 +1,12 @@
 """``mosaic-encoder train``: the card's defaults, and one clear error for bad input."""
 
+import resource
+import signal
 import subprocess
 import sys
 
 import pytest
+from safetensors.torch import load_file
 
 from mosaic_encoder.cli import build_parser, main
 
@@ -53,18 +56,29 @@ def _bad_inputs(tmp_path):
                                    "holds 8 examples, fewer than the batch size 16"),
         "output holds other files": ([good], {"--output": str(occupied)},
                                      "holds thesis.tex, which is not part of a training"),
+        "infinite learning rate": ([good], {"--lr": "inf"}, "learning_rate = inf is out of range"),
+        "infinite weight decay": ([good], {"--weight-decay": "inf"},
+                                  "weight_decay = inf is out of range"),
+        "infinite scale": ([good], {"--scale": "inf"}, "scale = inf is out of range"),
+        "seed beyond 2**63": ([good], {"--seed": str(2 ** 64)},
+                              f"seed = {2 ** 64} is out of range"),
     }
 
 
 @pytest.mark.parametrize("case", ["missing column", "empty file", "non-UTF-8 file",
-                                  "batch larger than data", "output holds other files"])
+                                  "batch larger than data", "output holds other files",
+                                  "infinite learning rate", "infinite weight decay",
+                                  "infinite scale", "seed beyond 2**63"])
 def test_bad_input_is_one_line_and_loses_nothing(tmp_path, capsys, case):
     files, flags, message = _bad_inputs(tmp_path)[case]
     output = flags.pop("--output", str(tmp_path / "out"))
     argv = ["train", "--model", str(TINY), "--data", *map(str, files), "--output", output,
             "--batch-size", "4", "--no-progress"]
     for flag, value in flags.items():
-        argv[argv.index(flag) + 1] = value
+        if flag in argv:
+            argv[argv.index(flag) + 1] = value
+        else:
+            argv += [flag, value]
     assert main(argv) == 1
     captured = capsys.readouterr()
     assert captured.out == ""
@@ -72,3 +86,43 @@ def test_bad_input_is_one_line_and_loses_nothing(tmp_path, capsys, case):
     assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], lines
     assert not (tmp_path / "out").exists()
     assert (tmp_path / "occupied" / "thesis.tex").read_text(encoding="utf-8") == "precious"
+
+
+def test_a_diverging_run_stops_in_one_sentence_and_saves_no_nan(tmp_path, capsys):
+    data = write_jsonl(tmp_path / "d.jsonl", pairs(8))
+    output = tmp_path / "out"
+    code = main(["train", "--model", str(TINY), "--data", str(data), "--output", str(output),
+                 "--batch-size", "4", "--steps", "6", "--warmup-steps", "0", "--save-every",
+                 "1", "--keep-checkpoints", "6", "--max-seq-length", "16", "--lr", "1e30",
+                 "--no-progress"])
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert code == 1 and len(lines) == 1, lines
+    assert lines[0].startswith("error: training stopped at step "), lines
+    for weights in output.rglob("model.safetensors") if output.exists() else []:
+        assert all(tensor.isfinite().all() for tensor in load_file(weights).values()), weights
+
+
+def _limit_file_size(limit: int):
+    def preexec():
+        # Writes past the limit fail with EFBIG, as on a full disk (SIGXFSZ would kill instead).
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+    return preexec
+
+
+def test_a_full_disk_leaves_nothing_and_a_rerun_works(tmp_path):
+    data = write_jsonl(tmp_path / "d.jsonl", pairs(8))
+    output = tmp_path / "out"
+    command = [sys.executable, "-m", "mosaic_encoder", "train", "--model", str(TINY),
+               "--data", str(data), "--output", str(output), "--batch-size", "4", "--steps", "1",
+               "--max-seq-length", "16", "--no-progress"]
+    size = (TINY / "model.safetensors").stat().st_size
+    failed = subprocess.run(command, capture_output=True, text=True, timeout=300,
+                            preexec_fn=_limit_file_size(size // 3))
+    lines = failed.stderr.strip().splitlines()
+    assert failed.returncode == 1 and len(lines) == 1, failed.stderr[-3000:]
+    assert lines[0].startswith("error: cannot write ") and "File too large" in lines[0], lines
+    assert not output.exists()
+    rerun = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    assert (output / "model.safetensors").is_file()

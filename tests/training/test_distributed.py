@@ -7,7 +7,7 @@ import sys
 from safetensors.torch import load_file
 
 from mosaic_encoder.training.config import TrainConfig
-from mosaic_encoder.training.loop import train
+from mosaic_encoder.training.contrastive import train
 
 from helpers import assert_same_trained_weights, pairs, write_jsonl
 

@@ -53,7 +53,8 @@ def test_equals_full_batch_gradients(tiny_no_dropout, chunk_size):
     plain = _gradients(model)
     model.zero_grad()
     cached_loss = gradcache.backward(model, tokens, _loss_of(count), chunk_size=chunk_size)
-    assert abs(float(cached_loss - plain_loss)) <= 1e-6
+    # Chunks of other lengths sum in another order: a few float32 ulps apart.
+    torch.testing.assert_close(cached_loss, plain_loss, rtol=1e-6, atol=0)
     _assert_relative(_gradients(model), plain)
 
 

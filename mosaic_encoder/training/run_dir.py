@@ -1,13 +1,14 @@
-"""Training checkpoints in the published sentence-transformers layout, written all or nothing.
+"""The directory of a training run: checkpoints written all or nothing, the published model, the log.
 
-An output directory of ``mosaic-encoder train`` looks like::
+An output directory of ``mosaic-encoder train`` (or of any run of :mod:`.loop`) looks like::
 
     OUTPUT/
       config.json model.safetensors modules.json sentence_bert_config.json 1_Pooling/ tokenizer...
       checkpoints/step-00000200/          the same files plus training_state/
       log.jsonl                           one JSON object per logged step or evaluation
 
-Each ``checkpoints/step-N`` directory is a complete sentence-transformers checkpoint (loadable by
+Each ``checkpoints/step-N`` directory holds the model files a task writes (for contrastive training
+a complete sentence-transformers checkpoint, loadable by
 :class:`~mosaic_encoder.sentence.SentenceEncoder`, :func:`~mosaic_encoder.load_model` and
 ``mosaic-encoder verify``) plus ``training_state/`` (optimizer, scheduler, RNG states, step). It is
 written under a temporary name and renamed into place in one step, so an interrupted save leaves
@@ -15,23 +16,28 @@ the previous checkpoint as it was and no partial one. The files at the top of ``
 latest finished model, copied from its checkpoint file by file through :func:`atomic_path`; a run
 interrupted while copying is completed by resuming it.
 
-Weights are stored in float32 under the tensor names of the published encoders: ``BertModel`` keys
-at the root, and for a classic checkpoint (e.g. all-MiniLM-L6-v2) with separate
-``query``/``key``/``value`` projections as its source had.
+:func:`write_sentence_model` writes the sentence-transformers files: weights in float32 under the
+tensor names of the published encoders, ``BertModel`` keys at the root, and for a classic
+checkpoint (e.g. all-MiniLM-L6-v2) with separate ``query``/``key``/``value`` projections as its
+source had.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import pickle
 import re
 import shutil
 import tempfile
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import save_file
 
 from ..atomic import sigterm_as_exit, atomic_path
@@ -80,7 +86,8 @@ def stored_tensors(encoder: MosaicBertModel, fused_qkv: bool) -> dict[str, torch
             for name, tensor in tensors.items()}
 
 
-def _write_model(directory: Path, encoder: MosaicBertModel, source: Source) -> None:
+def write_sentence_model(directory: Path, encoder: MosaicBertModel, source: Source) -> None:
+    """Write ``encoder`` into the empty ``directory`` in ``source``'s sentence-transformers layout."""
     values = dict(source.config_values, architectures=["BertModel"], torch_dtype="float32")
     (directory / "config.json").write_text(json.dumps(values, indent=2) + "\n", encoding="utf-8")
     save_file(stored_tensors(encoder, source.fused_qkv), directory / "model.safetensors",
@@ -109,27 +116,28 @@ def _write_model(directory: Path, encoder: MosaicBertModel, source: Source) -> N
             shutil.copyfile(pipeline.transformer_dir / name, directory / name)
 
 
-def save_checkpoint(output: Path, step: int, encoder: MosaicBertModel, source: Source,
+def save_checkpoint(output: Path, step: int, write_model: Callable[[Path], None],
                     state: dict[str, Any], keep: int = 1) -> Path:
     """Write ``output/checkpoints/step-N`` completely or not at all; keep the newest ``keep``.
 
     Args:
         output: the run's output directory.
         step: optimizer steps taken.
-        encoder: the model being trained (its current weights are saved).
-        source: the starting checkpoint (pooling, tokenizer, config, tensor naming).
+        write_model: writes the model files into the (empty) directory it is given.
         state: ``training_state/state.pt`` contents (tensors, numbers, strings, dicts, lists).
         keep: how many checkpoints to leave in place (older ones are removed after the rename).
     Returns:
         the checkpoint directory.
+    Raises:
+        CheckpointError: the disk is full or the directory not writable (nothing is left behind).
     """
     parent = output / CHECKPOINTS
-    parent.mkdir(parents=True, exist_ok=True)
     target = parent / f"step-{step:08d}"
-    with sigterm_as_exit():
+    with sigterm_as_exit(), _writing(target):
+        parent.mkdir(parents=True, exist_ok=True)
         temporary = Path(tempfile.mkdtemp(dir=parent, prefix=f".{target.name}.", suffix=".tmp"))
         try:
-            _write_model(temporary, encoder, source)
+            write_model(temporary)
             (temporary / STATE_DIR).mkdir()
             torch.save(state, temporary / STATE_DIR / "state.pt")
             (temporary / STATE_DIR / "progress.json").write_text(
@@ -146,6 +154,29 @@ def save_checkpoint(output: Path, step: int, encoder: MosaicBertModel, source: S
     return target
 
 
+@contextlib.contextmanager
+def _writing(path: Path):
+    """Turn a failed write (full disk, file size limit, permissions) into one sentence."""
+    try:
+        yield
+    except (OSError, SafetensorError, RuntimeError) as err:
+        if isinstance(err, RuntimeError) and not _is_write_failure(err):
+            raise
+        reason = err.strerror if isinstance(err, OSError) and err.strerror else _first_line(err)
+        raise CheckpointError(f"cannot write {path} ({reason}).") from None
+
+
+def _is_write_failure(err: RuntimeError) -> bool:
+    # torch.save reports a failed write as a RuntimeError from its zip writer.
+    text = str(err)
+    return "PytorchStreamWriter" in text or "file write failed" in text
+
+
+def _first_line(err: BaseException) -> str:
+    lines = str(err).strip().splitlines()
+    return lines[0][:200] if lines else type(err).__name__
+
+
 def _umask() -> int:
     umask = os.umask(0)
     os.umask(umask)
@@ -153,20 +184,25 @@ def _umask() -> int:
 
 
 def publish(checkpoint: Path, output: Path) -> None:
-    """Copy a checkpoint's model files to the top of ``output``, each file atomically."""
-    for name in MODEL_FILES:
-        source = checkpoint / name
-        if source.is_dir():
-            (output / name).mkdir(exist_ok=True)
-            for inner in source.iterdir():
-                with atomic_path(output / name / inner.name) as temporary:
-                    shutil.copyfile(inner, temporary)
-        elif source.is_file() and name != "model.safetensors":
-            with atomic_path(output / name) as temporary:
-                shutil.copyfile(source, temporary)
+    """Copy a checkpoint's model files to the top of ``output``, each file atomically.
+
+    Raises:
+        CheckpointError: a copy failed (the checkpoint itself is intact; resuming publishes it).
+    """
+    names = sorted(p.name for p in checkpoint.iterdir() if p.name != STATE_DIR)
     # The weights go last: until they are in place no stale config describes them.
-    with atomic_path(output / "model.safetensors") as temporary:
-        shutil.copyfile(checkpoint / "model.safetensors", temporary)
+    names.sort(key=lambda name: name == "model.safetensors")
+    with _writing(output):
+        for name in names:
+            source = checkpoint / name
+            if source.is_dir():
+                (output / name).mkdir(exist_ok=True)
+                for inner in source.iterdir():
+                    with atomic_path(output / name / inner.name) as temporary:
+                        shutil.copyfile(inner, temporary)
+            else:
+                with atomic_path(output / name) as temporary:
+                    shutil.copyfile(source, temporary)
 
 
 def checkpoint_dirs(output: Path) -> list[Path]:
@@ -182,6 +218,9 @@ def checkpoint_dirs(output: Path) -> list[Path]:
 def check_output(output: Path, resume: bool) -> Path | None:
     """Check that ``output`` may receive this run; return the checkpoint to resume from, if any.
 
+    What a failed run leaves without a complete checkpoint (``log.jsonl``, an empty
+    ``checkpoints/``, a killed save's temporary) does not block a new run: the new run replaces it.
+
     Raises:
         InputError: ``output`` is a file, holds something that is not part of a training run, or
             holds a run while ``resume`` is False (nothing is touched in either case).
@@ -191,7 +230,11 @@ def check_output(output: Path, resume: bool) -> Path | None:
     if not output.exists():
         return None
     entries = sorted(p.name for p in output.iterdir())
-    foreign = [name for name in entries if name not in MODEL_FILES + (CHECKPOINTS, LOG_FILE)]
+    found = checkpoint_dirs(output)
+    known = set(MODEL_FILES + (CHECKPOINTS, LOG_FILE))
+    if found:
+        known |= {p.name for p in found[-1].iterdir() if p.name != STATE_DIR}
+    foreign = [name for name in entries if name not in known]
     parent = output / CHECKPOINTS
     if parent.is_dir():
         foreign += [f"{CHECKPOINTS}/{p.name}" for p in parent.iterdir()
@@ -199,9 +242,8 @@ def check_output(output: Path, resume: bool) -> Path | None:
     if foreign:
         raise InputError(f"output directory {output} holds {', '.join(foreign[:5])}, which is not "
                          f"part of a training checkpoint; choose an empty or new directory.")
-    if not entries:
-        return None
-    found = checkpoint_dirs(output)
+    if not found and set(entries) <= {CHECKPOINTS, LOG_FILE}:
+        return None  # empty, or the leftovers of a run that failed before its first checkpoint
     if not resume:
         raise InputError(f"output directory {output} already holds a training run; pass --resume "
                          f"to continue it or choose another directory.")
@@ -212,12 +254,36 @@ def check_output(output: Path, resume: bool) -> Path | None:
 
 
 def load_state(checkpoint: Path) -> dict[str, Any]:
-    """The ``training_state/state.pt`` of a checkpoint (loaded without running pickled code)."""
+    """The ``training_state/state.pt`` of a checkpoint, loaded without running pickled code.
+
+    Raises:
+        CheckpointError: the file is missing, damaged, or holds anything but tensors and plain
+            values (one sentence, whatever torch's own message).
+    """
     path = checkpoint / STATE_DIR / "state.pt"
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch's advice on pickle protocols is not for users
+            warnings.simplefilter("ignore")
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        raise CheckpointError(f"training state {path} holds objects other than tensors and plain "
+                              f"values; it is not loaded, since unpickling them could run "
+                              f"code.") from None
     except Exception as err:  # torch raises several unrelated types for a damaged file
-        raise CheckpointError(f"training state {path} cannot be read ({err}).") from None
+        raise CheckpointError(f"training state {path} cannot be read "
+                              f"({_first_line(err)}).") from None
+    if not isinstance(state, dict):
+        raise CheckpointError(f"training state {path} holds a {type(state).__name__}, not the "
+                              f"dictionary a checkpoint saves.")
+    return state
+
+
+def clear(output: Path) -> None:
+    """Remove a failed run's leftovers (log and empty checkpoint folder) before a new run."""
+    (output / LOG_FILE).unlink(missing_ok=True)
+    remove_temporaries(output)
+    with contextlib.suppress(OSError):
+        (output / CHECKPOINTS).rmdir()
 
 
 def remove_temporaries(output: Path) -> None:

@@ -13,7 +13,7 @@ from mosaic_encoder.errors import InputError
 from mosaic_encoder.loading import load_model
 from mosaic_encoder.models import unwrap_encoder
 from mosaic_encoder.sentence import SentenceEncoder
-from mosaic_encoder.training import checkpoints
+from mosaic_encoder.training import run_dir
 from mosaic_encoder.verify import verify_checkpoint
 
 from helpers import TINY
@@ -23,9 +23,11 @@ TEXTS = ["The cat sits outside.", "A man is playing guitar.", "Stock markets fel
 
 
 def _save(source_dir, output, step=1, keep=1):
-    source = checkpoints.Source.read(source_dir)
+    source = run_dir.Source.read(source_dir)
     encoder = unwrap_encoder(load_model(source.pipeline.transformer_dir))
-    return checkpoints.save_checkpoint(output, step, encoder, source, {"step": step}, keep)
+    return run_dir.save_checkpoint(
+        output, step, lambda directory: run_dir.write_sentence_model(directory, encoder, source),
+        {"step": step}, keep)
 
 
 @pytest.mark.parametrize("source_dir", [TINY, MINILM], ids=["mosaic-tiny", "all-MiniLM-L6-v2"])
@@ -59,7 +61,7 @@ def test_sentence_transformers_reads_a_saved_minilm(tmp_path):
 def test_keeps_only_the_newest(tmp_path):
     for step in (1, 2, 3):
         _save(TINY, tmp_path / "run", step, keep=2)
-    assert [p.name for p in checkpoints.checkpoint_dirs(tmp_path / "run")] == \
+    assert [p.name for p in run_dir.checkpoint_dirs(tmp_path / "run")] == \
         ["step-00000002", "step-00000003"]
 
 
@@ -67,7 +69,7 @@ def test_keeps_only_the_newest(tmp_path):
 def test_interrupted_save_leaves_no_broken_checkpoint(tmp_path, monkeypatch, interruption):
     output = tmp_path / "run"
     good = _save(TINY, output, step=1)
-    real_save = checkpoints.save_file
+    real_save = run_dir.save_file
 
     def save_then_fail(tensors, path, metadata=None):
         real_save(tensors, path, metadata=metadata)
@@ -77,28 +79,28 @@ def test_interrupted_save_leaves_no_broken_checkpoint(tmp_path, monkeypatch, int
             os.kill(os.getpid(), signal.SIGTERM)
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(checkpoints, "save_file", save_then_fail)
+    monkeypatch.setattr(run_dir, "save_file", save_then_fail)
     with pytest.raises(SystemExit if interruption == "sigterm" else KeyboardInterrupt):
         _save(TINY, output, step=2)
     assert sorted(p.name for p in (output / "checkpoints").iterdir()) == [good.name]
-    assert checkpoints.check_output(output, resume=True) == good
+    assert run_dir.check_output(output, resume=True) == good
     assert not [r for r in verify_checkpoint(good) if not r.passed]
 
 
 def test_output_directory_checks(tmp_path):
-    assert checkpoints.check_output(tmp_path / "new", resume=False) is None
-    assert checkpoints.check_output(tmp_path, resume=False) is None  # empty
+    assert run_dir.check_output(tmp_path / "new", resume=False) is None
+    assert run_dir.check_output(tmp_path, resume=False) is None  # empty
     (tmp_path / "notes.txt").write_text("keep me", encoding="utf-8")
     with pytest.raises(InputError, match="holds notes.txt, which is not part of a training"):
-        checkpoints.check_output(tmp_path, resume=True)
+        run_dir.check_output(tmp_path, resume=True)
     assert (tmp_path / "notes.txt").read_text(encoding="utf-8") == "keep me"
     with pytest.raises(InputError, match="is a file"):
-        checkpoints.check_output(tmp_path / "notes.txt", resume=False)
+        run_dir.check_output(tmp_path / "notes.txt", resume=False)
     run = tmp_path / "run"
     saved = _save(TINY, run)
     with pytest.raises(InputError, match="already holds a training run; pass --resume"):
-        checkpoints.check_output(run, resume=False)
-    assert checkpoints.check_output(run, resume=True) == saved
+        run_dir.check_output(run, resume=False)
+    assert run_dir.check_output(run, resume=True) == saved
     (run / "checkpoints" / "stray").mkdir()
     with pytest.raises(InputError, match="checkpoints/stray"):
-        checkpoints.check_output(run, resume=True)
+        run_dir.check_output(run, resume=True)

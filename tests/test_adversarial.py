@@ -90,6 +90,34 @@ def fifo_corpus(files: Path) -> None:
     os.mkfifo(files / "corpus.jsonl")
 
 
+def overflowing_encoder_and_corpus(files: Path) -> None:
+    """The overflowing weights of :func:`overflowing_mlm` in a sentence encoder, and a corpus."""
+    def overflow(state):
+        state["embeddings.LayerNorm.weight"] = torch.full_like(state["embeddings.LayerNorm.weight"],
+                                                               1e38)
+
+    copy_checkpoint(files, "mosaic-tiny", "ckpt", tensors=overflow)
+    (files / "corpus.jsonl").write_text('{"id": 1, "text": "a"}\n{"id": 2, "text": "b"}\n')
+
+
+def corpus_with_huge_id(files: Path) -> None:
+    (files / "corpus.jsonl").write_text('{"id": 1, "text": "a"}\n{"id": %d, "text": "b"}\n'
+                                        % 2 ** 70)
+
+
+def self_symlinked_config(files: Path) -> None:
+    directory = copy_checkpoint(files, "mosaic-tiny", "ckpt")
+    (directory / "config.json").unlink()
+    (directory / "config.json").symlink_to("config.json")
+
+
+def training_pairs(files: Path) -> None:
+    (files / "pairs.jsonl").write_text('{"anchor": "a", "positive": "b"}\n' * 4)
+
+
+TRAIN = ["train", "--model", str(WEIGHTS / "mosaic-tiny"), "--data", "{files}/pairs.jsonl",
+         "--output", "run", "--steps", "1", "--batch-size", "2", "--no-progress"]
+
 ATTACKS = [
     Attack("non-finite output", ["fill-mask", "a [MASK]", "--json", "--model", "{files}/mlm"],
            "are not finite", overflowing_mlm),
@@ -102,6 +130,21 @@ ATTACKS = [
            "holds a number too large to read", huge_integer_pairs),
     Attack("bounded readers", ["embed-corpus", "{files}/corpus.jsonl", "out", "--model",
                                str(WEIGHTS / "mosaic-tiny")], "is not a regular file", fifo_corpus),
+    Attack("non-finite output", ["embed-corpus", "{files}/corpus.jsonl", "out", "--model",
+                                 "{files}/ckpt"], "are not finite", overflowing_encoder_and_corpus),
+    Attack("non-finite training", TRAIN + ["--lr", "inf"], "learning_rate = inf is out of range",
+           training_pairs),
+    Attack("refused before work", ["embed-corpus", "{files}/corpus.jsonl", "out", "--model",
+                                   str(WEIGHTS / "mosaic-tiny")],
+           "outside the 64-bit range", corpus_with_huge_id),
+    Attack("remaining tracebacks", ["encode", "x", "--model", "{files}/ckpt"],
+           "Too many levels of symbolic links", self_symlinked_config),
+    Attack("remaining tracebacks", TRAIN + ["--seed", str(2 ** 64)], "is out of range",
+           training_pairs),
+    Attack("remaining tracebacks", ["embed-corpus", "{files}/corpus.jsonl", "out", "--model",
+                                    str(WEIGHTS / "mosaic-tiny"), "--engine", "ray",
+                                    "--gpus-per-worker", "nan"],
+           "--gpus-per-worker must be a finite number", corpus_with_huge_id),
     Attack("held: pickled code never runs", ["convert", "{files}/pytorch_model.bin", "--output",
                                              "out.safetensors"],
            "refused", pickle_with_code),

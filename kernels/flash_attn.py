@@ -154,10 +154,19 @@ import torch
 import triton
 import triton.language as tl
 
-from .tuning import Launcher, seq_bucket
-from .windowing import UNBOUNDED, key_reach
+from . import windowing
+from .tuning import COMPILE_OPTIONS, Launcher, seq_bucket
 
-__all__ = ["flash_attn_varlen_alibi"]
+UNBOUNDED: tl.constexpr = tl.constexpr(windowing.UNBOUNDED)
+# The margins of windowing.key_reach, as constants of the kernels.
+_UNDERFLOW: tl.constexpr = tl.constexpr(windowing.UNDERFLOW)
+_REACH_ERR: tl.constexpr = tl.constexpr(windowing.SCORE_ERROR)
+_REACH_RATE: tl.constexpr = tl.constexpr(windowing.RATE_MARGIN)
+_REACH_ROUND_UP: tl.constexpr = tl.constexpr(windowing.ROUND_UP)
+_LINEAR_BIAS_ERR: tl.constexpr = tl.constexpr(windowing.LINEAR_BIAS_ERROR)
+
+__all__ = ["WINDOW_ALWAYS", "block_sizes", "check_cu_seqlens", "flash_attn_varlen_alibi",
+           "window_reach"]
 
 _LOG2E: tl.constexpr = tl.constexpr(1.4426950408889634)  # log2(e) = 1 / ln(2)
 
@@ -190,9 +199,45 @@ def _scores(qk, row_pos, col_pos, qk_scale, alibi2):
     ``qk``: (R, C) float32 dot products; ``row_pos`` (R,) and ``col_pos`` (C,) from
     :func:`_bias_positions` (queries or keys along either axis: the bias is symmetric);
     ``alibi2`` the base-2 slope. The distance is exact; one multiply rounds the bias, as in
-    ``slope * |i - j|`` computed in float32. This is the one definition of the position bias.
+    ``slope * |i - j|`` computed in float32. This is the one definition of the position bias;
+    :func:`_bias_terms` is its form on the tiles that do not cross the diagonal.
     """
     return qk * qk_scale - alibi2 * tl.abs(row_pos[:, None] - col_pos[None, :])
+
+
+@triton.jit
+def _bias_terms(row_pos, col_offset, alibi2, side, BLOCK_C: tl.constexpr):
+    """The bias of a tile whose columns all lie on one side of its rows, as ``row[:, None] -
+    col[None, :]``: ``side`` = +1 when the columns come after the rows, -1 before.
+
+    There ``|r - c| = side * (c - r)``: with ``c = col_offset + j`` (``col_offset`` the columns'
+    first position relative to the rows' block, ``j`` in ``[0, C)``) and ``slope = side *
+    alibi2``, ``-alibi2 |r - c| = (slope r - slope col_offset) - slope j``. The column term
+    ``slope j`` is the same on every tile of a loop (hoisted); the row term changes per tile but
+    has only R entries. The callers fold the row term into a per-row quantity (the running max,
+    the lse), so a score costs one multiply-add and one add before its ``exp2``, against a
+    subtraction, an absolute value and two more operations in :func:`_scores`.
+
+    Rounding, against :func:`_scores` (``eps = 2^-24``, ``d = |r - c|``, ``B`` = 128 >= the
+    block sizes, ``col_offset <= d + B``): the row term rounds by ``eps alibi2 (d + 3B)``
+    (``slope r``, ``slope col_offset`` and their difference), the column term by ``eps alibi2
+    B``, their combination by ``eps alibi2 (d + 2B)``; the exact path by ``eps alibi2 d``. The
+    two biases differ by at most ``2^-22 alibi2 (d + 256)``: ``windowing`` absorbs this in its
+    bound, and the tests hold outputs, lse and gradients to it.
+    """
+    slope = side * alibi2
+    row = slope * row_pos - slope * col_offset.to(tl.float32)
+    return row, slope * tl.arange(0, BLOCK_C).to(tl.float32)
+
+
+@triton.jit
+def _diagonal(start, lo, end, BLOCK_OWN: tl.constexpr, BLOCK: tl.constexpr):
+    """Split the streamed blocks ``[lo, end)`` (``lo`` a multiple of ``BLOCK``) around the
+    program's own block ``[start, start + BLOCK_OWN)``: blocks before ``before_end`` lie wholly
+    before it, blocks from ``after_start`` wholly after it, those between cross its diagonal."""
+    before_end = tl.minimum(tl.maximum(start // BLOCK * BLOCK, lo), end)
+    after_start = tl.minimum(tl.maximum(tl.cdiv(start + BLOCK_OWN, BLOCK) * BLOCK, before_end), end)
+    return before_end, after_start
 
 
 # --------------------------------------------------------------------------
@@ -302,13 +347,24 @@ def _block_reach(REACH_SEQ, start, seqlen, BLOCK: tl.constexpr):
 
 
 @triton.jit
-def _key_window(REACH_SEQ, start_m, seqlen, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-                WINDOW: tl.constexpr):
-    """Key range ``[lo, hi)`` a query block visits: ``lo`` a multiple of BLOCK_N, ``hi <=
-    seqlen``.  Without windowing, the whole sequence; with it, the key blocks meeting
-    ``[start_m - Rb, start_m + BLOCK_M + Rb)``, ``Rb`` the block's reach."""
+def _skip_ok(DO_NONFINITE, off_h, seqlen, WINDOW: tl.constexpr):
+    """Whether the backward may skip blocks of head ``off_h``: not when its ``dO`` holds a
+    non-finite number (``0 * inf`` is NaN, so a zero weight does not make such a key inert);
+    the preprocessing kernel sets ``DO_NONFINITE[h]``."""
+    skip_ok = seqlen >= 0
     if WINDOW:
-        reach = _block_reach(REACH_SEQ, start_m, seqlen, BLOCK_M)
+        skip_ok = tl.load(DO_NONFINITE + off_h) == 0
+    return skip_ok
+
+
+@triton.jit
+def _key_window(REACH_SEQ, start_m, seqlen, skip_ok, BLOCK_M: tl.constexpr,
+                BLOCK_N: tl.constexpr, WINDOW: tl.constexpr):
+    """Key range ``[lo, hi)`` a query block visits: ``lo`` a multiple of BLOCK_N, ``hi <=
+    seqlen``.  Without windowing (or ``skip_ok`` False), the whole sequence; with it, the key
+    blocks meeting ``[start_m - Rb, start_m + BLOCK_M + Rb)``, ``Rb`` the block's reach."""
+    if WINDOW:
+        reach = tl.where(skip_ok, _block_reach(REACH_SEQ, start_m, seqlen, BLOCK_M), UNBOUNDED)
         lo = tl.maximum(start_m - reach, 0) // BLOCK_N * BLOCK_N
         hi = tl.minimum(start_m + BLOCK_M + reach, seqlen)
     else:
@@ -318,25 +374,93 @@ def _key_window(REACH_SEQ, start_m, seqlen, BLOCK_M: tl.constexpr, BLOCK_N: tl.c
 
 
 @triton.jit
-def _query_span(REACH_SEQ, start_n, seqlen, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-                WINDOW: tl.constexpr):
+def _query_span(REACH_SEQ, start_n, seqlen, skip_ok, BLOCK_M: tl.constexpr,
+                BLOCK_N: tl.constexpr, WINDOW: tl.constexpr, SPAN_BLOCKS: tl.constexpr):
     """Query range ``[lo, hi)`` (``lo`` a multiple of BLOCK_M) a key block visits: from the
     first to the last query block whose :func:`_key_window` contains it, so that the main loop
-    is one contiguous, pipelinable range.  The key block's own query blocks always count."""
+    is one contiguous, pipelinable range.  The key block's own query blocks always count.
+
+    The query blocks are tested ``SPAN_BLOCKS`` at a time, as one (SPAN_BLOCKS, BLOCK_M) tile of
+    reaches: the loads of successive chunks do not depend on each other (no chain of one
+    round-trip per query block), and a 16384-token sequence takes a few chunks."""
     if WINDOW:
         first = seqlen + 0
         last = seqlen * 0
-        for start_m in range(0, seqlen, BLOCK_M):
-            reach = _block_reach(REACH_SEQ, start_m, seqlen, BLOCK_M)
-            meets = (start_n < start_m + BLOCK_M + reach) & (start_n + BLOCK_N > start_m - reach)
-            first = tl.where(meets, tl.minimum(first, start_m), first)
-            last = tl.where(meets, tl.maximum(last, start_m), last)
-        lo = first
-        hi = tl.minimum(last + BLOCK_M, seqlen)
+        CHUNK: tl.constexpr = SPAN_BLOCKS * BLOCK_M
+        for chunk in range(0, seqlen, CHUNK):
+            offs = chunk + tl.arange(0, CHUNK)
+            rows = tl.load(REACH_SEQ + offs, mask=offs < seqlen, other=0)
+            reach = tl.max(tl.reshape(rows, (SPAN_BLOCKS, BLOCK_M)), 1)
+            starts = chunk + tl.arange(0, SPAN_BLOCKS) * BLOCK_M
+            meets = (starts < seqlen) & (start_n < starts + BLOCK_M + reach) \
+                & (start_n + BLOCK_N > starts - reach)
+            first = tl.minimum(first, tl.min(tl.where(meets, starts, seqlen), 0))
+            last = tl.maximum(last, tl.max(tl.where(meets, starts, 0), 0))
+        lo = tl.where(skip_ok, first, 0)
+        hi = tl.where(skip_ok, tl.minimum(last + BLOCK_M, seqlen), seqlen)
     else:
         lo = seqlen * 0
         hi = seqlen
     return lo, hi
+
+
+# --------------------------------------------------------------------------
+# Windowing pre-pass: the per-query reach of ``windowing.key_reach``, on the device
+# --------------------------------------------------------------------------
+
+
+@triton.jit
+def _key_bound_kernel(K, V, KMAX, stride_kt, stride_kh, stride_vt, stride_vh, total_tokens,
+                      head_dim, BLOCK_T: tl.constexpr, BLOCK_D: tl.constexpr):
+    """``KMAX[h] = max_j |k_j|`` over every token of head ``h``, +inf when a key norm or a value
+    of the head is not finite (such a head skips nothing).  One program per (token block, head);
+    ``KMAX`` holds the float32 bit patterns, zero-initialised: for non-negative floats the bit
+    patterns order as the values, so an integer atomic max is a float max."""
+    pid_t = tl.program_id(0)
+    off_h = tl.program_id(1)
+    offs_t = (pid_t * BLOCK_T + tl.arange(0, BLOCK_T)).to(tl.int64)
+    mask_t = offs_t < total_tokens
+    offs_d = tl.arange(0, BLOCK_D)
+    mask_d = offs_d < head_dim
+    k = _load_tile(K + off_h * stride_kh, offs_t, stride_kt, mask_t, offs_d, mask_d, True, True,
+                   False)
+    v = _load_tile(V + off_h * stride_vh, offs_t, stride_vt, mask_t, offs_d, mask_d, True, True,
+                   False)
+    k_norm = tl.sqrt(tl.sum(k * k, 1))
+    k_norm = tl.where(k_norm < float("inf"), k_norm, float("inf"))  # NaN -> inf
+    v_finite = tl.min(tl.min((tl.abs(v) < float("inf")).to(tl.int32), 1), 0)
+    bound = tl.where(v_finite != 0, tl.max(k_norm, 0), float("inf"))
+    tl.atomic_max(KMAX + off_h, bound.to(tl.int32, bitcast=True))
+
+
+@triton.jit
+def _reach_kernel(Q, K, SLOPES, KMAX, REACH, stride_qt, stride_qh, stride_kt, stride_kh,
+                  stride_reach_h, total_tokens, head_dim, qk_scale, abs_qk_scale,
+                  BLOCK_T: tl.constexpr, BLOCK_D: tl.constexpr):
+    """``REACH[h, i]``: the reach of query ``i`` in head ``h`` (``windowing.key_reach``, the same
+    formula and margins), int32.  One program per (token block, head), after
+    :func:`_key_bound_kernel`.  ``qk_scale`` = scale * log2(e), ``abs_qk_scale`` its magnitude."""
+    pid_t = tl.program_id(0)
+    off_h = tl.program_id(1)
+    offs_t = (pid_t * BLOCK_T + tl.arange(0, BLOCK_T)).to(tl.int64)
+    mask_t = offs_t < total_tokens
+    offs_d = tl.arange(0, BLOCK_D)
+    mask_d = offs_d < head_dim
+    q = _load_tile(Q + off_h * stride_qh, offs_t, stride_qt, mask_t, offs_d, mask_d, True, True,
+                   False)
+    k = _load_tile(K + off_h * stride_kh, offs_t, stride_kt, mask_t, offs_d, mask_d, True, True,
+                   False)
+    k_max = tl.load(KMAX + off_h).to(tl.float32, bitcast=True)
+    q_norm = tl.sqrt(tl.sum(q * q, 1))
+    k_norm = tl.sqrt(tl.sum(k * k, 1))
+    gap = abs_qk_scale * q_norm * k_max - qk_scale * tl.sum(q * k, 1)
+    slope2 = tl.load(SLOPES + off_h).to(tl.float32) * _LOG2E
+    err = _REACH_ERR * abs_qk_scale * q_norm * (k_max + k_norm) + 1.0 + _LINEAR_BIAS_ERR * slope2
+    rate = slope2 * _REACH_RATE
+    reach = (gap + err + _UNDERFLOW) / rate * _REACH_ROUND_UP + 1.0
+    reach = tl.where(reach < float("inf"), tl.minimum(reach, UNBOUNDED), UNBOUNDED)  # NaN too
+    reach = tl.where(rate > 0, reach, UNBOUNDED)
+    tl.store(REACH + off_h * stride_reach_h + offs_t, tl.floor(reach).to(tl.int32), mask=mask_t)
 
 
 # --------------------------------------------------------------------------
@@ -346,9 +470,10 @@ def _query_span(REACH_SEQ, start_n, seqlen, BLOCK_M: tl.constexpr, BLOCK_N: tl.c
 
 @triton.jit
 def _fwd_inner(acc, l_i, m_i, visited, q, row_pos, K_H, V_H, stride_kt, stride_vt, seq_start,
-               start_m, lo, hi, seqlen, offs_d, mask_d, qk_scale, alibi2,
-               BLOCK_N: tl.constexpr, MASK_N: tl.constexpr, UPCAST: tl.constexpr,
-               IEEE: tl.constexpr, EVEN_D: tl.constexpr, COUNT: tl.constexpr):
+               start_m, lo, hi, seqlen, offs_d, mask_d, qk_scale, alibi2, side,
+               BLOCK_N: tl.constexpr, MASK_N: tl.constexpr, LINEAR: tl.constexpr,
+               UPCAST: tl.constexpr, IEEE: tl.constexpr, EVEN_D: tl.constexpr,
+               COUNT: tl.constexpr):
     """Online-softmax update over the key blocks starting in ``[lo, hi)``.
 
     ``MASK_N`` only for the sequence's last, partial key block: every other block is full, so
@@ -362,14 +487,21 @@ def _fwd_inner(acc, l_i, m_i, visited, q, row_pos, K_H, V_H, stride_kt, stride_v
         k = _load_tile(K_H, tok_n, stride_kt, mask_n, offs_d, mask_d, UPCAST, MASK_N, EVEN_D)
         v = _load_tile(V_H, tok_n, stride_vt, mask_n, offs_d, mask_d, UPCAST, MASK_N, EVEN_D)
 
-        s = _dot(q, tl.trans(k), tl.zeros([q.shape[0], BLOCK_N], dtype=tl.float32), IEEE)
-        s = _scores(s, row_pos, _bias_positions(start_n - start_m, BLOCK_N), qk_scale, alibi2)
-        if MASK_N:
-            s = tl.where(mask_n[None, :], s, float("-inf"))  # keys past the end: no weight
-
-        m_new = tl.maximum(m_i, tl.max(s, 1))
+        qk = _dot(q, tl.trans(k), tl.zeros([q.shape[0], BLOCK_N], dtype=tl.float32), IEEE)
+        if LINEAR:
+            # s2 = t + row: the row term joins the running max instead of every score
+            row, col = _bias_terms(row_pos, start_n - start_m, alibi2, side, BLOCK_N)
+            t = qk * qk_scale - col[None, :]
+            m_new = tl.maximum(m_i, row + tl.max(t, 1))
+            p = tl.exp2(t - (m_new - row)[:, None])
+        else:
+            s = _scores(qk, row_pos, _bias_positions(start_n - start_m, BLOCK_N), qk_scale,
+                        alibi2)
+            if MASK_N:
+                s = tl.where(mask_n[None, :], s, float("-inf"))  # keys past the end: no weight
+            m_new = tl.maximum(m_i, tl.max(s, 1))
+            p = tl.exp2(s - m_new[:, None])
         alpha = tl.exp2(m_i - m_new)
-        p = tl.exp2(s - m_new[:, None])
         l_i = l_i * alpha + tl.sum(p, 1)
         acc = acc * alpha[:, None]
         acc = _dot(p.to(v.dtype), v, acc, IEEE)
@@ -388,6 +520,7 @@ def _fwd_kernel(
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
     UPCAST: tl.constexpr, ROUND_BF16: tl.constexpr, IEEE: tl.constexpr,
     EVEN_D: tl.constexpr, WINDOW: tl.constexpr, COUNT: tl.constexpr,
+    LINEAR_BIAS: tl.constexpr,
 ):
     # qk_scale = softmax_scale * log2(e): scores come out directly in base 2.
     # seq_bucket only keys the autotuner.
@@ -414,18 +547,24 @@ def _fwd_kernel(
     visited = seqlen * 0  # key blocks visited (COUNT)
 
     lo, hi = _key_window(REACH + off_h * stride_reach_h + seq_start, start_m, seqlen,
-                         BLOCK_M, BLOCK_N, WINDOW)
+                         seqlen >= 0, BLOCK_M, BLOCK_N, WINDOW)
     full_end = tl.minimum(hi, seqlen // BLOCK_N * BLOCK_N)
     K_H = K + off_h * stride_kh
     V_H = V + off_h * stride_vh
+    # full key blocks before the query block (linear bias), across its diagonal (exact), after
+    # it (linear); then the sequence's partial last block (masked, exact).
+    before_end, after_start = _diagonal(start_m, lo, full_end, BLOCK_M, BLOCK_N)
+    for part in tl.static_range(3):
+        part_lo = lo if part == 0 else (before_end if part == 1 else after_start)
+        part_hi = before_end if part == 0 else (after_start if part == 1 else full_end)
+        acc, l_i, m_i, visited = _fwd_inner(
+            acc, l_i, m_i, visited, q, row_pos, K_H, V_H, stride_kt, stride_vt, seq_start,
+            start_m, part_lo, part_hi, seqlen, offs_d, mask_d, qk_scale, alibi2, part - 1.0,
+            BLOCK_N, False, LINEAR_BIAS and part != 1, UPCAST, IEEE, EVEN_D, COUNT)
     acc, l_i, m_i, visited = _fwd_inner(
         acc, l_i, m_i, visited, q, row_pos, K_H, V_H, stride_kt, stride_vt, seq_start, start_m,
-        lo, full_end, seqlen, offs_d, mask_d, qk_scale, alibi2,
-        BLOCK_N, False, UPCAST, IEEE, EVEN_D, COUNT)
-    acc, l_i, m_i, visited = _fwd_inner(
-        acc, l_i, m_i, visited, q, row_pos, K_H, V_H, stride_kt, stride_vt, seq_start, start_m,
-        tl.maximum(lo, full_end), hi, seqlen, offs_d, mask_d, qk_scale, alibi2,
-        BLOCK_N, True, UPCAST, IEEE, EVEN_D, COUNT)
+        tl.maximum(lo, full_end), hi, seqlen, offs_d, mask_d, qk_scale, alibi2, 0.0,
+        BLOCK_N, True, False, UPCAST, IEEE, EVEN_D, COUNT)
 
     # O = acc / l ;  lse2 = m + log2(l)   (l >= 1 since the max term is exp2(0))
     acc = acc / l_i[:, None]
@@ -442,13 +581,14 @@ def _fwd_kernel(
 
 @triton.jit
 def _bwd_preprocess_kernel(
-    O, DO, DELTA,
+    O, DO, DELTA, DO_NONFINITE,
     stride_ot, stride_oh, stride_dot, stride_doh, stride_delta_h,
     total_tokens, head_dim,
-    BLOCK_T: tl.constexpr, BLOCK_D: tl.constexpr,
+    BLOCK_T: tl.constexpr, BLOCK_D: tl.constexpr, WINDOW: tl.constexpr,
 ):
     # delta_i = sum_d dO_id * O_id  (= sum_j P_ij dP_ij), one program per
-    # (token block, head); sequences do not matter here.
+    # (token block, head); sequences do not matter here.  With windowing, also flag the head in
+    # DO_NONFINITE (zero-initialised) when its dO holds a non-finite number: see _skip_ok.
     pid_t = tl.program_id(0)
     off_h = tl.program_id(1)
     offs_t = (pid_t * BLOCK_T + tl.arange(0, BLOCK_T)).to(tl.int64)
@@ -460,13 +600,18 @@ def _bwd_preprocess_kernel(
     do = _load_tile(DO + off_h * stride_doh, offs_t, stride_dot, mask_t, offs_d, mask_d, True,
                     True, False)
     tl.store(DELTA + off_h * stride_delta_h + offs_t, tl.sum(o * do, 1), mask=mask_t)
+    if WINDOW:
+        nonfinite = tl.max(tl.max((~(tl.abs(do) < float("inf"))).to(tl.int32), 1), 0)
+        if nonfinite != 0:
+            tl.atomic_max(DO_NONFINITE + off_h, nonfinite)
 
 
 @triton.jit
 def _dkdv_inner(dk, dv, visited, k, v, row_pos, Q_H, DO_H, LSE_SEQ, DELTA_SEQ, stride_qt,
                 stride_dot, seq_start, start_n, lo, hi, seqlen, offs_d, mask_d, qk_scale,
-                alibi2, BLOCK_M: tl.constexpr, MASK_M: tl.constexpr, UPCAST: tl.constexpr,
-                IEEE: tl.constexpr, EVEN_D: tl.constexpr, COUNT: tl.constexpr):
+                alibi2, side, BLOCK_M: tl.constexpr, MASK_M: tl.constexpr,
+                LINEAR: tl.constexpr, UPCAST: tl.constexpr, IEEE: tl.constexpr,
+                EVEN_D: tl.constexpr, COUNT: tl.constexpr):
     """dK/dV accumulation over the query blocks starting in ``[lo, hi)``; ``MASK_M`` only for
     the last, partial query block (its padding queries read lse = delta = 0 and must get no
     weight).  The padding rows of a partial key block are never stored, and each row of dK/dV
@@ -480,9 +625,14 @@ def _dkdv_inner(dk, dv, visited, k, v, row_pos, Q_H, DO_H, LSE_SEQ, DELTA_SEQ, s
         lse = _load_row(LSE_SEQ, offs_m, mask_m, MASK_M)
         delta = _load_row(DELTA_SEQ, offs_m, mask_m, MASK_M)
 
-        s_t = _dot(k, tl.trans(q), tl.zeros([k.shape[0], BLOCK_M], dtype=tl.float32), IEEE)
-        s_t = _scores(s_t, row_pos, _bias_positions(start_m - start_n, BLOCK_M), qk_scale, alibi2)
-        p_t = tl.exp2(s_t - lse[None, :])
+        qk_t = _dot(k, tl.trans(q), tl.zeros([k.shape[0], BLOCK_M], dtype=tl.float32), IEEE)
+        if LINEAR:  # the column (query) term joins the lse
+            row, col = _bias_terms(row_pos, start_m - start_n, alibi2, side, BLOCK_M)
+            p_t = tl.exp2(qk_t * qk_scale + row[:, None] - (col + lse)[None, :])
+        else:
+            s_t = _scores(qk_t, row_pos, _bias_positions(start_m - start_n, BLOCK_M), qk_scale,
+                          alibi2)
+            p_t = tl.exp2(s_t - lse[None, :])
         if MASK_M:
             p_t = tl.where(mask_m[None, :], p_t, 0.0)
 
@@ -497,7 +647,7 @@ def _dkdv_inner(dk, dv, visited, k, v, row_pos, Q_H, DO_H, LSE_SEQ, DELTA_SEQ, s
 
 @triton.jit(do_not_specialize=["max_seqlen", "seq_bucket"])
 def _bwd_dkdv_kernel(
-    Q, K, V, DO, LSE, DELTA, DK, DV, CU_SEQLENS, SLOPES, REACH, COUNTS,
+    Q, K, V, DO, LSE, DELTA, DK, DV, CU_SEQLENS, SLOPES, REACH, DO_NONFINITE, COUNTS,
     stride_qt, stride_qh, stride_kt, stride_kh, stride_vt, stride_vh,
     stride_dot, stride_doh, stride_dkt, stride_dkh, stride_dvt, stride_dvh,
     stride_lse_h, stride_reach_h,
@@ -505,6 +655,7 @@ def _bwd_dkdv_kernel(
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
     UPCAST: tl.constexpr, ROUND_BF16: tl.constexpr, IEEE: tl.constexpr,
     EVEN_D: tl.constexpr, WINDOW: tl.constexpr, COUNT: tl.constexpr,
+    LINEAR_BIAS: tl.constexpr,
 ):
     # One program per (key block of BLOCK_N keys, head, sequence); it streams
     # the query blocks (BLOCK_M queries) of its sequence.  Everything is
@@ -537,20 +688,26 @@ def _bwd_dkdv_kernel(
     visited = seqlen * 0
 
     lo, hi = _query_span(REACH + off_h * stride_reach_h + seq_start, start_n, seqlen,
-                         BLOCK_M, BLOCK_N, WINDOW)
+                         _skip_ok(DO_NONFINITE, off_h, seqlen, WINDOW), BLOCK_M, BLOCK_N, WINDOW,
+                         32)
     full_end = tl.minimum(hi, seqlen // BLOCK_M * BLOCK_M)
     Q_H = Q + off_h * stride_qh
     DO_H = DO + off_h * stride_doh
     LSE_SEQ = LSE + off_h * stride_lse_h + seq_start
     DELTA_SEQ = DELTA + off_h * stride_lse_h + seq_start
-    dk, dv, visited = _dkdv_inner(
-        dk, dv, visited, k, v, row_pos, Q_H, DO_H, LSE_SEQ, DELTA_SEQ, stride_qt, stride_dot,
-        seq_start, start_n, lo, full_end, seqlen, offs_d, mask_d, qk_scale, alibi2,
-        BLOCK_M, False, UPCAST, IEEE, EVEN_D, COUNT)
+    # as in the forward: query blocks before, across and after the diagonal, then the last one
+    before_end, after_start = _diagonal(start_n, lo, full_end, BLOCK_N, BLOCK_M)
+    for part in tl.static_range(3):
+        part_lo = lo if part == 0 else (before_end if part == 1 else after_start)
+        part_hi = before_end if part == 0 else (after_start if part == 1 else full_end)
+        dk, dv, visited = _dkdv_inner(
+            dk, dv, visited, k, v, row_pos, Q_H, DO_H, LSE_SEQ, DELTA_SEQ, stride_qt, stride_dot,
+            seq_start, start_n, part_lo, part_hi, seqlen, offs_d, mask_d, qk_scale, alibi2,
+            part - 1.0, BLOCK_M, False, LINEAR_BIAS and part != 1, UPCAST, IEEE, EVEN_D, COUNT)
     dk, dv, visited = _dkdv_inner(
         dk, dv, visited, k, v, row_pos, Q_H, DO_H, LSE_SEQ, DELTA_SEQ, stride_qt, stride_dot,
         seq_start, start_n, tl.maximum(lo, full_end), hi, seqlen, offs_d, mask_d, qk_scale,
-        alibi2, BLOCK_M, True, UPCAST, IEEE, EVEN_D, COUNT)
+        alibi2, 0.0, BLOCK_M, True, False, UPCAST, IEEE, EVEN_D, COUNT)
 
     dk = dk * sm_scale
     _store_tile(DK + off_h * stride_dkh, tok_n, stride_dkt, mask_n, offs_d, mask_d, dk, ROUND_BF16)
@@ -561,9 +718,10 @@ def _bwd_dkdv_kernel(
 
 @triton.jit
 def _dq_inner(dq, visited, q, do, lse, delta, row_pos, K_H, V_H, stride_kt, stride_vt,
-              seq_start, start_m, lo, hi, seqlen, offs_d, mask_d, qk_scale, alibi2,
-              BLOCK_N: tl.constexpr, MASK_N: tl.constexpr, UPCAST: tl.constexpr,
-              IEEE: tl.constexpr, EVEN_D: tl.constexpr, COUNT: tl.constexpr):
+              seq_start, start_m, lo, hi, seqlen, offs_d, mask_d, qk_scale, alibi2, side,
+              BLOCK_N: tl.constexpr, MASK_N: tl.constexpr, LINEAR: tl.constexpr,
+              UPCAST: tl.constexpr, IEEE: tl.constexpr, EVEN_D: tl.constexpr,
+              COUNT: tl.constexpr):
     """dQ accumulation over the key blocks starting in ``[lo, hi)``; ``MASK_N`` only for the
     last, partial key block."""
     for start_n in range(lo, hi, BLOCK_N):
@@ -573,9 +731,14 @@ def _dq_inner(dq, visited, q, do, lse, delta, row_pos, K_H, V_H, stride_kt, stri
         k = _load_tile(K_H, tok_n, stride_kt, mask_n, offs_d, mask_d, UPCAST, MASK_N, EVEN_D)
         v = _load_tile(V_H, tok_n, stride_vt, mask_n, offs_d, mask_d, UPCAST, MASK_N, EVEN_D)
 
-        s = _dot(q, tl.trans(k), tl.zeros([q.shape[0], BLOCK_N], dtype=tl.float32), IEEE)
-        s = _scores(s, row_pos, _bias_positions(start_n - start_m, BLOCK_N), qk_scale, alibi2)
-        p = tl.exp2(s - lse[:, None])
+        qk = _dot(q, tl.trans(k), tl.zeros([q.shape[0], BLOCK_N], dtype=tl.float32), IEEE)
+        if LINEAR:  # the row term joins the lse
+            row, col = _bias_terms(row_pos, start_n - start_m, alibi2, side, BLOCK_N)
+            p = tl.exp2(qk * qk_scale - col[None, :] - (lse - row)[:, None])
+        else:
+            s = _scores(qk, row_pos, _bias_positions(start_n - start_m, BLOCK_N), qk_scale,
+                        alibi2)
+            p = tl.exp2(s - lse[:, None])
         if MASK_N:
             p = tl.where(mask_n[None, :], p, 0.0)  # keys past the end get no weight
 
@@ -589,7 +752,7 @@ def _dq_inner(dq, visited, q, do, lse, delta, row_pos, K_H, V_H, stride_kt, stri
 
 @triton.jit(do_not_specialize=["max_seqlen", "seq_bucket"])
 def _bwd_dq_kernel(
-    Q, K, V, DO, LSE, DELTA, DQ, CU_SEQLENS, SLOPES, REACH, COUNTS,
+    Q, K, V, DO, LSE, DELTA, DQ, CU_SEQLENS, SLOPES, REACH, DO_NONFINITE, COUNTS,
     stride_qt, stride_qh, stride_kt, stride_kh, stride_vt, stride_vh,
     stride_dot, stride_doh, stride_dqt, stride_dqh,
     stride_lse_h, stride_reach_h,
@@ -597,6 +760,7 @@ def _bwd_dq_kernel(
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
     UPCAST: tl.constexpr, ROUND_BF16: tl.constexpr, IEEE: tl.constexpr,
     EVEN_D: tl.constexpr, WINDOW: tl.constexpr, COUNT: tl.constexpr,
+    LINEAR_BIAS: tl.constexpr,
 ):
     # One program per (query block, head, sequence); it streams the key blocks:
     #   s2  = (Q K^T) * scale * log2(e) - slope * log2(e) * |i - j|
@@ -627,18 +791,23 @@ def _bwd_dq_kernel(
     visited = seqlen * 0
 
     lo, hi = _key_window(REACH + off_h * stride_reach_h + seq_start, start_m, seqlen,
-                         BLOCK_M, BLOCK_N, WINDOW)
+                         _skip_ok(DO_NONFINITE, off_h, seqlen, WINDOW), BLOCK_M, BLOCK_N, WINDOW)
     full_end = tl.minimum(hi, seqlen // BLOCK_N * BLOCK_N)
     K_H = K + off_h * stride_kh
     V_H = V + off_h * stride_vh
+    # as in the forward: key blocks before, across and after the diagonal, then the last one
+    before_end, after_start = _diagonal(start_m, lo, full_end, BLOCK_M, BLOCK_N)
+    for part in tl.static_range(3):
+        part_lo = lo if part == 0 else (before_end if part == 1 else after_start)
+        part_hi = before_end if part == 0 else (after_start if part == 1 else full_end)
+        dq, visited = _dq_inner(
+            dq, visited, q, do, lse, delta, row_pos, K_H, V_H, stride_kt, stride_vt, seq_start,
+            start_m, part_lo, part_hi, seqlen, offs_d, mask_d, qk_scale, alibi2, part - 1.0,
+            BLOCK_N, False, LINEAR_BIAS and part != 1, UPCAST, IEEE, EVEN_D, COUNT)
     dq, visited = _dq_inner(
         dq, visited, q, do, lse, delta, row_pos, K_H, V_H, stride_kt, stride_vt, seq_start,
-        start_m, lo, full_end, seqlen, offs_d, mask_d, qk_scale, alibi2,
-        BLOCK_N, False, UPCAST, IEEE, EVEN_D, COUNT)
-    dq, visited = _dq_inner(
-        dq, visited, q, do, lse, delta, row_pos, K_H, V_H, stride_kt, stride_vt, seq_start,
-        start_m, tl.maximum(lo, full_end), hi, seqlen, offs_d, mask_d, qk_scale, alibi2,
-        BLOCK_N, True, UPCAST, IEEE, EVEN_D, COUNT)
+        start_m, tl.maximum(lo, full_end), hi, seqlen, offs_d, mask_d, qk_scale, alibi2, 0.0,
+        BLOCK_N, True, False, UPCAST, IEEE, EVEN_D, COUNT)
 
     dq = dq * sm_scale
     _store_tile(DQ + off_h * stride_dqh, tok_m, stride_dqt, mask_m, offs_d, mask_d, dq, ROUND_BF16)
@@ -676,19 +845,27 @@ _PREPROCESS_BLOCK_T = 32 if _INTERPRET else 64
 _fwd = Launcher(_fwd_kernel, "fwd", _INTERPRET)
 _bwd_dkdv = Launcher(_bwd_dkdv_kernel, "dkdv", _INTERPRET)
 _bwd_dq = Launcher(_bwd_dq_kernel, "dq", _INTERPRET)
+_LAUNCHERS = {"fwd": _fwd, "dkdv": _bwd_dkdv, "dq": _bwd_dq}
+
+
+def block_sizes(kind: str, dtype: torch.dtype) -> dict[str, int] | None:
+    """``{"BLOCK_M": .., "BLOCK_N": ..}`` of the last launch of kernel ``kind`` ("fwd", "dkdv",
+    "dq") for ``dtype``'s config family: the autotuner's choice on a GPU (None before the first
+    launch), the fixed interpreter config on a CPU.  For FLOP accounting and tests."""
+    return _LAUNCHERS[kind].block_sizes(dtype)
 
 
 def _block_d(head_dim):
     return max(16, triton.next_power_of_2(head_dim))
 
 
-def _flags(dtype, head_dim, window, counts):
+def _flags(dtype, head_dim, window, counts, linear_bias):
     """The constexprs shared by the three main kernels."""
     interp_bf16 = _INTERPRET and dtype == torch.bfloat16
     block_d = _block_d(head_dim)
     return dict(BLOCK_D=block_d, UPCAST=interp_bf16, ROUND_BF16=interp_bf16,
                 IEEE=dtype == torch.float32 or interp_bf16, EVEN_D=head_dim == block_d,
-                WINDOW=window, COUNT=counts is not None)
+                WINDOW=window, COUNT=counts is not None, LINEAR_BIAS=linear_bias)
 
 
 def _flat_grid(num_heads, batch, max_seqlen, block_key):
@@ -709,7 +886,7 @@ def grid_size(kind, heads, batch, max_seqlen, block_m, block_n):
 
 
 def _flash_attn_forward(q, k, v, cu_seqlens, max_seqlen, alibi_slopes, softmax_scale,
-                        out=None, lse=None, reach=None, counts=None):
+                        out=None, lse=None, reach=None, counts=None, linear_bias=True):
     """Run the forward kernel.  Returns ``(out, lse2)``.
 
     ``q, k, v``: (T, H, D) with last-dim stride 1; ``cu_seqlens`` int32
@@ -720,7 +897,8 @@ def _flash_attn_forward(q, k, v, cu_seqlens, max_seqlen, alibi_slopes, softmax_s
     from :func:`windowing.key_reach` to skip key blocks of zero weight, None for
     none.  ``counts``: an int32 buffer of :func:`grid_size` elements receiving
     the number of key blocks each program visited (zeros for programs past the
-    end of their sequence must be there beforehand).
+    end of their sequence must be there beforehand).  ``linear_bias`` False computes
+    ``|i - j|`` on every tile (the exact-bias path the tests compare against).
     """
     total, heads, head_dim = q.shape
     batch = cu_seqlens.numel() - 1
@@ -738,21 +916,50 @@ def _flash_attn_forward(q, k, v, cu_seqlens, max_seqlen, alibi_slopes, softmax_s
         q.stride(0), q.stride(1), k.stride(0), k.stride(1), v.stride(0), v.stride(1),
         out.stride(0), out.stride(1), lse.stride(0), reach.stride(0),
         heads, max_seqlen, head_dim, softmax_scale * math.log2(math.e), seq_bucket(max_seqlen),
-        **_flags(q.dtype, head_dim, window, counts),
+        **_flags(q.dtype, head_dim, window, counts, linear_bias),
     )
     return out, lse
 
 
+def window_reach(q, k, v, alibi_slopes, softmax_scale):
+    """The per-query reach of :func:`windowing.key_reach`, computed on the device by two small
+    kernels (no eager operators: one zero-filled (heads,) buffer, one output).
+
+    Args:
+        q, k, v: (T, H, D) with last-dim stride 1; ``alibi_slopes`` float32 contiguous (H,);
+            ``softmax_scale`` a python float.
+    Returns:
+        (H, T) int32 contiguous.  Equal to ``key_reach`` up to float32 rounding of the norms
+        (a value may differ by one token; both are bounds).
+    """
+    total, heads, head_dim = q.shape
+    reach = torch.empty((heads, total), dtype=torch.int32, device=q.device)
+    if total == 0:
+        return reach
+    k_max = torch.zeros(heads, dtype=torch.int32, device=q.device)
+    grid = (triton.cdiv(total, _PREPROCESS_BLOCK_T), heads)
+    block_d = _block_d(head_dim)
+    _key_bound_kernel[grid](k, v, k_max, k.stride(0), k.stride(1), v.stride(0), v.stride(1),
+                            total, head_dim, BLOCK_T=_PREPROCESS_BLOCK_T, BLOCK_D=block_d,
+                            **COMPILE_OPTIONS)
+    qk_scale = softmax_scale * math.log2(math.e)
+    _reach_kernel[grid](q, k, alibi_slopes, k_max, reach, q.stride(0), q.stride(1), k.stride(0),
+                        k.stride(1), reach.stride(0), total, head_dim, qk_scale, abs(qk_scale),
+                        BLOCK_T=_PREPROCESS_BLOCK_T, BLOCK_D=block_d, **COMPILE_OPTIONS)
+    return reach
+
+
 def _flash_attn_backward(do, q, k, v, out, lse, cu_seqlens, max_seqlen, alibi_slopes,
                          softmax_scale, dq=None, dk=None, dv=None, reach=None,
-                         dkdv_counts=None, dq_counts=None):
+                         dkdv_counts=None, dq_counts=None, linear_bias=True):
     """Run the backward kernels.  Returns ``(dq, dk, dv)`` in the input dtype.
 
     ``do`` must have the shape/dtype of ``out`` and last-dim stride 1; ``lse``
     is the float32 (H, T) tensor returned by :func:`_flash_attn_forward`.
     ``dq``/``dk``/``dv`` buffers, ``reach`` and the two kernels' ``counts``
     buffers may be supplied (see the forward).  A head whose ``do`` holds a
-    non-finite value skips nothing (``0 * inf`` would not vanish).
+    non-finite value skips nothing (``0 * inf`` would not vanish): the preprocessing kernel
+    flags it.
     """
     total, heads, head_dim = q.shape
     batch = cu_seqlens.numel() - 1
@@ -764,37 +971,34 @@ def _flash_attn_backward(do, q, k, v, out, lse, cu_seqlens, max_seqlen, alibi_sl
     block_d = _block_d(head_dim)
     qk_scale = softmax_scale * math.log2(math.e)
     window = reach is not None
-    if window:
-        finite = torch.isfinite(do).flatten(2).all(dim=2).all(dim=0)
-        reach = torch.where(finite[:, None], reach, UNBOUNDED)
-    else:
-        reach = cu_seqlens  # never read
+    reach = reach if window else cu_seqlens  # never read without windowing
+    do_nonfinite = torch.zeros(heads, dtype=torch.int32, device=q.device) if window else cu_seqlens
 
     delta = torch.empty_like(lse)
     _bwd_preprocess_kernel[(triton.cdiv(total, _PREPROCESS_BLOCK_T), heads)](
-        out, do, delta,
+        out, do, delta, do_nonfinite,
         out.stride(0), out.stride(1), do.stride(0), do.stride(1), delta.stride(0),
         total, head_dim,
-        BLOCK_T=_PREPROCESS_BLOCK_T, BLOCK_D=block_d,
+        BLOCK_T=_PREPROCESS_BLOCK_T, BLOCK_D=block_d, WINDOW=window, **COMPILE_OPTIONS,
     )
     common = (heads, max_seqlen, head_dim, qk_scale, softmax_scale, seq_bucket(max_seqlen))
     _bwd_dkdv(
         _flat_grid(heads, batch, max_seqlen, "BLOCK_N"), q.dtype,
-        q, k, v, do, lse, delta, dk, dv, cu_seqlens, alibi_slopes, reach,
+        q, k, v, do, lse, delta, dk, dv, cu_seqlens, alibi_slopes, reach, do_nonfinite,
         dkdv_counts if dkdv_counts is not None else lse,
         q.stride(0), q.stride(1), k.stride(0), k.stride(1), v.stride(0), v.stride(1),
         do.stride(0), do.stride(1), dk.stride(0), dk.stride(1), dv.stride(0), dv.stride(1),
         lse.stride(0), reach.stride(0), *common,
-        **_flags(q.dtype, head_dim, window, dkdv_counts),
+        **_flags(q.dtype, head_dim, window, dkdv_counts, linear_bias),
     )
     _bwd_dq(
         _flat_grid(heads, batch, max_seqlen, "BLOCK_M"), q.dtype,
-        q, k, v, do, lse, delta, dq, cu_seqlens, alibi_slopes, reach,
+        q, k, v, do, lse, delta, dq, cu_seqlens, alibi_slopes, reach, do_nonfinite,
         dq_counts if dq_counts is not None else lse,
         q.stride(0), q.stride(1), k.stride(0), k.stride(1), v.stride(0), v.stride(1),
         do.stride(0), do.stride(1), dq.stride(0), dq.stride(1),
         lse.stride(0), reach.stride(0), *common,
-        **_flags(q.dtype, head_dim, window, dq_counts),
+        **_flags(q.dtype, head_dim, window, dq_counts, linear_bias),
     )
     return dq, dk, dv
 
@@ -802,7 +1006,7 @@ def _flash_attn_backward(do, q, k, v, out, lse, cu_seqlens, max_seqlen, alibi_sl
 class _FlashAttnVarlenALiBi(torch.autograd.Function):
     @staticmethod
     def forward(ctx, q, k, v, cu_seqlens, max_seqlen, alibi_slopes, softmax_scale, window):
-        reach = key_reach(q, k, v, alibi_slopes, softmax_scale) if window else None
+        reach = window_reach(q, k, v, alibi_slopes, softmax_scale) if window else None
         out, lse = _flash_attn_forward(q, k, v, cu_seqlens, max_seqlen, alibi_slopes, softmax_scale,
                                        reach=reach)
         ctx.save_for_backward(q, k, v, out, lse, cu_seqlens, alibi_slopes, reach)
@@ -914,18 +1118,19 @@ def check_cu_seqlens(cu_seqlens, total_tokens, max_seqlen):
         ValueError: if the offsets do not start at 0, decrease, do not end at
             ``total_tokens``, or a sequence is longer than ``max_seqlen``.
     """
-    lengths = cu_seqlens[1:] - cu_seqlens[:-1]
-    first, last, min_len, max_len = torch.stack(
-        [cu_seqlens[0], cu_seqlens[-1], lengths.min(), lengths.max()]
-    ).tolist()
-    if first != 0:
-        raise ValueError(f"cu_seqlens must start at 0, got {first}.")
-    if min_len < 0:
+    bounds = cu_seqlens.tolist()
+    lengths = [end - start for start, end in zip(bounds[:-1], bounds[1:])]
+    if bounds[0] != 0:
+        raise ValueError(f"cu_seqlens must start at 0, got {bounds[0]}.")
+    if min(lengths) < 0:
         raise ValueError("cu_seqlens must be non-decreasing.")
-    if last != total_tokens:
-        raise ValueError(f"cu_seqlens must end at total_tokens = q.shape[0] = {total_tokens}, got {last}.")
-    if max_len > max_seqlen:
-        raise ValueError(f"max_seqlen ({max_seqlen}) is smaller than the longest sequence ({max_len}).")
+    if bounds[-1] != total_tokens:
+        raise ValueError(f"cu_seqlens must end at total_tokens = q.shape[0] = {total_tokens}, got {bounds[-1]}.")
+    if max(lengths) > max_seqlen:
+        raise ValueError(f"max_seqlen ({max_seqlen}) is smaller than the longest sequence ({max(lengths)}).")
+
+
+WINDOW_ALWAYS = "always"
 
 
 def flash_attn_varlen_alibi(q, k, v, cu_seqlens, max_seqlen, alibi_slopes, softmax_scale=None,
@@ -950,7 +1155,11 @@ def flash_attn_varlen_alibi(q, k, v, cu_seqlens, max_seqlen, alibi_slopes, softm
         softmax_scale: defaults to ``1 / sqrt(head_dim)``.
         window: skip the key blocks whose weights are provably exactly zero in
             float32 (see :mod:`windowing`); the result equals the unskipped one
-            within float32 rounding.  False computes every block.
+            within float32 rounding.  True (the default) does so where it can pay:
+            when ``max_seqlen`` reaches :func:`windowing.min_paying_length` for the
+            head count, else it computes every block and spends nothing on the
+            window.  ``"always"`` windows at any length (benchmarks, tests); False
+            computes every block.
 
     Returns:
         (total_tokens, heads, head_dim) contiguous tensor in the input dtype.
@@ -961,8 +1170,9 @@ def flash_attn_varlen_alibi(q, k, v, cu_seqlens, max_seqlen, alibi_slopes, softm
         # Host memory (the interpreter): reading the offsets costs no device sync, and invalid
         # ones would make the interpreted kernels read out of bounds.
         check_cu_seqlens(cu_seqlens, q.shape[0], max_seqlen)
-    if not isinstance(window, bool):
-        raise TypeError(f"window must be a bool, got {type(window).__name__}.")
+    if not (isinstance(window, bool) or window == WINDOW_ALWAYS):
+        raise TypeError(f"window must be True, False or {WINDOW_ALWAYS!r}, got {window!r}.")
+    window = window == WINDOW_ALWAYS or (window and windowing.window_pays(max_seqlen, q.shape[1]))
     q, k, v = _kernel_operand(q), _kernel_operand(k), _kernel_operand(v)
     return _FlashAttnVarlenALiBi.apply(
         q, k, v, cu_seqlens.contiguous(), max_seqlen, alibi_slopes.contiguous(), softmax_scale, window

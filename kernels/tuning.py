@@ -20,17 +20,31 @@ from __future__ import annotations
 import torch
 import triton
 
-# (BLOCK_M, BLOCK_N, num_warps, num_stages). dK/dV programs own BLOCK_N keys and stream
-# BLOCK_M queries; forward and dQ programs own BLOCK_M queries and stream BLOCK_N keys.
+# (BLOCK_M, BLOCK_N, num_warps, num_stages, BLOCK_Ds). dK/dV programs own BLOCK_N keys and
+# stream BLOCK_M queries; forward and dQ programs own BLOCK_M queries and stream BLOCK_N keys.
+# The last field names the padded head dims a config ships for: not those where it spills
+# inside its main loop (`python -m mosaic_encoder.bench compile --target sm_90` shows
+# registers and spills per config; benchmarks/gpu/compile-sm_90-*.json record them). Forward
+# 64 x 128 with 4 warps and 3 stages fits two blocks per SM at head dim 64 (104 KiB of shared
+# memory, at most 255 registers a thread), so one block's softmax overlaps the other's products.
+_ALL = (16, 32, 64, 128)
+_UP_TO_64 = (16, 32, 64)
 _HALF = {
-    "fwd": [(128, 128, 8, 2), (128, 128, 8, 3), (128, 64, 4, 3), (128, 64, 8, 3), (64, 64, 4, 3)],
-    "dkdv": [(32, 128, 8, 3), (64, 128, 8, 2), (32, 64, 4, 3), (64, 64, 4, 2)],
-    "dq": [(128, 64, 8, 3), (128, 32, 4, 3), (64, 64, 4, 2), (64, 32, 4, 3)],
+    "fwd": [(128, 128, 8, 2, _ALL), (128, 128, 8, 3, _ALL), (64, 128, 4, 3, _UP_TO_64),
+            (128, 64, 8, 3, _ALL)],
+    "dkdv": [(32, 128, 8, 3, _ALL), (64, 128, 8, 2, _UP_TO_64), (32, 64, 4, 3, _ALL),
+             (64, 64, 4, 2, _UP_TO_64)],
+    "dq": [(128, 64, 8, 3, _ALL), (128, 32, 4, 3, _UP_TO_64), (64, 64, 4, 2, _ALL),
+           (64, 32, 4, 3, _ALL)],
 }
+# float32 operands: at most two configs per kernel and head dim, small tiles, 8 warps. Exact
+# FMA products compile slowly (a first call compiles every config the pruner keeps) and their
+# layouts replicate operands across threads: at head dim 128 only 16-row tiles stay out of
+# local memory.
 _FP32 = {
-    "fwd": [(64, 32, 4, 2), (32, 32, 4, 2)],
-    "dkdv": [(16, 64, 4, 2), (32, 32, 4, 2)],
-    "dq": [(64, 32, 4, 2), (32, 32, 4, 2)],
+    "fwd": [(64, 32, 8, 2, _UP_TO_64), (32, 32, 8, 2, _UP_TO_64), (16, 32, 8, 2, (128,))],
+    "dkdv": [(16, 64, 8, 2, _UP_TO_64), (32, 32, 8, 2, _UP_TO_64), (16, 32, 8, 2, (128,))],
+    "dq": [(64, 32, 8, 2, _UP_TO_64), (32, 32, 8, 2, _UP_TO_64), (16, 32, 8, 2, (128,))],
 }
 # Fixed configs under the interpreter; BLOCK_M != BLOCK_N on purpose so the two tilings differ.
 INTERPRETED = {
@@ -39,13 +53,26 @@ INTERPRETED = {
     "dq": {"BLOCK_M": 32, "BLOCK_N": 16},
 }
 AUTOTUNE_KEY = ["BLOCK_D", "seq_bucket", "WINDOW"]
+# Backend options of every compiled launch. Multiply-add fusion on: the online softmax and the
+# bias are written as multiply-adds (s * scale + bias), and the windowing bound's error terms
+# assume one rounding each. Triton 3.9 fuses by default but warns that 3.10 will not, so it is
+# set here rather than left to the version's default.
+COMPILE_OPTIONS = {"enable_fp_fusion": True}
 
 
 def configs(kind: str, dtype: torch.dtype) -> list[triton.Config]:
     """The autotuning candidates of kernel ``kind`` ("fwd", "dkdv", "dq") for an operand dtype."""
     table = _FP32 if dtype == torch.float32 else _HALF
     return [triton.Config({"BLOCK_M": bm, "BLOCK_N": bn}, num_warps=w, num_stages=s)
-            for bm, bn, w, s in table[kind]]
+            for bm, bn, w, s, _ in table[kind]]
+
+
+def shipped_for(kind: str, config: triton.Config, block_d: int) -> bool:
+    """Whether ``config`` of kernel ``kind`` ships for padded head dim ``block_d``."""
+    key = (config.kwargs["BLOCK_M"], config.kwargs["BLOCK_N"], config.num_warps,
+           config.num_stages)
+    return any(entry[:4] == key and block_d in entry[4] for table in (_HALF, _FP32)
+               for entry in table[kind])
 
 
 def seq_bucket(max_seqlen: int) -> int:
@@ -57,15 +84,20 @@ def shared_memory_bytes(kind: str, block_m: int, block_n: int, block_d: int, ele
                         num_stages: int) -> int:
     """An estimate of the shared memory one program of kernel ``kind`` needs.
 
-    The resident operand tiles, ``num_stages`` copies of the two streamed tiles (software
-    pipelining) and one (BLOCK_M, BLOCK_N) tile staged between the two products of each pair.
+    16-bit operands: the resident operand tiles plus ``num_stages`` copies of the two streamed
+    ones (software pipelining); the (BLOCK_M, BLOCK_N) probability and dS tiles stay in
+    registers, since Hopper's wgmma reads its first operand from them. float32 operands (exact
+    FMA products): Triton does not pipeline those loads, so one copy of the streamed tiles, plus
+    the float32 score tile staged between the two products of a pair. Within 10 % of ptxas for
+    every shipped config (the compile report's ``smem`` against ``est``).
     """
     if kind == "dkdv":
         resident, streamed = 2 * block_n, 2 * block_m  # K, V held; Q, dO streamed
     else:
         resident, streamed = (1 if kind == "fwd" else 2) * block_m, 2 * block_n
-    tiles = (resident + num_stages * streamed) * block_d + block_m * block_n
-    return tiles * element_size
+    if element_size == 4:
+        return ((resident + streamed) * block_d + block_m * block_n) * element_size
+    return (resident + num_stages * streamed) * block_d * element_size
 
 
 def _device_shared_memory(device: torch.device) -> int:
@@ -75,12 +107,15 @@ def _device_shared_memory(device: torch.device) -> int:
 
 def fitting(kind: str, candidates: list[triton.Config], block_d: int, element_size: int,
             limit: int) -> list[triton.Config]:
-    """The candidates whose :func:`shared_memory_bytes` fit ``limit``; the smallest if none."""
+    """The candidates shipped for ``block_d`` whose :func:`shared_memory_bytes` fit ``limit``;
+    the smallest of those shipped if none fits."""
+    shipped = [config for config in candidates if shipped_for(kind, config, block_d)]
+
     def need(config):
         return shared_memory_bytes(kind, config.kwargs["BLOCK_M"], config.kwargs["BLOCK_N"],
                                    block_d, element_size, config.num_stages)
-    kept = [config for config in candidates if need(config) <= limit]
-    return kept or [min(candidates, key=need)]
+    kept = [config for config in shipped if need(config) <= limit]
+    return kept or [min(shipped, key=need)]
 
 
 def _pruner(kind: str):
@@ -115,9 +150,10 @@ class Launcher:
 
     def __call__(self, grid, dtype: torch.dtype, *args, **kwargs):
         if self._interpreted:
-            self._kernel[grid](*args, **kwargs, **INTERPRETED[self.kind])
+            self._kernel[grid](*args, **kwargs, **INTERPRETED[self.kind], **COMPILE_OPTIONS)
         else:
-            self._tuned["fp32" if dtype == torch.float32 else "half"][grid](*args, **kwargs)
+            self._tuned["fp32" if dtype == torch.float32 else "half"][grid](
+                *args, **kwargs, **COMPILE_OPTIONS)
 
     def block_sizes(self, dtype: torch.dtype) -> dict[str, int] | None:
         """BLOCK_M/BLOCK_N of the last launch for ``dtype``'s family (None before one on GPU)."""

@@ -16,17 +16,28 @@ Bound (base 2; ``c = |scale| * log2(e)``, ``a = slope * log2(e)``, ``d = |i - j|
     s2_ij - m_i  <=  gap_i - a d,   gap_i = c |q_i| K - scale log2(e) q_i.k_i
 
 ``exp2(x)`` is exactly 0 in float32 for ``x < -150`` (and below -126 with flush-to-zero, as
-GPUs compute it); ``_UNDERFLOW = 152`` leaves a margin for an approximate ``exp2``. The
+GPUs compute it); ``UNDERFLOW = 152`` leaves a margin for an approximate ``exp2``. The
 kernels' scores are rounded: products in TF32 (relative error 2^-11 per operand) or float32
 sums over at most 128 lanes, so every score is within ``2^-10 c |q_i| |k_j|`` of its exact
-value; ``err_i = 2^-7 c |q_i| (K + |k_i|) + 1`` covers the far score, the diagonal score and the
-rounding of the bias, with room to spare. A key is skipped only when
+value; ``err_i = 2^-7 c |q_i| (K + |k_i|) + 1 + 2^-14 a`` covers the far score, the diagonal
+score and the rounding of the bias, with room to spare. A key is skipped only when
 
-    a d (1 - 2^-20)  >  gap_i + err_i + _UNDERFLOW,
+    a d (1 - 2^-20)  >  gap_i + err_i + UNDERFLOW,
 
-that is when ``d`` exceeds the query's *reach* ``R_i = (gap_i + err_i + _UNDERFLOW) / (a (1 -
+that is when ``d`` exceeds the query's *reach* ``R_i = (gap_i + err_i + UNDERFLOW) / (a (1 -
 2^-20))``, stored rounded up (``floor(R_i (1 + 2^-16)) + 1``) as int32 of shape (heads,
-tokens). Zero or negative slopes, non-finite norms and heads whose values ``v`` hold a
+tokens).
+
+The linear bias. Off the diagonal the kernels add a row term and a column term instead of
+``a |i - j|`` (``flash_attn._bias_terms``), which rounds to within ``2^-22 a (d + 256)`` of the
+exact bias, against ``2^-24 a d`` for one rounded multiply. The bound absorbs the difference:
+
+    2^-22 a (d + 256)  =  2^-22 a d  +  2^-14 a
+    2^-22 a d  <=  2^-20 a d / 4     (inside the factor 1 - 2^-20: a d (1 - 2^-20) leaves 2^-20 a d)
+    2^-14 a                           (the last term of err_i)
+
+so the skip condition still implies a computed weight of exactly 0. (The term costs a reach of
+``2^-14`` token more.) Zero or negative slopes, non-finite norms and heads whose values ``v`` hold a
 non-finite number (``0 * inf`` is NaN, so such a key is not inert) get
 :data:`UNBOUNDED`: nothing is skipped.
 
@@ -40,15 +51,21 @@ each key block, the span from the first to the last query block whose range meet
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
 
-__all__ = ["UNBOUNDED", "executed_forward_flops", "key_reach", "visited_key_blocks",
-           "visited_query_blocks"]
+__all__ = ["UNBOUNDED", "executed_forward_flops", "key_reach", "min_paying_length",
+           "visited_key_blocks", "visited_query_blocks", "window_pays"]
 
 UNBOUNDED = 1 << 30  # a reach that skips nothing; start + block + UNBOUNDED still fits in int32
-_UNDERFLOW = 152.0
+# The margins of the bound, shared with the kernels' pre-pass (flash_attn._reach_kernel).
+UNDERFLOW = 152.0
+SCORE_ERROR = 2.0 ** -7  # err_i's factor
+RATE_MARGIN = 1.0 - 2.0 ** -20
+LINEAR_BIAS_ERROR = 2.0 ** -14  # err_i's term in the base-2 slope a (the linear bias)
+ROUND_UP = 1.0 + 2.0 ** -16
 _LOG2E = 1.0 / math.log(2.0)
 
 
@@ -72,14 +89,72 @@ def key_reach(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, alibi_slopes: t
     diag = (qf * kf).sum(-1)
     c = abs(softmax_scale) * _LOG2E
     gap = c * q_norm * k_max - (softmax_scale * _LOG2E) * diag
-    err = 2.0 ** -7 * c * q_norm * (k_max + k_norm) + 1.0
-    rate = alibi_slopes.float() * (_LOG2E * (1.0 - 2.0 ** -20))
-    reach = (gap + err + _UNDERFLOW) / rate * (1.0 + 2.0 ** -16) + 1.0
+    slopes2 = alibi_slopes.float() * _LOG2E
+    err = SCORE_ERROR * c * q_norm * (k_max + k_norm) + 1.0 + LINEAR_BIAS_ERROR * slopes2
+    rate = slopes2 * RATE_MARGIN
+    reach = (gap + err + UNDERFLOW) / rate * ROUND_UP + 1.0
     v_finite = torch.isfinite(v).flatten(2).all(dim=2).all(dim=0) if v.shape[0] else \
         torch.ones(heads, dtype=torch.bool, device=v.device)
     bounded = torch.isfinite(reach) & (rate > 0) & v_finite
     reach = torch.where(bounded, reach.clamp(max=UNBOUNDED), UNBOUNDED).floor()
     return reach.to(torch.int32).t().contiguous()
+
+
+# The cost model of the automatic switch, in units of one visited 128 x 128 forward tile (the
+# largest shipped tiles; the ratios below do not depend on head_dim, which scales both sides).
+# - A tile is 4 * 128 * 128 * d FLOPs on tensor cores: 4.2 MFLOP at d 64, about 10.5 ns of an
+#   H200 at 400 TFLOP/s.
+# - The pre-pass reads the q, k and v rows of a (query block, head) once, k twice: 4 * 128 * d
+#   elements, 64 KB in bf16 at d 64, about 13.7 ns at 4.8 TB/s, so 1.3 tiles; with the tails of
+#   its two small launches we count _PREPASS_TILES = 2 per (query block, head).
+# - The best a sequence can save is what it saves when the gap term of every query is 0 (the
+#   smallest reach any input gives, 152 / (slope log2 e)), with ALiBi's geometric slopes
+#   2^(-8 (h + 1) / heads), counted in the forward alone (the backward reuses the reach for free).
+# Windowing pays for a sequence only when those saved tiles exceed the pre-pass; a batch whose
+# longest sequence is shorter than that cannot pay for any input. At 12 heads that length is
+# 1664 tokens: 64 x 512 runs unwindowed, 1 x 4096 windowed.
+_TILE = 128
+_PREPASS_TILES = 2
+
+
+def _best_case_saved_tiles(length: int, heads: int) -> int:
+    """Forward tiles of ``_TILE`` x ``_TILE`` skipped in one sequence at the smallest reach.
+
+    Query block ``m`` of ``n`` visits key blocks ``[max(m - w, 0), min(m + 1 + w, n))`` with ``w =
+    ceil(reach / _TILE)``; the sums below are those ranges' lengths added over ``m``.
+    """
+    n = -(-length // _TILE)
+    saved = 0
+    for head in range(heads):
+        slope = 2.0 ** (-8.0 * (head + 1) / heads)
+        w = -(-(math.floor((UNDERFLOW + 1.0) / (slope * _LOG2E)) + 1) // _TILE)
+        inner = max(0, n - w)  # blocks whose range ends before the sequence does
+        ends = inner * (inner + 1) // 2 + inner * w + (n - inner) * n
+        tail = max(0, n - 1 - w)
+        starts = tail * (tail + 1) // 2
+        saved += n * n - (ends - starts)
+    return saved
+
+
+@functools.lru_cache(maxsize=None)
+def min_paying_length(heads: int) -> int:
+    """The shortest sequence (a multiple of 128 tokens) whose best-case saving exceeds the cost of
+    the windowing pre-pass, for ``heads`` heads with ALiBi's geometric slopes (see the cost model
+    above). Pure Python, memoised per head count: the forward calls it on every launch."""
+    lo, hi = 1, 1 << 12  # in tiles: 128 tokens .. 512 Ki tokens
+    while lo < hi:  # the saving grows with the square of the length, the cost linearly
+        mid = (lo + hi) // 2
+        if _best_case_saved_tiles(mid * _TILE, heads) > _PREPASS_TILES * heads * mid:
+            hi = mid
+        else:
+            lo = mid + 1
+    return lo * _TILE
+
+
+def window_pays(max_seqlen: int, heads: int) -> bool:
+    """Whether a batch whose longest sequence has ``max_seqlen`` tokens can gain from windowing
+    (:func:`min_paying_length`); decided from shapes only, without reading a tensor."""
+    return max_seqlen >= min_paying_length(heads)
 
 
 def _block_reach(reach: torch.Tensor, start: int, length: int, block_m: int) -> torch.Tensor:
@@ -98,6 +173,20 @@ def _key_ranges(block_reach: torch.Tensor, length: int, block_m: int, block_n: i
     return lo // block_n, (hi + block_n - 1) // block_n
 
 
+def _sequence_ranges(reach: torch.Tensor | None, cu_seqlens: torch.Tensor, block_m: int,
+                     block_n: int):
+    """Per non-empty sequence: ``(length, ranges)``, ``ranges`` the (first, end) key blocks of
+    :func:`_key_ranges` or None without windowing. Reads ``cu_seqlens`` (a host copy)."""
+    bounds = cu_seqlens.tolist()
+    reach = None if reach is None else reach.cpu()
+    for start, end in zip(bounds[:-1], bounds[1:]):
+        length = end - start
+        if not length:
+            continue
+        yield length, None if reach is None else _key_ranges(
+            _block_reach(reach, start, length, block_m), length, block_m, block_n)
+
+
 def visited_key_blocks(reach: torch.Tensor | None, cu_seqlens: torch.Tensor, heads: int,
                        block_m: int, block_n: int) -> int:
     """Tiles the forward (and, with its own block sizes, the dQ kernel) visits.
@@ -109,36 +198,26 @@ def visited_key_blocks(reach: torch.Tensor | None, cu_seqlens: torch.Tensor, hea
         the number of (head, query block, key block) tiles computed; a CPU-side count, for tests
         and FLOP accounting (it reads the tensors' values).
     """
-    bounds = cu_seqlens.tolist()
     total = 0
-    for start, end in zip(bounds[:-1], bounds[1:]):
-        length = end - start
-        if not length:
-            continue
-        if reach is None:
+    for length, ranges in _sequence_ranges(reach, cu_seqlens, block_m, block_n):
+        if ranges is None:
             total += heads * math.ceil(length / block_m) * math.ceil(length / block_n)
-            continue
-        first, end_block = _key_ranges(_block_reach(reach.cpu(), start, length, block_m),
-                                       length, block_m, block_n)
-        total += int((end_block - first).sum())
+        else:
+            first, end_block = ranges
+            total += int((end_block - first).sum())
     return total
 
 
 def visited_query_blocks(reach: torch.Tensor | None, cu_seqlens: torch.Tensor, heads: int,
                          block_m: int, block_n: int) -> int:
     """Tiles the dK/dV kernel visits: per key block, the span of query blocks that meet it."""
-    bounds = cu_seqlens.tolist()
     total = 0
-    for start, end in zip(bounds[:-1], bounds[1:]):
-        length = end - start
-        if not length:
-            continue
+    for length, ranges in _sequence_ranges(reach, cu_seqlens, block_m, block_n):
         n_q, n_k = math.ceil(length / block_m), math.ceil(length / block_n)
-        if reach is None:
+        if ranges is None:
             total += heads * n_q * n_k
             continue
-        first, end_block = _key_ranges(_block_reach(reach.cpu(), start, length, block_m),
-                                       length, block_m, block_n)
+        first, end_block = ranges
         key_blocks = torch.arange(n_k)
         # meets[h, m, n]: query block m visits key block n.
         meets = (first[:, :, None] <= key_blocks) & (key_blocks < end_block[:, :, None])
@@ -155,17 +234,12 @@ def executed_forward_flops(reach: torch.Tensor | None, cu_seqlens: torch.Tensor,
     inside the sequence, the convention of ``flops.attention_flops`` (which credits every pair
     of a sequence). Credited / executed is the work windowing saved.
     """
-    bounds = cu_seqlens.tolist()
     pairs = 0
-    for start, end in zip(bounds[:-1], bounds[1:]):
-        length = end - start
-        if not length:
-            continue
-        if reach is None:
+    for length, ranges in _sequence_ranges(reach, cu_seqlens, block_m, block_n):
+        if ranges is None:
             pairs += heads * length * length
             continue
-        first, end_block = _key_ranges(_block_reach(reach.cpu(), start, length, block_m),
-                                       length, block_m, block_n)
+        first, end_block = ranges
         rows = (length - torch.arange(first.shape[1]) * block_m).clamp(max=block_m)
         keys = (end_block * block_n).clamp(max=length) - first * block_n
         pairs += int((rows * keys).sum())

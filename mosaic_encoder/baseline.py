@@ -82,8 +82,9 @@ class UpstreamStyleEncoder:
     """
 
     def __init__(self, model: MosaicBertModel, alibi_starting_size: int = 512):
-        if not model.config.uses_alibi:
-            raise ValueError("the upstream-style baseline reproduces MosaicBERT (ALiBi) models only.")
+        if not model.config.uses_alibi or model.config.layer_norm_position != "post":
+            raise ValueError("the upstream-style baseline reproduces MosaicBERT (ALiBi, post-LN) "
+                             "models only.")
         self.model = model
         device = next(model.parameters()).device
         self.alibi = AlibiTable(alibi_slopes(model.config.num_attention_heads, device=device),

@@ -41,8 +41,8 @@ from torch import nn
 
 from .api_arguments import path_arg
 from .config import MosaicConfig, read_config_values
-from .errors import CheckpointError
-from .files import inside, json_object, read_json, regular_file, short
+from .errors import CheckpointError, ConfigError
+from .files import inside, json_object, printable, read_json, regular_file, short
 from .models import MosaicBertForMaskedLM, MosaicBertModel
 from .pooling import Pooling
 
@@ -60,6 +60,9 @@ FLOAT_DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16
 MAX_HEADER_BYTES = 100_000_000
 # How many items of a mismatch list an error message names before "and N more".
 REPORT_LIMIT = 10
+# The tokenizer's files, beside the transformer's config.json (those present are copied on save).
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
+                   "vocab.txt")
 # Longest max_seq_length a sentence-transformers config may ask for (2**20 tokens).
 MAX_SEQ_LENGTH = 1 << 20
 # sentence-transformers' module types this encoder runs, by class name, and the role of each:
@@ -136,7 +139,8 @@ class Pipeline:
             if kind == "Transformer":
                 if not module_dir.is_dir():
                     raise CheckpointError(f"{modules_file} entry {number} names the transformer "
-                                          f"directory {module_dir}, which does not exist.")
+                                          f"directory {printable(module_dir)}, which does not "
+                                          f"exist.")
                 transformer_dir = module_dir
             elif kind == "Pooling":
                 pooling = Pooling.from_json_file(module_dir / "config.json", root=directory)
@@ -165,8 +169,8 @@ def _modules(path: Path, directory: Path) -> list[tuple[str, Path]]:
                                   f"'path' fields.")
         role = MODULE_TYPES.get(kind.rsplit(".", 1)[-1])
         if role is None:
-            raise CheckpointError(f"{path} names module type {short(kind)!r}, which this encoder "
-                                  f"does not support.")
+            raise CheckpointError(f"{path} names module type {short(kind, quote=True)}, which this "
+                                  f"encoder does not support.")
         module_dir = directory / where
         inside(module_dir, directory, f"modules file {path} entry {number}: path")
         entries.append((role, module_dir))
@@ -219,15 +223,22 @@ class CheckpointDir:
         Raises:
             CheckpointError, ConfigError: one sentence naming the file at fault: the directory
                 does not exist, a file is missing, malformed, not a regular file or outside the
-                directory, the weights are not those of a BERT-family encoder.
+                directory (a symlink out of it, a ``modules.json`` path with ``..``; the tokenizer
+                files are checked too), the weights are not those of a BERT-family encoder.
         """
         if isinstance(path, CheckpointDir):
             return path
         directory = checkpoint_directory(path)
         pipeline = Pipeline.from_directory(directory)
-        values = read_config_values(pipeline.transformer_dir / "config.json")
+        config_file = pipeline.transformer_dir / "config.json"
+        regular_file(config_file, "config file", directory, ConfigError)
+        for name in TOKENIZER_FILES:
+            file = pipeline.transformer_dir / name
+            if file.is_symlink():
+                inside(file, directory, "tokenizer file")
+        values = read_config_values(config_file)
         found = read_tensor_index(pipeline.transformer_dir)
-        layout = detect_layout(set(found), str(pipeline.transformer_dir))
+        layout = detect_layout(set(found), printable(pipeline.transformer_dir))
         return cls(directory, pipeline, values, without_ignored(found, layout), layout)
 
     @property
@@ -305,14 +316,15 @@ def _check_header(file: Path) -> None:
                 return  # safe_open reports the oversized header
             header = stream.read(length)
     except OSError as err:
-        raise CheckpointError(f"weights file {file} cannot be read ({err.strerror}).") from None
+        raise CheckpointError(f"weights file {printable(file)} cannot be read "
+                              f"({err.strerror}).") from None
 
     def no_duplicates(pairs: list[tuple[str, object]]) -> dict:
         seen = set()
         for key, _ in pairs:
             if key in seen:
-                raise CheckpointError(f"weights file {file} lists tensor {short(key)} twice in "
-                                      f"its header.")
+                raise CheckpointError(f"weights file {printable(file)} lists tensor "
+                                      f"{short(key)} twice in its header.")
             seen.add(key)
         return dict(pairs)
 
@@ -333,8 +345,8 @@ def read_header(file: str | Path, root: str | Path | None = None) -> dict[str, T
                 sliced = handle.get_slice(name)
                 infos[name] = TensorInfo(file, tuple(sliced.get_shape()), sliced.get_dtype())
     except (SafetensorError, OSError, ValueError) as err:
-        raise CheckpointError(f"weights file {file} is truncated or not a safetensors file "
-                              f"({str(err)[:200]}).") from None
+        raise CheckpointError(f"weights file {printable(file)} is truncated or not a safetensors "
+                              f"file ({short(str(err), 200)}).") from None
     return infos
 
 
@@ -347,9 +359,9 @@ def read_tensor_index(directory: str | Path) -> dict[str, TensorInfo]:
     if index.exists() or index.is_symlink():
         return _read_sharded(directory, index)
     if (directory / "pytorch_model.bin").is_file():
-        raise CheckpointError(f"{directory} holds only pytorch_model.bin; convert it first with "
-                              f"`mosaic-encoder convert {directory}`.")
-    raise CheckpointError(f"{directory} has no {WEIGHTS_NAME} or {INDEX_NAME}.")
+        raise CheckpointError(f"{printable(directory)} holds only pytorch_model.bin; convert it "
+                              f"first with `mosaic-encoder convert {printable(directory)}`.")
+    raise CheckpointError(f"{printable(directory)} has no {WEIGHTS_NAME} or {INDEX_NAME}.")
 
 
 def _read_sharded(directory: Path, index: Path) -> dict[str, TensorInfo]:
@@ -385,7 +397,7 @@ def iter_tensors(found: dict[str, TensorInfo],
                 for name in file_names:
                     yield name, handle.get_tensor(name)
         except (SafetensorError, OSError, ValueError) as err:
-            raise CheckpointError(f"weights file {file} is truncated or corrupted "
+            raise CheckpointError(f"weights file {printable(file)} is truncated or corrupted "
                                   f"({str(err)[:200]}).") from None
 
 
@@ -542,7 +554,8 @@ def summarise_names(names: list[str], limit: int = 4) -> str:
             indices = sorted(i for _, i in per_layer)
             if indices == list(range(indices[0], indices[-1] + 1)):
                 prefix = next(iter(prefixes))
-                full[f"{prefix}{indices[0]}-{indices[-1]}.* ({len(next(iter(sets)))} each)"] = True
+                full[f"{short(prefix)}{indices[0]}-{indices[-1]}.* "
+                     f"({len(next(iter(sets)))} each)"] = True
     if not full:
         return summarise([short(n) for n in sorted(names)], limit)
     return summarise(list(full) + [short(n) for n in sorted(others)], limit)

@@ -4,7 +4,8 @@ Subcommands: ``encode`` (sentence embeddings), ``fill-mask`` (masked-LM predicti
 (a checkpoint against the published manifests, config/tokenizer/numeric sanity, golden outputs),
 ``convert`` (``pytorch_model.bin`` to ``model.safetensors`` without running pickled code),
 ``bench`` (the benchmarks of :mod:`mosaic_encoder.bench`), ``train`` (contrastive fine-tuning,
-:mod:`mosaic_encoder.training`) and ``embed-corpus`` (:mod:`mosaic_encoder.corpus`).
+:mod:`mosaic_encoder.training`), ``embed-corpus`` (:mod:`mosaic_encoder.corpus`), and ``init``,
+``pretrain`` and ``eval-mlm`` (masked-LM pretraining, :mod:`mosaic_encoder.pretraining`).
 
 Every error a user can cause is one sentence on stderr and a non-zero exit (1, or 2 for a usage
 error), with nothing on stdout and no file left behind: files are written to a temporary name and
@@ -28,6 +29,7 @@ from .atomic import atomic_write
 from .bundled import BUNDLED_CHECKPOINT, BUNDLED_MLM_CHECKPOINT
 from .dtypes import DTYPES
 from .errors import NON_FINITE_ADVICE, InputError, MosaicError, NonFiniteError
+from .files import file_sha256, printable, resolve
 from .fill_mask import MASK_TOKEN
 from .inputs import open_input, read_texts
 
@@ -132,12 +134,12 @@ def _check_output(path: Path, suffixes: tuple[str, ...]) -> None:
 def _check_encode_output(output: Path, args: argparse.Namespace, model: Path) -> None:
     """Refuse to replace a file without --force, and ever to write over the input or the model."""
     _check_output(output, ENCODE_OUTPUTS)
-    target = output.resolve()
+    target = resolve(output, "output file", InputError)
     source = Path(args.input) if args.input else None
-    if source is not None and (target == source.resolve() or (
+    if source is not None and (target == resolve(source, "input file", InputError) or (
             output.exists() and source.exists() and os.path.samefile(output, source))):
         raise InputError(f"output file {output} is the input file; write somewhere else.")
-    if target.is_relative_to(model.resolve()):
+    if target.is_relative_to(resolve(model, "checkpoint directory")):
         raise InputError(f"output file {output} lies inside the model directory {model}; write "
                          f"somewhere else.")
     if output.exists() and not args.force:
@@ -251,7 +253,8 @@ def _verify(args: argparse.Namespace) -> int:
                   for r in results]
         lines.append("files (sha256, bytes)")
         size_width = max((len(f"{d.size:,}") for d in digests), default=0)
-        lines += [f"  {d.sha256}  {d.size:>{size_width},}  {d.path}" for d in digests]
+        lines += [f"  {d.sha256}  {d.size:>{size_width},}  {printable(d.path)}"
+                  for d in digests]
         lines.append(f"{len(failed)} of {len(results)} checks failed: "
                      f"{', '.join(r.name for r in failed)}" if failed else
                      f"all {len(results)} checks passed")
@@ -264,20 +267,16 @@ def _verify(args: argparse.Namespace) -> int:
 
 def _convert(args: argparse.Namespace) -> int:
     from .convert import convert_checkpoint
-    from .verify import file_digests
 
     result = convert_checkpoint(args.source, output=args.output, overwrite=args.force)
     dtypes = ", ".join(f"{d}" if n == result.tensors else f"{d} x{n}"
                        for d, n in result.dtypes.items())
-    tied = "; stored once: " + ", ".join(f"{dropped} (same memory as {kept})"
-                                         for dropped, kept in result.dropped) \
-        if result.dropped else ""
-    digest = next((d.sha256 for d in file_digests(result.output.parent)
-                   if d.path == result.output.name), None)
+    tied = "; stored once: " + ", ".join(
+        f"{printable(dropped)} (same memory as {printable(kept)})"
+        for dropped, kept in result.dropped) if result.dropped else ""
     print(f"converted {result.source} -> {result.output}: {result.tensors} tensors ({dtypes}), "
           f"{result.parameters:,} parameters{tied}.")
-    if digest:
-        print(f"sha256 {digest}  {result.output}")
+    print(f"sha256 {file_sha256(result.output)}  {result.output}")
     return 0
 
 
@@ -371,6 +370,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_train_parser(commands)
     from .corpus.command import add_parser as add_embed_corpus
     add_embed_corpus(commands)
+    from .pretraining.cli import add_parsers as add_pretraining_parsers
+    add_pretraining_parsers(commands)
     return parser
 
 
@@ -384,7 +385,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.run(args)
     except MosaicError as err:
-        print(f"error: {err}", file=sys.stderr)
+        print(f"error: {printable(err)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("error: interrupted.", file=sys.stderr)

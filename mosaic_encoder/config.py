@@ -8,11 +8,18 @@ and the GELU is always the exact erf form, whatever ``hidden_act`` says, as upst
 ``bert_layers.py`` computes it (see :class:`mosaic_encoder.layers.GatedMLP`; the reference
 outputs in ``tests/data/expected/`` come from that code).
 
-Two families share the layers. MosaicBERT (ALiBi, no position embeddings, GLU feed-forward) is
-recognised by upstream's keys in ``config.json`` (``alibi_starting_size``, or ``auto_map`` naming
-``bert_layers``): its ``position_embedding_type: "absolute"`` is a leftover that does not describe
-the model. Any other BERT config is the classic design: learned absolute position embeddings and
-a GELU feed-forward (``intermediate`` / ``output``).
+The variant axes are the fields ``position_embedding_type`` (alibi | absolute), ``feed_forward``
+(glu | gelu) and ``layer_norm_position`` (post | pre). A config written by this package states all
+three, and what it states is what is built. Configs written elsewhere leave ``feed_forward`` out,
+and their family is read from upstream's keys:
+
+- MosaicBERT (ALiBi, GLU) is recognised by ``alibi_starting_size``, or ``auto_map`` naming
+  ``bert_layers``; its ``position_embedding_type: "absolute"`` is a leftover that does not
+  describe the model.
+- Any other BERT config is the classic design: learned absolute positions, GELU feed-forward.
+
+An explicit ``feed_forward`` is never replaced. Beside it, upstream's ALiBi keys and
+``position_embedding_type: "absolute"`` contradict each other, which is an error.
 """
 
 from __future__ import annotations
@@ -27,6 +34,7 @@ from .errors import ConfigError
 from .files import json_object, read_json, short
 
 ATTENTION_IMPLS = ("auto", "sdpa", "triton")
+RUNTIME_FIELDS = ("attention_impl", "attention_window")  # chosen per run, never stored
 
 
 @dataclass(frozen=True)
@@ -36,7 +44,9 @@ class MosaicConfig:
     ``position_embedding_type`` is ``"alibi"`` (no position embeddings, ALiBi bias in attention)
     or ``"absolute"`` (learned position embeddings, at most ``max_position_embeddings`` tokens);
     ``feed_forward`` is ``"glu"`` (``mlp.gated_layers``) or ``"gelu"`` (classic ``intermediate`` /
-    ``output``). ``attention_impl`` is a run-time choice, not part of
+    ``output``); ``layer_norm_position`` is ``"post"`` (``LayerNorm(x + sublayer(x))``, BERT and
+    MosaicBERT) or ``"pre"`` (``x + sublayer(LayerNorm(x))``, plus a final LayerNorm after the
+    last layer). ``attention_impl`` is a run-time choice, not part of
     the checkpoint: ``"sdpa"`` (plain PyTorch), ``"triton"`` (the kernels package) or ``"auto"``
     (Triton on CUDA tensors, PyTorch elsewhere). ``attention_window``, also run-time: skip the
     keys whose ALiBi attention weight is provably exactly zero (same results within float32
@@ -56,6 +66,7 @@ class MosaicConfig:
     max_position_embeddings: int = 512
     position_embedding_type: str = "alibi"
     feed_forward: str = "glu"
+    layer_norm_position: str = "post"
     attention_impl: str = "auto"
     attention_window: bool = True
 
@@ -89,6 +100,9 @@ class MosaicConfig:
         if self.feed_forward not in ("glu", "gelu"):
             raise ConfigError(f"config field 'feed_forward' must be 'glu' or 'gelu', got "
                               f"{short(self.feed_forward, quote=True)}.")
+        if self.layer_norm_position not in ("post", "pre"):
+            raise ConfigError(f"config field 'layer_norm_position' must be 'post' or 'pre', got "
+                              f"{short(self.layer_norm_position, quote=True)}.")
         if not isinstance(self.attention_window, bool):
             raise ConfigError(f"config field 'attention_window' must be a bool, got "
                               f"{short(self.attention_window, quote=True)}.")
@@ -114,11 +128,7 @@ class MosaicConfig:
             raise ConfigError(f"{source} is missing the field(s) {', '.join(missing)}.")
         fields = {f.name for f in dataclasses.fields(cls)}
         known = {n: values[n] for n in fields if n in values}
-        if is_mosaic_config(values):
-            known.update(position_embedding_type="alibi", feed_forward="glu")
-        elif "feed_forward" not in values:
-            known["feed_forward"] = "gelu"
-            known.setdefault("position_embedding_type", "absolute")
+        known.update(_family(values, source))
         try:
             return cls(**known)
         except ConfigError as err:
@@ -137,6 +147,12 @@ class MosaicConfig:
     def replace(self, **changes: Any) -> MosaicConfig:
         return dataclasses.replace(self, **changes)
 
+    def architecture_values(self) -> dict[str, Any]:
+        """The fields that describe the network (every field but the run-time choices), as a
+        ``config.json`` states them: what :meth:`from_dict` reads back unchanged."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
+                if f.name not in RUNTIME_FIELDS}
+
 
 def read_config_values(path: str | Path) -> dict[str, Any]:
     """The JSON object in a ``config.json``; a missing, unreadable or non-object file (or a FIFO,
@@ -150,3 +166,19 @@ def is_mosaic_config(values: dict[str, Any]) -> bool:
     auto_map = values.get("auto_map")
     return "alibi_starting_size" in values or (
         isinstance(auto_map, dict) and any("bert_layers" in str(v) for v in auto_map.values()))
+
+
+def _family(values: dict[str, Any], source: str) -> dict[str, str]:
+    """The variant fields a config implies but does not state (see the module docstring)."""
+    upstream = is_mosaic_config(values)
+    if "feed_forward" not in values:
+        if upstream:
+            return {"position_embedding_type": "alibi", "feed_forward": "glu"}
+        return {"feed_forward": "gelu",
+                "position_embedding_type": values.get("position_embedding_type", "absolute")}
+    if upstream and values.get("position_embedding_type") == "absolute":
+        raise ConfigError(f"{source} has upstream's ALiBi keys (alibi_starting_size or auto_map) "
+                          f"but 'position_embedding_type': 'absolute'; remove one of them.")
+    if upstream:
+        return {"position_embedding_type": "alibi"}
+    return {}

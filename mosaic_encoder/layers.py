@@ -2,7 +2,9 @@
 
 Module and parameter names follow the published checkpoints, so ``state_dict`` keys match the
 files exactly (``attention.self.Wqkv``, ``mlp.gated_layers``, ``mlp.layernorm``, ...). Every
-residual block is post-LayerNorm: ``LayerNorm(sublayer(x) + x)``.
+residual block is post-LayerNorm, ``LayerNorm(sublayer(x) + x)``, as published; a config with
+``layer_norm_position: "pre"`` makes each ``x + sublayer(LayerNorm(x))`` with the same LayerNorm
+module (so the names stay), and adds ``encoder.final_layernorm`` after the last layer.
 
 The classic BERT design runs through the same modules, chosen by configuration: learned position
 embeddings instead of ALiBi, and the GELU feed-forward (``intermediate`` / ``output``) instead of
@@ -93,21 +95,34 @@ class SelfAttention(nn.Module):
         return out.reshape(tokens, self.num_heads * self.head_dim)  # -1 fails at T = 0
 
 
+def _residual(norm: nn.LayerNorm, pre_norm: bool, update: torch.Tensor,
+              residual: torch.Tensor) -> torch.Tensor:
+    """``norm(update + residual)`` after the sublayer, or ``update + residual`` when ``norm``
+    already ran on the sublayer's input (pre-LN)."""
+    return update + residual if pre_norm else norm(update + residual)
+
+
 class ResidualOutput(nn.Module):
     """``LayerNorm(dense(y) + x)``: the projection back to H, residual and post-LayerNorm.
 
     Used after attention (y: (T, H)) and, in the classic design, after the intermediate
-    expansion (y: (T, I), ``in_features=I``).
+    expansion (y: (T, I), ``in_features=I``). Pre-LN: ``dense(y) + x``, and ``LayerNorm`` is
+    what the block applies to its input (:meth:`normed_input`).
     """
 
     def __init__(self, config: MosaicConfig, in_features: int | None = None):
         super().__init__()
+        self.pre_norm = config.layer_norm_position == "pre"
         self.dense = nn.Linear(in_features or config.hidden_size, config.hidden_size)
         self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
 
+    def normed_input(self, hidden: torch.Tensor) -> torch.Tensor:
+        """The block's input as its sublayer sees it: ``LayerNorm(x)`` pre-LN, else ``x``."""
+        return self.LayerNorm(hidden) if self.pre_norm else hidden
+
     def forward(self, attn: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
-        return self.LayerNorm(self.dropout(self.dense(attn)) + residual)
+        return _residual(self.LayerNorm, self.pre_norm, self.dropout(self.dense(attn)), residual)
 
 
 class Attention(nn.Module):
@@ -118,18 +133,20 @@ class Attention(nn.Module):
 
     def forward(self, hidden: torch.Tensor, packing: Packing,
                 slopes: torch.Tensor | None) -> torch.Tensor:
-        return self.output(self.self(hidden, packing, slopes), hidden)
+        return self.output(self.self(self.output.normed_input(hidden), packing, slopes), hidden)
 
 
 class GatedMLP(nn.Module):
     """Gated-linear-unit feed-forward: ``LayerNorm(wo(gelu(gate) * value) + x)``.
 
     ``gated_layers`` (no bias) maps H -> 2I; the first I outputs are the gate, the second I the
-    value. GELU is the exact erf form whatever ``hidden_act`` says.
+    value. GELU is the exact erf form whatever ``hidden_act`` says. Pre-LN, ``layernorm``
+    normalises the input instead: ``wo(...(layernorm(x))) + x``.
     """
 
     def __init__(self, config: MosaicConfig):
         super().__init__()
+        self.pre_norm = config.layer_norm_position == "pre"
         self.intermediate_size = config.intermediate_size
         self.gated_layers = nn.Linear(config.hidden_size, 2 * config.intermediate_size, bias=False)
         self.wo = nn.Linear(config.intermediate_size, config.hidden_size)
@@ -138,8 +155,10 @@ class GatedMLP(nn.Module):
 
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:
         """hidden: (T, H) -> (T, H)."""
-        gate, value = self.gated_layers(hidden).split(self.intermediate_size, dim=-1)
-        return self.layernorm(self.dropout(self.wo(F.gelu(gate) * value)) + hidden)
+        normed = self.layernorm(hidden) if self.pre_norm else hidden
+        gate, value = self.gated_layers(normed).split(self.intermediate_size, dim=-1)
+        return _residual(self.layernorm, self.pre_norm, self.dropout(self.wo(F.gelu(gate) * value)),
+                         hidden)
 
 
 class Intermediate(nn.Module):
@@ -170,7 +189,7 @@ class EncoderLayer(nn.Module):
         """hidden: (..., H) -> (..., H), residual and LayerNorm included."""
         if hasattr(self, "mlp"):
             return self.mlp(hidden)
-        return self.output(self.intermediate(hidden), hidden)
+        return self.output(self.intermediate(self.output.normed_input(hidden)), hidden)
 
     def forward(self, hidden: torch.Tensor, packing: Packing,
                 slopes: torch.Tensor | None) -> torch.Tensor:
@@ -183,14 +202,21 @@ class EncoderLayer(nn.Module):
 
 
 class Encoder(nn.Module):
+    """The layers, then (pre-LN only) ``final_layernorm``: pre-LN layers leave their output's
+    scale to grow with depth, and the head expects normalised states."""
+
     def __init__(self, config: MosaicConfig):
         super().__init__()
         self.layer = nn.ModuleList(EncoderLayer(config) for _ in range(config.num_hidden_layers))
+        if config.layer_norm_position == "pre":
+            self.final_layernorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
 
     def forward(self, hidden: torch.Tensor, packing: Packing,
                 slopes: torch.Tensor | None) -> torch.Tensor:
         for layer in self.layer:
             hidden = layer(hidden, packing, slopes)
+        if hasattr(self, "final_layernorm"):
+            hidden = self.final_layernorm(hidden)
         return hidden
 
 

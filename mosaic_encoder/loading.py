@@ -27,6 +27,7 @@ from .checkpoint import (FLOAT_DTYPES, REPORT_LIMIT, TIED_DECODER, TIED_SOURCE, 
 from .devices import resolve_device
 from .dtypes import resolve_dtype
 from .errors import CheckpointError
+from .files import printable
 
 
 def resolve_load_dtype(dtype: str | torch.dtype) -> torch.dtype:
@@ -63,10 +64,11 @@ def load_model(path: str | Path | CheckpointDir, dtype: str | torch.dtype = torc
     dtype = resolve_load_dtype(dtype)
     device = resolve_device(device)
     checkpoint = CheckpointDir.open(path)
-    directory, found, layout = checkpoint.transformer_dir, checkpoint.tensors, checkpoint.layout
+    found, layout = checkpoint.tensors, checkpoint.layout
+    directory = printable(checkpoint.transformer_dir)  # for messages: it may come from a file
     config = checkpoint.config(attention_impl=attention, attention_window=attention_window)
-    check_family(config, set(found), layout, str(directory))
-    check_geometry(config, found, layout, str(directory))
+    check_family(config, set(found), layout, directory)
+    check_geometry(config, found, layout, directory)
     with torch.device("meta"):
         model = build_model(config, layout)
     problems = mismatch_report(expected_tensors(model, layout), found, layout.optional)
@@ -92,16 +94,16 @@ def _read_tensors(found: dict[str, TensorInfo], layout: Layout, dtype: torch.dty
     prefix = "" if layout.masked_lm else layout.prefix
     for name, info in found.items():
         if info.dtype not in FLOAT_DTYPES:
-            raise CheckpointError(f"tensor {name} in {info.file} has dtype {info.dtype}; floating "
-                                  f"point weights were expected.")
+            raise CheckpointError(f"tensor {name} in {printable(info.file)} has dtype "
+                                  f"{info.dtype}; floating point weights were expected.")
     state = {}
     for name, stored in iter_tensors(found):
-        state[name.removeprefix(prefix)] = _checked_cast(name, found[name].file, stored, dtype,
-                                                         device)
+        file = printable(found[name].file)
+        state[name.removeprefix(prefix)] = _checked_cast(name, file, stored, dtype, device)
     return state if layout.fused_qkv else fuse_qkv(state)
 
 
-def _checked_cast(name: str, file: Path, stored: torch.Tensor, dtype: torch.dtype,
+def _checked_cast(name: str, file: str, stored: torch.Tensor, dtype: torch.dtype,
                   device: torch.device) -> torch.Tensor:
     """``stored`` in ``dtype`` on ``device``, refusing non-finite values and overflow by the cast."""
     if not bool(torch.isfinite(stored).all()):

@@ -141,6 +141,15 @@ class MosaicBertForMaskedLM(nn.Module):
         """Point the decoder at the word-embedding matrix (again, e.g. after loading)."""
         self.cls.predictions.decoder.weight = self.bert.embeddings.word_embeddings.weight
 
+    def masked_logits(self, hidden: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+        """Vocabulary logits of the selected packed tokens only.
+
+        hidden: (T, H) packed last hidden states (:meth:`MosaicBertModel.encode_packed`);
+        positions: (M,) int64 indices into T -> (M, V), in the dtype of ``hidden``. The other
+        T - M tokens never reach the decoder, the costliest matrix of a small model.
+        """
+        return self.cls.predictions(hidden[positions])
+
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
                 token_type_ids: torch.Tensor | None = None) -> EncoderOutput:
         """As :meth:`MosaicBertModel.forward`, plus ``logits`` (B, S, V)."""

@@ -19,9 +19,12 @@ _MODE_NAMES = {"cls": "cls_token", "max": "max_tokens", "mean": "mean_tokens",
 @dataclass(frozen=True)
 class Pooling:
     """Which poolings to concatenate, in order (sentence-transformers' legacy order is cls, max,
-    mean, mean_sqrt)."""
+    mean, mean_sqrt), and whether a prompt's tokens take part (``include_prompt``; pooling that
+    leaves them out needs the prompt's length, which only sentence-transformers' own ``encode``
+    passes: :meth:`SentenceEncoder.encode` refuses a prompt then)."""
 
     modes: tuple[str, ...] = ("mean_tokens",)
+    include_prompt: bool = True
 
     @classmethod
     def from_json_file(cls, path: str | Path, root: str | Path | None = None) -> Pooling:
@@ -29,14 +32,18 @@ class Pooling:
         either format: ``pooling_mode_*`` flags (before version 6) or one ``pooling_mode`` key."""
         path = Path(path)
         values = json_object(read_json(path, "pooling config", root), "pooling config", path)
+        include_prompt = values.get("include_prompt", True)
+        if not isinstance(include_prompt, bool):
+            raise CheckpointError(f"pooling config {path}: include_prompt must be true or false, "
+                                  f"got {short(include_prompt)}.")
         if "pooling_mode" in values:
-            return cls(_named_modes(values["pooling_mode"], path))
+            return cls(_named_modes(values["pooling_mode"], path), include_prompt)
         flags = {k.removeprefix("pooling_mode_"): v for k, v in values.items()
                  if k.startswith("pooling_mode_")}
         odd = [k for k, v in flags.items() if not isinstance(v, bool)]
         if odd:
-            raise CheckpointError(f"pooling config {path}: pooling_mode_{short(odd[0], 40)} must be "
-                                  f"true or false.")
+            raise CheckpointError(f"pooling config {path}: pooling_mode_{short(odd[0], 40)} "
+                                  f"must be true or false.")
         unsupported = [f"pooling_mode_{k}" for k, v in flags.items() if v and k not in _MODES]
         if unsupported:
             raise CheckpointError(f"pooling config {path} asks for unsupported mode(s) "
@@ -44,7 +51,7 @@ class Pooling:
         modes = tuple(m for m in _MODES if flags.get(m))
         if not modes:
             raise CheckpointError(f"pooling config {path} enables no pooling mode.")
-        return cls(modes)
+        return cls(modes, include_prompt)
 
     def __call__(self, hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """hidden: (B, S, H), zeros at padding; attention_mask: (B, S) -> (B, len(modes) * H).

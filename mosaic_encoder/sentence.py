@@ -115,6 +115,11 @@ class SentenceEncoder:
                 (convert_to_numpy, "convert_to_numpy"), (convert_to_tensor, "convert_to_tensor")))
         if show_progress_bar is not None:
             show_progress_bar = flag_arg(show_progress_bar, "show_progress_bar")
+        if prompt and not self.pipeline.pooling.include_prompt:
+            raise InputError("this checkpoint's pooling leaves the prompt's tokens out "
+                             "(include_prompt false), which SentenceEncoder does not implement; "
+                             "use mosaic_encoder.to_sentence_transformer(path).encode(..., "
+                             "prompt=...).")
         if prompt:
             texts = [prompt + t if isinstance(t, str) else t for t in texts]
         ids, types, self.last_truncated = self.tokenizer.encode_ids(texts)

@@ -29,7 +29,7 @@ from sentence_transformers import SentenceTransformer
 from sentence_transformers.sentence_transformer.modules import InputModule, Normalize, Pooling
 
 from .api_arguments import path_arg
-from .checkpoint import CheckpointDir
+from .checkpoint import TOKENIZER_FILES, CheckpointDir
 from .devices import resolve_device
 from .dtypes import DTYPES, resolve_dtype
 from .errors import InputError
@@ -40,9 +40,6 @@ from .tokenizer import TextTokenizer, collate
 # Our pooling mode names (those of the checkpoints' 1_Pooling/config.json) -> sentence-transformers'.
 _POOLING_MODES = {"cls_token": "cls", "max_tokens": "max", "mean_tokens": "mean",
                   "mean_sqrt_len_tokens": "mean_sqrt_len_tokens"}
-# Tokenizer files copied next to the weights on save (those that exist).
-_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
-                    "vocab.txt")
 
 
 class MosaicEncoderModule(InputModule):
@@ -96,7 +93,9 @@ class MosaicEncoderModule(InputModule):
         return self._text_tokenizer._tokenizer
 
     def preprocess(self, inputs, prompt: str | None = None, **kwargs) -> dict[str, Any]:
-        """Texts (optionally prefixed with ``prompt``) -> padded (B, S) int64 tensors."""
+        """Texts (optionally prefixed with ``prompt``) -> padded (B, S) int64 tensors, and with a
+        prompt its length in tokens (``[CLS]`` and the prompt's own, as sentence-transformers
+        counts it), which a ``Pooling`` module with ``include_prompt=False`` leaves out."""
         texts = []
         for index, item in enumerate(inputs):
             if not isinstance(item, str):
@@ -105,8 +104,12 @@ class MosaicEncoderModule(InputModule):
             texts.append(prompt + item if prompt else item)
         ids, types, _ = self._text_tokenizer.encode_ids(texts)
         batch = collate(ids, types, self._text_tokenizer.pad_token_id)
-        return {"input_ids": batch.input_ids, "attention_mask": batch.attention_mask,
-                "token_type_ids": batch.token_type_ids}
+        features = {"input_ids": batch.input_ids, "attention_mask": batch.attention_mask,
+                    "token_type_ids": batch.token_type_ids}
+        if prompt:
+            prompt_ids, _, _ = self._text_tokenizer.encode_ids([prompt])
+            features["prompt_length"] = len(prompt_ids[0]) - 1  # without the closing [SEP]
+        return features
 
     def forward(self, features: dict[str, Any], **kwargs) -> dict[str, Any]:
         output = self.encoder(features["input_ids"], features["attention_mask"],
@@ -127,7 +130,7 @@ class MosaicEncoderModule(InputModule):
         output.mkdir(parents=True, exist_ok=True)
         if output.resolve() != self.model_path.resolve():
             shutil.copyfile(self.model_path / "config.json", output / "config.json")
-            for name in _TOKENIZER_FILES:
+            for name in TOKENIZER_FILES:
                 if (self.model_path / name).is_file():
                     shutil.copyfile(self.model_path / name, output / name)
         state = {name: tensor.detach().contiguous().cpu()
@@ -171,7 +174,8 @@ def to_sentence_transformer(path: str | Path, dtype: str | torch.dtype = "float3
                                   else max_seq_length,
                                   do_lower_case=pipeline.do_lower_case)
     modes = [_POOLING_MODES[mode] for mode in pipeline.pooling.modes]
-    modules = [encoder, Pooling(encoder.get_embedding_dimension(), modes)]
+    modules = [encoder, Pooling(encoder.get_embedding_dimension(), modes,
+                                include_prompt=pipeline.pooling.include_prompt)]
     if pipeline.normalize:
         modules.append(Normalize())
     return SentenceTransformer(modules=modules, device=str(device))

@@ -17,17 +17,22 @@
   excepted: zero is their initial value, e.g. in a pooler that was never trained), LayerNorm
   weights of plausible size;
 * optionally the golden equivalence: outputs of :func:`mosaic_encoder.load_model` on the inputs of
-  a reference-output file, within the tolerances of ``tests/data/README.md``.
+  a reference-output file, within the tolerances of ``tests/data/README.md``; the sentence
+  embedding pooled (and normalised) as ``modules.json`` says; and, for a case whose texts the file
+  carries, their tokenization as the checkpoint says (``tokenizer.json``, ``max_seq_length``,
+  ``do_lower_case``), so the tokenizer and the sentence-transformers settings are checked as
+  well as the weights.
 
-Problems that leave nothing to check (a missing directory, a ``config.json`` that is not JSON or
-misses a field, a truncated weights file, a checkpoint of another architecture, an unreadable
-golden file or manifest) raise :class:`~mosaic_encoder.errors.MosaicError` instead.
+Problems that leave nothing to check (a missing directory, a file reached through a symlink out
+of it, a ``config.json`` that is not JSON or misses a field, a truncated weights file, a
+checkpoint of another architecture, an unreadable golden file or manifest) raise
+:class:`~mosaic_encoder.errors.MosaicError` instead.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
+import json
 import math
 import re
 from collections import Counter
@@ -40,14 +45,14 @@ import torch.nn.functional as F
 from safetensors import SafetensorError, safe_open
 
 from .api_arguments import optional_path_arg
-from .checkpoint import (FLOAT_DTYPES, TIED_DECODER, TIED_SOURCE, CheckpointDir, build_model,
-                         check_family, checkpoint_directory, expected_tensors, geometry_problems, iter_tensors,
-                         missing_and_stray, read_tensor, short, summarise, summarise_names,
-                         wrong_shapes)
+from .checkpoint import (FLOAT_DTYPES, TIED_DECODER, TIED_SOURCE, CheckpointDir, Pipeline,
+                         build_model, check_family, checkpoint_directory, expected_tensors,
+                         geometry_problems, iter_tensors, missing_and_stray, read_tensor, short,
+                         summarise, summarise_names, wrong_shapes)
 from .config import MosaicConfig
 from .dtypes import DTYPES
 from .errors import CheckpointError, ConfigError, MosaicError
-from .files import read_json
+from .files import file_sha256, inside, read_json
 from .loading import load_model
 from .manifest import PUBLISHED, load_manifest
 from .tokenizer import TextTokenizer
@@ -118,7 +123,7 @@ def verify_checkpoint(directory: str | Path, against: str | Path | None = None,
         raise ConfigError(f"config file {checkpoint.config_file} is missing the field(s) "
                           f"{', '.join(missing)}.")
     manifest, manifest_row = _pick_manifest(values, against)
-    golden_tensors = _read_golden(Path(golden)) if golden is not None else None
+    golden_file = _read_golden(Path(golden)) if golden is not None else None
 
     results = [manifest_row]
     config, config_row = _config_values(values, directory)
@@ -132,27 +137,28 @@ def verify_checkpoint(directory: str | Path, against: str | Path | None = None,
     if manifest is not None:
         results += _manifest_checks(values, found, layout, manifest)
     results += _numeric_checks(found)
-    if golden_tensors is not None:
-        results += _golden_checks(checkpoint, golden_tensors, Path(golden), device)
+    if golden_file is not None:
+        results += _golden_checks(checkpoint, golden_file, Path(golden), device)
     return results
 
 
 def file_digests(directory: str | Path) -> list[FileDigest]:
-    """sha256 of every file in the directory and its sub-directories (hidden ones skipped)."""
+    """sha256 of every regular file in the directory and its sub-directories (hidden ones
+    skipped, FIFOs and devices not read).
+
+    A symlink whose target lies outside the directory is refused, as loading refuses it: its
+    target is not part of the checkpoint, and its digest would reveal a file that is not.
+    """
     directory = checkpoint_directory(directory)
     digests = []
     for path in sorted(directory.rglob("*")):
         relative = path.relative_to(directory)
-        if any(part.startswith(".") for part in relative.parts) or not path.is_file():
+        if any(part.startswith(".") for part in relative.parts):
             continue
-        sha = hashlib.sha256()
-        try:
-            with path.open("rb") as stream:
-                for chunk in iter(lambda: stream.read(1 << 20), b""):
-                    sha.update(chunk)
-        except OSError as err:
-            raise CheckpointError(f"file {path} cannot be read ({err.strerror}).") from None
-        digests.append(FileDigest(relative.as_posix(), path.stat().st_size, sha.hexdigest()))
+        inside(path, directory, "file")
+        if path.is_file():
+            digests.append(FileDigest(relative.as_posix(), path.stat().st_size,
+                                      file_sha256(path)))
     return digests
 
 
@@ -172,7 +178,7 @@ def select_manifest(values: dict[str, Any]) -> str | None:
 def _pick_manifest(values: dict[str, Any], against: str | Path | None):
     if against is not None:
         manifest = load_manifest(against)
-        name = manifest.get("checkpoint", str(against))
+        name = short(str(manifest.get("checkpoint", against)), 200)
         return manifest, CheckResult("manifest", True, f"comparing with {name} (as asked)")
     name = select_manifest(values)
     if name is None:
@@ -184,19 +190,41 @@ def _pick_manifest(values: dict[str, Any], against: str | Path | None):
         "manifest", True, f"comparing with {name} (its config's architecture and geometry match)")
 
 
-def _read_golden(path: Path) -> dict[str, torch.Tensor]:
+@dataclass(frozen=True)
+class Golden:
+    """A reference-output file: its tensors (``CASE.FIELD``) and, per case that has them, the
+    texts its ``input_ids`` tokenize (metadata ``CASE.texts``, a JSON array of strings)."""
+
+    tensors: dict[str, torch.Tensor]
+    texts: dict[str, list[str]]
+
+
+def _read_golden(path: Path) -> Golden:
     if not path.is_file():
         raise CheckpointError(f"golden file {path} does not exist.")
     try:
         with safe_open(str(path), framework="pt") as handle:
             tensors = {name: handle.get_tensor(name) for name in handle.keys()}
+            metadata = handle.metadata() or {}
     except (SafetensorError, OSError, ValueError) as err:
         raise CheckpointError(f"golden file {path} is truncated or not a safetensors file "
                               f"({err}).") from None
     if not any(name.endswith(".input_ids") for name in tensors):
         raise CheckpointError(f"golden file {path} has no CASE.input_ids tensors, so it holds no "
                               f"case to compare.")
-    return tensors
+    texts = {}
+    for key, value in metadata.items():
+        if not key.endswith(".texts"):
+            continue
+        try:
+            parsed = json.loads(value)
+        except (ValueError, RecursionError):
+            parsed = None
+        if not isinstance(parsed, list) or not all(isinstance(t, str) for t in parsed):
+            raise CheckpointError(f"golden file {path}: metadata {short(key)} must be a JSON "
+                                  f"array of strings.")
+        texts[key.removesuffix(".texts")] = parsed
+    return Golden(tensors, texts)
 
 
 # --- config and tokenizer --------------------------------------------------------------------
@@ -282,7 +310,8 @@ def _special_tokens_map(directory: Path, tokenizer) -> list[str]:
     for role, token in (mapping.items() if isinstance(mapping, dict) else ()):
         text = token.get("content") if isinstance(token, dict) else token
         if isinstance(text, str) and tokenizer.token_to_id(text) is None:
-            problems.append(f"{path.name} names {role} {text!r}, which the tokenizer lacks")
+            problems.append(f"{path.name} names {short(role)} {text!r}, which the tokenizer "
+                            f"lacks")
     return problems
 
 
@@ -335,7 +364,7 @@ def _name_problems(expected: dict[str, tuple[int, ...]], found, optional: set[st
 
 
 def _shape_problems(expected: dict[str, tuple[int, ...]], found, whose: str) -> list[str]:
-    return [f"{name} {list(have)} ({whose} {list(want)})"
+    return [f"{short(name)} {list(have)} ({whose} {list(want)})"
             for name, want, have in wrong_shapes(expected, found)]
 
 
@@ -387,7 +416,7 @@ def _tied_weights(found, layout) -> CheckResult:
 
 
 def _manifest_checks(values, found, layout, manifest) -> list[CheckResult]:
-    name = manifest.get("checkpoint", "the manifest")
+    name = short(str(manifest.get("checkpoint", "the manifest")), 200)
     published = {n: t for n, t in manifest["tensors"].items() if isinstance(t, dict)}
     shapes = {n: tuple(t.get("shape", ())) for n, t in published.items()}
     rows = []
@@ -414,7 +443,7 @@ def _manifest_checks(values, found, layout, manifest) -> list[CheckResult]:
     rows.append(CheckResult("manifest shapes", False, f"{len(wrong)} of {common} differ: "
                             f"{summarise(wrong, 3)}") if wrong else
                 CheckResult("manifest shapes", True, f"all {common} shared tensors match"))
-    dtypes = [f"{n} {found[n].dtype} ({name} {published[n].get('dtype')})"
+    dtypes = [f"{short(n)} {found[n].dtype} ({name} {short(published[n].get('dtype'))})"
               for n in sorted(set(published) & set(found))
               if published[n].get("dtype") and found[n].dtype != published[n]["dtype"]]
     stored = Counter(published[n].get("dtype") for n in published)
@@ -447,21 +476,21 @@ def _numeric_checks(found) -> list[CheckResult]:
         values = tensor.float()
         finite = bool(torch.isfinite(values).all())
         if not finite:
-            not_finite.append(name)
+            not_finite.append(short(name))
         if values.numel() and not bool(values.any()):
             # A zero bias is an initial value (e.g. a pooler never trained), not lost data.
-            (zero_biases if name.endswith(".bias") else all_zero).append(name)
+            (zero_biases if name.endswith(".bias") else all_zero).append(short(name))
         if finite and values.numel():
             peak = float(values.abs().max())
             largest = max(largest, peak)
             for dtype_name, dtype in DTYPES.items():
                 if peak > torch.finfo(dtype).max:
-                    overflowing[dtype_name].append(name)
+                    overflowing[dtype_name].append(short(name))
         if _LAYERNORM.search(name) and values.numel() and finite:
             mean = float(values.abs().mean())
             norm_means.append(mean)
             if not LAYERNORM_MEAN_ABS[0] <= mean <= LAYERNORM_MEAN_ABS[1]:
-                implausible.append(f"{name} (mean |w| {mean:.3g})")
+                implausible.append(f"{short(name)} (mean |w| {mean:.3g})")
         del values, tensor
     overflow = [f"{len(names)} tensor(s) overflow {dtype_name} (largest |x| {largest:.4g}): "
                 f"{summarise(names)}" for dtype_name, names in overflowing.items() if names]
@@ -491,28 +520,58 @@ def _numeric_checks(found) -> list[CheckResult]:
 
 
 @torch.inference_mode()
-def _golden_checks(checkpoint: CheckpointDir, golden: dict[str, torch.Tensor], path: Path,
+def _golden_checks(checkpoint: CheckpointDir, golden: Golden, path: Path,
                    device) -> list[CheckResult]:
-    pipeline = checkpoint.pipeline
     try:
         model = load_model(checkpoint, dtype=torch.float32, device=device)
+        tokenizer = TextTokenizer(checkpoint.transformer_dir / "tokenizer.json",
+                                  checkpoint.pipeline.max_seq_length,
+                                  checkpoint.pipeline.do_lower_case) if golden.texts else None
     except MosaicError as err:
         return [CheckResult(f"golden {path.name}", False, f"the model does not load: {err}")]
-    cases = sorted({name.rsplit(".", 1)[0] for name in golden if name.endswith(".input_ids")})
-    return [_golden_case(model, pipeline, golden, case, torch.device(device)) for case in cases]
+    cases = sorted({name.rsplit(".", 1)[0] for name in golden.tensors
+                    if name.endswith(".input_ids")})
+    return [_golden_case(model, checkpoint.pipeline, tokenizer, golden, case,
+                         torch.device(device)) for case in cases]
 
 
-def _golden_case(model, pipeline, golden, case: str, device: torch.device) -> CheckResult:
-    ids = golden[f"{case}.input_ids"]
-    mask = golden.get(f"{case}.attention_mask", torch.ones_like(ids))
+def _tokenization_problems(tokenizer: TextTokenizer, texts: list[str], ids: torch.Tensor,
+                           mask: torch.Tensor) -> list[str]:
+    """Where the checkpoint's tokenization of ``texts`` (its ``tokenizer.json``,
+    ``max_seq_length`` and ``do_lower_case``) differs from the reference ``ids`` (B, S)."""
+    if len(texts) != len(ids):
+        return [f"{len(texts)} texts for {len(ids)} rows of input_ids"]
+    ours, _, _ = tokenizer.encode_ids(texts)
+    for row, (mine, reference, real) in enumerate(zip(ours, ids.tolist(), mask.tolist())):
+        reference = [token for token, keep in zip(reference, real) if keep]
+        if mine != reference:
+            first = next((i for i, (a, b) in enumerate(zip(mine, reference)) if a != b),
+                         min(len(mine), len(reference)))
+            return [f"the checkpoint tokenizes text {row} differently ({len(mine)} tokens, "
+                    f"reference {len(reference)}; first difference at token {first}): its "
+                    f"tokenizer.json, max_seq_length or do_lower_case is not the reference's"]
+    return []
+
+
+def _golden_case(model, pipeline: Pipeline, tokenizer: TextTokenizer | None, golden: Golden,
+                 case: str, device: torch.device) -> CheckResult:
+    ids = golden.tensors[f"{case}.input_ids"]
+    mask = golden.tensors.get(f"{case}.attention_mask", torch.ones_like(ids))
     try:
         out = model(ids.to(device), mask.to(device))
     except MosaicError as err:
-        return CheckResult(f"golden {case}", False, f"the model rejects the inputs: {err}")
+        return CheckResult(f"golden {short(case)}", False, f"the model rejects the inputs: {err}")
     measured, problems = [], []
+    if case in golden.texts:
+        try:
+            problems += _tokenization_problems(tokenizer, golden.texts[case], ids, mask)
+        except MosaicError as err:
+            problems.append(f"the tokenizer fails on the reference texts: {err}")
+        if not problems:
+            measured.append(f"tokenization of {len(ids)} texts")
 
     def compare(field: str, ours: torch.Tensor | None, what: str) -> None:
-        reference = golden[f"{case}.{field}"]
+        reference = golden.tensors[f"{case}.{field}"]
         if ours is None:
             problems.append(f"{field} expected but the checkpoint has no {what}")
         elif ours.shape != reference.shape:
@@ -525,33 +584,42 @@ def _golden_case(model, pipeline, golden, case: str, device: torch.device) -> Ch
             if not error <= GOLDEN_MAX_ABS:
                 problems.append(f"{field} max |diff| {error:.2e} > {GOLDEN_MAX_ABS:g}")
 
-    if f"{case}.last_hidden_state" in golden:
+    if f"{case}.last_hidden_state" in golden.tensors:
         compare("last_hidden_state", out.last_hidden_state, "encoder output")
-    if f"{case}.pooler_output" in golden:
+    if f"{case}.pooler_output" in golden.tensors:
         compare("pooler_output", out.pooler_output, "pooler")
-    if f"{case}.logits_at_positions" in golden:
-        positions = golden.get(f"{case}.logit_positions")
+    if f"{case}.logits_at_positions" in golden.tensors:
+        positions = golden.tensors.get(f"{case}.logit_positions")
         if positions is None:
             problems.append("logits_at_positions without logit_positions")
         else:
             logits = None if out.logits is None else \
                 out.logits[positions[:, 0].to(device), positions[:, 1].to(device)]
             compare("logits_at_positions", logits, "masked-LM head")
-    if f"{case}.sentence_embedding" in golden:
-        reference = golden[f"{case}.sentence_embedding"]
-        hidden_mask = mask.to(device)
-        embedding = F.normalize(pipeline.pooling(out.last_hidden_state.float(), hidden_mask),
-                                dim=-1).cpu()
+    if f"{case}.sentence_embedding" in golden.tensors:
+        reference = golden.tensors[f"{case}.sentence_embedding"]
+        embedding = pipeline.pooling(out.last_hidden_state.float(), mask.to(device)).cpu()
+        if pipeline.normalize:
+            embedding = F.normalize(embedding, dim=-1)
         if embedding.shape != reference.shape:
             problems.append(f"sentence_embedding has shape {list(embedding.shape)}, expected "
                             f"{list(reference.shape)}")
         else:
-            cosine = float(F.cosine_similarity(embedding, reference.float(), dim=-1).min())
+            reference = reference.float()
+            cosine = float(F.cosine_similarity(embedding, reference, dim=-1).min())
             measured.append(f"sentence_embedding cos {cosine:.7f}")
             if not cosine >= GOLDEN_MIN_COSINE:
                 problems.append(f"sentence_embedding cosine {cosine:.7f} < {GOLDEN_MIN_COSINE}")
+            # The cosine cannot see a missing or extra Normalize module; the lengths do.
+            norms = embedding.norm(dim=-1), reference.norm(dim=-1)
+            drift = float(((norms[0] - norms[1]).abs() / norms[1].clamp(min=1e-12)).max()) \
+                if len(reference) else 0.0
+            if not drift <= GOLDEN_MAX_ABS:
+                problems.append(f"sentence_embedding lengths differ from the reference by up to "
+                                f"{drift:.2e} (relative): the checkpoint's Normalize module is "
+                                f"not the reference's")
     if not measured and not problems:
         problems.append("no output field to compare")
     detail = "; ".join(problems) if problems else \
         f"{', '.join(measured)} (max |diff| <= {GOLDEN_MAX_ABS:g}, cos >= {GOLDEN_MIN_COSINE})"
-    return CheckResult(f"golden {case}", not problems, detail)
+    return CheckResult(f"golden {short(case)}", not problems, detail)

@@ -75,3 +75,26 @@ def test_an_existing_file_survives_an_interrupted_write(tmp_path):
     with pytest.raises(KeyboardInterrupt):
         atomic_write(target, fail)
     assert target.read_bytes() == b"old" and leftovers(tmp_path) == []
+
+
+def test_atomic_directory_appears_whole_or_not_at_all(tmp_path):
+    from mosaic_encoder.atomic import atomic_directory
+
+    target = tmp_path / "model"
+    with pytest.raises(RuntimeError):
+        with atomic_directory(target) as temporary:
+            (temporary / "half.bin").write_bytes(b"x")
+            raise RuntimeError("interrupted")
+    assert list(tmp_path.iterdir()) == []
+    target.mkdir()  # an empty directory is replaced
+    with atomic_directory(target) as temporary:
+        (temporary / "whole.bin").write_bytes(b"x")
+    assert [p.name for p in target.iterdir()] == ["whole.bin"]
+    assert [p.name for p in tmp_path.iterdir()] == ["model"]
+    assert target.stat().st_mode & 0o777 == 0o777 & ~_current_umask()
+
+
+def _current_umask() -> int:
+    umask = os.umask(0)
+    os.umask(umask)
+    return umask

@@ -214,6 +214,18 @@ def test_config_json_is_read_through_the_config_checks(tmp_path):
         CheckpointDir.open(directory)
 
 
+@pytest.mark.parametrize("name,error", [("config.json", ConfigError),
+                                        ("tokenizer.json", CheckpointError),
+                                        ("vocab.txt", CheckpointError)])
+def test_a_file_reached_through_a_symlink_out_of_the_checkpoint_is_refused(tmp_path, name, error):
+    directory = copy_checkpoint(tmp_path)
+    outside = tmp_path / name
+    (directory / name).rename(outside)
+    (directory / name).symlink_to(outside)
+    with pytest.raises(error, match=f"{name} resolves to .* outside the checkpoint directory"):
+        CheckpointDir.open(directory)
+
+
 # --- QKV fuse and split ------------------------------------------------------------------------
 
 
@@ -254,6 +266,10 @@ def test_split_then_fuse_is_the_identity(features, inputs, seed):
     ("modules.json", [{"type": "sentence_transformers.models.Transformer", "path": "nope"}],
      "names the transformer directory .* which does not exist"),
     ("modules.json", "[" * 3000 + "]" * 3000, "nests JSON values too deeply"),
+    ("modules.json", [{"type": "sentence_transformers.models.Pooling", "path": "1_Pooling\u0000x"}],
+     "holds a NUL byte"),
+    ("modules.json", [{"type": "evil\n\u001b[31mTraceback", "path": ""}],
+     r"module type 'evil\\n\\x1b\[31mTraceback'"),
     ("1_Pooling/config.json", [], "must hold a JSON object, got an array"),
     ("sentence_bert_config.json", [1], "must hold a JSON object"),
     ("sentence_bert_config.json", {"max_seq_length": "512"}, "max_seq_length must be an integer"),

@@ -3,6 +3,7 @@
 import hashlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -430,3 +431,30 @@ def test_stdout_on_a_full_device(command):
     assert result.returncode == 1 and "Traceback" not in stderr
     assert stderr.strip().splitlines()[-1] == \
         "error: standard output cannot be written (No space left on device)."
+
+
+def test_an_error_message_cannot_forge_lines_or_colours(tmp_path, capsys):
+    from mosaic_encoder.cli import main
+
+    forged = tmp_path / "m\n\x1b[31mTraceback (most recent call last):"
+    assert main(["encode", "x", "--model", str(forged)]) == 1
+    captured = capsys.readouterr()
+    assert captured.err.count("\n") == 1 and "\x1b" not in captured.err
+    assert "does not exist" in captured.err and "\\x1b[31mTraceback" in captured.err
+
+
+@pytest.mark.parametrize("args,message", [
+    (["x", "--model", "{loop}", "--output", "{tmp}/o.npy"], "checkpoint directory .* symlink loop"),
+    (["x", "--output", "{loop}.npy"], "output file .* is a symlink loop"),
+    (["--input", "{loop}.txt", "--output", "{tmp}/o.npy"], "input file .* is a symlink loop"),
+])
+def test_a_symlink_loop_is_one_sentence(tmp_path, capsys, args, message):
+    from mosaic_encoder.cli import main
+
+    loop = tmp_path / "loop"
+    for suffix in ("", ".npy", ".txt"):
+        os.symlink(f"{loop}{suffix}", f"{loop}{suffix}")
+    argv = [a.format(loop=loop, tmp=tmp_path) for a in args]
+    assert main(["encode", *argv]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and re.search(message, err)

@@ -81,3 +81,53 @@ def test_config_json_of_the_wrong_shape_is_one_sentence(tmp_path, text, message)
     with pytest.raises(ConfigError, match=message) as error:
         MosaicConfig.from_json_file(tmp_path / "config.json")
     assert len(str(error.value)) < 300
+
+
+VARIANTS = [("alibi", "glu", "post"), ("absolute", "gelu", "pre"), ("alibi", "gelu", "pre"),
+            ("absolute", "glu", "post")]
+
+
+@pytest.mark.parametrize("positions,feed_forward,norm", VARIANTS)
+def test_variant_fields_as_written_are_what_is_built(positions, feed_forward, norm):
+    config = MosaicConfig.from_dict(dict(BASE, position_embedding_type=positions,
+                                         feed_forward=feed_forward, layer_norm_position=norm))
+    assert (config.position_embedding_type, config.feed_forward,
+            config.layer_norm_position) == (positions, feed_forward, norm)
+    assert MosaicConfig.from_dict(config.architecture_values()) == config
+
+
+@pytest.mark.parametrize("field,value", [("position_embedding_type", "rotary"),
+                                         ("feed_forward", "swiglu"),
+                                         ("layer_norm_position", "sandwich")])
+def test_unknown_variant_values_name_the_field(field, value):
+    with pytest.raises(ConfigError, match=field):
+        MosaicConfig.from_dict(dict(BASE, **{field: value}))
+
+
+def test_explicit_feed_forward_wins_over_upstream_keys():
+    config = MosaicConfig.from_dict(dict(BASE, alibi_starting_size=512, feed_forward="gelu"))
+    assert (config.position_embedding_type, config.feed_forward) == ("alibi", "gelu")
+
+
+def test_upstream_config_without_our_fields_is_mosaicbert():
+    """Upstream's position_embedding_type "absolute" is a leftover beside alibi_starting_size."""
+    config = MosaicConfig.from_dict(dict(BASE, alibi_starting_size=512,
+                                         position_embedding_type="absolute"))
+    assert (config.position_embedding_type, config.feed_forward) == ("alibi", "glu")
+
+
+def test_explicit_absolute_positions_beside_alibi_keys_are_a_contradiction():
+    with pytest.raises(ConfigError, match="alibi_starting_size.*'absolute'; remove one"):
+        MosaicConfig.from_dict(dict(BASE, alibi_starting_size=512, feed_forward="glu",
+                                    position_embedding_type="absolute"))
+
+
+def test_classic_config_without_our_fields_is_classic_bert():
+    config = MosaicConfig.from_dict(dict(BASE))
+    assert (config.position_embedding_type, config.feed_forward,
+            config.layer_norm_position) == ("absolute", "gelu", "post")
+
+
+def test_architecture_values_leave_out_run_time_choices():
+    values = MosaicConfig.from_dict(dict(BASE)).architecture_values()
+    assert "attention_impl" not in values and "attention_window" not in values

@@ -71,3 +71,41 @@ def test_blocked_feed_forward_equals_unblocked(config):
         attended = layer.attention(hidden, packing, slopes)
         unblocked = layer.feed_forward(attended)
     torch.testing.assert_close(blocked, unblocked, rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("config", [ALIBI, CLASSIC], ids=["glu", "gelu"])
+def test_pre_ln_layer_normalises_each_sublayer_input(config):
+    """Pre-LN: ``x + attention(LN(x))`` then ``y + ffn(LN(y))``, with the post-LN layer's modules."""
+    pre = config.replace(layer_norm_position="pre", attention_impl="sdpa")
+    layer = seeded(EncoderLayer(pre))
+    hidden = torch.randn(7, 16, generator=torch.Generator().manual_seed(3))
+    packing = Packing.from_mask(torch.ones(1, 7, dtype=torch.long))
+    slopes = torch.tensor([0.5, 0.25]) if config.uses_alibi else None
+    attention = layer.attention
+    norm = attention.output.LayerNorm
+    mixed = attention.self(norm(hidden), packing, slopes)
+    after_attention = hidden + attention.output.dense(mixed)
+    if config.feed_forward == "glu":
+        mlp = layer.mlp
+        gate, value = (mlp.layernorm(after_attention) @ mlp.gated_layers.weight.T).chunk(2, -1)
+        expected = after_attention + mlp.wo(F.gelu(gate) * value)
+    else:
+        inner = F.gelu(layer.intermediate.dense(layer.output.LayerNorm(after_attention)))
+        expected = after_attention + layer.output.dense(inner)
+    with torch.inference_mode():
+        torch.testing.assert_close(layer(hidden, packing, slopes), expected)
+
+
+def test_pre_ln_encoder_ends_with_a_final_layer_norm():
+    from mosaic_encoder.layers import Encoder
+
+    encoder = seeded(Encoder(ALIBI.replace(layer_norm_position="pre", attention_impl="sdpa")))
+    post = Encoder(ALIBI)
+    assert hasattr(encoder, "final_layernorm") and not hasattr(post, "final_layernorm")
+    hidden = torch.randn(5, 16, generator=torch.Generator().manual_seed(4))
+    packing = Packing.from_mask(torch.ones(1, 5, dtype=torch.long))
+    slopes = torch.tensor([0.5, 0.25])
+    with torch.inference_mode():
+        out = encoder(hidden, packing, slopes)
+        expected = encoder.final_layernorm(encoder.layer[0](hidden, packing, slopes))
+    torch.testing.assert_close(out, expected)

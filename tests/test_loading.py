@@ -114,6 +114,16 @@ def test_missing_extra_and_misshapen_tensors_are_all_listed(tmp_path):
     assert "wrong shape for pooler.dense.weight (expected [192, 192], found [192, 100])" in message
 
 
+def test_a_forged_tensor_name_is_escaped_in_the_message(tmp_path):
+    forged = "x\n\x1b[31mTraceback (most recent call last):"
+    with pytest.raises(CheckpointError) as error:
+        me.load_model(make_checkpoint(tmp_path, "mosaic-tiny",
+                                      lambda t: t.update({forged: torch.zeros(2)})))
+    message = str(error.value)
+    assert "\n" not in message and "\x1b" not in message
+    assert "unexpected x\\n\\x1b[31mTraceback" in message
+
+
 def test_truncated_safetensors(tmp_path):
     directory = make_checkpoint(tmp_path, "mosaic-tiny")
     data = (directory / "model.safetensors").read_bytes()

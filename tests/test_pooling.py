@@ -84,3 +84,12 @@ def test_sentence_transformers_6_format_keeps_its_order(tmp_path, value, modes):
 def test_malformed_config_is_one_sentence(tmp_path, content, message):
     with pytest.raises(CheckpointError, match=message):
         Pooling.from_json_file(write(tmp_path, content))
+
+
+def test_include_prompt_is_read_and_checked(tmp_path):
+    assert Pooling.from_json_file(write(tmp_path, {"pooling_mode": "mean"})).include_prompt
+    path = write(tmp_path, {"pooling_mode": "cls", "include_prompt": False})
+    assert Pooling.from_json_file(path) == Pooling(("cls_token",), include_prompt=False)
+    with pytest.raises(CheckpointError, match="include_prompt must be true or false"):
+        Pooling.from_json_file(write(tmp_path, {"pooling_mode_mean_tokens": True,
+                                                "include_prompt": "no"}))

@@ -1,9 +1,12 @@
+import json
+import shutil
+
 import numpy as np
 import pytest
 import torch
 
 from helpers import WEIGHTS
-from mosaic_encoder import CheckpointError
+from mosaic_encoder import CheckpointError, InputError
 from mosaic_encoder.pooling import Pooling
 from mosaic_encoder.sentence import SentenceEncoder
 
@@ -69,3 +72,16 @@ def test_bad_pooling_config(tmp_path):
     (tmp_path / "config.json").write_text('{"pooling_mode_weightedmean_tokens": true}')
     with pytest.raises(CheckpointError, match="unsupported mode"):
         Pooling.from_json_file(tmp_path / "config.json")
+
+
+def test_a_prompt_is_refused_where_pooling_leaves_prompts_out(tmp_path, texts):
+    """SentenceEncoder cannot leave a prompt's tokens out of the pooling, so it refuses the
+    prompt on such a checkpoint (to_sentence_transformer implements it)."""
+    directory = tmp_path / "no-prompt"
+    shutil.copytree(WEIGHTS / "mosaic-tiny", directory)
+    (directory / "1_Pooling" / "config.json").write_text(json.dumps(
+        {"embedding_dimension": 192, "pooling_mode": "mean", "include_prompt": False}))
+    encoder = SentenceEncoder(directory)
+    assert encoder.encode(texts[:2]).shape == (2, 192)
+    with pytest.raises(InputError, match="include_prompt false"):
+        encoder.encode(texts[:2], prompt="query: ")

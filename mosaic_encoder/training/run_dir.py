@@ -41,12 +41,10 @@ from safetensors import SafetensorError
 from safetensors.torch import save_file
 
 from ..atomic import sigterm_as_exit, atomic_path
-from ..checkpoint import CheckpointDir, Pipeline, split_qkv
+from ..checkpoint import TOKENIZER_FILES, CheckpointDir, Pipeline, split_qkv
 from ..errors import CheckpointError, InputError
 from ..models import MosaicBertModel
 
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
-                   "vocab.txt")
 MODEL_FILES = ("config.json", "model.safetensors", "modules.json", "sentence_bert_config.json",
                "1_Pooling", "2_Normalize") + TOKENIZER_FILES
 CHECKPOINTS = "checkpoints"

@@ -193,30 +193,32 @@ def test_attention_smoke_csv(attention_results):
 @pytest.mark.skipif(os.environ.get("TRITON_INTERPRET") != "1" and not torch.cuda.is_available(),
                     reason="ours-triton needs a GPU or TRITON_INTERPRET=1 (set by conftest)")
 def test_triton_executed_flops_with_and_without_window():
-    """With lodestone's 12 slopes at 512 tokens the steep heads skip key blocks: executed FLOPs
-    fall below the credited dense count, by the plan of mosaic_kernels.windowing; without
-    windowing they are equal. The count needs only the block sizes, so on CPU the (slow)
-    interpreted kernel is not launched."""
+    """With lodestone's 12 slopes at 512 tokens the steep heads skip key blocks when windowing is
+    forced on: executed FLOPs fall below the credited dense count, by the plan of
+    mosaic_kernels.windowing on the kernel pre-pass's reach; off, and on by default (512 tokens
+    is below the length where windowing pays, so the kernel switches it off), they are equal.
+    The count needs only the block sizes, so on CPU the (slow) interpreted kernel is not
+    launched."""
     from mosaic_kernels import flash_attn
-    from mosaic_kernels.windowing import executed_forward_flops, key_reach
+    from mosaic_kernels.windowing import executed_forward_flops
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     case = attention.Case("mixed", 512, (512, 200, 7), 12, 16, "float32")
     inp = attention.make_inputs(case, device)
     credited = attention_flops(case.seqlens, 12, 16, "fwd")
     executed = {}
-    for window in (True, False):
+    for window in (True, "always", False):
         opts = attention.Options(device=device, triton_interpret=True, window=window)
         prepared = attention.SETUPS["ours-triton"](inp, case, "fwd", opts)
         if device.type == "cuda":
             prepared.call()  # the autotuner picks the block sizes at the first launch
         executed[window] = prepared.executed_flops()
-    assert executed[False] == credited
-    blocks = flash_attn._fwd.block_sizes(torch.float32)
-    reach = key_reach(inp.q, inp.k, inp.v, inp.slopes, inp.scale)
-    assert executed[True] == executed_forward_flops(reach, inp.cu_seqlens, 12, 16,
-                                                    blocks["BLOCK_M"], blocks["BLOCK_N"])
-    assert 0 < executed[True] < credited
+    assert executed[False] == executed[True] == credited
+    blocks = flash_attn.block_sizes("fwd", torch.float32)
+    reach = flash_attn.window_reach(inp.q, inp.k, inp.v, inp.slopes, inp.scale)
+    assert executed["always"] == executed_forward_flops(reach, inp.cu_seqlens, 12, 16,
+                                                        blocks["BLOCK_M"], blocks["BLOCK_N"])
+    assert 0 < executed["always"] < credited
     # the backward has no pair-level count: fwd+bwd rows report none
     opts = attention.Options(device=device, triton_interpret=True)
     assert attention.SETUPS["ours-triton"](inp, case, "fwd+bwd", opts).executed_flops is None

@@ -28,8 +28,14 @@ import pytest  # noqa: E402
 from hypothesis import example, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
+import triton  # noqa: E402
+import triton.language as tl  # noqa: E402
+from torch.utils._python_dispatch import TorchDispatchMode  # noqa: E402
+from triton.runtime import interpreter  # noqa: E402
+
 import mosaic_kernels  # noqa: E402
 from mosaic_kernels import flash_attn as fa  # noqa: E402
+from mosaic_kernels import tuning  # noqa: E402
 from mosaic_kernels import flash_attn_varlen_alibi, reference  # noqa: E402
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
@@ -309,6 +315,118 @@ def test_interpreted_bf16_is_fp32_math_rounded_to_nearest_even():
         assert torch.equal(g, g32.to(torch.bfloat16))
 
 
+# ---------------------------------------------------------------------------
+# linear ALiBi on the tiles off the diagonal
+# ---------------------------------------------------------------------------
+
+
+def linear_bias_bound(alibi2, distance):
+    """``_bias_terms``' documented bound on its bias against the exact path, base-2 units."""
+    return 2.0 ** -22 * alibi2 * (distance + 256)
+
+
+@triton.jit
+def _tile_biases(OUT_LINEAR, OUT_EXACT, row_start, col_start, alibi2, R: tl.constexpr,
+                 C: tl.constexpr):
+    """The bias of the (R, C) tile of rows ``row_start + [0, R)`` and columns ``col_start +
+    [0, C)`` through both paths, as the kernels compute them (positions relative to the rows'
+    block)."""
+    row_pos = fa._bias_positions(0, R)
+    offset = col_start - row_start
+    side = tl.where(offset > 0, 1.0, -1.0)
+    row, col = fa._bias_terms(row_pos, offset, alibi2, side, C)
+    exact = fa._scores(tl.zeros([R, C], dtype=tl.float32), row_pos,
+                       fa._bias_positions(offset, C), 1.0, alibi2)
+    index = tl.arange(0, R)[:, None] * C + tl.arange(0, C)[None, :]
+    tl.store(OUT_LINEAR + index, row[:, None] - col[None, :])
+    tl.store(OUT_EXACT + index, exact)
+
+
+@pytest.mark.parametrize("slope", [2.0 ** -8, 0.0625, 0.7071])
+@pytest.mark.parametrize("rows,cols", [(0, 16384 - 128), (16384 - 128, 0), (8000, 8128),
+                                       (16256, 16000), (128, 16256)])
+def test_linear_bias_within_bound_at_far_positions(slope, rows, cols):
+    """Far-apart tiles of a 16384-token sequence, sparse rows (one 128 x 128 tile each): the
+    linear form of the bias is within the documented bound of the exact float64 bias, and so of
+    the exact path (which is within ``2^-24 alibi2 d`` itself)."""
+    alibi2 = slope * LOG2E
+    linear = torch.empty(128, 128)
+    exact = torch.empty(128, 128)
+    _tile_biases[(1,)](linear, exact, rows, cols, alibi2, R=128, C=128)
+    distance = (torch.arange(rows, rows + 128, dtype=torch.float64)[:, None]
+                - torch.arange(cols, cols + 128, dtype=torch.float64)[None, :]).abs()
+    truth = -torch.tensor(alibi2, dtype=torch.float32).double() * distance
+    assert ((linear.double() - truth).abs() <= linear_bias_bound(alibi2, distance)).all()
+    assert ((exact.double() - truth).abs() <= 2.0 ** -24 * alibi2 * distance).all()
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_linear_bias_equals_exact_bias_path(dtype):
+    """Whole kernels, forward and backward: outputs, lse and gradients of the linear-bias path
+    equal the exact-bias path's within the effect of the bias bound (``|dp / p| <= ln 2 *
+    2 * bound``, doubled again for the gradients) plus float32 rounding."""
+    lengths = [150, 1, 70]
+    cu, total = make_cu_seqlens(lengths)
+    gen = torch.Generator().manual_seed(3)
+    q, k, v, dout = (torch.randn(total, 2, 16, generator=gen).to(DEVICE, dtype) for _ in range(4))
+    slopes = torch.tensor([0.5, 0.004], device=DEVICE)
+    args = (cu, max(lengths), slopes, 0.25)
+    paths = {}
+    for linear in (True, False):
+        out, lse = fa._flash_attn_forward(q, k, v, *args, linear_bias=linear)
+        grads = fa._flash_attn_backward(dout, q, k, v, out, lse, *args, linear_bias=linear)
+        paths[linear] = dict(out=out, lse=lse, dq=grads[0], dk=grads[1], dv=grads[2])
+    relative = 4 * math.log(2) * linear_bias_bound(0.5 * LOG2E, max(lengths))
+    floor = 2e-6 if dtype == torch.float32 else 2 ** -7  # one bf16 rounding of the result
+    for name, exact in paths[False].items():
+        scale = exact.abs().max().item()
+        torch.testing.assert_close(paths[True][name], exact, rtol=floor, msg=name,
+                                   atol=2 * relative * scale + floor * scale)
+
+
+# ---------------------------------------------------------------------------
+# host-side cost of a call
+# ---------------------------------------------------------------------------
+
+
+class _OperatorCount(TorchDispatchMode):
+    """Counts the PyTorch operators dispatched outside kernel launches (the interpreter's own
+    copies of the launch arguments are not the wrapper's)."""
+
+    def __init__(self):
+        super().__init__()
+        self.operators, self.launching = [], 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if not self.launching:
+            self.operators.append(str(func))
+        return func(*args, **(kwargs or {}))
+
+
+@pytest.mark.skipif(not fa._INTERPRET, reason="counts CPU tensors under the interpreter")
+@pytest.mark.parametrize("window", ["always", True, False])
+def test_forward_dispatches_few_operators(window, monkeypatch):
+    """The forward wrapper, windowing pre-pass included, dispatches at most 8 PyTorch operators
+    besides its kernel launches (allocations, autograd's bookkeeping): the windowing set-up is
+    kernels, not eager operators."""
+    counter = _OperatorCount()
+    launch = interpreter.GridExecutor.__call__
+
+    def counted_launch(self, *args, **kwargs):
+        counter.launching += 1
+        try:
+            return launch(self, *args, **kwargs)
+        finally:
+            counter.launching -= 1
+
+    monkeypatch.setattr(interpreter.GridExecutor, "__call__", counted_launch)
+    cu, total = make_cu_seqlens([40, 24])
+    q, k, v = (torch.randn(total, 2, 16, requires_grad=True) for _ in range(3))
+    with counter:
+        flash_attn_varlen_alibi(q, k, v, cu, 40, torch.tensor([1.0, 0.5]), window=window)
+    assert len(counter.operators) <= 8, counter.operators
+
+
 def test_zero_slopes_is_plain_attention():
     """All-zero slopes reproduce torch's scaled_dot_product_attention per sequence."""
     lengths, heads, head_dim = [19, 0, 40], 2, 32
@@ -457,6 +575,15 @@ def test_no_grad_path():
 def test_package_exports():
     assert mosaic_kernels.flash_attn_varlen_alibi is flash_attn_varlen_alibi
     assert mosaic_kernels.__all__ == ["flash_attn_varlen_alibi"]
+
+
+def test_block_sizes_are_public():
+    """The block sizes of a kernel's launches, through a function of the module."""
+    sizes = fa.block_sizes("fwd", torch.float32)
+    if fa._INTERPRET:
+        assert sizes == tuning.INTERPRETED["fwd"]
+    assert set(fa.block_sizes("dkdv", torch.bfloat16) or {"BLOCK_M": 0, "BLOCK_N": 0}) == \
+        {"BLOCK_M", "BLOCK_N"}
 
 
 # ---------------------------------------------------------------------------

@@ -42,7 +42,8 @@ class _Recorder:
 @pytest.fixture
 def launches(monkeypatch):
     calls = []
-    for name in ("_fwd", "_bwd_dkdv", "_bwd_dq", "_bwd_preprocess_kernel"):
+    for name in ("_fwd", "_bwd_dkdv", "_bwd_dq", "_bwd_preprocess_kernel", "_key_bound_kernel",
+                 "_reach_kernel"):
         monkeypatch.setattr(fa, name, _Recorder(calls, name))
     return calls
 
@@ -54,13 +55,14 @@ def _meta_inputs(total=300, heads=4, head_dim=32):
     return q, k, v, cu_seqlens, torch.empty(heads, device="meta")
 
 
-@pytest.mark.parametrize("window", [True, False])
+@pytest.mark.parametrize("window", ["always", True, False])
 def test_attention_reads_no_tensor_value(launches, window):
     q, k, v, cu_seqlens, slopes = _meta_inputs()
     out = fa.flash_attn_varlen_alibi(q, k, v, cu_seqlens, 200, slopes, window=window)
     assert out.device.type == "meta" and out.shape == q.shape
     out.backward(torch.empty_like(out))
-    assert launches == ["_fwd", "_bwd_preprocess_kernel", "_bwd_dkdv", "_bwd_dq"]
+    prepass = ["_key_bound_kernel", "_reach_kernel"] if window == "always" else []
+    assert launches == [*prepass, "_fwd", "_bwd_preprocess_kernel", "_bwd_dkdv", "_bwd_dq"]
     assert q.grad.shape == q.shape
 
 
@@ -90,7 +92,7 @@ def test_layer_loop_reads_no_tensor_value(launches):
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
-@pytest.mark.parametrize("window", [True, False])
+@pytest.mark.parametrize("window", ["always", True, False])
 def test_cuda_attention_and_layer_loop_do_not_synchronise(window):
     lengths = [700, 0, 1500, 33]
     cu_seqlens = torch.tensor([0, *lengths], dtype=torch.int32).cumsum(0, dtype=torch.int32).cuda()
@@ -100,7 +102,7 @@ def test_cuda_attention_and_layer_loop_do_not_synchronise(window):
     slopes = alibi_slopes(heads, device="cuda")
     config = MosaicConfig(vocab_size=64, hidden_size=768, num_hidden_layers=2,
                           num_attention_heads=12, intermediate_size=3072, attention_impl="triton",
-                          attention_window=window)
+                          attention_window=bool(window))
     model = MosaicBertModel(config).cuda().to(torch.bfloat16).eval()
     hidden = torch.randn(total, 768, device="cuda", dtype=torch.bfloat16)
     packing = Packing(indices=torch.arange(total, device="cuda"), cu_seqlens=cu_seqlens,

@@ -15,7 +15,9 @@ from hypothesis import strategies as st  # noqa: E402
 
 from mosaic_kernels import flash_attn as fa  # noqa: E402
 from mosaic_kernels.windowing import (UNBOUNDED, executed_forward_flops, key_reach,  # noqa: E402
-                               visited_key_blocks, visited_query_blocks)
+                                      min_paying_length, visited_key_blocks,
+                                      visited_query_blocks, window_pays)
+from mosaic_kernels import windowing  # noqa: E402
 from mosaic_encoder.alibi import alibi_bias, alibi_slopes  # noqa: E402
 from mosaic_kernels.reference import attention as reference_attention  # noqa: E402
 
@@ -47,7 +49,7 @@ def run_kernels(q, k, v, dout, cu, max_seqlen, slopes, window, counts=False):
     result = dict(out=out, lse=lse, dq=grads[0], dk=grads[1], dv=grads[2])
     if counts:
         # The block sizes of these launches (autotuned per window setting on a GPU).
-        blocks = [launcher.block_sizes(q.dtype) for launcher in (fa._fwd, fa._bwd_dkdv, fa._bwd_dq)]
+        blocks = [fa.block_sizes(kind, q.dtype) for kind in ("fwd", "dkdv", "dq")]
         result.update(reach=reach, counts=[int(b.sum()) for b in buffers],
                       blocks=[(b["BLOCK_M"], b["BLOCK_N"]) for b in blocks])
     return result
@@ -180,15 +182,69 @@ def test_non_finite_output_gradient_skips_nothing_in_the_backward():
 
 
 def test_public_switch():
+    """Forced on, automatic (off at these lengths) and off agree; the automatic switch runs no
+    pre-pass where windowing cannot pay."""
     lengths = [150, 90]
     cu = cu_seqlens_of(lengths)
     q, k, v, _ = random_qkv(240, 2, 16, seed=4)
     slopes = torch.tensor([1.5, 0.2], device=DEVICE)
-    on = fa.flash_attn_varlen_alibi(q, k, v, cu, 150, slopes)
+    always = fa.flash_attn_varlen_alibi(q, k, v, cu, 150, slopes, window="always")
     off = fa.flash_attn_varlen_alibi(q, k, v, cu, 150, slopes, window=False)
-    torch.testing.assert_close(on, off, rtol=1e-5, atol=2e-6)
-    with pytest.raises(TypeError, match="window must be a bool"):
+    torch.testing.assert_close(always, off, rtol=1e-5, atol=2e-6)
+    assert not window_pays(150, 2)
+    assert torch.equal(fa.flash_attn_varlen_alibi(q, k, v, cu, 150, slopes), off)
+    with pytest.raises(TypeError, match="window must be True, False or 'always'"):
         fa.flash_attn_varlen_alibi(q, k, v, cu, 150, slopes, window=1)
+
+
+# --------------------------------------------------------------------------
+# The device pre-pass and the automatic switch
+# --------------------------------------------------------------------------
+
+
+def test_device_reach_is_key_reach():
+    """The Triton pre-pass computes key_reach's formula: equal up to one token (float32 rounding
+    of the norms, in another order), UNBOUNDED in the same places, and itself a valid bound."""
+    lengths = [100, 37]
+    q, k, v, _ = random_qkv(sum(lengths), 3, 40, seed=8, gain=2.0)
+    k[90] += 30.0 * q[0] / q[0].norm(dim=-1, keepdim=True)  # a dominant far key in sequence 0
+    slopes = torch.tensor([1.0, 0.0, 0.3], device=DEVICE)
+    v[5, 2, 7] = float("nan")  # head 2: skips nothing
+    reach = fa.window_reach(q, k, v, slopes, 40 ** -0.5)
+    expected = key_reach(q, k, v, slopes, 40 ** -0.5)
+    assert reach.dtype == torch.int32 and reach.shape == (3, sum(lengths)) and reach.is_contiguous()
+    assert (reach - expected).abs().max() <= 1
+    assert (reach[1:] == UNBOUNDED).all() and (reach[0] < UNBOUNDED).all()
+    cu = torch.tensor([0, *lengths], dtype=torch.int32).cumsum(0, dtype=torch.int32)
+    for start, gap, dist in _base2_gaps(q.cpu(), k.cpu(), cu, slopes.cpu(), 40 ** -0.5):
+        length = gap.shape[-1]
+        skipped = dist[None] > reach.cpu()[:, start:start + length, None].long()
+        assert (gap[skipped] < -150).all()
+
+
+def test_min_paying_length_is_where_the_saving_passes_the_pre_pass():
+    """The threshold of the cost model: the first length (in 128-token steps) whose best-case
+    saving exceeds the pre-pass's cost; 64 x 512 stays unwindowed with lodestone's 12 heads,
+    4096 tokens are windowed."""
+    for heads in (1, 4, 12, 16):
+        length = min_paying_length(heads)
+        cost = windowing._PREPASS_TILES * heads
+        assert windowing._best_case_saved_tiles(length, heads) > cost * length // 128
+        assert windowing._best_case_saved_tiles(length - 128, heads) <= cost * (length // 128 - 1)
+    assert not window_pays(512, 12) and window_pays(4096, 12) and window_pays(16384, 12)
+
+
+@pytest.mark.parametrize("length,heads", [(512, 12), (1664, 12), (4096, 3)])
+def test_best_case_saving_is_the_plan_at_the_smallest_reach(length, heads):
+    """The closed form of the cost model counts what the block plan skips when every query has
+    the smallest reach any input gives (a gap of 0): 153 / (slope log2 e), plus one."""
+    slopes = 2.0 ** (-8.0 * (torch.arange(heads, dtype=torch.float64) + 1) / heads)
+    smallest = torch.floor(153.0 / (slopes / math.log(2))) + 1
+    reach = smallest[:, None].expand(heads, length).to(torch.int32)
+    cu = torch.tensor([0, length], dtype=torch.int32)
+    dense = visited_key_blocks(None, cu, heads, 128, 128)
+    saved = dense - visited_key_blocks(reach, cu, heads, 128, 128)
+    assert windowing._best_case_saved_tiles(length, heads) == saved
 
 
 # --------------------------------------------------------------------------

@@ -1,0 +1,29 @@
+"""The masked-LM training-step benchmark against transformers' BertForMaskedLM."""
+
+import json
+
+from mosaic_encoder.bench.cli import main
+
+def test_quick_run_writes_both_cases_for_both_implementations(tmp_path, capsys):
+    out = tmp_path / "mlm.json"
+    assert main(["mlm", "--quick", "--device", "cpu", "--hidden", "32", "--layers", "1",
+                 "--heads", "2", "--intermediate", "64", "--vocab", "1200", "--batch", "3",
+                 "--length", "24", "--min-length", "8", "--max-length", "40", "--threads", "1",
+                 "--out", str(out)]) == 0
+    document = json.loads(out.read_text())
+    rows = document["rows"]
+    assert [(r["case"], r["impl"]) for r in rows] == [
+        ("equal", "ours"), ("equal", "transformers-sdpa"),
+        ("variable", "ours"), ("variable", "transformers-sdpa")]
+    assert all(r["status"] == "ok" and r["tokens_per_s"] > 0 and r["peak_bytes"] > 0
+               for r in rows)
+    # The same batches and weights: the first step's loss agrees, the token counts too.
+    for case in ("equal", "variable"):
+        ours, theirs = (r for r in rows if r["case"] == case)
+        assert ours["tokens"] == theirs["tokens"] and ours["predicted"] == theirs["predicted"]
+        assert abs(ours["first_loss"] - theirs["first_loss"]) < 1e-4
+    equal = next(r for r in rows if r["case"] == "equal")
+    variable = next(r for r in rows if r["case"] == "variable")
+    assert equal["tokens"] == equal["padded_tokens"] == 72
+    assert variable["tokens"] < variable["padded_tokens"]
+    assert set(document["speedup"]) == {"equal", "variable"}

@@ -39,6 +39,7 @@ from einops import rearrange
 from safetensors import SafetensorError, safe_open
 from torch import nn
 
+from .api_arguments import path_arg
 from .config import MosaicConfig, read_config_values
 from .errors import CheckpointError, ConfigError, InputError
 from .files import inside, json_object, printable, read_json, regular_file, short
@@ -298,7 +299,7 @@ class CheckpointDir:
 
 def checkpoint_directory(path: str | Path) -> Path:
     """``path`` as a :class:`Path`, after checking that it is a directory."""
-    directory = Path(path)
+    directory = path_arg(path, "checkpoint path")
     if not directory.is_dir():
         raise CheckpointError(f"checkpoint directory {short(str(directory), 200)} does not exist.")
     return directory

@@ -29,7 +29,7 @@ from .atomic import atomic_write
 from .bundled import BUNDLED_CHECKPOINT, BUNDLED_MLM_CHECKPOINT
 from .config import ATTENTION_IMPLS
 from .dtypes import DTYPES
-from .errors import InputError, MosaicError
+from .errors import NON_FINITE_ADVICE, InputError, MosaicError, NonFiniteError
 from .files import file_sha256, printable, resolve
 from .fill_mask import MASK_TOKEN
 from .inputs import open_input, read_texts
@@ -150,10 +150,9 @@ def _check_encode_output(output: Path, args: argparse.Namespace, model: Path) ->
 def _check_finite(embeddings: np.ndarray) -> None:
     bad = ~np.isfinite(embeddings).all(axis=1)
     if bad.any():
-        raise MosaicError(f"{int(bad.sum())} of {len(embeddings)} embeddings are not finite (NaN "
-                          f"or Inf; the first is row {int(bad.argmax())}): the weights overflow in "
-                          f"this dtype or are corrupt, so nothing was written (try --dtype "
-                          f"float32, and mosaic-encoder verify on the checkpoint).")
+        raise NonFiniteError(f"{int(bad.sum())} of {len(embeddings)} embeddings are not finite "
+                             f"(NaN or Inf; the first is row {int(bad.argmax())}): "
+                             f"{NON_FINITE_ADVICE}.")
 
 
 def _encode(args: argparse.Namespace) -> int:

@@ -23,6 +23,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import save_file
 
+from .api_arguments import flag_arg, optional_path_arg, path_arg
 from .atomic import atomic_path
 from .checkpoint import TIED_SOURCE, WEIGHTS_NAME, read_header, short
 from .errors import CheckpointError, InputError
@@ -195,9 +196,9 @@ def convert_checkpoint(source: str | Path, output: str | Path | None = None,
         CheckpointError: the source is missing, refused (it needs arbitrary code) or unreadable.
         InputError: the output exists (without ``overwrite``) or cannot be written.
     """
-    path = resolve_source(source)
-    target = Path(output) if output is not None else path.parent / WEIGHTS_NAME
-    _check_target(target, overwrite)
+    path = resolve_source(path_arg(source, "source"))
+    target = optional_path_arg(output, "output") or path.parent / WEIGHTS_NAME
+    _check_target(target, flag_arg(overwrite, "overwrite"))
     state = load_state_dict(path)
     tensors, dropped = deduplicate(state)
     _save_atomically(tensors, target)

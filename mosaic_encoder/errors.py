@@ -21,5 +21,20 @@ class InputError(MosaicError, ValueError):
     """Input given to the model or the encoder (token ids, masks, texts) is malformed."""
 
 
+class ArgumentError(InputError, TypeError):
+    """A Python API argument has the wrong type (a dict for texts, a string for a count); a
+    ``TypeError`` as well, for callers that catch one."""
+
+
+class NonFiniteError(MosaicError):
+    """A model computed NaN or infinity from weights that loaded as finite: they overflow in the
+    compute dtype (float16 holds at most 65504) or are corrupt. Nothing is returned or written."""
+
+
+# How every NonFiniteError's sentence ends.
+NON_FINITE_ADVICE = ("the weights overflow in this dtype or are corrupt, so nothing is returned or "
+                     "written (try float32, and mosaic-encoder verify on the checkpoint)")
+
+
 class TrainingError(MosaicError):
     """A training run cannot go on (a non-finite loss or gradient); its last good state is kept."""

@@ -2,22 +2,28 @@
 
 The encoder runs on the packed real tokens; only the rows of ``[MASK]`` tokens go through the
 masked-LM head. Projecting every token onto the vocabulary would cost ``T x V`` floats (4.1 GB
-for a 16k-token input with BERT's 30k vocabulary) to keep a handful of rows.
+for a 16k-token input with BERT's 30k vocabulary) to keep a handful of rows. The mask rows
+themselves go through the head :data:`MASK_ROWS_PER_PASS` at a time, keeping only their top-k,
+so a text made of 20,000 ``[MASK]`` tokens needs no more memory for the vocabulary scores than
+one with 256 (all of them at once would be a 2.4 GB matrix, and as much again for its softmax).
 """
 
 from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
-from .errors import CheckpointError, InputError
+from .api_arguments import int_arg, text_list
+from .errors import NON_FINITE_ADVICE, ArgumentError, CheckpointError, InputError, NonFiniteError
 from .models import MosaicBertForMaskedLM
 from .tokenizer import TextTokenizer, collate
 
 MASK_TOKEN = "[MASK]"
+# Mask rows scored per pass of the masked-LM head: (256, V) float32 scores are 31 MB for V = 30k.
+MASK_ROWS_PER_PASS = 256
 
 
 @dataclass(frozen=True)
@@ -94,13 +100,18 @@ def fill_mask(model: MosaicBertForMaskedLM, tokenizer: TextTokenizer, texts: lis
         batch_size: texts per forward pass.
     Returns:
         One :class:`FillMaskResult` per text, in order.
+    Raises:
+        InputError: an argument of the wrong type or value, or a text without ``[MASK]``.
+        NonFiniteError: the model scores a mask with NaN or infinity (its weights overflow in
+            this dtype, or are corrupt), so no probability can be given.
     """
     if not isinstance(model, MosaicBertForMaskedLM):
-        raise InputError(f"fill_mask needs a masked-LM model, got {type(model).__name__}.")
-    if top_k < 1 or batch_size < 1:
-        raise InputError(f"top_k and batch_size must be positive, got {top_k} and {batch_size}.")
+        raise ArgumentError(f"fill_mask needs a masked-LM model, got {type(model).__name__}.")
+    if not isinstance(tokenizer, TextTokenizer):
+        raise ArgumentError(f"fill_mask needs a TextTokenizer, got {type(tokenizer).__name__}.")
+    texts = text_list(texts, "texts")
+    top_k, batch_size = int_arg(top_k, "top_k"), int_arg(batch_size, "batch_size")
     ids, types, mask_id = masked_token_ids(tokenizer, texts)
-    known = tokenizer.vocab_size
     device = next(model.parameters()).device
     results = []
     for start in range(0, len(texts), batch_size):
@@ -111,16 +122,34 @@ def fill_mask(model: MosaicBertForMaskedLM, tokenizer: TextTokenizer, texts: lis
                                                    batch.token_type_ids.to(device))
         # Packed rows holding [MASK], in batch-row then position order.
         rows = (input_ids.flatten()[packing.indices] == mask_id).nonzero().flatten()
-        logits = model.cls.predictions(hidden[rows]).float()  # (M, V)
-        probabilities = torch.softmax(logits, dim=-1)[:, :known]
-        top = torch.topk(probabilities, min(top_k, known), dim=-1)
-        flat = packing.indices[rows].tolist()
-        values, indices = top.values.tolist(), top.indices.tolist()
         masks: dict[int, list[MaskPrediction]] = {row: [] for row in range(len(chunk))}
-        for where, row_values, row_indices in zip(flat, values, indices):
-            row, position = divmod(where, input_ids.shape[1])
-            masks[row].append(MaskPrediction(position, [
-                TokenPrediction(tokenizer.id_to_token(i), i, p)
-                for p, i in zip(row_values, row_indices)]))
+        for first in range(0, len(rows), MASK_ROWS_PER_PASS):
+            part = rows[first:first + MASK_ROWS_PER_PASS]
+            # (row in the batch, token position) of each mask of this pass.
+            places = [divmod(where, input_ids.shape[1]) for where in packing.indices[part].tolist()]
+            values, indices = _top_tokens(model, hidden[part], tokenizer.vocab_size, top_k,
+                                          lambda i: (start + places[i][0] + 1, places[i][1]))
+            for (row, position), row_values, row_indices in zip(places, values, indices):
+                masks[row].append(MaskPrediction(position, [
+                    TokenPrediction(tokenizer.id_to_token(i), i, p)
+                    for p, i in zip(row_values, row_indices)]))
         results += [FillMaskResult(texts[index], masks[row]) for row, index in enumerate(chunk)]
     return results
+
+
+def _top_tokens(model: MosaicBertForMaskedLM, hidden: torch.Tensor, known: int, top_k: int,
+                where: Callable[[int], tuple[int, int]]) -> tuple[list[list[float]], list[list[int]]]:
+    """Probabilities and ids of the ``top_k`` likeliest of the first ``known`` tokens for each of
+    the mask rows ``hidden`` (M, H), as (M, top_k) lists; ``where(i)`` names row i's text number
+    and token position when its scores are not finite."""
+    logits = model.cls.predictions(hidden).float()  # (M, V)
+    finite = torch.isfinite(logits).all(dim=-1)
+    if not bool(finite.all()):
+        text, position = where(int((~finite).nonzero()[0]))
+        dtype = str(hidden.dtype).removeprefix("torch.")
+        raise NonFiniteError(f"the masked-LM scores of the {MASK_TOKEN} at token {position} of "
+                             f"text {text} are not finite (NaN or Inf in {dtype}): "
+                             f"{NON_FINITE_ADVICE}.")
+    probabilities = torch.softmax(logits, dim=-1)[:, :known]
+    top = torch.topk(probabilities, min(top_k, known), dim=-1)
+    return top.values.tolist(), top.indices.tolist()

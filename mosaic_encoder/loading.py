@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from .api_arguments import flag_arg
 from .checkpoint import (FLOAT_DTYPES, REPORT_LIMIT, TIED_DECODER, TIED_SOURCE, CheckpointDir,
                          Layout, TensorInfo, build_model, check_family, check_geometry,
                          expected_tensors, fuse_qkv, iter_tensors, mismatch_report, summarise)
@@ -59,6 +60,7 @@ def load_model(path: str | Path | CheckpointDir, dtype: str | torch.dtype = torc
         CheckpointError, ConfigError: with one sentence naming the file, tensor or argument at
         fault.
     """
+    attention_window = flag_arg(attention_window, "attention_window")
     dtype = resolve_load_dtype(dtype)
     device = resolve_device(device)
     warn_if_slow(dtype, device)

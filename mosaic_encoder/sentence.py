@@ -17,9 +17,10 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from .api_arguments import flag_arg, int_arg, optional_int_arg, optional_text_arg, text_list
 from .batching import length_sorted_batches
 from .checkpoint import CheckpointDir
-from .errors import ConfigError, InputError
+from .errors import ArgumentError, ConfigError, InputError
 from .loading import load_model
 from .models import MosaicBertForMaskedLM
 from .tokenizer import TextTokenizer, collate
@@ -79,8 +80,10 @@ class SentenceEncoder:
     def similarity(a: np.ndarray | torch.Tensor, b: np.ndarray | torch.Tensor) -> torch.Tensor:
         """Cosine similarities of embeddings a (N, D) and b (M, D) (or single (D,) ones):
         float32 (N, M), as sentence-transformers' default ``similarity``."""
-        a, b = (torch.as_tensor(x, dtype=torch.float32) for x in (a, b))
-        a, b = (x.unsqueeze(0) if x.dim() == 1 else x for x in (a, b))
+        a, b = (_embedding_rows(x, name) for x, name in ((a, "a"), (b, "b")))
+        if a.shape[1] != b.shape[1]:
+            raise InputError(f"similarity needs embeddings of one length, got {a.shape[1]} and "
+                             f"{b.shape[1]}.")
         return F.normalize(a, dim=-1) @ F.normalize(b, dim=-1).T
 
     @torch.inference_mode()
@@ -112,10 +115,17 @@ class SentenceEncoder:
         """
         _check_encode_options(output_value, precision, unsupported)
         single = isinstance(sentences, str)
-        texts = [sentences] if single else list(sentences)
-        if batch_size < 1:
-            raise InputError(f"batch_size must be at least 1, got {batch_size}.")
-        prompt = self.pipeline.prompt(prompt, prompt_name)
+        texts = [sentences] if single else text_list(sentences, "sentences")
+        batch_size = int_arg(batch_size, "batch_size")
+        max_tokens_per_batch = optional_int_arg(max_tokens_per_batch, "max_tokens_per_batch")
+        prompt = self.pipeline.prompt(optional_text_arg(prompt, "prompt"),
+                                      optional_text_arg(prompt_name, "prompt_name"))
+        normalize_embeddings, convert_to_numpy, convert_to_tensor = (
+            flag_arg(value, name) for value, name in (
+                (normalize_embeddings, "normalize_embeddings"),
+                (convert_to_numpy, "convert_to_numpy"), (convert_to_tensor, "convert_to_tensor")))
+        if show_progress_bar is not None:
+            show_progress_bar = flag_arg(show_progress_bar, "show_progress_bar")
         if prompt and not self.pipeline.pooling.include_prompt:
             raise InputError("this checkpoint's pooling leaves the prompt's tokens out "
                              "(include_prompt false), which SentenceEncoder does not implement; "
@@ -152,6 +162,22 @@ class SentenceEncoder:
         if self.first_batch_seconds is None:
             self.first_batch_seconds = time.perf_counter() - start
         return hidden
+
+
+def _embedding_rows(value: object, name: str) -> torch.Tensor:
+    """An array or tensor of one (D,) or several (N, D) embeddings as float32 (N, D)."""
+    if not isinstance(value, (np.ndarray, torch.Tensor)):
+        raise ArgumentError(f"similarity needs embeddings as a numpy array or torch tensor, got "
+                            f"{type(value).__name__} for {name}.")
+    if value.ndim not in (1, 2) or value.shape[-1] == 0:
+        raise InputError(f"similarity needs embeddings of shape (D,) or (N, D), got "
+                         f"{tuple(value.shape)} for {name}.")
+    try:
+        rows = torch.as_tensor(value, dtype=torch.float32)
+    except (TypeError, ValueError, RuntimeError):
+        raise ArgumentError(f"similarity needs numeric embeddings, got dtype {value.dtype} for "
+                            f"{name}.") from None
+    return rows.unsqueeze(0) if rows.dim() == 1 else rows
 
 
 # sentence-transformers encode() arguments without an equivalent here, and what to do instead.

@@ -28,7 +28,9 @@ from safetensors.torch import save_file
 from sentence_transformers import SentenceTransformer
 from sentence_transformers.sentence_transformer.modules import InputModule, Normalize, Pooling
 
+from .api_arguments import path_arg
 from .checkpoint import TOKENIZER_FILES, CheckpointDir
+from .devices import resolve_device
 from .dtypes import DTYPES, resolve_dtype
 from .errors import InputError
 from .loading import load_model
@@ -65,7 +67,7 @@ class MosaicEncoderModule(InputModule):
                  attention: str = "auto", max_seq_length: int | None = None,
                  do_lower_case: bool = False):
         super().__init__()
-        self.model_path = Path(model_path)
+        self.model_path = path_arg(model_path, "model_path")
         torch_dtype = resolve_dtype(dtype)
         self.dtype = next(name for name, value in DTYPES.items() if value == torch_dtype)
         self.attention = attention
@@ -162,6 +164,7 @@ def to_sentence_transformer(path: str | Path, dtype: str | torch.dtype = "float3
     Its ``encode`` follows sentence-transformers' defaults: ``normalize_embeddings=False``, so
     embeddings are unit length only through the ``Normalize`` module (lodestone has one).
     """
+    device = resolve_device(device)
     pipeline = CheckpointDir.open(path).pipeline
     if max_seq_length is not None and (isinstance(max_seq_length, bool) or
                                        not isinstance(max_seq_length, int) or max_seq_length < 2):
@@ -175,4 +178,4 @@ def to_sentence_transformer(path: str | Path, dtype: str | torch.dtype = "float3
                                 include_prompt=pipeline.pooling.include_prompt)]
     if pipeline.normalize:
         modules.append(Normalize())
-    return SentenceTransformer(modules=modules, device=str(torch.device(device)))
+    return SentenceTransformer(modules=modules, device=str(device))

@@ -5,6 +5,9 @@ Two defences against a hostile ``tokenizer.json``:
 - The Rust tokenizer reports some failures (a regex that backtracks catastrophically, for
   instance) by panicking; pyo3 turns the panic into ``PanicException``, a ``BaseException`` that
   ``except Exception`` misses. Every call into the library converts it into a :class:`MosaicError`.
+  Rust's panic hook also writes the panic (and, under ``RUST_BACKTRACE=1``, a backtrace of 50
+  lines) straight to file descriptor 2, above that one sentence; :func:`native_stderr_held`
+  keeps what the library writes there and drops it when the call failed.
 - With truncation at ``max_length`` tokens, only a prefix of each text is handed to the library
   (see :meth:`TextTokenizer.encode_ids`), so the work per text is bounded by ``max_length`` rather
   than by the text's length: a normaliser that turns each character into 10,000 would otherwise
@@ -13,12 +16,19 @@ Two defences against a hostile ``tokenizer.json``:
 
 from __future__ import annotations
 
+import os
+import sys
+import tempfile
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from tokenizers import Tokenizer
 
+from .api_arguments import optional_int_arg, path_arg, text_list
 from .errors import CheckpointError, InputError, MosaicError
 
 MAX_LENGTH = 2 ** 31 - 1  # packed token offsets (cu_seqlens) are int32
@@ -28,6 +38,56 @@ MAX_CHARS_PER_TOKEN = 128
 
 class TokenizerError(MosaicError):
     """The tokenizer library failed (panicked) on a ``tokenizer.json`` or on an input."""
+
+
+# File descriptor 2 is one per process: redirections by two threads at once would restore each
+# other's temporary file. Re-entrant, so that a held block may call another.
+_STDERR_HOLD = threading.RLock()
+
+
+@contextmanager
+def native_stderr_held() -> Iterator[None]:
+    """Run the block with file descriptor 2 pointing at a temporary file.
+
+    What native code (the Rust tokenizer's panic hook) or anything else writes to descriptor 2
+    meanwhile is written to the real stderr afterwards, or dropped when the block raises a
+    :class:`MosaicError`: the error's own sentence then says what failed. Blocks of different
+    threads run one at a time. With descriptor 2 closed there is nothing to protect.
+    """
+    with _STDERR_HOLD:
+        try:
+            sys.stderr.flush()  # Python's earlier writes go to the real stderr, in order
+        except (AttributeError, OSError, ValueError):
+            pass  # sys.stderr is None or closed
+        try:
+            saved = os.dup(2)
+        except OSError:
+            yield
+            return
+        failed = False
+        try:
+            with tempfile.TemporaryFile() as held:
+                os.dup2(held.fileno(), 2)
+                try:
+                    yield
+                except MosaicError:
+                    failed = True
+                    raise
+                finally:
+                    os.dup2(saved, 2)
+                    if not failed:
+                        held.seek(0)
+                        _write_all(2, held.read())
+        finally:
+            os.close(saved)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    try:
+        while data:
+            data = data[os.write(fd, data):]
+    except OSError:
+        pass  # the real stderr is gone (a closed pipe): what was held has nowhere to go
 
 
 def _is_panic(err: BaseException) -> bool:
@@ -60,17 +120,19 @@ class TextTokenizer:
 
     def __init__(self, tokenizer_file: str | Path, max_length: int | None = None,
                  lower_case: bool = False):
-        path = Path(tokenizer_file)
+        path = path_arg(tokenizer_file, "tokenizer_file")
+        max_length = optional_int_arg(max_length, "max_length", low=2)
         if not path.is_file():
             raise CheckpointError(f"tokenizer file {path} does not exist.")
         self.path = path
-        try:
-            self._tokenizer = Tokenizer.from_file(str(path))
-        except BaseException as err:  # a bare Exception, or a Rust panic
-            if not isinstance(err, Exception) and not _is_panic(err):
-                raise
-            raise CheckpointError(f"tokenizer file {path} cannot be parsed "
-                                  f"({_first_line(err)}).") from None
+        with native_stderr_held():
+            try:
+                self._tokenizer = Tokenizer.from_file(str(path))
+            except BaseException as err:  # a bare Exception, or a Rust panic
+                if not isinstance(err, Exception) and not _is_panic(err):
+                    raise
+                raise CheckpointError(f"tokenizer file {path} cannot be parsed "
+                                      f"({_first_line(err)}).") from None
         self._tokenizer.no_padding()
         if max_length is not None:
             if not 2 <= max_length <= MAX_LENGTH:
@@ -117,6 +179,7 @@ class TextTokenizer:
         (a megabyte of whitespace between two words, or words over 100 characters, each one
         [UNK]) is cut at the cap.
         """
+        texts = text_list(texts, "texts")
         for i, text in enumerate(texts):
             if not isinstance(text, str):
                 raise InputError(f"input {i} is a {type(text).__name__}, not a string.")
@@ -128,10 +191,11 @@ class TextTokenizer:
                     from None
         if self.lower_case:
             texts = [text.lower() for text in texts]
-        if self.max_length is None:
-            encoded = [(e.ids, e.type_ids, False) for e in self._encode_batch(texts)]
-        else:
-            encoded = [self._encode_bounded(text) for text in texts]
+        with native_stderr_held():
+            if self.max_length is None:
+                encoded = [(e.ids, e.type_ids, False) for e in self._encode_batch(texts)]
+            else:
+                encoded = [self._encode_bounded(text) for text in texts]
         return ([ids for ids, _, _ in encoded], [types for _, types, _ in encoded],
                 sum(cut for _, _, cut in encoded))
 

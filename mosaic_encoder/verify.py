@@ -44,6 +44,7 @@ import torch
 import torch.nn.functional as F
 from safetensors import SafetensorError, safe_open
 
+from .api_arguments import optional_path_arg
 from .checkpoint import (FLOAT_DTYPES, TIED_DECODER, TIED_SOURCE, CheckpointDir, Pipeline,
                          build_model, check_family, checkpoint_directory, expected_tensors,
                          geometry_problems, iter_tensors, missing_and_stray, read_tensor, short,
@@ -112,6 +113,8 @@ def verify_checkpoint(directory: str | Path, against: str | Path | None = None,
     Raises:
         MosaicError: with one sentence, when the directory cannot be checked at all.
     """
+    optional_path_arg(against, "against")
+    golden = optional_path_arg(golden, "golden")
     checkpoint = CheckpointDir.open(directory)
     directory, values = checkpoint.transformer_dir, checkpoint.config_values
     found, layout = checkpoint.tensors, checkpoint.layout

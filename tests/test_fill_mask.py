@@ -4,9 +4,10 @@ import pytest
 import torch
 
 import mosaic_encoder as me
-from helpers import WEIGHTS
+from helpers import WEIGHTS, copy_checkpoint
 from mosaic_encoder import InputError
-from mosaic_encoder.fill_mask import fill_mask
+from mosaic_encoder.errors import NonFiniteError
+from mosaic_encoder.fill_mask import MASK_ROWS_PER_PASS, fill_mask
 from mosaic_encoder.tokenizer import TextTokenizer
 
 MLM = WEIGHTS / "mosaic-tiny-mlm"
@@ -69,5 +70,43 @@ def test_bad_requests(model, tokenizer):
         fill_mask(model, tokenizer, ["[MASK]", "no mask"])
     with pytest.raises(InputError, match="needs a masked-LM model"):
         fill_mask(model.bert, tokenizer, ["[MASK]"])
-    with pytest.raises(InputError, match="must be positive"):
+    with pytest.raises(InputError, match="top_k must be at least 1, got 0"):
         fill_mask(model, tokenizer, ["[MASK]"], top_k=0)
+
+
+def test_many_masks_go_through_the_head_a_bounded_number_at_a_time(model, tokenizer):
+    """More masks than one pass holds, split across texts of one batch: each pass of the head
+    sees at most MASK_ROWS_PER_PASS rows, and the predictions are those of the full logits."""
+    texts = ["a [MASK] b", "[MASK] " * (MASK_ROWS_PER_PASS + 44), "c [MASK] d [MASK]"]
+    rows = []
+    hook = model.cls.predictions.register_forward_hook(
+        lambda module, args, output: rows.append(args[0].shape[0]))
+    try:
+        results = fill_mask(model, tokenizer, texts, top_k=2, batch_size=3)
+    finally:
+        hook.remove()
+    assert sum(rows) == MASK_ROWS_PER_PASS + 47 and max(rows) == MASK_ROWS_PER_PASS
+    known = tokenizer.vocab_size
+    for text, result in zip(texts, results):
+        ids, _, _ = tokenizer.encode_ids([text])
+        with torch.inference_mode():
+            logits = model(torch.tensor(ids)).logits[0]
+        assert len(result.masks) == text.count("[MASK]")
+        for mask in result.masks:
+            top = torch.topk(torch.softmax(logits[mask.position], dim=-1)[:known], 2)
+            assert [p.id for p in mask.predictions] == top.indices.tolist()
+            torch.testing.assert_close(torch.tensor([p.probability for p in mask.predictions]),
+                                       top.values, rtol=0, atol=1e-6)
+
+
+def test_non_finite_scores_are_refused(tmp_path, tokenizer):
+    """Finite weights whose activations overflow float32 give NaN scores: an error naming the
+    first such mask, never a NaN probability."""
+    def overflow(state):
+        weight = state["bert.embeddings.LayerNorm.weight"]
+        state["bert.embeddings.LayerNorm.weight"] = torch.full_like(weight, 1e38)
+
+    model = me.load_model(copy_checkpoint(tmp_path, "mosaic-tiny-mlm", tensors=overflow))
+    with pytest.raises(NonFiniteError, match=r"the \[MASK\] at token 3 of text 1 are not finite "
+                                             r"\(NaN or Inf in float32\)"):
+        fill_mask(model, tokenizer, ["x y [MASK]", "[MASK]"])

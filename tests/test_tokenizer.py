@@ -1,4 +1,6 @@
 import json
+import os
+import shutil
 import subprocess
 import sys
 
@@ -63,6 +65,51 @@ def test_tokenizer_panic_is_a_clear_error(tmp_path):
     with pytest.raises(TokenizerError, match="failed on the input"):
         tokenizer(["a" * 40 + "b"])
     assert issubclass(TokenizerError, MosaicError)
+
+
+@pytest.mark.parametrize("backtrace", ["0", "1", "full"])
+def test_tokenizer_panic_prints_only_our_sentence(tmp_path, backtrace):
+    """Rust's panic hook writes to file descriptor 2 (with RUST_BACKTRACE, 50 lines of
+    backtrace); the command's stderr is still its one sentence."""
+    directory = tmp_path / "ckpt"
+    shutil.copytree(WEIGHTS / "mosaic-tiny", directory)
+    _hostile_tokenizer(directory, pre_tokenizer={
+        "type": "Split", "pattern": {"Regex": "(a+)+$"}, "behavior": "Isolated", "invert": False})
+    run = subprocess.run([sys.executable, "-m", "mosaic_encoder.cli", "encode", "a" * 40 + "b",
+                          "--model", str(directory)], capture_output=True, text=True,
+                         env=dict(os.environ, RUST_BACKTRACE=backtrace))
+    assert run.returncode == 1 and run.stdout == ""
+    assert run.stderr == (f"error: tokenizer file {directory / 'tokenizer.json'} failed on the "
+                          f"input (Onig: Regex search error: retry-limit-in-match over).\n")
+
+
+def test_held_stderr_is_replayed_unless_the_block_fails():
+    """What descriptor 2 receives in a held block reaches stderr afterwards, in order, unless the
+    block ends in a MosaicError; descriptor 2 is the real stderr again after either."""
+    script = """
+import os, sys
+from mosaic_encoder.errors import InputError
+from mosaic_encoder.tokenizer import native_stderr_held
+print("before", file=sys.stderr)
+with native_stderr_held():
+    os.write(2, b"kept\\n")
+try:
+    with native_stderr_held():
+        os.write(2, b"dropped\\n")
+        raise InputError("bad")
+except InputError:
+    pass
+try:
+    with native_stderr_held():
+        os.write(2, b"kept too\\n")
+        raise KeyError("a bug")
+except KeyError:
+    pass
+os.write(2, b"after\\n")
+"""
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                         check=True)
+    assert run.stderr == "before\nkept\nkept too\nafter\n"
 
 
 def test_expanding_normalizer_sees_a_bounded_prefix(tmp_path):

@@ -62,7 +62,7 @@ class Settings:
     vocab: int = 8192
     length: int = 128
     batch_size: int = 16
-    steps: int = 100
+    steps: int = 400
     learning_rate: float = 1e-3
     eval_lengths: tuple[int, ...] = (128, 256, 512, 1024)
     eval_tokens: int = 16384

@@ -168,7 +168,6 @@ def test_sentence_encoder_accepts_or_names_the_alternative(texts):
     for options, hint in [({"device": "cuda"}, "pass device= to SentenceEncoder"),
                           ({"precision": "int8"}, "quantize_embeddings"),
                           ({"output_value": "token_embeddings"}, "mosaic_encoder.load_model"),
-                          ({"prompt_name": "query"}, "prompt="),
                           ({"truncate_dim": 64}, "slice the returned embeddings")]:
         with pytest.raises(me.InputError, match="to_sentence_transformer") as error:
             encoder.encode(texts[:1], **options)

@@ -69,6 +69,11 @@ def max_abs_err(a, b):
 FLOOR_ULPS = 2.0
 
 
+# The documented gap between the linear (off-diagonal) and the exact bias, in natural units:
+# 2^-22 alibi2 (d + 256) in base 2 is 2^-22 slope (d + 256) once divided by log2(e).
+LINEAR_BIAS_SCORE = 2.0 ** -22
+
+
 def rounding_floors(q, k, v, dout, oracle, cu_seqlens, slopes, scale, dtype):
     """First-order bounds of the roundings the kernel makes and the plain reference may not.
 
@@ -83,7 +88,7 @@ def rounding_floors(q, k, v, dout, oracle, cu_seqlens, slopes, scale, dtype):
       |dP_ij|, |delta_i| <= |dO_i| max|v_j|, so (sum_j P_ij = 1)
       dq_i = scale sum_j dS_ij k_j   ->   eps32 * scale * max|dO_i| |v_j| * max|k|,
       dk_j = scale sum_i dS_ij q_i   ->   the same with max|q|;
-    * the probabilities themselves.  The kernel forms P_ij = exp2(t_ij - lse2_i) from the
+    * the probabilities themselves (plus the linear bias's rounding, below).  The kernel forms P_ij = exp2(t_ij - lse2_i) from the
       base-2 score t_ij = log2(e) s_ij and the base-2 log-sum-exp lse2_i, both rounded to
       float32: each carries an absolute error up to u32 times its magnitude, the difference
       adds u32 |t_ij - lse2_i|, and exp2 a few ulps of its result.  Back in natural units the
@@ -125,6 +130,13 @@ def rounding_floors(q, k, v, dout, oracle, cu_seqlens, slopes, scale, dtype):
         lse = torch.logsumexp(s, dim=-1, keepdim=True)
         p = torch.softmax(s, dim=-1)
         w = p * u32 * (s.abs() + lse.abs() + (s - lse).abs() + 2)
+        # Off the diagonal the kernel adds a row and a column term for the bias: each score's
+        # exponent is off by up to LINEAR_BIAS_SCORE * slope * (|i - j| + 256) more
+        # (flash_attn._bias_terms), the lse by at most the P-weighted mean of that.
+        length = end - start
+        distance = (torch.arange(length)[:, None] - torch.arange(length)[None, :]).abs()
+        bias_err = LINEAR_BIAS_SCORE * slopes.double().abs().cpu()[:, None, None] * (distance + 256)
+        w = w + p * (bias_err + (p * bias_err).sum(-1, keepdim=True))
         rows = slice(start, end)
         qr, kr, vr, dr = (t[:, rows] for t in (q_row, k_row, v_row, dout_row))
         dp = dout64[rows].transpose(0, 1) @ v64[rows].transpose(0, 1).transpose(-1, -2)

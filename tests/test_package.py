@@ -64,3 +64,14 @@ def test_published_manifests_are_package_data(name):
                                     "mosaic_kernels.windowing"])
 def test_kernels_install_under_their_import_name(module):
     assert importlib.import_module(module).__file__
+
+
+def test_every_subpackage_is_importable_from_the_install():
+    """Every folder of the package with an ``__init__.py`` is installed (setup.cfg lists packages
+    by name: a new subpackage left out works in the checkout and breaks the install)."""
+    root = Path(me.__file__).parent
+    for init in sorted(root.rglob("__init__.py")):
+        name = ".".join(("mosaic_encoder",) + init.parent.relative_to(root).parts)
+        importlib.import_module(name)
+    installed = {p.parent.name for p in root.rglob("__init__.py")}
+    assert {"bench", "corpus", "pretraining", "training"} <= installed

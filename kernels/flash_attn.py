@@ -127,8 +127,9 @@ and the sequence's last partial block, the only one that needs them.
 With ``window=True`` every query carries a *reach* (``windowing.key_reach``):
 keys farther than it have a softmax weight that is provably exactly 0 in
 float32, for any inputs, so a query block visits only the key blocks within
-the largest reach of its rows (forward and dQ), and a key block only the span
-of query blocks whose window contains it (dK/dV).  Skipped blocks would add
+the largest reach of its rows (forward and dQ), and a key block only the query
+blocks from the first to the last query whose reach covers one of its keys
+(dK/dV; ``_span_kernel`` finds those once per head, per 16 keys).  Skipped blocks would add
 exact zeros; the result equals the unskipped kernel's within float32 rounding
 (the order of the online softmax updates differs).  ``COUNT`` makes each
 program store the number of blocks it visited, for tests and FLOP accounting
@@ -164,9 +165,12 @@ _REACH_ERR: tl.constexpr = tl.constexpr(windowing.SCORE_ERROR)
 _REACH_RATE: tl.constexpr = tl.constexpr(windowing.RATE_MARGIN)
 _REACH_ROUND_UP: tl.constexpr = tl.constexpr(windowing.ROUND_UP)
 _LINEAR_BIAS_ERR: tl.constexpr = tl.constexpr(windowing.LINEAR_BIAS_ERROR)
+# The dK/dV kernel's query spans are resolved per granule of this many keys (and queries); every
+# BLOCK_N is a multiple of it.
+_SPAN_GRANULE: tl.constexpr = tl.constexpr(windowing.SPAN_GRANULE)
 
 __all__ = ["WINDOW_ALWAYS", "block_sizes", "check_cu_seqlens", "flash_attn_varlen_alibi",
-           "window_reach"]
+           "query_spans", "window_reach"]
 
 _LOG2E: tl.constexpr = tl.constexpr(1.4426950408889634)  # log2(e) = 1 / ln(2)
 
@@ -266,6 +270,15 @@ def _prologue(CU_SEQLENS, SLOPES, num_heads, max_seqlen, BLOCK: tl.constexpr):
     # ALiBi slope of this head in base-2 units: bias2 = -slope * log2(e) * |i - j|
     alibi2 = tl.load(SLOPES + off_h).to(tl.float32) * _LOG2E
     return pid_blk * BLOCK, off_h, seq_start, seqlen, alibi2
+
+
+@triton.jit
+def _token_block(total_tokens, head_dim, BLOCK_T: tl.constexpr, BLOCK_D: tl.constexpr):
+    """Where a program of the per-token kernels (grid: token blocks, heads) works: its head, the
+    int64 token offsets of its block and their mask, the head-dim lanes and theirs."""
+    offs_t = (tl.program_id(0) * BLOCK_T + tl.arange(0, BLOCK_T)).to(tl.int64)
+    offs_d = tl.arange(0, BLOCK_D)
+    return tl.program_id(1), offs_t, offs_t < total_tokens, offs_d, offs_d < head_dim
 
 
 @triton.jit
@@ -374,30 +387,20 @@ def _key_window(REACH_SEQ, start_m, seqlen, skip_ok, BLOCK_M: tl.constexpr,
 
 
 @triton.jit
-def _query_span(REACH_SEQ, start_n, seqlen, skip_ok, BLOCK_M: tl.constexpr,
-                BLOCK_N: tl.constexpr, WINDOW: tl.constexpr, SPAN_BLOCKS: tl.constexpr):
-    """Query range ``[lo, hi)`` (``lo`` a multiple of BLOCK_M) a key block visits: from the
-    first to the last query block whose :func:`_key_window` contains it, so that the main loop
-    is one contiguous, pipelinable range.  The key block's own query blocks always count.
-
-    The query blocks are tested ``SPAN_BLOCKS`` at a time, as one (SPAN_BLOCKS, BLOCK_M) tile of
-    reaches: the loads of successive chunks do not depend on each other (no chain of one
-    round-trip per query block), and a 16384-token sequence takes a few chunks."""
+def _query_span(SPAN_FIRST, SPAN_LAST, start_n, seqlen, skip_ok, BLOCK_M: tl.constexpr,
+                BLOCK_N: tl.constexpr, WINDOW: tl.constexpr):
+    """Query range ``[lo, hi)`` (``lo`` a multiple of BLOCK_M) a key block visits: the query
+    blocks holding the first and the last query whose reach covers one of its keys, read from
+    the span pre-pass (:func:`_span_kernel`, once per head) with two loads. ``SPAN_FIRST`` and
+    ``SPAN_LAST`` point at the sequence's first key granule. Both bounds grow with the key
+    position, so the block's first granule holds its first query and its last granule its last
+    (BLOCK_N a multiple of the granule: ``tuning`` ships no other). The key block's own query
+    blocks always count (a query's reach covers itself)."""
     if WINDOW:
-        first = seqlen + 0
-        last = seqlen * 0
-        CHUNK: tl.constexpr = SPAN_BLOCKS * BLOCK_M
-        for chunk in range(0, seqlen, CHUNK):
-            offs = chunk + tl.arange(0, CHUNK)
-            rows = tl.load(REACH_SEQ + offs, mask=offs < seqlen, other=0)
-            reach = tl.max(tl.reshape(rows, (SPAN_BLOCKS, BLOCK_M)), 1)
-            starts = chunk + tl.arange(0, SPAN_BLOCKS) * BLOCK_M
-            meets = (starts < seqlen) & (start_n < starts + BLOCK_M + reach) \
-                & (start_n + BLOCK_N > starts - reach)
-            first = tl.minimum(first, tl.min(tl.where(meets, starts, seqlen), 0))
-            last = tl.maximum(last, tl.max(tl.where(meets, starts, 0), 0))
-        lo = tl.where(skip_ok, first, 0)
-        hi = tl.where(skip_ok, tl.minimum(last + BLOCK_M, seqlen), seqlen)
+        first = tl.load(SPAN_FIRST + start_n // _SPAN_GRANULE)
+        last = tl.load(SPAN_LAST + (tl.minimum(start_n + BLOCK_N, seqlen) - 1) // _SPAN_GRANULE)
+        lo = tl.where(skip_ok, first // BLOCK_M * BLOCK_M, 0)
+        hi = tl.where(skip_ok, tl.minimum((last // BLOCK_M + 1) * BLOCK_M, seqlen), seqlen)
     else:
         lo = seqlen * 0
         hi = seqlen
@@ -416,12 +419,7 @@ def _key_bound_kernel(K, V, KMAX, stride_kt, stride_kh, stride_vt, stride_vh, to
     of the head is not finite (such a head skips nothing).  One program per (token block, head);
     ``KMAX`` holds the float32 bit patterns, zero-initialised: for non-negative floats the bit
     patterns order as the values, so an integer atomic max is a float max."""
-    pid_t = tl.program_id(0)
-    off_h = tl.program_id(1)
-    offs_t = (pid_t * BLOCK_T + tl.arange(0, BLOCK_T)).to(tl.int64)
-    mask_t = offs_t < total_tokens
-    offs_d = tl.arange(0, BLOCK_D)
-    mask_d = offs_d < head_dim
+    off_h, offs_t, mask_t, offs_d, mask_d = _token_block(total_tokens, head_dim, BLOCK_T, BLOCK_D)
     k = _load_tile(K + off_h * stride_kh, offs_t, stride_kt, mask_t, offs_d, mask_d, True, True,
                    False)
     v = _load_tile(V + off_h * stride_vh, offs_t, stride_vt, mask_t, offs_d, mask_d, True, True,
@@ -440,12 +438,7 @@ def _reach_kernel(Q, K, SLOPES, KMAX, REACH, stride_qt, stride_qh, stride_kt, st
     """``REACH[h, i]``: the reach of query ``i`` in head ``h`` (``windowing.key_reach``, the same
     formula and margins), int32.  One program per (token block, head), after
     :func:`_key_bound_kernel`.  ``qk_scale`` = scale * log2(e), ``abs_qk_scale`` its magnitude."""
-    pid_t = tl.program_id(0)
-    off_h = tl.program_id(1)
-    offs_t = (pid_t * BLOCK_T + tl.arange(0, BLOCK_T)).to(tl.int64)
-    mask_t = offs_t < total_tokens
-    offs_d = tl.arange(0, BLOCK_D)
-    mask_d = offs_d < head_dim
+    off_h, offs_t, mask_t, offs_d, mask_d = _token_block(total_tokens, head_dim, BLOCK_T, BLOCK_D)
     q = _load_tile(Q + off_h * stride_qh, offs_t, stride_qt, mask_t, offs_d, mask_d, True, True,
                    False)
     k = _load_tile(K + off_h * stride_kh, offs_t, stride_kt, mask_t, offs_d, mask_d, True, True,
@@ -461,6 +454,49 @@ def _reach_kernel(Q, K, SLOPES, KMAX, REACH, stride_qt, stride_qh, stride_kt, st
     reach = tl.where(reach < float("inf"), tl.minimum(reach, UNBOUNDED), UNBOUNDED)  # NaN too
     reach = tl.where(rate > 0, reach, UNBOUNDED)
     tl.store(REACH + off_h * stride_reach_h + offs_t, tl.floor(reach).to(tl.int32), mask=mask_t)
+
+
+@triton.jit
+def _span_kernel(CU_SEQLENS, REACH, SPAN, stride_reach_h, stride_span_s, stride_span_h,
+                 num_heads, max_seqlen, BLOCK_G: tl.constexpr, CHUNK_Q: tl.constexpr):
+    """The query span of every key granule (``_SPAN_GRANULE`` keys) of a head, for the dK/dV
+    kernel. One program per (BLOCK_G key granules, head, sequence); it streams the sequence's
+    reaches ``CHUNK_Q`` query granules at a time.
+
+    Query ``i`` may weigh key ``j`` only when ``|i - j| <= R_i`` (``windowing``). A query granule
+    meets the keys ``[min(i - R_i), max(i + R_i)]`` over its queries ``i``; key granule ``[a, b]``
+    stores the first token of the first query granule that reaches up to ``a``,
+    ``SPAN[0, h, s + g]``, and the last token of the last one that reaches down to ``b``,
+    ``SPAN[1, h, s + g]`` (``s`` the sequence's first token, ``g`` the granule's index in it).
+    Both grow with the key position; a query granule always meets its own keys."""
+    G: tl.constexpr = _SPAN_GRANULE
+    pid_blk, off_h, off_b = _program_coords(num_heads, max_seqlen, BLOCK_G * G)
+    seq_start = tl.load(CU_SEQLENS + off_b)
+    seqlen = tl.load(CU_SEQLENS + off_b + 1) - seq_start
+    key_first = pid_blk * (BLOCK_G * G) + tl.arange(0, BLOCK_G) * G
+    if pid_blk * (BLOCK_G * G) >= seqlen:
+        return
+    key_last = tl.minimum(key_first + G, seqlen) - 1
+    reach_seq = REACH + off_h * stride_reach_h + seq_start
+    first = tl.full([BLOCK_G], 0, tl.int32) + seqlen
+    last = tl.full([BLOCK_G], -1, tl.int32)
+    for chunk in range(0, seqlen, CHUNK_Q * G):
+        offs = chunk + tl.arange(0, CHUNK_Q * G)
+        inside = offs < seqlen
+        reach = tl.load(reach_seq + offs, mask=inside, other=0)
+        # outside the sequence: a right end of -1 and a left end of seqlen meet no key
+        right = tl.max(tl.reshape(tl.where(inside, offs + reach, -1), (CHUNK_Q, G)), 1)
+        left = tl.min(tl.reshape(tl.where(inside, offs - reach, seqlen), (CHUNK_Q, G)), 1)
+        query_first = chunk + tl.arange(0, CHUNK_Q) * G
+        query_last = tl.minimum(query_first + G, seqlen) - 1
+        first = tl.minimum(first, tl.min(
+            tl.where(right[None, :] >= key_first[:, None], query_first[None, :], seqlen), 1))
+        last = tl.maximum(last, tl.max(
+            tl.where(left[None, :] <= key_last[:, None], query_last[None, :], -1), 1))
+    span = SPAN + off_h * stride_span_h + seq_start + key_first // G
+    inside = key_first < seqlen
+    tl.store(span, first, mask=inside)
+    tl.store(span + stride_span_s, last, mask=inside)
 
 
 # --------------------------------------------------------------------------
@@ -589,12 +625,7 @@ def _bwd_preprocess_kernel(
     # delta_i = sum_d dO_id * O_id  (= sum_j P_ij dP_ij), one program per
     # (token block, head); sequences do not matter here.  With windowing, also flag the head in
     # DO_NONFINITE (zero-initialised) when its dO holds a non-finite number: see _skip_ok.
-    pid_t = tl.program_id(0)
-    off_h = tl.program_id(1)
-    offs_t = (pid_t * BLOCK_T + tl.arange(0, BLOCK_T)).to(tl.int64)
-    mask_t = offs_t < total_tokens
-    offs_d = tl.arange(0, BLOCK_D)
-    mask_d = offs_d < head_dim
+    off_h, offs_t, mask_t, offs_d, mask_d = _token_block(total_tokens, head_dim, BLOCK_T, BLOCK_D)
     o = _load_tile(O + off_h * stride_oh, offs_t, stride_ot, mask_t, offs_d, mask_d, True,
                    True, False)
     do = _load_tile(DO + off_h * stride_doh, offs_t, stride_dot, mask_t, offs_d, mask_d, True,
@@ -647,10 +678,10 @@ def _dkdv_inner(dk, dv, visited, k, v, row_pos, Q_H, DO_H, LSE_SEQ, DELTA_SEQ, s
 
 @triton.jit(do_not_specialize=["max_seqlen", "seq_bucket"])
 def _bwd_dkdv_kernel(
-    Q, K, V, DO, LSE, DELTA, DK, DV, CU_SEQLENS, SLOPES, REACH, DO_NONFINITE, COUNTS,
+    Q, K, V, DO, LSE, DELTA, DK, DV, CU_SEQLENS, SLOPES, SPAN, DO_NONFINITE, COUNTS,
     stride_qt, stride_qh, stride_kt, stride_kh, stride_vt, stride_vh,
     stride_dot, stride_doh, stride_dkt, stride_dkh, stride_dvt, stride_dvh,
-    stride_lse_h, stride_reach_h,
+    stride_lse_h, stride_span_s, stride_span_h,
     num_heads, max_seqlen, head_dim, qk_scale, sm_scale, seq_bucket,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
     UPCAST: tl.constexpr, ROUND_BF16: tl.constexpr, IEEE: tl.constexpr,
@@ -670,6 +701,9 @@ def _bwd_dkdv_kernel(
                                                           max_seqlen, BLOCK_N)
     if start_n >= seqlen:
         return
+    span = SPAN + off_h * stride_span_h + seq_start
+    lo, hi = _query_span(span, span + stride_span_s, start_n, seqlen,
+                         _skip_ok(DO_NONFINITE, off_h, seqlen, WINDOW), BLOCK_M, BLOCK_N, WINDOW)
     seq_start = seq_start.to(tl.int64)
 
     offs_n = start_n + tl.arange(0, BLOCK_N)
@@ -687,9 +721,6 @@ def _bwd_dkdv_kernel(
     dv = tl.zeros([BLOCK_N, BLOCK_D], dtype=tl.float32)
     visited = seqlen * 0
 
-    lo, hi = _query_span(REACH + off_h * stride_reach_h + seq_start, start_n, seqlen,
-                         _skip_ok(DO_NONFINITE, off_h, seqlen, WINDOW), BLOCK_M, BLOCK_N, WINDOW,
-                         32)
     full_end = tl.minimum(hi, seqlen // BLOCK_M * BLOCK_M)
     Q_H = Q + off_h * stride_qh
     DO_H = DO + off_h * stride_doh
@@ -842,6 +873,8 @@ if _STDLIB_MODE is not None and _STDLIB_MODE != _jit_mode(_fwd_kernel):
     )
 
 _PREPROCESS_BLOCK_T = 32 if _INTERPRET else 64
+# _span_kernel's tiles: (key granules per program, query granules per step)
+_SPAN_TILE = (16, 16) if _INTERPRET else (64, 64)
 _fwd = Launcher(_fwd_kernel, "fwd", _INTERPRET)
 _bwd_dkdv = Launcher(_bwd_dkdv_kernel, "dkdv", _INTERPRET)
 _bwd_dq = Launcher(_bwd_dq_kernel, "dq", _INTERPRET)
@@ -949,6 +982,30 @@ def window_reach(q, k, v, alibi_slopes, softmax_scale):
     return reach
 
 
+def query_spans(reach, cu_seqlens, max_seqlen):
+    """The dK/dV kernel's query span of every key granule, computed once per head by
+    :func:`_span_kernel` (one output buffer, one launch).
+
+    Args:
+        reach: (H, T) int32 contiguous, from :func:`window_reach` or ``windowing.key_reach``;
+            ``cu_seqlens`` int32 contiguous (batch + 1,); ``max_seqlen`` a python int.
+    Returns:
+        (2, H, T) int32: ``[0, h, s + g]`` and ``[1, h, s + g]`` the first and last query token
+        (relative to the sequence) of key granule ``g`` of the sequence starting at token ``s``;
+        the entries past a sequence's ``ceil(length / 16)`` granules are not written.
+    """
+    heads, total = reach.shape
+    batch = cu_seqlens.numel() - 1
+    span = torch.empty((2, heads, total), dtype=torch.int32, device=reach.device)
+    if total == 0 or max_seqlen == 0:
+        return span
+    block_g, chunk_q = _SPAN_TILE
+    grid = (triton.cdiv(max_seqlen, block_g * _SPAN_GRANULE) * heads * batch,)
+    _span_kernel[grid](cu_seqlens, reach, span, reach.stride(0), span.stride(0), span.stride(1),
+                       heads, max_seqlen, BLOCK_G=block_g, CHUNK_Q=chunk_q, **COMPILE_OPTIONS)
+    return span
+
+
 def _flash_attn_backward(do, q, k, v, out, lse, cu_seqlens, max_seqlen, alibi_slopes,
                          softmax_scale, dq=None, dk=None, dv=None, reach=None,
                          dkdv_counts=None, dq_counts=None, linear_bias=True):
@@ -971,6 +1028,7 @@ def _flash_attn_backward(do, q, k, v, out, lse, cu_seqlens, max_seqlen, alibi_sl
     block_d = _block_d(head_dim)
     qk_scale = softmax_scale * math.log2(math.e)
     window = reach is not None
+    span = query_spans(reach, cu_seqlens, max_seqlen) if window else cu_seqlens[None, None]
     reach = reach if window else cu_seqlens  # never read without windowing
     do_nonfinite = torch.zeros(heads, dtype=torch.int32, device=q.device) if window else cu_seqlens
 
@@ -984,11 +1042,11 @@ def _flash_attn_backward(do, q, k, v, out, lse, cu_seqlens, max_seqlen, alibi_sl
     common = (heads, max_seqlen, head_dim, qk_scale, softmax_scale, seq_bucket(max_seqlen))
     _bwd_dkdv(
         _flat_grid(heads, batch, max_seqlen, "BLOCK_N"), q.dtype,
-        q, k, v, do, lse, delta, dk, dv, cu_seqlens, alibi_slopes, reach, do_nonfinite,
+        q, k, v, do, lse, delta, dk, dv, cu_seqlens, alibi_slopes, span, do_nonfinite,
         dkdv_counts if dkdv_counts is not None else lse,
         q.stride(0), q.stride(1), k.stride(0), k.stride(1), v.stride(0), v.stride(1),
         do.stride(0), do.stride(1), dk.stride(0), dk.stride(1), dv.stride(0), dv.stride(1),
-        lse.stride(0), reach.stride(0), *common,
+        lse.stride(0), span.stride(0), span.stride(1), *common,
         **_flags(q.dtype, head_dim, window, dkdv_counts, linear_bias),
     )
     _bwd_dq(

@@ -45,8 +45,11 @@ Tiles. The kernels work on blocks of ``block_m`` queries and ``block_n`` keys of
 A query block takes the largest reach ``Rb`` of its rows and visits the key blocks that meet the
 token range ``[start_m - Rb, start_m + block_m + Rb)`` (clipped to the sequence): a key outside
 it is farther than ``Rb`` from every query of the block. :func:`visited_key_blocks` is that rule
-in plain PyTorch; the forward and dQ kernels implement it, and the dK/dV kernels visit, for
-each key block, the span from the first to the last query block whose range meets it.
+in plain PyTorch; the forward and dQ kernels implement it. The dK/dV kernel visits, for each
+key block, the query blocks from the first to the last query ``i`` whose reach covers one of its
+keys ``j`` (``|i - j| <= R_i``): a pre-pass (``flash_attn.query_spans``) finds those two queries
+once per head for every granule of :data:`SPAN_GRANULE` keys, and :func:`visited_query_blocks`
+is the same rule in plain PyTorch.
 """
 
 from __future__ import annotations
@@ -56,10 +59,11 @@ import math
 
 import torch
 
-__all__ = ["UNBOUNDED", "executed_forward_flops", "key_reach", "min_paying_length",
+__all__ = ["SPAN_GRANULE", "UNBOUNDED", "executed_forward_flops", "key_reach", "min_paying_length",
            "visited_key_blocks", "visited_query_blocks", "window_pays"]
 
 UNBOUNDED = 1 << 30  # a reach that skips nothing; start + block + UNBOUNDED still fits in int32
+SPAN_GRANULE = 16  # keys per query span of the dK/dV kernel; every block size is a multiple
 # The margins of the bound, shared with the kernels' pre-pass (flash_attn._reach_kernel).
 UNDERFLOW = 152.0
 SCORE_ERROR = 2.0 ** -7  # err_i's factor
@@ -173,16 +177,21 @@ def _key_ranges(block_reach: torch.Tensor, length: int, block_m: int, block_n: i
     return lo // block_n, (hi + block_n - 1) // block_n
 
 
-def _sequence_ranges(reach: torch.Tensor | None, cu_seqlens: torch.Tensor, block_m: int,
-                     block_n: int):
-    """Per non-empty sequence: ``(length, ranges)``, ``ranges`` the (first, end) key blocks of
-    :func:`_key_ranges` or None without windowing. Reads ``cu_seqlens`` (a host copy)."""
+def _sequences(reach: torch.Tensor | None, cu_seqlens: torch.Tensor):
+    """Per non-empty sequence: ``(start, length, reach)``, ``reach`` a CPU copy of all the
+    reaches or None. Reads ``cu_seqlens`` (a host copy)."""
     bounds = cu_seqlens.tolist()
     reach = None if reach is None else reach.cpu()
     for start, end in zip(bounds[:-1], bounds[1:]):
-        length = end - start
-        if not length:
-            continue
+        if end > start:
+            yield start, end - start, reach
+
+
+def _sequence_ranges(reach: torch.Tensor | None, cu_seqlens: torch.Tensor, block_m: int,
+                     block_n: int):
+    """Per non-empty sequence: ``(length, ranges)``, ``ranges`` the (first, end) key blocks of
+    :func:`_key_ranges` or None without windowing."""
+    for start, length, reach in _sequences(reach, cu_seqlens):
         yield length, None if reach is None else _key_ranges(
             _block_reach(reach, start, length, block_m), length, block_m, block_n)
 
@@ -208,23 +217,43 @@ def visited_key_blocks(reach: torch.Tensor | None, cu_seqlens: torch.Tensor, hea
     return total
 
 
+def query_span_ends(reach: torch.Tensor, length: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """For one sequence: per key ``j``, the first and the last query ``i`` with ``|i - j| <=
+    R_i`` (the only queries that may weigh it).
+
+    Args:
+        reach: (heads, length) reaches of the sequence's queries.
+    Returns:
+        ``(first, last)``, each (heads, length) int64. The first is where the running maximum of
+        ``i + R_i`` reaches ``j``, the last where the running minimum of ``i - R_i`` from the end
+        still lies at or below ``j``; both never pass ``j`` (a query reaches itself).
+    """
+    pos = torch.arange(length, dtype=torch.int64)
+    reach = reach.to(torch.int64)
+    right = (pos + reach).cummax(dim=1).values.contiguous()
+    left = (pos - reach).flip(1).cummin(dim=1).values.flip(1).contiguous()
+    keys = pos.expand(reach.shape[0], length).contiguous()
+    first = torch.searchsorted(right, keys)
+    last = torch.searchsorted(left, keys, right=True) - 1
+    return first, last
+
+
 def visited_query_blocks(reach: torch.Tensor | None, cu_seqlens: torch.Tensor, heads: int,
                          block_m: int, block_n: int) -> int:
-    """Tiles the dK/dV kernel visits: per key block, the span of query blocks that meet it."""
+    """Tiles the dK/dV kernel visits: per key block, the query blocks from the one holding the
+    first query that may weigh one of its keys to the one holding the last
+    (:func:`query_span_ends` of its first and last key). ``block_m`` must be a multiple of
+    :data:`SPAN_GRANULE`, as in the kernel."""
     total = 0
-    for length, ranges in _sequence_ranges(reach, cu_seqlens, block_m, block_n):
+    for start, length, reach in _sequences(reach, cu_seqlens):
         n_q, n_k = math.ceil(length / block_m), math.ceil(length / block_n)
-        if ranges is None:
+        if reach is None:
             total += heads * n_q * n_k
             continue
-        first, end_block = ranges
-        key_blocks = torch.arange(n_k)
-        # meets[h, m, n]: query block m visits key block n.
-        meets = (first[:, :, None] <= key_blocks) & (key_blocks < end_block[:, :, None])
-        query_index = torch.arange(n_q)[None, :, None]
-        lowest = torch.where(meets, query_index, n_q).amin(dim=1)
-        highest = torch.where(meets, query_index, -1).amax(dim=1)
-        total += int((highest - lowest + 1).sum())
+        first, last = query_span_ends(reach[:, start:start + length], length)
+        key_first = torch.arange(n_k) * block_n
+        key_last = (key_first + block_n).clamp(max=length) - 1
+        total += int((last[:, key_last] // block_m - first[:, key_first] // block_m + 1).sum())
     return total
 
 

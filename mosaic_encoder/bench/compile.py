@@ -54,11 +54,12 @@ from ..errors import MosaicError
 SHARED_MEMORY = {80: 163 * 1024, 86: 99 * 1024, 89: 99 * 1024, 90: 227 * 1024}
 DTYPES = ("fp16", "bf16", "fp32")
 KINDS = ("fwd", "dkdv", "dq")
-_POINTERS = {"CU_SEQLENS": "*i32", "SLOPES": "*fp32", "REACH": "*i32", "COUNTS": "*i32",
-             "DO_NONFINITE": "*i32", "LSE": "*fp32", "DELTA": "*fp32"}
+_POINTERS = {"CU_SEQLENS": "*i32", "SLOPES": "*fp32", "REACH": "*i32", "SPAN": "*i32",
+             "COUNTS": "*i32", "DO_NONFINITE": "*i32", "LSE": "*fp32", "DELTA": "*fp32"}
 _FLOATS = {"qk_scale", "sm_scale"}
-# Strides of per-token float32 rows (lse, delta, reach) are the token count: not specialised.
-_ROW_STRIDES = {"stride_lse_h", "stride_reach_h"}
+# Strides of per-token rows (lse, delta, reach, span) are multiples of the token count: not
+# specialised.
+_ROW_STRIDES = {"stride_lse_h", "stride_reach_h", "stride_span_s", "stride_span_h"}
 _PRODUCTS = re.compile(r"\b(HGMMA|HMMA|FFMA)\b")
 _LOCAL = re.compile(r"\b(LDL|STL)\b")
 
@@ -80,15 +81,8 @@ class Build:
 
 
 @dataclass(frozen=True)
-class Row:
+class Row(Build):
     """What the compiled build shows; ``error`` set (and the rest zero) when it failed."""
-    kind: str
-    dtype: str
-    head_dim: int
-    block_m: int
-    block_n: int
-    warps: int
-    stages: int
     registers: int
     spills_in_loop: int
     spills_outside: int

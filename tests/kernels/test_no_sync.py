@@ -43,7 +43,7 @@ class _Recorder:
 def launches(monkeypatch):
     calls = []
     for name in ("_fwd", "_bwd_dkdv", "_bwd_dq", "_bwd_preprocess_kernel", "_key_bound_kernel",
-                 "_reach_kernel"):
+                 "_reach_kernel", "_span_kernel"):
         monkeypatch.setattr(fa, name, _Recorder(calls, name))
     return calls
 
@@ -61,8 +61,10 @@ def test_attention_reads_no_tensor_value(launches, window):
     out = fa.flash_attn_varlen_alibi(q, k, v, cu_seqlens, 200, slopes, window=window)
     assert out.device.type == "meta" and out.shape == q.shape
     out.backward(torch.empty_like(out))
-    prepass = ["_key_bound_kernel", "_reach_kernel"] if window == "always" else []
-    assert launches == [*prepass, "_fwd", "_bwd_preprocess_kernel", "_bwd_dkdv", "_bwd_dq"]
+    windowed = window == "always"
+    prepass = ["_key_bound_kernel", "_reach_kernel"] if windowed else []
+    spans = ["_span_kernel"] if windowed else []
+    assert launches == [*prepass, "_fwd", *spans, "_bwd_preprocess_kernel", "_bwd_dkdv", "_bwd_dq"]
     assert q.grad.shape == q.shape
 
 

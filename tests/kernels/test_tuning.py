@@ -3,6 +3,7 @@
 import torch
 
 from mosaic_kernels import tuning
+from mosaic_kernels.windowing import SPAN_GRANULE
 
 H100_SHARED = 227 * 1024  # per block, as the driver reports it for sm_90
 
@@ -40,3 +41,14 @@ def test_two_forward_blocks_fit_an_sm_at_head_dim_64():
 def test_nothing_fits_keeps_the_smallest():
     kept = tuning.fitting("dkdv", tuning.configs("dkdv", torch.bfloat16), 128, 2, 1024)
     assert len(kept) == 1
+
+
+def test_every_block_is_a_multiple_of_the_span_granule():
+    """The dK/dV kernel reads its query span per granule of keys (``windowing.SPAN_GRANULE``)
+    and rounds query positions to its blocks: both block sizes of every config are multiples."""
+    for kind in ("fwd", "dkdv", "dq"):
+        blocks = [tuning.INTERPRETED[kind]] + [
+            config.kwargs for dtype in (torch.float16, torch.float32)
+            for config in tuning.configs(kind, dtype)]
+        for block in blocks:
+            assert block["BLOCK_M"] % SPAN_GRANULE == 0 and block["BLOCK_N"] % SPAN_GRANULE == 0

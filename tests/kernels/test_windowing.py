@@ -222,6 +222,44 @@ def test_device_reach_is_key_reach():
         assert (gap[skipped] < -150).all()
 
 
+@settings(max_examples=12, deadline=None)
+@given(lengths=st.lists(st.integers(0, 300), min_size=1, max_size=4), heads=st.integers(1, 3),
+       max_reach=st.sampled_from([1, 9, 40, 300, UNBOUNDED]), seed=st.integers(0, 2 ** 16))
+def test_query_spans_are_each_granules_first_and_last_query(lengths, heads, max_reach, seed):
+    """The dK/dV pre-pass, on arbitrary reaches (UNBOUNDED among them) and unaligned packed
+    sequences: per key granule, the granules of the first and the last query that may weigh one
+    of its keys (``query_span_ends``, a scan on the CPU)."""
+    gen = torch.Generator().manual_seed(seed)
+    total, granule = sum(lengths), windowing.SPAN_GRANULE
+    reach = torch.randint(1, max_reach + 1, (heads, total), generator=gen, dtype=torch.int32)
+    reach[torch.rand(heads, total, generator=gen) < 0.02] = UNBOUNDED
+    cu = cu_seqlens_of(lengths)
+    span = fa.query_spans(reach.to(DEVICE), cu, max(lengths)).cpu()
+    assert span.shape == (2, heads, total) and span.dtype == torch.int32
+    for start, length in zip(cu.tolist(), lengths):
+        if not length:
+            continue
+        first, last = windowing.query_span_ends(reach[:, start:start + length], length)
+        keys = torch.arange(0, length, granule)
+        key_last = (keys + granule).clamp(max=length) - 1
+        granules = slice(start, start + len(keys))
+        assert torch.equal(span[0, :, granules].long(), first[:, keys] // granule * granule)
+        assert torch.equal(span[1, :, granules].long(),
+                           (last[:, key_last] // granule * granule + granule - 1).clamp(max=length - 1))
+
+
+def test_query_span_ends_by_brute_force():
+    """``query_span_ends`` is the first and last ``i`` with ``|i - j| <= R_i``, for every key."""
+    gen = torch.Generator().manual_seed(3)
+    reach = torch.randint(1, 30, (2, 97), generator=gen)
+    first, last = windowing.query_span_ends(reach, 97)
+    pos = torch.arange(97)
+    weighs = (pos[None, :, None] - pos[None, None, :]).abs() <= reach[:, :, None]  # [h, i, j]
+    index = pos[None, :, None].expand_as(weighs)
+    assert torch.equal(first, torch.where(weighs, index, 97).amin(dim=1))
+    assert torch.equal(last, torch.where(weighs, index, -1).amax(dim=1))
+
+
 def test_min_paying_length_is_where_the_saving_passes_the_pre_pass():
     """The threshold of the cost model: the first length (in 128-token steps) whose best-case
     saving exceeds the pre-pass's cost; 64 x 512 stays unwindowed with lodestone's 12 heads,

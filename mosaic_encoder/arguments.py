@@ -79,3 +79,20 @@ def add_embedding_batches(parser: argparse.ArgumentParser) -> None:
                         help="token budget: at most N padded tokens per batch")
     parser.add_argument("--max-seq-length", metavar="N", default=None,
                         help="truncate longer inputs (default: the checkpoint's)")
+
+
+def add_run_schedule(parser: argparse.ArgumentParser, defaults) -> None:
+    """The options every training command shares: ``--eval-every``, ``--save-every``,
+    ``--log-every``, ``--keep-checkpoints``, ``--seed``, ``--device``, ``--attention`` and
+    ``--no-progress``, with defaults read from ``defaults`` (a config with those fields)."""
+    d = defaults
+    parser.add_argument("--eval-every", type=count, default=d.eval_every, metavar="STEPS")
+    parser.add_argument("--save-every", type=count, default=d.save_every, metavar="STEPS",
+                        help=f"checkpoint interval (default: {d.save_every}; 0: only at the end)")
+    parser.add_argument("--log-every", type=positive_int, default=d.log_every, metavar="STEPS")
+    parser.add_argument("--keep-checkpoints", type=positive_int, default=d.keep_checkpoints)
+    parser.add_argument("--seed", type=int, default=d.seed)
+    parser.add_argument("--device", default=d.device,
+                        help="cpu or cuda (under torchrun each process takes its local GPU)")
+    parser.add_argument("--attention", choices=ATTENTION_IMPLS, default=d.attention)
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")

@@ -38,3 +38,12 @@ NON_FINITE_ADVICE = ("the weights overflow in this dtype or are corrupt, so noth
 
 class TrainingError(MosaicError):
     """A training run cannot go on (a non-finite loss or gradient); its last good state is kept."""
+
+
+def check_ranges(settings: object, checks: dict[str, bool], what: str = "training") -> None:
+    """Raise :class:`InputError` naming the first field of ``settings`` whose check is False:
+    ``"<what> setting <field> = <value> is out of range."``"""
+    for name, ok in checks.items():
+        if not ok:
+            raise InputError(f"{what} setting {name} = {getattr(settings, name)!r} is out of "
+                             f"range.")

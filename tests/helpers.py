@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import shutil
 import struct
+import subprocess
+import sys
 from pathlib import Path
 from typing import Callable
 
@@ -53,6 +55,18 @@ def copy_checkpoint(tmp_path: Path, source: str = "mosaic-tiny", name: str = "ck
     return directory
 
 
+def move_transformer_to_sub_directory(directory: Path, sub: str = "0_Transformer") -> Path:
+    """Rearrange a checkpoint copy as sentence-transformers saves some: the transformer's files in
+    ``directory/sub``, named by modules.json's first module. Returns the sub-directory."""
+    (directory / sub).mkdir()
+    for name in ("config.json", "model.safetensors", "tokenizer.json", "sentence_bert_config.json"):
+        (directory / name).rename(directory / sub / name)
+    modules = json.loads((directory / "modules.json").read_text())
+    modules[0]["path"] = sub
+    (directory / "modules.json").write_text(json.dumps(modules))
+    return directory / sub
+
+
 def leftovers(directory: Path) -> list[str]:
     """Temporary files an interrupted atomic write would leave (hidden ``.NAME.*.tmp``)."""
     return sorted(p.name for p in directory.iterdir() if p.name.endswith(".tmp"))
@@ -84,6 +98,25 @@ def assert_same_trained_weights(actual: dict[str, torch.Tensor], expected: dict[
             keep[third:2 * third] = False
             value, other = value[keep], other[keep]
         torch.testing.assert_close(other, value, rtol=rtol, atol=atol, msg=name)
+
+
+def assert_two_gloo_processes_equal_one(arguments: list[str], single, one: Path,
+                                        two: Path) -> list[dict]:
+    """Run ``mosaic-encoder ARGUMENTS --output TWO`` under torchrun as two CPU processes (gloo)
+    and check it against ``single``, the result of the same run in one process written to
+    ``one``: the same losses step by step, and the same final weights. Returns TWO's log."""
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node",
+               "2", "-m", "mosaic_encoder", *arguments, "--output", str(two)]
+    finished = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert finished.returncode == 0, finished.stderr[-3000:]
+    log = [json.loads(line) for line in (two / "log.jsonl").read_text().splitlines()]
+    losses = [r["loss"] for r in log if "loss" in r]
+    assert len(losses) == len(single.records)
+    for expected, actual in zip([r["loss"] for r in single.records], losses):
+        assert abs(actual - expected) <= 1e-5 * abs(expected)
+    assert_same_trained_weights(load_file(two / "model.safetensors"),
+                                load_file(one / "model.safetensors"), rtol=1e-5, atol=1e-6)
+    return log
 
 
 def write_jsonl(path: Path, rows) -> Path:

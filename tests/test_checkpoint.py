@@ -12,7 +12,8 @@ from hypothesis import strategies as st
 from safetensors.torch import load_file, save_file
 
 import mosaic_encoder as me
-from helpers import WEIGHTS, copy_checkpoint, write_with_duplicate_key
+from helpers import (WEIGHTS, copy_checkpoint, move_transformer_to_sub_directory,
+                     write_with_duplicate_key)
 from mosaic_encoder import CheckpointError, ConfigError
 from mosaic_encoder.checkpoint import (CheckpointDir, Layout, Pipeline, build_model,
                                        detect_layout, expected_tensors, fuse_qkv, mismatch_report,
@@ -190,14 +191,9 @@ def test_open_reads_layout_config_index_and_pipeline():
 
 def test_open_follows_modules_json_to_a_transformer_sub_directory(tmp_path):
     directory = copy_checkpoint(tmp_path)
-    (directory / "0_Transformer").mkdir()
-    for name in ("config.json", "model.safetensors", "tokenizer.json", "sentence_bert_config.json"):
-        (directory / name).rename(directory / "0_Transformer" / name)
-    modules = json.loads((directory / "modules.json").read_text())
-    modules[0]["path"] = "0_Transformer"
-    (directory / "modules.json").write_text(json.dumps(modules))
+    sub = move_transformer_to_sub_directory(directory)
     checkpoint = CheckpointDir.open(directory)
-    assert checkpoint.transformer_dir == directory / "0_Transformer"
+    assert checkpoint.transformer_dir == sub
     assert checkpoint.config_file == directory / "0_Transformer" / "config.json"
     assert me.load_model(directory).config.hidden_size == 192
 

@@ -8,7 +8,8 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from helpers import DATA, WEIGHTS, copy_checkpoint, write_with_duplicate_key
+from helpers import (DATA, WEIGHTS, copy_checkpoint, move_transformer_to_sub_directory,
+                     write_with_duplicate_key)
 from mosaic_encoder import CheckpointError, ConfigError, MosaicError
 from mosaic_encoder.manifest import load_manifest
 from mosaic_encoder.verify import (file_digests, select_manifest, summarise_names,
@@ -52,12 +53,7 @@ def test_bundled_checkpoints_pass_every_check(name):
 
 def test_transformer_in_a_sentence_transformers_sub_directory(tmp_path):
     directory = checkpoint(tmp_path)
-    (directory / "0_Transformer").mkdir()
-    for name in ("config.json", "model.safetensors", "tokenizer.json", "sentence_bert_config.json"):
-        (directory / name).rename(directory / "0_Transformer" / name)
-    modules = json.loads((directory / "modules.json").read_text())
-    modules[0]["path"] = "0_Transformer"
-    (directory / "modules.json").write_text(json.dumps(modules))
+    move_transformer_to_sub_directory(directory)
     results = verify_checkpoint(directory, golden=GOLDEN["mosaic-tiny"])
     assert failed(results) == set() and "golden texts" in by_name(results)
 

@@ -12,7 +12,7 @@ import json
 import sys
 from pathlib import Path
 
-from ..arguments import compute_device, count, positive_int
+from ..arguments import add_run_schedule, compute_device, positive_int
 from ..errors import InputError
 from .config import PretrainConfig
 from .masking import MaskingRates
@@ -119,18 +119,9 @@ def _add_pretrain(subparsers) -> None:
                         help=f"gradient clipping norm (default: {d.max_grad_norm:g})")
     parser.add_argument("--eval-tokens", type=positive_int, default=d.eval_tokens,
                         help=f"held-out tokens per evaluation (default: {d.eval_tokens})")
-    parser.add_argument("--eval-every", type=count, default=d.eval_every, metavar="STEPS")
-    parser.add_argument("--save-every", type=count, default=d.save_every, metavar="STEPS",
-                        help=f"checkpoint interval (default: {d.save_every}; 0: only at the end)")
-    parser.add_argument("--log-every", type=positive_int, default=d.log_every, metavar="STEPS")
-    parser.add_argument("--keep-checkpoints", type=positive_int, default=d.keep_checkpoints)
-    parser.add_argument("--seed", type=int, default=d.seed)
-    parser.add_argument("--device", default=d.device,
-                        help="cpu or cuda (under torchrun each process takes its local GPU)")
-    parser.add_argument("--attention", choices=("auto", "sdpa", "triton"), default=d.attention)
+    add_run_schedule(parser, d)
     parser.add_argument("--resume", action="store_true",
                         help="continue the run in --output from its newest checkpoint")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.set_defaults(run=_pretrain)
 
 
@@ -153,15 +144,10 @@ def _pretrain(args: argparse.Namespace) -> int:
 
     result = pretrain(config_from_args(args))
     if result.main:
-        parts = [f"pretrained {result.steps} steps -> {result.output}"]
-        if result.records:
-            start, end = result.records[0]["loss"], result.records[-1]["loss"]
-            parts.append(f"masked-LM loss {start:.4f} -> {end:.4f}")
         scored = [e for e in result.evaluations if e.get("eval_loss") is not None]
-        if len(scored) >= 2:
-            parts.append(f"held-out loss {scored[0]['eval_loss']:.4f} -> "
-                         f"{scored[-1]['eval_loss']:.4f}")
-        print("; ".join(parts), file=sys.stderr)
+        held_out = (f"held-out loss {scored[0]['eval_loss']:.4f} -> "
+                    f"{scored[-1]['eval_loss']:.4f}") if len(scored) >= 2 else None
+        print(result.summary("pretrained", "masked-LM loss", held_out), file=sys.stderr)
     return 0
 
 

@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from ..errors import InputError
+from ..errors import InputError, check_ranges
 from .masking import MaskingRates
 
 
@@ -75,19 +75,16 @@ class PretrainConfig:
     progress: bool = True
 
     def __post_init__(self) -> None:
-        checks = {"steps": self.steps >= 1, "learning_rate": _positive(self.learning_rate),
-                  "weight_decay": _finite(self.weight_decay) and self.weight_decay >= 0,
-                  "warmup_ratio": _finite(self.warmup_ratio) and 0 <= self.warmup_ratio < 1,
-                  "batch_size": self.batch_size >= 1, "accumulation": self.accumulation >= 1,
-                  "max_seq_length": self.max_seq_length >= 2,
-                  "max_grad_norm": _positive(self.max_grad_norm),
-                  "eval_tokens": self.eval_tokens >= 1, "eval_every": self.eval_every >= 0,
-                  "save_every": self.save_every >= 0, "log_every": self.log_every >= 1,
-                  "keep_checkpoints": self.keep_checkpoints >= 1}
-        for name, ok in checks.items():
-            if not ok:
-                raise InputError(f"pretraining setting {name} = {getattr(self, name)!r} is out "
-                                 f"of range.")
+        check_ranges(self, {
+            "steps": self.steps >= 1, "learning_rate": _positive(self.learning_rate),
+            "weight_decay": _finite(self.weight_decay) and self.weight_decay >= 0,
+            "warmup_ratio": _finite(self.warmup_ratio) and 0 <= self.warmup_ratio < 1,
+            "batch_size": self.batch_size >= 1, "accumulation": self.accumulation >= 1,
+            "max_seq_length": self.max_seq_length >= 2,
+            "max_grad_norm": _positive(self.max_grad_norm),
+            "eval_tokens": self.eval_tokens >= 1, "eval_every": self.eval_every >= 0,
+            "save_every": self.save_every >= 0, "log_every": self.log_every >= 1,
+            "keep_checkpoints": self.keep_checkpoints >= 1}, "pretraining")
         if not self.data:
             raise InputError("pretraining needs at least one corpus file.")
 

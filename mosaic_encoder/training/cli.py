@@ -11,8 +11,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from ..arguments import count, positive_int
-from ..config import ATTENTION_IMPLS
+from ..arguments import add_run_schedule, count, positive_int
 from .config import DTYPES, METRICS, TrainConfig
 from .loss import LOSSES
 
@@ -78,22 +77,13 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--dtype", choices=DTYPES, default=d.dtype,
                         help="bf16 autocast (float32 master weights) or fp32; auto: bf16 on "
                              "CUDA, fp32 on CPU (default: %(default)s)")
-    parser.add_argument("--eval-every", type=count, default=d.eval_every, metavar="STEPS")
     parser.add_argument("--keep-best", choices=METRICS, metavar="METRIC",
                         help="keep the model of the best held-out evaluation by this metric "
                              "(mrr or recall_at_1) in OUTPUT/best")
-    parser.add_argument("--save-every", type=count, default=d.save_every, metavar="STEPS",
-                        help=f"checkpoint interval (default: {d.save_every}; 0: only at the end)")
-    parser.add_argument("--log-every", type=positive_int, default=d.log_every, metavar="STEPS")
-    parser.add_argument("--keep-checkpoints", type=positive_int, default=d.keep_checkpoints)
-    parser.add_argument("--seed", type=int, default=d.seed)
-    parser.add_argument("--device", default=d.device,
-                        help="cpu or cuda (under torchrun each process takes its local GPU)")
-    parser.add_argument("--attention", choices=ATTENTION_IMPLS, default=d.attention)
+    add_run_schedule(parser, d)
     parser.add_argument("--resume", action="store_true",
                         help="continue the run in --output from its newest checkpoint; with "
                              "more --steps (or --epochs), extend a finished run")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("--no-tensorboard", action="store_true",
                         help="no TensorBoard events (written to OUTPUT/tensorboard when the "
                              "tensorboard package is installed)")
@@ -123,14 +113,11 @@ def run(args: argparse.Namespace) -> int:
 
     result = train(config_from_args(args))
     if result.main:
-        parts = [f"trained {result.steps} steps -> {result.output}"]
-        if result.records:
-            start, end = result.records[0]["loss"], result.records[-1]["loss"]
-            parts.append(f"loss {start:.4f} -> {end:.4f}")
+        held_out = None
         if len(result.evaluations) >= 2:
             first, last = result.evaluations[0], result.evaluations[-1]
-            parts.append(f"held-out recall@1 {first['eval_recall_at_1']:.3f} -> "
-                         f"{last['eval_recall_at_1']:.3f}, MRR {first['eval_mrr']:.3f} -> "
-                         f"{last['eval_mrr']:.3f}")
-        print("; ".join(parts), file=sys.stderr)
+            held_out = (f"held-out recall@1 {first['eval_recall_at_1']:.3f} -> "
+                        f"{last['eval_recall_at_1']:.3f}, MRR {first['eval_mrr']:.3f} -> "
+                        f"{last['eval_mrr']:.3f}")
+        print(result.summary("trained", "loss", held_out), file=sys.stderr)
     return 0

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import torch
 
-from ..errors import InputError
-from .loop import LoopSettings, check_ranges
+from ..errors import InputError, check_ranges
+from .loop import LoopSettings
 from .loss import LOSSES
 
 DTYPES = ("auto", "bf16", "fp32")

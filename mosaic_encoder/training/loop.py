@@ -53,7 +53,7 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from ..atomic import atomic_write
-from ..errors import CheckpointError, InputError, TrainingError
+from ..errors import CheckpointError, InputError, TrainingError, check_ranges
 from . import distributed, run_dir
 from .distributed import Processes
 from .rng import SEED_LIMIT, derived_seed, rng_state, set_rng_state
@@ -128,14 +128,6 @@ class LoopSettings:
             "seed": 0 <= self.seed < SEED_LIMIT})
 
 
-def check_ranges(settings: Any, checks: dict[str, bool]) -> None:
-    """Raise InputError naming the first field of ``settings`` whose check is False."""
-    for name, ok in checks.items():
-        if not ok:
-            raise InputError(f"training setting {name} = {getattr(settings, name)!r} is out of "
-                             f"range.")
-
-
 @dataclass
 class TrainResult:
     """What a run did: its output, steps, whether this is rank 0, and the per-step records and
@@ -146,6 +138,17 @@ class TrainResult:
     main: bool = True
     records: list[dict[str, Any]] = field(default_factory=list)
     evaluations: list[dict[str, Any]] = field(default_factory=list)
+
+    def summary(self, verb: str, loss_label: str, held_out: str | None = None) -> str:
+        """One line for the command's end: ``"<verb> N steps -> OUTPUT; <loss_label> first ->
+        last"`` (the logged losses, when any were logged), then ``held_out`` when given."""
+        parts = [f"{verb} {self.steps} steps -> {self.output}"]
+        if self.records:
+            parts.append(f"{loss_label} {self.records[0]['loss']:.4f} -> "
+                         f"{self.records[-1]['loss']:.4f}")
+        if held_out:
+            parts.append(held_out)
+        return "; ".join(parts)
 
 
 def warmup_linear(warmup_steps: int, total_steps: int) -> Callable[[int], float]:

@@ -424,6 +424,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    if sys.stderr is None:  # started with stderr closed (2>&-): print(file=None) would write
+        sys.stderr = open(os.devnull, "w", encoding="utf-8")  # our messages to stdout
     parser = build_parser()
     args, rest = parser.parse_known_args(argv)
     if args.command == "bench":

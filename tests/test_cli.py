@@ -416,6 +416,14 @@ def test_closed_stdin():
                        "standard input is closed")
 
 
+def test_closed_stderr_keeps_the_error_out_of_stdout(tmp_path):
+    """Started with its error stream closed (``2>&-``), the CLI still fails with status 1, and
+    the sentence meant for stderr does not land in stdout, where the embeddings go."""
+    result = subprocess.run(["sh", "-c", '"$0" -m mosaic_encoder.cli encode x --model "$1" 2>&-',
+                             sys.executable, tmp_path / "missing"], capture_output=True)
+    assert result.returncode == 1 and result.stdout == b""
+
+
 def test_stdin_without_end_is_capped():
     with open("/dev/zero", "rb") as zeros:
         result = run_isolated(["encode"], stdin=zeros)

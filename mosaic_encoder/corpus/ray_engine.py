@@ -19,6 +19,8 @@ Ray is imported only when :func:`run_ray` runs: ``pip install -e ".[ray]"``.
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import math
 import socket
 from dataclasses import replace
@@ -35,6 +37,7 @@ from .settings import CorpusSettings
 from .shards import OutputDirectory
 
 CONNECT_TIMEOUT_S = 10
+_RAY_AUTH_LOGGER = "ray._private.authentication.authentication_token_setup"
 
 
 class ShardEmbedder:
@@ -121,12 +124,30 @@ def _check_address(address: str) -> None:
                           f"one there, or leave --address out to start a local Ray.") from None
 
 
+@contextlib.contextmanager
+def _quiet(logger_name: str, starting_local: bool):
+    """Raise logger ``logger_name`` to ERROR while the block runs, when ``starting_local``."""
+    logger = logging.getLogger(logger_name)
+    level = logger.level
+    if starting_local:
+        logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
 def _connect(ray, address: str | None) -> None:
-    """``ray.init`` unless this process is connected already; failures in one sentence."""
+    """``ray.init`` unless this process is connected already; failures in one sentence.
+
+    Starting a local Ray, Ray warns that the cluster it starts has token authentication on by
+    default: a notice about a cluster this process owns and stops, which would otherwise precede
+    every line the command prints. It is silenced for that start only."""
     if ray.is_initialized():
         return
     try:
-        ray.init(address=address, logging_level="WARNING")
+        with _quiet(_RAY_AUTH_LOGGER, address is None):
+            ray.init(address=address, logging_level="WARNING")
     except (ConnectionError, ValueError, RuntimeError) as err:
         reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise MosaicError(f"Ray cannot start or connect at --address {address or '(local)'} "

@@ -4,6 +4,8 @@ embeddings as ``SentenceEncoder.encode``, and a worker process killed mid-run is
 import json
 import os
 import signal
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -137,3 +139,16 @@ def test_resources_the_cluster_lacks_fail_at_once(local_ray, corpus, tmp_path, o
     with pytest.raises(MosaicError) as info:
         embed_corpus(corpus, tmp_path / "out", settings, "ray", **options)
     assert message in str(info.value) and not (tmp_path / "out").exists()
+
+
+def test_a_local_start_prints_only_our_sentence(corpus, tmp_path):
+    """A fresh process that starts its own local Ray: stderr holds our one sentence, no Ray
+    notice before it."""
+    result = subprocess.run(
+        [sys.executable, "-m", "mosaic_encoder", "embed-corpus", str(corpus), str(tmp_path / "out"),
+         "--model", str(MODEL), "--engine", "ray", "--gpus-per-worker", "1"],
+        capture_output=True, text=True, timeout=300)
+    assert result.returncode == 1 and result.stdout == ""
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith(
+        "error: the Ray cluster has room for 0 of the 1 worker(s) asked for (1 CPU and 1 GPU")

@@ -200,11 +200,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _compile_options(parser: argparse.ArgumentParser) -> None:
-    from .compile import DTYPES, KINDS
+    from .compile import ALL_KINDS, DTYPES
 
     parser.add_argument("--target", default="sm_90", help="GPU target (default sm_90)")
-    parser.add_argument("--kinds", type=choice_list(KINDS), default=list(KINDS),
-                        help=f"kernels, comma-separated (default {','.join(KINDS)})")
+    parser.add_argument("--kinds", type=choice_list(ALL_KINDS), default=list(ALL_KINDS),
+                        help=f"kernels, comma-separated (default {','.join(ALL_KINDS)})")
     parser.add_argument("--dtypes", type=choice_list(DTYPES), default=list(DTYPES),
                         help=f"operand dtypes (default {','.join(DTYPES)})")
     parser.add_argument("--head-dims", type=int_list, default=[64, 128],

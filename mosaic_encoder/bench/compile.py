@@ -2,23 +2,29 @@
 without a GPU.
 
     python -m mosaic_encoder.bench compile --target sm_90 [--json] [--dtypes bf16]
-        [--head-dims 64] [--kinds fwd,dkdv,dq] [--first-config] [--out FILE]
+        [--head-dims 64] [--kinds fwd,dkdv,dq,...] [--first-config] [--out FILE]
 
 Triton compiles for a target without a driver: its front end, GPU passes and bundled ``ptxas``
 run, and its bundled ``cuobjdump``/``nvdisasm`` read the cubin back. Each build is a kernel
 (``fwd``, ``dkdv``, ``dq``) for an operand dtype, a head dim and one config of its autotuning
 list (``mosaic_kernels.tuning``) that the shared-memory pruner keeps for the target, windowing
 on, with the launch-time specialisations of contiguous (tokens, heads, head_dim) tensors:
-pointers 16-byte aligned, token and head strides and head_dim divisible by 16. One line each:
+pointers 16-byte aligned, token and head strides and head_dim divisible by 16. The small
+kernels around them have one launch configuration each (4 warps, 3 stages) and are built too:
+the windowing pre-pass (``key_bound``, ``reach``: ``BLOCK_T`` tokens a program, shown as
+``BLOCK_Tx0``), the dK/dV query spans (``span``: ``BLOCK_G`` key granules a program times
+``CHUNK_Q`` query granules a step; no operand dtype or head dim, shown as ``i32 d0``) and the
+backward's preprocessing (``delta``). One line each:
 
 - ``regs``: registers per thread (``cuobjdump -res-usage``);
 - ``spill in/out``: local-memory instructions (``LDL``/``STL``) inside the main loops, and
   elsewhere; a spill inside a loop costs every iteration;
 - ``smem``: shared memory of the compiled kernel, and ``tuning.shared_memory_bytes``'s
-  estimate beside it;
+  estimate beside it (0 for the small kernels, which have none);
 - ``wgmma``: whether the products are Hopper warpgroup MMAs (``HGMMA``);
 - ``loop``: SASS instructions per iteration of the main loop: the smallest loop holding the
-  kernel's products (the full-block, linear-bias loop that most iterations run);
+  kernel's products (the full-block, linear-bias loop that most iterations run); in a kernel
+  without products, the smallest loop (0 when it has none);
 - ``s``: compile seconds of a cold compile (Triton's cache bypassed), as CPU time of the process
   and its children (``ptxas``): wall time on a shared machine measures the neighbours.
 
@@ -53,13 +59,19 @@ from ..errors import MosaicError
 # Shared memory per block the CUDA driver reports for a target (bytes).
 SHARED_MEMORY = {80: 163 * 1024, 86: 99 * 1024, 89: 99 * 1024, 90: 227 * 1024}
 DTYPES = ("fp16", "bf16", "fp32")
-KINDS = ("fwd", "dkdv", "dq")
-_POINTERS = {"CU_SEQLENS": "*i32", "SLOPES": "*fp32", "REACH": "*i32", "SPAN": "*i32",
+KINDS = ("fwd", "dkdv", "dq")  # the autotuned kernels
+SMALL_KINDS = ("key_bound", "reach", "span", "delta")  # one launch configuration each
+ALL_KINDS = KINDS + SMALL_KINDS
+_KERNELS = {"fwd": "_fwd_kernel", "dkdv": "_bwd_dkdv_kernel", "dq": "_bwd_dq_kernel",
+            "key_bound": "_key_bound_kernel", "reach": "_reach_kernel", "span": "_span_kernel",
+            "delta": "_bwd_preprocess_kernel"}
+_POINTERS = {"CU_SEQLENS": "*i32", "SLOPES": "*fp32", "REACH": "*i32", "SPAN": "*i32", "KMAX": "*i32",
              "COUNTS": "*i32", "DO_NONFINITE": "*i32", "LSE": "*fp32", "DELTA": "*fp32"}
-_FLOATS = {"qk_scale", "sm_scale"}
+_FLOATS = {"qk_scale", "abs_qk_scale", "sm_scale"}
 # Strides of per-token rows (lse, delta, reach, span) are multiples of the token count: not
 # specialised.
-_ROW_STRIDES = {"stride_lse_h", "stride_reach_h", "stride_span_s", "stride_span_h"}
+_ROW_STRIDES = {"stride_lse_h", "stride_reach_h", "stride_span_s", "stride_span_h",
+                "stride_delta_h"}
 _PRODUCTS = re.compile(r"\b(HGMMA|HMMA|FFMA)\b")
 _LOCAL = re.compile(r"\b(LDL|STL)\b")
 
@@ -119,12 +131,19 @@ def builds(kinds, dtypes, head_dims, arch: int, first_only: bool) -> list[Build]
     """The configs each kernel keeps after pruning for ``arch``, per dtype and head dim."""
     import torch
 
-    _, tuning = _compiled_triton()
+    flash_attn, tuning = _compiled_triton()
     torch_dtypes = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
     result = []
+    if "span" in kinds:  # reads and writes int32 only
+        result.append(Build("span", "i32", 0, *flash_attn._SPAN_TILE, 4, 3))
     for dtype in dtypes:
         for kind in kinds:
             for head_dim in head_dims:
+                if kind in SMALL_KINDS:
+                    if kind != "span":
+                        result.append(Build(kind, dtype, head_dim,
+                                            flash_attn._PREPROCESS_BLOCK_T, 0, 4, 3))
+                    continue
                 block_d = max(16, 1 << (head_dim - 1).bit_length())
                 kept = tuning.fitting(kind, tuning.configs(kind, torch_dtypes[dtype]), block_d,
                                       torch_dtypes[dtype].itemsize, SHARED_MEMORY[arch])
@@ -154,10 +173,12 @@ def _source(kernel, build: Build):
             if (name.startswith("stride_") and name not in _ROW_STRIDES) or name == "head_dim":
                 attrs[(index,)] = [["tt.divisibility", 16]]
     block_d = max(16, 1 << (build.head_dim - 1).bit_length())
-    constexprs = dict(BLOCK_M=build.block_m, BLOCK_N=build.block_n, BLOCK_D=block_d,
-                      UPCAST=False, ROUND_BF16=False, IEEE=build.dtype == "fp32",
-                      EVEN_D=build.head_dim == block_d, WINDOW=True, COUNT=False,
-                      LINEAR_BIAS=True)
+    values = dict(BLOCK_M=build.block_m, BLOCK_N=build.block_n, BLOCK_D=block_d,
+                  UPCAST=False, ROUND_BF16=False, IEEE=build.dtype == "fp32",
+                  EVEN_D=build.head_dim == block_d, WINDOW=True, COUNT=False,
+                  LINEAR_BIAS=True, BLOCK_T=build.block_m, BLOCK_G=build.block_m,
+                  CHUNK_Q=build.block_n)
+    constexprs = {name: values[name] for name in signature if signature[name] == "constexpr"}
     return ASTSource(kernel, signature, constexprs=constexprs, attrs=attrs)
 
 
@@ -194,13 +215,16 @@ def analyse_sass(sass: str) -> dict:
             labels[label.group(1)] = len(instructions)
         elif re.match(r"^\s*/\*[0-9a-f]+\*/", line):
             instructions.append(line)
-    loops = []
+    loops, product_loops = [], []
     for index, text in enumerate(instructions):
         target = re.search(r"\bBRA\b.*`\((\.L_x_\d+)\)", text)
-        if target and labels.get(target.group(1), index + 1) <= index:
+        # a branch to itself is the padding after the kernel's exit, not a loop
+        if target and labels.get(target.group(1), index) < index:
             body = instructions[labels[target.group(1)]:index + 1]
+            loops.append((labels[target.group(1)], index + 1))
             if any(_PRODUCTS.search(line) for line in body):
-                loops.append((labels[target.group(1)], index + 1))
+                product_loops.append(loops[-1])
+    loops = product_loops or loops
     in_loop = set()
     for start, end in loops:
         in_loop.update(range(start, end))
@@ -224,12 +248,11 @@ def compile_build(build: Build, arch: int) -> Row:
     from triton.backends.compiler import GPUTarget
 
     flash_attn, tuning = _compiled_triton()
-    kernel = {"fwd": flash_attn._fwd_kernel, "dkdv": flash_attn._bwd_dkdv_kernel,
-              "dq": flash_attn._bwd_dq_kernel}[build.kind]
+    kernel = getattr(flash_attn, _KERNELS[build.kind])
     block_d = max(16, 1 << (build.head_dim - 1).bit_length())
-    element = {"fp16": 2, "bf16": 2, "fp32": 4}[build.dtype]
-    estimate = tuning.shared_memory_bytes(build.kind, build.block_m, build.block_n, block_d,
-                                          element, build.stages)
+    element = {"fp16": 2, "bf16": 2, "fp32": 4}.get(build.dtype, 4)
+    estimate = 0 if build.kind in SMALL_KINDS else tuning.shared_memory_bytes(
+        build.kind, build.block_m, build.block_n, block_d, element, build.stages)
     start = _cpu_seconds()
     try:
         compiled = triton.compile(_source(kernel, build), target=GPUTarget("cuda", arch, 32),

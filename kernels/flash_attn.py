@@ -456,7 +456,7 @@ def _reach_kernel(Q, K, SLOPES, KMAX, REACH, stride_qt, stride_qh, stride_kt, st
     tl.store(REACH + off_h * stride_reach_h + offs_t, tl.floor(reach).to(tl.int32), mask=mask_t)
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["max_seqlen", "stride_reach_h", "stride_span_s", "stride_span_h"])
 def _span_kernel(CU_SEQLENS, REACH, SPAN, stride_reach_h, stride_span_s, stride_span_h,
                  num_heads, max_seqlen, BLOCK_G: tl.constexpr, CHUNK_Q: tl.constexpr):
     """The query span of every key granule (``_SPAN_GRANULE`` keys) of a head, for the dK/dV
@@ -676,7 +676,9 @@ def _dkdv_inner(dk, dv, visited, k, v, row_pos, Q_H, DO_H, LSE_SEQ, DELTA_SEQ, s
     return dk, dv, visited
 
 
-@triton.jit(do_not_specialize=["max_seqlen", "seq_bucket"])
+# The span strides are read once per program: not specialised, so that no token or head count
+# (nor the batch size, through the unwindowed placeholder) compiles another variant.
+@triton.jit(do_not_specialize=["max_seqlen", "seq_bucket", "stride_span_s", "stride_span_h"])
 def _bwd_dkdv_kernel(
     Q, K, V, DO, LSE, DELTA, DK, DV, CU_SEQLENS, SLOPES, SPAN, DO_NONFINITE, COUNTS,
     stride_qt, stride_qh, stride_kt, stride_kh, stride_vt, stride_vh,
@@ -990,9 +992,11 @@ def query_spans(reach, cu_seqlens, max_seqlen):
         reach: (H, T) int32 contiguous, from :func:`window_reach` or ``windowing.key_reach``;
             ``cu_seqlens`` int32 contiguous (batch + 1,); ``max_seqlen`` a python int.
     Returns:
-        (2, H, T) int32: ``[0, h, s + g]`` and ``[1, h, s + g]`` the first and last query token
-        (relative to the sequence) of key granule ``g`` of the sequence starting at token ``s``;
-        the entries past a sequence's ``ceil(length / 16)`` granules are not written.
+        (2, H, T) int32, for key granule ``g`` of the sequence starting at token ``s`` (positions
+        relative to the sequence): ``[0, h, s + g]`` the first token of the first 16-query
+        granule holding a query whose reach covers one of its keys, ``[1, h, s + g]`` the last
+        token of the last such granule. The entries past a sequence's ``ceil(length / 16)``
+        granules are not written.
     """
     heads, total = reach.shape
     batch = cu_seqlens.numel() - 1

@@ -47,9 +47,10 @@ token range ``[start_m - Rb, start_m + block_m + Rb)`` (clipped to the sequence)
 it is farther than ``Rb`` from every query of the block. :func:`visited_key_blocks` is that rule
 in plain PyTorch; the forward and dQ kernels implement it. The dK/dV kernel visits, for each
 key block, the query blocks from the first to the last query ``i`` whose reach covers one of its
-keys ``j`` (``|i - j| <= R_i``): a pre-pass (``flash_attn.query_spans``) finds those two queries
-once per head for every granule of :data:`SPAN_GRANULE` keys, and :func:`visited_query_blocks`
-is the same rule in plain PyTorch.
+keys ``j`` (``|i - j| <= R_i``): a pre-pass (``flash_attn.query_spans``) finds, once per head for
+every granule of :data:`SPAN_GRANULE` keys, the granules of :data:`SPAN_GRANULE` queries holding
+those two queries, and :func:`visited_query_blocks` is the same rule in plain PyTorch (exact for
+block sizes that are multiples of the granule, as every shipped one is).
 """
 
 from __future__ import annotations
@@ -110,7 +111,10 @@ def key_reach(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, alibi_slopes: t
 #   H200 at 400 TFLOP/s.
 # - The pre-pass reads the q, k and v rows of a (query block, head) once, k twice: 4 * 128 * d
 #   elements, 64 KB in bf16 at d 64, about 13.7 ns at 4.8 TB/s, so 1.3 tiles; with the tails of
-#   its two small launches we count _PREPASS_TILES = 2 per (query block, head).
+#   its two small launches we count _PREPASS_TILES = 2 per (query block, head). The backward's
+#   span pre-pass (flash_attn.query_spans) is not counted: it compares (L / 16)^2 granule pairs a
+#   head, 663 sm_90 instructions a thread per 64 x 64 of them (the compile report), which on
+#   paper is about 10 us at 1 x 16384 with 12 heads, around 1 % of the windowed backward.
 # - The best a sequence can save is what it saves when the gap term of every query is 0 (the
 #   smallest reach any input gives, 152 / (slope log2 e)), with ALiBi's geometric slopes
 #   2^(-8 (h + 1) / heads), counted in the forward alone (the backward reuses the reach for free).
@@ -228,7 +232,7 @@ def query_span_ends(reach: torch.Tensor, length: int) -> tuple[torch.Tensor, tor
         ``i + R_i`` reaches ``j``, the last where the running minimum of ``i - R_i`` from the end
         still lies at or below ``j``; both never pass ``j`` (a query reaches itself).
     """
-    pos = torch.arange(length, dtype=torch.int64)
+    pos = torch.arange(length, dtype=torch.int64, device=reach.device)
     reach = reach.to(torch.int64)
     right = (pos + reach).cummax(dim=1).values.contiguous()
     left = (pos - reach).flip(1).cummin(dim=1).values.flip(1).contiguous()
@@ -242,8 +246,8 @@ def visited_query_blocks(reach: torch.Tensor | None, cu_seqlens: torch.Tensor, h
                          block_m: int, block_n: int) -> int:
     """Tiles the dK/dV kernel visits: per key block, the query blocks from the one holding the
     first query that may weigh one of its keys to the one holding the last
-    (:func:`query_span_ends` of its first and last key). ``block_m`` must be a multiple of
-    :data:`SPAN_GRANULE`, as in the kernel."""
+    (:func:`query_span_ends` of its first and last key). The kernel's count when ``block_m`` and
+    ``block_n`` are multiples of :data:`SPAN_GRANULE`, as every shipped block size is."""
     total = 0
     for start, length, reach in _sequences(reach, cu_seqlens):
         n_q, n_k = math.ceil(length / block_m), math.ceil(length / block_n)

@@ -204,9 +204,10 @@ def _cubin_facts(cubin: bytes) -> tuple[int, str]:
 def analyse_sass(sass: str) -> dict:
     """Loops, products and local memory of a kernel's SASS (``nvdisasm -c`` output).
 
-    A loop is a backward branch to a label: its body the instructions from the label to the
-    branch. The main loops are those holding a product instruction (``HGMMA``, ``HMMA``, or
-    ``FFMA`` for the fp32 kernels' exact products); the reported size is the smallest of them.
+    A loop is a backward branch to an earlier label (a branch to itself is the padding after
+    the exit): its body the instructions from the label to the branch. The main loops are those
+    holding a product instruction (``HGMMA``, ``HMMA``, or ``FFMA`` for the fp32 kernels' exact
+    products), or every loop of a kernel without products; the reported size is the smallest.
     """
     instructions, labels = [], {}
     for line in sass.splitlines():
@@ -270,7 +271,7 @@ def compile_build(build: Build, arch: int) -> Row:
 
 
 def format_row(row: Row, arch: int) -> str:
-    label = (f"sm_{arch} {row.kind:4s} {row.dtype} d{row.head_dim:<3d} "
+    label = (f"sm_{arch} {row.kind:9s} {row.dtype:4s} d{row.head_dim:<3d} "
              f"{row.block_m}x{row.block_n} w{row.warps} s{row.stages}")
     if row.error:
         return f"FAIL {label}: {row.error}"

@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import os
 import socket
 from dataclasses import replace
 from pathlib import Path
@@ -146,7 +147,7 @@ def _connect(ray, address: str | None) -> None:
     if ray.is_initialized():
         return
     try:
-        with _quiet(_RAY_AUTH_LOGGER, address is None):
+        with _quiet(_RAY_AUTH_LOGGER, address is None and not os.environ.get("RAY_ADDRESS")):
             ray.init(address=address, logging_level="WARNING")
     except (ConnectionError, ValueError, RuntimeError) as err:
         reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__

@@ -146,9 +146,10 @@ def test_a_local_start_prints_only_our_sentence(corpus, tmp_path):
     notice before it."""
     result = subprocess.run(
         [sys.executable, "-m", "mosaic_encoder", "embed-corpus", str(corpus), str(tmp_path / "out"),
-         "--model", str(MODEL), "--engine", "ray", "--gpus-per-worker", "1"],
-        capture_output=True, text=True, timeout=300)
+         "--model", str(MODEL), "--engine", "ray", "--gpus-per-worker", "1000"],
+        capture_output=True, text=True, timeout=300,
+        env={name: value for name, value in os.environ.items() if name != "RAY_ADDRESS"})
     assert result.returncode == 1 and result.stdout == ""
     lines = result.stderr.splitlines()
     assert len(lines) == 1 and lines[0].startswith(
-        "error: the Ray cluster has room for 0 of the 1 worker(s) asked for (1 CPU and 1 GPU")
+        "error: the Ray cluster has room for 0 of the 1 worker(s) asked for (1 CPU and 1000 GPU")

@@ -15,7 +15,6 @@ has no counterpart for. ONNX support needs the ``onnx`` and ``onnxscript`` packa
 
 from __future__ import annotations
 
-import logging
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +26,7 @@ from .atomic import atomic_path
 from .checkpoint import CheckpointDir
 from .errors import ConfigError, InputError
 from .loading import load_model
+from .logs import quieted
 from .models import MosaicBertModel, unwrap_encoder
 from .pooling import Pooling
 
@@ -143,13 +143,8 @@ def export_onnx(model_dir: str | Path, output: str | Path, token_types: bool = T
     model = load_exportable(model_dir, attention="sdpa")
     inputs = example_inputs(token_types)
     names = INPUT_NAMES[:len(inputs)]
-    exporter_log = logging.getLogger("torch.onnx")
-    level = exporter_log.level
-    exporter_log.setLevel(logging.ERROR)  # it lists the operators it skips (torchvision's)
-    try:
+    with quieted("torch.onnx"):  # it lists the operators it skips (torchvision's)
         return _write_onnx(model, inputs, names, output)
-    finally:
-        exporter_log.setLevel(level)
 
 
 def _write_onnx(model: ExportedEncoder, inputs: tuple[torch.Tensor, ...], names: tuple[str, ...],

@@ -20,7 +20,6 @@ Ray is imported only when :func:`run_ray` runs: ``pip install -e ".[ray]"``.
 from __future__ import annotations
 
 import contextlib
-import logging
 import math
 import os
 import socket
@@ -32,6 +31,7 @@ import numpy as np
 
 from ..errors import InputError, MosaicError
 from ..files import short
+from ..logs import quieted
 from .embedding import embed_shard
 from .reading import Shard
 from .settings import CorpusSettings
@@ -125,19 +125,6 @@ def _check_address(address: str) -> None:
                           f"one there, or leave --address out to start a local Ray.") from None
 
 
-@contextlib.contextmanager
-def _quiet(logger_name: str, starting_local: bool):
-    """Raise logger ``logger_name`` to ERROR while the block runs, when ``starting_local``."""
-    logger = logging.getLogger(logger_name)
-    level = logger.level
-    if starting_local:
-        logger.setLevel(logging.ERROR)
-    try:
-        yield
-    finally:
-        logger.setLevel(level)
-
-
 def _connect(ray, address: str | None) -> None:
     """``ray.init`` unless this process is connected already; failures in one sentence.
 
@@ -147,7 +134,8 @@ def _connect(ray, address: str | None) -> None:
     if ray.is_initialized():
         return
     try:
-        with _quiet(_RAY_AUTH_LOGGER, address is None and not os.environ.get("RAY_ADDRESS")):
+        starting_local = address is None and not os.environ.get("RAY_ADDRESS")
+        with quieted(_RAY_AUTH_LOGGER) if starting_local else contextlib.nullcontext():
             ray.init(address=address, logging_level="WARNING")
     except (ConnectionError, ValueError, RuntimeError) as err:
         reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__

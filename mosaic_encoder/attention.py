@@ -372,7 +372,7 @@ def varlen_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu_seqle
         raise ConfigError("the Triton attention kernel has no attention dropout; train with "
                           "attention_probs_dropout_prob=0 or attention_impl='sdpa'.")
     try:
-        from mosaic_kernels import flash_attn_varlen_alibi
+        from mosaic_kernels.flash_attn import flash_attn_varlen_alibi
         from mosaic_kernels.custom_op import flash_attn_varlen_alibi_op
     except ImportError as err:
         raise ConfigError(f"attention implementation 'triton' is unavailable ({err}).") from None

@@ -4,6 +4,7 @@ packed attention inputs, edited copies of the bundled checkpoints."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import struct
 import subprocess
@@ -137,3 +138,13 @@ def pairs(count: int, prefix: str = "", negatives: bool = False) -> list[dict]:
             row["negative"] = f"{prefix}an unrelated remark {i} about {words[(i + 5) % 16]}"
         rows.append(row)
     return rows
+
+
+def user_environment(**extra: str) -> dict[str, str]:
+    """This process's environment as a user's shell has it: PYTHONSAFEPATH and PYTHONPATH unset,
+    so ``python -c`` and ``python -m`` from the checkout root put the root first on sys.path; the
+    interpreter under test first on PATH, so ``python`` and ``mosaic-encoder`` are its own."""
+    environment = {key: value for key, value in os.environ.items()
+                   if key not in ("PYTHONSAFEPATH", "PYTHONPATH")}
+    environment["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
+    return {**environment, **extra}

@@ -7,14 +7,12 @@ weights, a GPU, the network) and ```text blocks (printed output) are not run.
 
 /tmp/mosaic-docs/ is the path the pages show, so it cannot be made unique per run; an exclusive
 lock on /tmp/mosaic-docs.lock keeps concurrent runs (other checkouts, pytest-xdist workers) from
-sharing it. The interpreter running the tests comes first on PATH, so ``python`` and
-``mosaic-encoder`` in a block are those of the environment under test, and PYTHONSAFEPATH keeps the
-repository root off sys.path, so they import the package installed there (as in
-tests/test_readme.py).
+sharing it. Blocks run as a user pastes them (helpers.user_environment): from the root, with the
+ordinary sys.path, the interpreter running the tests first on PATH so that ``python`` and
+``mosaic-encoder`` in a block are those of the environment under test.
 """
 
 import fcntl
-import os
 import re
 import shutil
 import subprocess
@@ -23,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import ROOT
+from helpers import ROOT, user_environment
 
 WORKDIR = Path("/tmp/mosaic-docs")
 LOCK = Path("/tmp/mosaic-docs.lock")
@@ -53,8 +51,7 @@ def test_readme_links_every_page():
 
 @pytest.mark.parametrize("page", PAGES, ids=[page.name for page in PAGES])
 def test_doc_page_runs(page):
-    environment = dict(os.environ, PYTHONSAFEPATH="1",
-                       PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
+    environment = user_environment()
     with LOCK.open("w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         shutil.rmtree(WORKDIR, ignore_errors=True)

@@ -60,10 +60,18 @@ def test_published_manifests_are_package_data(name):
     assert load_manifest(name)["tensors"]
 
 
-@pytest.mark.parametrize("module", ["mosaic_kernels", "mosaic_kernels.reference",
-                                    "mosaic_kernels.windowing"])
+@pytest.mark.parametrize("module", ["mosaic_kernels.reference", "mosaic_kernels.windowing",
+                                    "mosaic_kernels.flash_attn", "mosaic_kernels.custom_op"])
 def test_kernels_install_under_their_import_name(module):
     assert importlib.import_module(module).__file__
+
+
+def test_kernels_are_a_namespace_package():
+    """kernels/ has no __init__.py (kernels/README.md): installed or editable, mosaic_kernels is
+    a namespace package, and the top-level name kernels is never the checkout's folder."""
+    import mosaic_kernels
+    assert mosaic_kernels.__file__ is None
+    assert any((Path(folder) / "flash_attn.py").is_file() for folder in mosaic_kernels.__path__)
 
 
 def test_every_subpackage_is_importable_from_the_install():

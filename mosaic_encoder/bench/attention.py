@@ -7,8 +7,8 @@ method.
 Implementations (all get the same packed inputs q, k, v (T, heads, head_dim), ``cu_seqlens`` and
 the ALiBi slopes):
 
-``ours-triton``  the fused Triton kernel ``mosaic_kernels.flash_attn_varlen_alibi``. On a CPU it
-                 only runs in Triton's interpreter: reported as unsupported unless
+``ours-triton``  the fused Triton kernel ``mosaic_kernels.flash_attn.flash_attn_varlen_alibi``.
+                 On a CPU it only runs in Triton's interpreter: reported as unsupported unless
                  ``--triton-interpret`` is given (with TRITON_INTERPRET=1 in the environment) and
                  the batch has at most ``--interpret-max-tokens`` tokens.
 ``ours-sdpa``    ``mosaic_encoder.attention.sdpa_varlen_alibi``, the plain-PyTorch chunked path
@@ -271,7 +271,7 @@ def _setup_ours_triton(inp: Inputs, case: Case, mode: str, opts: Options) -> Pre
                               f"--interpret-max-tokens {opts.interpret_max_tokens} (too slow)")
         notes = "Triton interpreter on CPU: time and memory are not representative"
     try:
-        from mosaic_kernels import flash_attn_varlen_alibi
+        from mosaic_kernels.flash_attn import flash_attn_varlen_alibi
     except Exception as err:  # noqa: BLE001 - an unfinished or broken kernel module
         raise Unsupported(f"mosaic_kernels is unavailable ({type(err).__name__}: {err})") \
             from None

@@ -7,7 +7,7 @@ import torch
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")  # before triton is first imported
 
-from mosaic_kernels import flash_attn_varlen_alibi  # noqa: E402
+from mosaic_kernels.flash_attn import flash_attn_varlen_alibi  # noqa: E402
 from mosaic_kernels.custom_op import flash_attn_varlen_alibi_op  # noqa: E402
 from mosaic_encoder.alibi import alibi_slopes  # noqa: E402
 from helpers import packed_qkv  # noqa: E402

@@ -1,4 +1,4 @@
-"""Tests for mosaic_kernels.flash_attn_varlen_alibi (Triton varlen FlashAttention + ALiBi).
+"""Tests for mosaic_kernels.flash_attn.flash_attn_varlen_alibi (Triton varlen FlashAttention + ALiBi).
 
 Without a GPU the kernels run on the Triton CPU interpreter, so every case is
 small (a few hundred tokens, 1-3 heads).
@@ -33,10 +33,10 @@ import triton.language as tl  # noqa: E402
 from torch.utils._python_dispatch import TorchDispatchMode  # noqa: E402
 from triton.runtime import interpreter  # noqa: E402
 
-import mosaic_kernels  # noqa: E402
 from mosaic_kernels import flash_attn as fa  # noqa: E402
 from mosaic_kernels import tuning  # noqa: E402
-from mosaic_kernels import flash_attn_varlen_alibi, reference  # noqa: E402
+from mosaic_kernels import reference  # noqa: E402
+from mosaic_kernels.flash_attn import flash_attn_varlen_alibi  # noqa: E402
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 ALL_DTYPES = [torch.float32, torch.float16, torch.bfloat16]
@@ -582,11 +582,6 @@ def test_no_grad_path():
     with torch.no_grad():
         out = flash_attn_varlen_alibi(q, k, v, cu_seqlens, 12, torch.ones(1, device=DEVICE))
     assert out.shape == q.shape and out.dtype == q.dtype and not out.requires_grad
-
-
-def test_package_exports():
-    assert mosaic_kernels.flash_attn_varlen_alibi is flash_attn_varlen_alibi
-    assert mosaic_kernels.__all__ == ["flash_attn_varlen_alibi"]
 
 
 def test_block_sizes_are_public():

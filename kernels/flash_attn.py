@@ -56,6 +56,7 @@ Backward (``dO`` the incoming gradient)::
     dS = P * (dP - delta),   delta_i = sum_j P_ij dP_ij = rowsum(dO * O)_i
     dQ = scale * dS K
     dK = scale * dS^T Q
+    dslope_h = -sum_ij dS_ij |i - j|      (the bias enters S unscaled)
 
 ``delta`` is computed first by a small preprocessing kernel
 (``_bwd_preprocess_kernel``).  Then two kernels recompute ``P``:
@@ -64,7 +65,9 @@ Backward (``dO`` the incoming gradient)::
   its K/V block and its dK/dV accumulators and streams the query blocks of the
   sequence (``P^T`` is computed directly as ``exp2(K Q^T * ... - lse2)``).
 * ``_bwd_dq_kernel``: one program per (query block, head, sequence); it holds
-  its Q/dO block and dQ accumulator and streams the key blocks.
+  its Q/dO block and dQ accumulator and streams the key blocks.  When the
+  slopes need a gradient it also sums ``dS_ij |i - j|`` per query row into a
+  (heads, tokens) buffer, which the host sums per head.
 
 Every output element is written by exactly one program, so the backward is
 deterministic (no atomics) and output buffers need no zero-initialisation.
@@ -750,13 +753,14 @@ def _bwd_dkdv_kernel(
 
 
 @triton.jit
-def _dq_inner(dq, visited, q, do, lse, delta, row_pos, K_H, V_H, stride_kt, stride_vt,
+def _dq_inner(dq, dslope, visited, q, do, lse, delta, row_pos, K_H, V_H, stride_kt, stride_vt,
               seq_start, start_m, lo, hi, seqlen, offs_d, mask_d, qk_scale, alibi2, side,
               BLOCK_N: tl.constexpr, MASK_N: tl.constexpr, LINEAR: tl.constexpr,
               UPCAST: tl.constexpr, IEEE: tl.constexpr, EVEN_D: tl.constexpr,
-              COUNT: tl.constexpr):
+              COUNT: tl.constexpr, SLOPE_GRAD: tl.constexpr):
     """dQ accumulation over the key blocks starting in ``[lo, hi)``; ``MASK_N`` only for the
-    last, partial key block."""
+    last, partial key block. With ``SLOPE_GRAD``, also each row's ``sum_j dS_ij |i - j|`` into
+    ``dslope`` (BLOCK_M,): the slope's gradient is minus its sum over the rows."""
     for start_n in range(lo, hi, BLOCK_N):
         offs_n = start_n + tl.arange(0, BLOCK_N)
         mask_n = offs_n < seqlen
@@ -778,14 +782,17 @@ def _dq_inner(dq, visited, q, do, lse, delta, row_pos, K_H, V_H, stride_kt, stri
         dp = _dot(do, tl.trans(v), tl.zeros([q.shape[0], BLOCK_N], dtype=tl.float32), IEEE)
         ds = p * (dp - delta[:, None])
         dq = _dot(ds.to(k.dtype), k, dq, IEEE)
+        if SLOPE_GRAD:
+            distance = tl.abs(row_pos[:, None] - _bias_positions(start_n - start_m, BLOCK_N)[None, :])
+            dslope += tl.sum(ds * distance, 1)
         if COUNT:
             visited += 1
-    return dq, visited
+    return dq, dslope, visited
 
 
 @triton.jit(do_not_specialize=["max_seqlen", "seq_bucket"])
 def _bwd_dq_kernel(
-    Q, K, V, DO, LSE, DELTA, DQ, CU_SEQLENS, SLOPES, REACH, DO_NONFINITE, COUNTS,
+    Q, K, V, DO, LSE, DELTA, DQ, DSLOPE_ROWS, CU_SEQLENS, SLOPES, REACH, DO_NONFINITE, COUNTS,
     stride_qt, stride_qh, stride_kt, stride_kh, stride_vt, stride_vh,
     stride_dot, stride_doh, stride_dqt, stride_dqh,
     stride_lse_h, stride_reach_h,
@@ -793,7 +800,7 @@ def _bwd_dq_kernel(
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
     UPCAST: tl.constexpr, ROUND_BF16: tl.constexpr, IEEE: tl.constexpr,
     EVEN_D: tl.constexpr, WINDOW: tl.constexpr, COUNT: tl.constexpr,
-    LINEAR_BIAS: tl.constexpr,
+    LINEAR_BIAS: tl.constexpr, SLOPE_GRAD: tl.constexpr,
 ):
     # One program per (query block, head, sequence); it streams the key blocks:
     #   s2  = (Q K^T) * scale * log2(e) - slope * log2(e) * |i - j|
@@ -801,6 +808,8 @@ def _bwd_dq_kernel(
     #   dP  = dO V^T
     #   dS  = P * (dP - delta[:, None])
     #   dQ += dS K                         (times scale at the end)
+    # and with SLOPE_GRAD, as the bias -slope |i - j| enters S unscaled:
+    #   dslope_rows[i] = -sum_j dS_ij |i - j|   (the slope's gradient is their sum)
     start_m, off_h, seq_start, seqlen, alibi2 = _prologue(CU_SEQLENS, SLOPES, num_heads,
                                                           max_seqlen, BLOCK_M)
     if start_m >= seqlen:
@@ -821,6 +830,7 @@ def _bwd_dq_kernel(
     delta = tl.load(DELTA + off_h * stride_lse_h + tok_m, mask=mask_m, other=0.0)
     row_pos = _bias_positions(0, BLOCK_M)
     dq = tl.zeros([BLOCK_M, BLOCK_D], dtype=tl.float32)
+    dslope = tl.zeros([BLOCK_M], dtype=tl.float32)
     visited = seqlen * 0
 
     lo, hi = _key_window(REACH + off_h * stride_reach_h + seq_start, start_m, seqlen,
@@ -833,17 +843,20 @@ def _bwd_dq_kernel(
     for part in tl.static_range(3):
         part_lo = lo if part == 0 else (before_end if part == 1 else after_start)
         part_hi = before_end if part == 0 else (after_start if part == 1 else full_end)
-        dq, visited = _dq_inner(
-            dq, visited, q, do, lse, delta, row_pos, K_H, V_H, stride_kt, stride_vt, seq_start,
-            start_m, part_lo, part_hi, seqlen, offs_d, mask_d, qk_scale, alibi2, part - 1.0,
-            BLOCK_N, False, LINEAR_BIAS and part != 1, UPCAST, IEEE, EVEN_D, COUNT)
-    dq, visited = _dq_inner(
-        dq, visited, q, do, lse, delta, row_pos, K_H, V_H, stride_kt, stride_vt, seq_start,
-        start_m, tl.maximum(lo, full_end), hi, seqlen, offs_d, mask_d, qk_scale, alibi2, 0.0,
-        BLOCK_N, True, False, UPCAST, IEEE, EVEN_D, COUNT)
+        dq, dslope, visited = _dq_inner(
+            dq, dslope, visited, q, do, lse, delta, row_pos, K_H, V_H, stride_kt, stride_vt,
+            seq_start, start_m, part_lo, part_hi, seqlen, offs_d, mask_d, qk_scale, alibi2,
+            part - 1.0, BLOCK_N, False, LINEAR_BIAS and part != 1, UPCAST, IEEE, EVEN_D, COUNT,
+            SLOPE_GRAD)
+    dq, dslope, visited = _dq_inner(
+        dq, dslope, visited, q, do, lse, delta, row_pos, K_H, V_H, stride_kt, stride_vt,
+        seq_start, start_m, tl.maximum(lo, full_end), hi, seqlen, offs_d, mask_d, qk_scale,
+        alibi2, 0.0, BLOCK_N, True, False, UPCAST, IEEE, EVEN_D, COUNT, SLOPE_GRAD)
 
     dq = dq * sm_scale
     _store_tile(DQ + off_h * stride_dqh, tok_m, stride_dqt, mask_m, offs_d, mask_d, dq, ROUND_BF16)
+    if SLOPE_GRAD:  # every row of the sequence is stored by exactly one program: no reset needed
+        tl.store(DSLOPE_ROWS + off_h * stride_lse_h + tok_m, -dslope, mask=mask_m)
     if COUNT:
         tl.store(COUNTS + tl.program_id(0), visited)
 
@@ -1012,7 +1025,7 @@ def query_spans(reach, cu_seqlens, max_seqlen):
 
 def _flash_attn_backward(do, q, k, v, out, lse, cu_seqlens, max_seqlen, alibi_slopes,
                          softmax_scale, dq=None, dk=None, dv=None, reach=None,
-                         dkdv_counts=None, dq_counts=None, linear_bias=True):
+                         dkdv_counts=None, dq_counts=None, linear_bias=True, dslope_rows=None):
     """Run the backward kernels.  Returns ``(dq, dk, dv)`` in the input dtype.
 
     ``do`` must have the shape/dtype of ``out`` and last-dim stride 1; ``lse``
@@ -1020,7 +1033,9 @@ def _flash_attn_backward(do, q, k, v, out, lse, cu_seqlens, max_seqlen, alibi_sl
     ``dq``/``dk``/``dv`` buffers, ``reach`` and the two kernels' ``counts``
     buffers may be supplied (see the forward).  A head whose ``do`` holds a
     non-finite value skips nothing (``0 * inf`` would not vanish): the preprocessing kernel
-    flags it.
+    flags it.  ``dslope_rows``, a float32 (H, T) buffer like ``lse``, asks the dQ kernel for the
+    slopes' gradient by query row: ``dslope_rows[h, i] = -sum_j dS_hij |i - j|``, whose sum over
+    the rows is the gradient of slope ``h``.
     """
     total, heads, head_dim = q.shape
     batch = cu_seqlens.numel() - 1
@@ -1055,12 +1070,14 @@ def _flash_attn_backward(do, q, k, v, out, lse, cu_seqlens, max_seqlen, alibi_sl
     )
     _bwd_dq(
         _flat_grid(heads, batch, max_seqlen, "BLOCK_M"), q.dtype,
-        q, k, v, do, lse, delta, dq, cu_seqlens, alibi_slopes, reach, do_nonfinite,
+        q, k, v, do, lse, delta, dq, dslope_rows if dslope_rows is not None else lse,
+        cu_seqlens, alibi_slopes, reach, do_nonfinite,
         dq_counts if dq_counts is not None else lse,
         q.stride(0), q.stride(1), k.stride(0), k.stride(1), v.stride(0), v.stride(1),
         do.stride(0), do.stride(1), dq.stride(0), dq.stride(1),
         lse.stride(0), reach.stride(0), *common,
         **_flags(q.dtype, head_dim, window, dq_counts, linear_bias),
+        SLOPE_GRAD=dslope_rows is not None,
     )
     return dq, dk, dv
 
@@ -1080,11 +1097,13 @@ class _FlashAttnVarlenALiBi(torch.autograd.Function):
     def backward(ctx, dout):
         q, k, v, out, lse, cu_seqlens, alibi_slopes, reach = ctx.saved_tensors
         dout = _kernel_operand(dout.to(out.dtype))
+        dslope_rows = torch.empty_like(lse) if ctx.needs_input_grad[5] else None
         dq, dk, dv = _flash_attn_backward(
             dout, q, k, v, out, lse, cu_seqlens, ctx.max_seqlen, alibi_slopes, ctx.softmax_scale,
-            reach=reach,
+            reach=reach, dslope_rows=dslope_rows,
         )
-        return dq, dk, dv, None, None, None, None, None
+        dslopes = None if dslope_rows is None else dslope_rows.sum(dim=1)
+        return dq, dk, dv, None, None, dslopes, None, None
 
 
 # --------------------------------------------------------------------------
@@ -1225,7 +1244,7 @@ def flash_attn_varlen_alibi(q, k, v, cu_seqlens, max_seqlen, alibi_slopes, softm
 
     Returns:
         (total_tokens, heads, head_dim) contiguous tensor in the input dtype.
-        Differentiable with respect to q, k and v.
+        Differentiable with respect to q, k, v and alibi_slopes (learned slopes).
     """
     max_seqlen, softmax_scale = _validate(q, k, v, cu_seqlens, max_seqlen, alibi_slopes, softmax_scale)
     if cu_seqlens.device.type == "cpu":

@@ -46,23 +46,6 @@ def alibi_bias(slopes: torch.Tensor, query_positions: torch.Tensor,
     return -slopes.to(torch.float32)[:, None, None] * distance
 
 
-def alibi_reach(slopes: torch.Tensor, mass: float = 0.99) -> torch.Tensor:
-    """Distance within which each head puts ``mass`` of its attention when content is neutral.
-
-    With equal content scores, a query in a long sequence weights a key at distance r by
-    ``exp(-s r)``; the weights within distance R sum to ``(1 + 2 sum_{r<=R} e^{-sr})`` out of
-    ``(1 + 2 e^{-s} / (1 - e^{-s}))``. Returns (heads,) int64, the smallest such R. It does not
-    depend on the sequence length, which is why ALiBi extrapolates past the trained length.
-    """
-    if not 0 < mass < 1:
-        raise ValueError(f"mass must lie in (0, 1), got {mass}.")
-    decay = torch.exp(-slopes.double())
-    total = 1 + 2 * decay / (1 - decay)
-    # 1 + 2 q (1 - q^R) / (1 - q) >= mass * total  <=>  q^R <= 1 - (mass*total - 1)(1-q)/(2q)
-    bound = 1 - (mass * total - 1) * (1 - decay) / (2 * decay)
-    return torch.ceil(torch.log(bound) / torch.log(decay)).clamp(min=0).to(torch.int64)
-
-
 def alibi_offset_table(slopes: torch.Tensor, length: int) -> torch.Tensor:
     """``table[h, t] = -s_h * |t - (length - 1)|``: the bias of every offset, (heads, 2L - 1).
 

@@ -12,8 +12,12 @@ bias is a strided view of one (heads, 2L - 1) table of per-offset values, added 
 float32 for every input dtype (rounding a bias of -1000 to bfloat16 would move it by 4). With
 ALiBi, a chunk is two matrix products around a float32 softmax: on CPU this is about twice as
 fast as ``scaled_dot_product_attention`` with a float mask, whose masked path is slow. Without a
-bias (classic BERT) ``scaled_dot_product_attention`` runs unmasked. ``"triton"`` is the fused
-kernel in the ``kernels`` package.
+bias (classic BERT, RoPE) ``scaled_dot_product_attention`` runs unmasked. ``"triton"`` is the
+fused kernel in the ``kernels`` package.
+
+The implementations form a registry (:data:`IMPLEMENTATIONS`), each declaring what it supports
+(dtypes, head sizes, dropout, a gradient for learned slopes); :func:`varlen_attention` checks a
+call against it before running, so a missing capability is an error naming the implementation.
 """
 
 from __future__ import annotations
@@ -21,8 +25,9 @@ from __future__ import annotations
 import math
 import os
 from collections import defaultdict
+from dataclasses import dataclass
 from functools import partial
-from typing import Iterator, NamedTuple
+from typing import Callable, Iterator, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -35,20 +40,6 @@ from .errors import ConfigError
 # 32 MiB of float32 scores per step: small enough to stay near the caches (128 query rows of a
 # 4096-token sequence for 12 heads gave the best CPU times), large enough to batch short sequences.
 DEFAULT_MAX_SCORE_ELEMENTS = 1 << 23
-
-
-def resolve_impl(impl: str, device: torch.device) -> str:
-    """Turn ``"auto"`` into a concrete implementation and check the choice can run here."""
-    if impl == "auto":
-        return "triton" if device.type == "cuda" else "sdpa"
-    if impl == "sdpa":
-        return impl
-    if impl == "triton":
-        if device.type != "cuda" and os.environ.get("TRITON_INTERPRET") != "1":
-            raise ConfigError("attention implementation 'triton' needs CUDA tensors, or "
-                              "TRITON_INTERPRET=1 set before triton is imported to run on the CPU.")
-        return impl
-    raise ConfigError(f"attention implementation must be 'auto', 'sdpa' or 'triton', got {impl!r}.")
 
 
 class HeadGroup(NamedTuple):
@@ -96,8 +87,8 @@ def sdpa_varlen_alibi(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu_seql
     """
     heads = q.shape[1]
     scale = softmax_scale if softmax_scale is not None else 1.0 / math.sqrt(q.shape[-1])
-    differentiable = dropout_p > 0 or (torch.is_grad_enabled() and
-                                       any(t.requires_grad for t in (q, k, v)))
+    differentiable = dropout_p > 0 or (torch.is_grad_enabled() and any(
+        t is not None and t.requires_grad for t in (q, k, v, alibi_slopes)))
     out = torch.empty_like(q)
     order = _head_order(alibi_slopes, window, q.shape[0])
     table_length = None
@@ -191,7 +182,8 @@ def _plan(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu_seqlens: torch.T
     reach = None
     if order is not None:
         from mosaic_kernels.windowing import key_reach
-        reach = key_reach(q.detach(), k.detach(), v.detach(), alibi_slopes, scale)[order]
+        reach = key_reach(q.detach(), k.detach(), v.detach(), alibi_slopes.detach(),
+                          scale)[order]
     starts_by_length: dict[int, list[int]] = defaultdict(list)
     for start, length in zip(cu_seqlens[:-1].tolist(), cu_seqlens.diff().tolist()):
         if length:
@@ -345,43 +337,126 @@ def padded_rows_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
     return rearrange(torch.matmul(probs.to(vs.dtype), vs), "b h l d -> (b l) h d")
 
 
+def _sdpa(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu_seqlens: torch.Tensor,
+          max_seqlen: int, alibi_slopes: torch.Tensor | None, dropout_p: float,
+          window: bool) -> torch.Tensor:
+    if torch.compiler.is_compiling():
+        return padded_rows_attention(q, k, v, cu_seqlens, max_seqlen, alibi_slopes,
+                                     dropout_p=dropout_p)
+    return sdpa_varlen_alibi(q, k, v, cu_seqlens, alibi_slopes, dropout_p=dropout_p, window=window)
+
+
+def _triton(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu_seqlens: torch.Tensor,
+            max_seqlen: int, alibi_slopes: torch.Tensor | None, dropout_p: float,
+            window: bool) -> torch.Tensor:
+    try:
+        from mosaic_kernels.custom_op import flash_attn_varlen_alibi_op
+        from mosaic_kernels.flash_attn import flash_attn_varlen_alibi
+    except ImportError as err:
+        raise ConfigError(f"attention implementation 'triton' is unavailable ({err}).") from None
+    if alibi_slopes is None:  # no ALiBi: the kernel's bias vanishes with zero slopes
+        window = False
+        alibi_slopes = torch.zeros(q.shape[1], dtype=torch.float32, device=q.device)
+    if torch.compiler.is_compiling():
+        return flash_attn_varlen_alibi_op(q, k, v, cu_seqlens, max_seqlen, alibi_slopes,
+                                          window=window)
+    if q.shape[0] == 0:  # no token at all (empty rows only): nothing to launch
+        return q.clone()
+    return flash_attn_varlen_alibi(q, k, v, cu_seqlens, max_seqlen, alibi_slopes, window=window)
+
+
+def _triton_unavailable(device: torch.device) -> str | None:
+    if device.type != "cuda" and os.environ.get("TRITON_INTERPRET") != "1":
+        return "needs CUDA tensors, or TRITON_INTERPRET=1 set before triton is imported to run " \
+               "on the CPU"
+    return None
+
+
+@dataclass(frozen=True)
+class AttentionImplementation:
+    """One implementation of :func:`varlen_attention` and what it supports, declared, so that
+    asking it for anything else is an error naming it and the missing capability, never a
+    silent change.
+
+    Attributes:
+        name: its ``attention_impl`` value.
+        run: ``run(q, k, v, cu_seqlens, max_seqlen, alibi_slopes, dropout_p, window)``.
+        dtypes: the input dtypes it computes in.
+        head_dims: the head sizes it supports.
+        dropout: whether it applies attention-probability dropout in training.
+        slope_gradient: whether the ALiBi slopes receive a gradient (learned slopes).
+        unavailable: why it cannot run on a device (None: it can).
+    """
+
+    name: str
+    run: Callable[..., torch.Tensor]
+    dtypes: tuple[torch.dtype, ...]
+    head_dims: range
+    dropout: bool
+    slope_gradient: bool
+    unavailable: Callable[[torch.device], str | None] = lambda device: None
+
+    def check(self, q: torch.Tensor, alibi_slopes: torch.Tensor | None, dropout_p: float) -> None:
+        """Raise :class:`ConfigError` when this call asks for what the implementation lacks."""
+        lacks = None
+        if q.dtype not in self.dtypes:
+            lacks = f"{str(q.dtype).removeprefix('torch.')} inputs"
+        elif q.shape[-1] not in self.head_dims:
+            lacks = (f"head size {q.shape[-1]} (it supports {self.head_dims.start} to "
+                     f"{self.head_dims.stop - 1})")
+        elif dropout_p and not self.dropout:
+            lacks = ("attention dropout; train with attention_probs_dropout_prob=0 or "
+                     "attention_impl='sdpa'")
+        elif alibi_slopes is not None and alibi_slopes.requires_grad and \
+                torch.is_grad_enabled() and not self.slope_gradient:
+            lacks = "gradients for learned ALiBi slopes"
+        if lacks:
+            raise ConfigError(f"attention implementation {self.name!r} does not support {lacks}.")
+
+
+# The registry of implementations; "auto" picks one per device (resolve_impl).
+IMPLEMENTATIONS: dict[str, AttentionImplementation] = {
+    "sdpa": AttentionImplementation(
+        "sdpa", _sdpa, dtypes=(torch.float16, torch.bfloat16, torch.float32, torch.float64),
+        head_dims=range(1, 1 << 16), dropout=True, slope_gradient=True),
+    "triton": AttentionImplementation(
+        "triton", _triton, dtypes=(torch.float16, torch.bfloat16, torch.float32),
+        head_dims=range(16, 129), dropout=False, slope_gradient=True,
+        unavailable=_triton_unavailable),
+}
+ATTENTION_IMPLS = ("auto", *IMPLEMENTATIONS)
+
+
+def resolve_impl(impl: str, device: torch.device) -> str:
+    """Turn ``"auto"`` into a concrete implementation (Triton on CUDA, PyTorch elsewhere) and
+    check that the choice can run on ``device``."""
+    if impl == "auto":
+        return "triton" if device.type == "cuda" else "sdpa"
+    if impl not in IMPLEMENTATIONS:
+        raise ConfigError(f"attention implementation must be one of {ATTENTION_IMPLS}, got "
+                          f"{impl!r}.")
+    reason = IMPLEMENTATIONS[impl].unavailable(device)
+    if reason:
+        raise ConfigError(f"attention implementation {impl!r} {reason}.")
+    return impl
+
+
 def varlen_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu_seqlens: torch.Tensor,
                      max_seqlen: int, alibi_slopes: torch.Tensor | None, impl: str = "auto",
                      dropout_p: float = 0.0, window: bool = True) -> torch.Tensor:
     """Dispatch to the implementation named by ``impl``; never falls back silently.
 
     Shapes as in :func:`sdpa_varlen_alibi`. ``dropout_p`` is the attention-probability dropout,
-    non-zero only in training; the Triton kernel has none and refuses it. ``window``: exact ALiBi
-    windowing (skip keys of provably zero weight), in both implementations. The Triton path
-    reads no tensor value on the host (``max_seqlen`` is a python int).
+    non-zero only in training. ``window``: exact ALiBi windowing (skip keys of provably zero
+    weight), in both implementations. The Triton path reads no tensor value on the host
+    (``max_seqlen`` is a python int). The implementation's declared capabilities are checked
+    first (:meth:`AttentionImplementation.check`).
 
     Under ``torch.compile`` or ``torch.export`` the tokens must be in the layout of
     :class:`mosaic_encoder.padding.PaddedRows` (the models build it there): ``"sdpa"`` then runs
     :func:`padded_rows_attention`, and ``"triton"`` the kernel as the custom operator
     ``torch.ops.mosaic_kernels.flash_attn_varlen_alibi``, which compiled graphs keep calling.
     """
-    impl = resolve_impl(impl, q.device)
-    compiling = torch.compiler.is_compiling()
-    if impl == "sdpa":
-        if compiling:
-            return padded_rows_attention(q, k, v, cu_seqlens, max_seqlen, alibi_slopes,
-                                         dropout_p=dropout_p)
-        return sdpa_varlen_alibi(q, k, v, cu_seqlens, alibi_slopes, dropout_p=dropout_p,
-                                 window=window)
-    if dropout_p:
-        raise ConfigError("the Triton attention kernel has no attention dropout; train with "
-                          "attention_probs_dropout_prob=0 or attention_impl='sdpa'.")
-    try:
-        from mosaic_kernels.flash_attn import flash_attn_varlen_alibi
-        from mosaic_kernels.custom_op import flash_attn_varlen_alibi_op
-    except ImportError as err:
-        raise ConfigError(f"attention implementation 'triton' is unavailable ({err}).") from None
-    if alibi_slopes is None:  # no ALiBi: the kernel's bias vanishes with zero slopes
-        window = False
-        alibi_slopes = torch.zeros(q.shape[1], dtype=torch.float32, device=q.device)
-    if compiling:
-        return flash_attn_varlen_alibi_op(q, k, v, cu_seqlens, max_seqlen, alibi_slopes,
-                                          window=window)
-    if q.shape[0] == 0:  # no token at all (empty rows only): nothing to launch
-        return q.clone()
-    return flash_attn_varlen_alibi(q, k, v, cu_seqlens, max_seqlen, alibi_slopes, window=window)
+    implementation = IMPLEMENTATIONS[resolve_impl(impl, q.device)]
+    implementation.check(q, alibi_slopes, dropout_p)
+    return implementation.run(q, k, v, cu_seqlens, max_seqlen, alibi_slopes, dropout_p, window)

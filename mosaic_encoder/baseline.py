@@ -20,8 +20,9 @@ import math
 import torch
 import torch.nn.functional as F
 
-from .alibi import alibi_bias, alibi_slopes
+from .alibi import alibi_bias
 from .models import MosaicBertModel
+from .positions import AlibiPositions
 
 KEY_MASK_VALUE = -10000.0  # upstream's additive mask on padded keys
 
@@ -82,13 +83,11 @@ class UpstreamStyleEncoder:
     """
 
     def __init__(self, model: MosaicBertModel, alibi_starting_size: int = 512):
-        if not model.config.uses_alibi or model.config.layer_norm_position != "post":
-            raise ValueError("the upstream-style baseline reproduces MosaicBERT (ALiBi, post-LN) "
-                             "models only.")
+        if not isinstance(model.positions, AlibiPositions):
+            raise ValueError("the upstream-style baseline reproduces ALiBi models only.")
         self.model = model
         device = next(model.parameters()).device
-        self.alibi = AlibiTable(alibi_slopes(model.config.num_attention_heads, device=device),
-                                alibi_starting_size)
+        self.alibi = AlibiTable(model.positions.slopes(device).detach(), alibi_starting_size)
 
     @torch.no_grad()
     def __call__(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
@@ -104,8 +103,12 @@ class UpstreamStyleEncoder:
         hidden = model.embeddings(input_ids, token_type_ids)
         heads, head_dim = config.num_attention_heads, config.head_dim
         for layer in model.encoder.layer:
-            qkv = layer.attention.self.Wqkv(hidden).view(batch, seqlen, 3, heads, head_dim)
-            q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # (B, heads, S, d) each
-            attn = dense_attention(q, k, v, bias).transpose(1, 2).reshape(batch, seqlen, -1)
-            hidden = layer.feed_forward(layer.attention.output(attn, hidden))
+            def attend(x: torch.Tensor, layer=layer) -> torch.Tensor:
+                qkv = layer.attention.self.Wqkv(x).view(batch, seqlen, 3, heads, head_dim)
+                q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # (B, heads, S, d) each
+                return dense_attention(q, k, v, bias).transpose(1, 2).reshape(batch, seqlen, -1)
+
+            hidden = layer.mlp(layer.attention.output(hidden, attend))
+        if model.encoder.final_layernorm is not None:
+            hidden = model.encoder.final_layernorm(hidden)
         return hidden * attention_mask[..., None].to(hidden.dtype)

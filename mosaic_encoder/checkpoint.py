@@ -27,6 +27,8 @@ vocabulary rows is one sentence instead of a memory bomb.
 
 from __future__ import annotations
 
+import dataclasses
+import itertools
 import json
 import re
 import struct
@@ -40,11 +42,12 @@ from safetensors import SafetensorError, safe_open
 from torch import nn
 
 from .api_arguments import path_arg
-from .config import MosaicConfig, read_config_values
+from .config import AXES, MosaicConfig, read_config_values
 from .errors import CheckpointError, ConfigError, InputError
 from .files import inside, json_object, printable, read_json, regular_file, short
 from .models import MosaicBertForMaskedLM, MosaicBertModel
 from .pooling import Pooling
+from .positions import POSITION_SCHEMES
 
 WEIGHTS_NAME = "model.safetensors"
 INDEX_NAME = "model.safetensors.index.json"
@@ -474,19 +477,64 @@ def without_ignored(found: dict[str, TensorInfo], layout: Layout) -> dict[str, T
 
 
 def check_family(config: MosaicConfig, names: set[str], layout: Layout, source: str) -> None:
-    """One sentence when config.json and the weights describe different model families."""
-    has_positions = f"{layout.prefix}embeddings.position_embeddings.weight" in names
-    has_glu = any(n.endswith("mlp.gated_layers.weight") for n in names)
-    if config.uses_alibi and has_positions:
-        raise CheckpointError(f"{source}: config.json describes an ALiBi (MosaicBERT) model but "
-                              f"the weights have learned position embeddings (classic BERT).")
-    if not config.uses_alibi and not has_positions:
-        raise CheckpointError(f"{source}: config.json describes a classic BERT model (no "
-                              f"alibi_starting_size) but the weights have no position embeddings.")
-    if (config.feed_forward == "glu") != has_glu:
-        kind = "gated (GLU)" if has_glu else "classic GELU"
-        raise CheckpointError(f"{source}: the weights have a {kind} feed-forward, which "
-                              f"config.json does not describe.")
+    """One sentence when config.json and the weights describe different designs.
+
+    The tensor names of a one-layer model of ``config`` are compared with the stored names of
+    the embeddings, the position scheme and layer 0. When they differ and another design (the
+    axes of :data:`~mosaic_encoder.config.AXES` and the position schemes' true/false options)
+    would make them agree, the fewest fields to change are named; otherwise loading's detailed
+    tensor report speaks.
+    """
+    stored = {name for name in names - layout.optional
+              if not (match := _LAYER_NAME.match(name)) or match[2] == "0"}
+    if _structure(config, layout) == stored:
+        return
+    for changes in _design_alternatives(config):
+        if _structure(config.replace(**changes), layout) == stored:
+            said = " and ".join(f"{field} {short(getattr(config, field), quote=True)}"
+                                for field in changes)
+            weights = " and ".join(f"{field} {short(value, quote=True)}"
+                                   for field, value in changes.items())
+            raise CheckpointError(f"{source}: config.json says {said}, but the weights are "
+                                  f"those of {weights}.")
+
+
+def _design_alternatives(config: MosaicConfig) -> list[dict[str, object]]:
+    """Every other valid design of ``config``'s geometry, as the fields that change, fewest
+    first."""
+    choices = {field: list(registry) for field, registry in AXES.items()}
+    choices.update({name: [False, True] for name in _bool_options()})
+    designs = []
+    for values in itertools.product(*choices.values()):
+        changes = {field: value for field, value in zip(choices, values)
+                   if value != getattr(config, field)}
+        try:
+            if changes:
+                config.replace(**changes)
+        except ConfigError:
+            continue
+        if changes:
+            designs.append(changes)
+    return sorted(designs, key=len)
+
+
+def _bool_options() -> list[str]:
+    """The position schemes' true/false options (``alibi_learned_slopes``)."""
+    defaults = {f.name: f.default for f in dataclasses.fields(MosaicConfig)}
+    return [name for scheme in POSITION_SCHEMES.values() for name in scheme.options
+            if isinstance(defaults[name], bool)]
+
+
+def _structure(config: MosaicConfig, layout: Layout) -> set[str]:
+    """Stored names of a model of ``config``'s design in ``layout``, with one layer standing for
+    all: names do not depend on sizes, so a minimal geometry is built (on the meta device), and
+    a config asking for 10^18 vocabulary rows costs nothing here."""
+    minimal = config.replace(num_hidden_layers=1, vocab_size=config.pad_token_id + 1,
+                             hidden_size=2, num_attention_heads=1, intermediate_size=1,
+                             type_vocab_size=1, max_position_embeddings=1)
+    with torch.device("meta"):
+        model = build_model(minimal, layout)
+    return set(expected_tensors(model, layout)) - layout.optional
 
 
 def stored_geometry(found: dict[str, TensorInfo], layout: Layout) -> dict[str, int]:

@@ -88,10 +88,10 @@ def example_inputs(token_types: bool = True) -> tuple[torch.Tensor, ...]:
 
 def dynamic_shapes(model: nn.Module, count: int) -> tuple[dict[int, torch.export.Dim], ...]:
     """Batch and sequence dynamic, shared by ``count`` (B, S) inputs of ``model``; learned
-    positions bound the sequence at ``max_position_embeddings``."""
-    config = _encoder(model).config
-    longest = None if config.uses_alibi else config.max_position_embeddings
-    batch, sequence = torch.export.Dim("batch"), torch.export.Dim("sequence", max=longest)
+    positions bound the sequence at ``max_position_embeddings`` (the position scheme's
+    ``longest_input``)."""
+    batch = torch.export.Dim("batch")
+    sequence = torch.export.Dim("sequence", max=_encoder(model).config.longest_input)
     return tuple({0: batch, 1: sequence} for _ in range(count))
 
 

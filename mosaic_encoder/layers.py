@@ -1,14 +1,15 @@
-"""The building blocks of a MosaicBERT encoder, all operating on packed tokens (T, H).
+"""The building blocks of an encoder, all operating on packed tokens (T, H).
 
 Module and parameter names follow the published checkpoints, so ``state_dict`` keys match the
-files exactly (``attention.self.Wqkv``, ``mlp.gated_layers``, ``mlp.layernorm``, ...). Every
-residual block is post-LayerNorm, ``LayerNorm(sublayer(x) + x)``, as published; a config with
-``layer_norm_position: "pre"`` makes each ``x + sublayer(LayerNorm(x))`` with the same LayerNorm
-module (so the names stay), and adds ``encoder.final_layernorm`` after the last layer.
+files exactly (``attention.self.Wqkv``, ``mlp.gated_layers``, ``mlp.layernorm``, ...). Each design
+axis is a registry, chosen by one config field, and looked up in one place:
 
-The classic BERT design runs through the same modules, chosen by configuration: learned position
-embeddings instead of ALiBi, and the GELU feed-forward (``intermediate`` / ``output``) instead of
-the GLU. Its separate query/key/value weights are fused into ``Wqkv`` when loading.
+- positions (``position_embedding_type``): :mod:`.positions`, asked once per forward by the model;
+- the feed-forward (``feed_forward``): :mod:`.feed_forward`, at ``encoder.layer.N.mlp``;
+- the normalisation (``norm_type``): :mod:`.normalization`;
+- its placement around each residual (``layer_norm_position``): :mod:`.residual`.
+
+Classic BERT's separate query/key/value weights are fused into ``Wqkv`` when loading.
 """
 
 from __future__ import annotations
@@ -20,7 +21,10 @@ from torch.utils.checkpoint import checkpoint
 
 from .attention import varlen_attention
 from .config import MosaicConfig
-from .padding import Packing
+from .normalization import make_norm
+from .padding import Packing, PaddedRows
+from .positions import AttentionPositions
+from .residual import ResidualOutput
 
 FEED_FORWARD_BLOCK = 1024  # tokens per feed-forward step
 
@@ -38,40 +42,40 @@ def _embedding(rows: int, dim: int, padding_idx: int | None = None) -> nn.Embedd
 
 
 class Embeddings(nn.Module):
-    """``LayerNorm(word[ids] + token_type[type_ids] (+ position[pos]))``.
+    """``norm(word[ids] + token_type[type_ids] (+ position[pos]))``.
 
-    MosaicBERT has no position embeddings (ALiBi encodes positions in attention); the classic
-    design adds learned ones for positions below ``max_position_embeddings``.
+    The position table exists when the config's position scheme has one (``absolute``); ALiBi,
+    RoPE and ``none`` act in attention instead, or not at all.
     """
 
     def __init__(self, config: MosaicConfig):
         super().__init__()
         self.word_embeddings = _embedding(config.vocab_size, config.hidden_size,
                                           padding_idx=config.pad_token_id)
-        if not config.uses_alibi:
-            self.position_embeddings = _embedding(config.max_position_embeddings,
-                                                  config.hidden_size)
+        self.position_embeddings = _embedding(config.max_position_embeddings, config.hidden_size) \
+            if config.position_scheme.learned_table else None
         self.token_type_embeddings = _embedding(config.type_vocab_size, config.hidden_size)
-        self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.LayerNorm = make_norm(config)
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
 
     def forward(self, input_ids: torch.Tensor, token_type_ids: torch.Tensor,
                 positions: torch.Tensor | None = None) -> torch.Tensor:
         """input_ids, token_type_ids, positions: (...,) int64 -> (..., H).
 
-        ``positions`` (within each sequence) is needed only with learned position embeddings.
+        ``positions`` (within each sequence) is read only when there is a position table.
         """
         hidden = self.word_embeddings(input_ids) + self.token_type_embeddings(token_type_ids)
-        if hasattr(self, "position_embeddings"):
+        if self.position_embeddings is not None:
             hidden = hidden + self.position_embeddings(positions)
         return self.dropout(self.LayerNorm(hidden))
 
 
 class SelfAttention(nn.Module):
-    """Fused QKV projection and variable-length ALiBi attention.
+    """Fused QKV projection and variable-length attention.
 
     ``Wqkv`` maps H -> 3H; its output splits as [Q | K | V], and within each, head h owns
-    features [h*d, (h+1)*d).
+    features [h*d, (h+1)*d). The batch's :class:`AttentionPositions` rotate Q and K (RoPE) and
+    give the ALiBi slopes.
     """
 
     def __init__(self, config: MosaicConfig):
@@ -83,147 +87,97 @@ class SelfAttention(nn.Module):
         self.dropout_p = config.attention_probs_dropout_prob
         self.Wqkv = nn.Linear(config.hidden_size, 3 * config.hidden_size)
 
-    def forward(self, hidden: torch.Tensor, packing: Packing,
-                slopes: torch.Tensor | None) -> torch.Tensor:
-        """hidden: (T, H); slopes: (heads,) float32, None without ALiBi -> (T, H)."""
+    def forward(self, hidden: torch.Tensor, packing: Packing | PaddedRows,
+                positions: AttentionPositions) -> torch.Tensor:
+        """hidden: (T, H) -> (T, H)."""
         tokens = hidden.shape[0]
         qkv = self.Wqkv(hidden).view(tokens, 3, self.num_heads, self.head_dim)
         q, k, v = qkv.unbind(1)  # strided views, no copy
-        out = varlen_attention(q, k, v, packing.cu_seqlens, packing.max_seqlen, slopes,
+        q, k = positions.rotate(q, k)
+        out = varlen_attention(q, k, v, packing.cu_seqlens, packing.max_seqlen, positions.slopes,
                                impl=self.attention_impl,
                                dropout_p=self.dropout_p if self.training else 0.0,
                                window=self.attention_window)
         return out.reshape(tokens, self.num_heads * self.head_dim)  # -1 fails at T = 0
 
 
-def _residual(norm: nn.LayerNorm, pre_norm: bool, update: torch.Tensor,
-              residual: torch.Tensor) -> torch.Tensor:
-    """``norm(update + residual)`` after the sublayer, or ``update + residual`` when ``norm``
-    already ran on the sublayer's input (pre-LN)."""
-    return update + residual if pre_norm else norm(update + residual)
-
-
-class ResidualOutput(nn.Module):
-    """``LayerNorm(dense(y) + x)``: the projection back to H, residual and post-LayerNorm.
-
-    Used after attention (y: (T, H)) and, in the classic design, after the intermediate
-    expansion (y: (T, I), ``in_features=I``). Pre-LN: ``dense(y) + x``, and ``LayerNorm`` is
-    what the block applies to its input (:meth:`normed_input`).
-    """
-
-    def __init__(self, config: MosaicConfig, in_features: int | None = None):
-        super().__init__()
-        self.pre_norm = config.layer_norm_position == "pre"
-        self.dense = nn.Linear(in_features or config.hidden_size, config.hidden_size)
-        self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
-        self.dropout = nn.Dropout(config.hidden_dropout_prob)
-
-    def normed_input(self, hidden: torch.Tensor) -> torch.Tensor:
-        """The block's input as its sublayer sees it: ``LayerNorm(x)`` pre-LN, else ``x``."""
-        return self.LayerNorm(hidden) if self.pre_norm else hidden
-
-    def forward(self, attn: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
-        return _residual(self.LayerNorm, self.pre_norm, self.dropout(self.dense(attn)), residual)
-
-
 class Attention(nn.Module):
+    """Self-attention, then ``output``: projection, residual and norm (:mod:`.residual`)."""
+
     def __init__(self, config: MosaicConfig):
         super().__init__()
         self.self = SelfAttention(config)
         self.output = ResidualOutput(config)
 
-    def forward(self, hidden: torch.Tensor, packing: Packing,
-                slopes: torch.Tensor | None) -> torch.Tensor:
-        return self.output(self.self(self.output.normed_input(hidden), packing, slopes), hidden)
+    def forward(self, hidden: torch.Tensor, packing: Packing | PaddedRows,
+                positions: AttentionPositions) -> torch.Tensor:
+        return self.output(hidden, lambda x: self.self(x, packing, positions))
 
 
-class GatedMLP(nn.Module):
-    """Gated-linear-unit feed-forward: ``LayerNorm(wo(gelu(gate) * value) + x)``.
+def _rename_prefix(state: dict, old: str, new: str) -> None:
+    """Rename, in place, every key of ``state`` that starts with ``old`` to start with ``new``."""
+    for key in [key for key in state if key.startswith(old)]:
+        state[new + key[len(old):]] = state.pop(key)
 
-    ``gated_layers`` (no bias) maps H -> 2I; the first I outputs are the gate, the second I the
-    value. GELU is the exact erf form whatever ``hidden_act`` says. Pre-LN, ``layernorm``
-    normalises the input instead: ``wo(...(layernorm(x))) + x``.
+
+class EncoderLayer(nn.Module):
+    """Attention block, then the config's feed-forward block at ``mlp`` (:mod:`.feed_forward`).
+
+    A feed-forward whose checkpoint layout puts its children beside ``attention``
+    (``stored_beside_attention``, classic BERT's ``intermediate`` and ``output``) is renamed
+    on ``state_dict`` and ``load_state_dict``, so files keep the published names while every
+    feed-forward lives at ``mlp``.
     """
 
     def __init__(self, config: MosaicConfig):
         super().__init__()
-        self.pre_norm = config.layer_norm_position == "pre"
-        self.intermediate_size = config.intermediate_size
-        self.gated_layers = nn.Linear(config.hidden_size, 2 * config.intermediate_size, bias=False)
-        self.wo = nn.Linear(config.intermediate_size, config.hidden_size)
-        self.layernorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
-        self.dropout = nn.Dropout(config.hidden_dropout_prob)
-
-    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
-        """hidden: (T, H) -> (T, H)."""
-        normed = self.layernorm(hidden) if self.pre_norm else hidden
-        gate, value = self.gated_layers(normed).split(self.intermediate_size, dim=-1)
-        return _residual(self.layernorm, self.pre_norm, self.dropout(self.wo(F.gelu(gate) * value)),
-                         hidden)
-
-
-class Intermediate(nn.Module):
-    """Classic BERT's expansion: ``gelu(dense(x))``, H -> I."""
-
-    def __init__(self, config: MosaicConfig):
-        super().__init__()
-        self.dense = nn.Linear(config.hidden_size, config.intermediate_size)
-
-    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
-        return F.gelu(self.dense(hidden))
-
-
-class EncoderLayer(nn.Module):
-    """Attention block then feed-forward block: ``mlp`` (GLU) or ``intermediate`` + ``output``
-    (classic GELU, ``LayerNorm(dense(gelu(dense(x))) + x)``), as the config says."""
-
-    def __init__(self, config: MosaicConfig):
-        super().__init__()
         self.attention = Attention(config)
-        if config.feed_forward == "glu":
-            self.mlp = GatedMLP(config)
-        else:
-            self.intermediate = Intermediate(config)
-            self.output = ResidualOutput(config, in_features=config.intermediate_size)
+        self.mlp = config.feed_forward_class(config)
+        if self.mlp.stored_beside_attention:
+            self.register_state_dict_post_hook(_store_mlp_beside_attention)
+            self.register_load_state_dict_pre_hook(_load_mlp_from_beside_attention)
 
-    def feed_forward(self, hidden: torch.Tensor) -> torch.Tensor:
-        """hidden: (..., H) -> (..., H), residual and LayerNorm included."""
-        if hasattr(self, "mlp"):
-            return self.mlp(hidden)
-        return self.output(self.intermediate(self.output.normed_input(hidden)), hidden)
-
-    def forward(self, hidden: torch.Tensor, packing: Packing,
-                slopes: torch.Tensor | None) -> torch.Tensor:
-        hidden = self.attention(hidden, packing, slopes)
+    def forward(self, hidden: torch.Tensor, packing: Packing | PaddedRows,
+                positions: AttentionPositions) -> torch.Tensor:
+        hidden = self.attention(hidden, packing, positions)
         # Compiled, one block: a split by a symbolic token count would recompile per length.
         if hidden.shape[0] <= FEED_FORWARD_BLOCK or torch.compiler.is_compiling():
-            return self.feed_forward(hidden)
+            return self.mlp(hidden)
         # The feed-forward acts on each token alone, so blocks of tokens give the same result
         # while bounding its (tokens, 2I) intermediate (100 MB at 4096 float32 tokens).
-        return torch.cat([self.feed_forward(block) for block in hidden.split(FEED_FORWARD_BLOCK)])
+        return torch.cat([self.mlp(block) for block in hidden.split(FEED_FORWARD_BLOCK)])
+
+
+def _store_mlp_beside_attention(layer: EncoderLayer, state: dict, prefix: str, metadata) -> None:
+    for child in layer.mlp._modules:
+        _rename_prefix(state, f"{prefix}mlp.{child}.", f"{prefix}{child}.")
+
+
+def _load_mlp_from_beside_attention(layer: EncoderLayer, state: dict, prefix: str, *args) -> None:
+    for child in layer.mlp._modules:
+        _rename_prefix(state, f"{prefix}{child}.", f"{prefix}mlp.{child}.")
 
 
 class Encoder(nn.Module):
-    """The layers, then (pre-LN only) ``final_layernorm``: pre-LN layers leave their output's
-    scale to grow with depth, and the head expects normalised states. With
-    ``gradient_checkpointing`` set, a layer run with gradients keeps only its input for the
-    backward pass and recomputes the rest there (dropout masks replayed)."""
+    """The layers, then (pre-LN only) ``final_layernorm``. With ``gradient_checkpointing`` set,
+    a layer run with gradients keeps only its input for the backward pass and recomputes the
+    rest there (dropout masks replayed)."""
 
     def __init__(self, config: MosaicConfig):
         super().__init__()
         self.layer = nn.ModuleList(EncoderLayer(config) for _ in range(config.num_hidden_layers))
         self.gradient_checkpointing = False
-        if config.layer_norm_position == "pre":
-            self.final_layernorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.final_layernorm = make_norm(config) if config.placement.final_norm else None
 
-    def forward(self, hidden: torch.Tensor, packing: Packing,
-                slopes: torch.Tensor | None) -> torch.Tensor:
+    def forward(self, hidden: torch.Tensor, packing: Packing | PaddedRows,
+                positions: AttentionPositions) -> torch.Tensor:
+        """hidden: (T, H) packed embeddings -> (T, H) last hidden states."""
         for layer in self.layer:
             if self.gradient_checkpointing and torch.is_grad_enabled():
-                hidden = checkpoint(layer, hidden, packing, slopes, use_reentrant=False)
+                hidden = checkpoint(layer, hidden, packing, positions, use_reentrant=False)
             else:
-                hidden = layer(hidden, packing, slopes)
-        if hasattr(self, "final_layernorm"):
+                hidden = layer(hidden, packing, positions)
+        if self.final_layernorm is not None:
             hidden = self.final_layernorm(hidden)
         return hidden
 
@@ -241,12 +195,12 @@ class Pooler(nn.Module):
 
 
 class MaskedLMTransform(nn.Module):
-    """``LayerNorm(gelu(dense(h)))`` before the vocabulary projection."""
+    """``norm(gelu(dense(h)))`` before the vocabulary projection (the config's norm)."""
 
     def __init__(self, config: MosaicConfig):
         super().__init__()
         self.dense = nn.Linear(config.hidden_size, config.hidden_size)
-        self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.LayerNorm = make_norm(config)
 
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:
         return self.LayerNorm(F.gelu(self.dense(hidden)))

@@ -16,7 +16,6 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .alibi import alibi_slopes
 from .config import MosaicConfig
 from .errors import ConfigError, InputError
 from .layers import Embeddings, Encoder, MaskedLMPredictions, Pooler
@@ -81,16 +80,18 @@ def _check_inputs(input_ids: torch.Tensor, attention_mask: torch.Tensor | None,
 
 
 class MosaicBertModel(nn.Module):
-    """MosaicBERT encoder: embeddings, post-LN layers with ALiBi attention and GLU, pooler.
+    """MosaicBERT encoder: embeddings, the position scheme, the layers, and a pooler.
 
-    With a classic configuration (absolute positions, GELU feed-forward) the same class is a
-    classic BERT encoder.
+    The config's design fields choose each part from its registry (:mod:`.config`): with
+    MosaicBERT's (ALiBi, GLU, post-LN) this is upstream's model, with classic BERT's (absolute
+    positions, GELU feed-forward) BERT's.
     """
 
     def __init__(self, config: MosaicConfig, add_pooler: bool = True):
         super().__init__()
         self.config = config
         self.embeddings = Embeddings(config)
+        self.positions = config.position_scheme(config)
         self.encoder = Encoder(config)
         self.pooler = Pooler(config) if add_pooler else None
 
@@ -113,15 +114,14 @@ class MosaicBertModel(nn.Module):
         packing = PaddedRows.from_mask(attention_mask) if torch.compiler.is_compiling() \
             else Packing.from_mask(attention_mask)
         # Compiled, the bound applies to the padded length, the only length known there.
-        if not config.uses_alibi and packing.max_seqlen > config.max_position_embeddings:
+        longest = config.longest_input
+        if longest is not None and packing.max_seqlen > longest:
             raise InputError(f"a sequence of {packing.max_seqlen} tokens exceeds this checkpoint's "
-                             f"max_position_embeddings ({config.max_position_embeddings}); "
-                             f"truncate the input (e.g. max_seq_length).")
+                             f"{config.input_limit}; truncate the input (e.g. max_seq_length).")
         ids, types = unpad(input_ids, packing), unpad(token_type_ids, packing)
-        hidden = self.embeddings(ids, types, None if config.uses_alibi else packing.positions())
-        slopes = alibi_slopes(config.num_attention_heads, device=hidden.device) \
-            if config.uses_alibi else None
-        return self.encoder(hidden, packing, slopes), packing
+        table = config.position_scheme.learned_table
+        hidden = self.embeddings(ids, types, packing.positions() if table else None)
+        return self.encoder(hidden, packing, self.positions(packing)), packing
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
                 token_type_ids: torch.Tensor | None = None) -> EncoderOutput:

@@ -52,12 +52,12 @@ class SentenceEncoder:
                              f"and [SEP]), got {max_seq_length!r}.")
         self.max_seq_length = max_seq_length if max_seq_length is not None \
             else self.pipeline.max_seq_length
-        if not config.uses_alibi:
-            # Learned positions stop at max_position_embeddings: longer inputs cannot be encoded.
-            limit = config.max_position_embeddings
+        limit = config.longest_input
+        if limit is not None:
+            # The position scheme bounds the input (a learned table): longer ones cannot run.
             if self.max_seq_length is not None and self.max_seq_length > limit:
                 raise ConfigError(f"max_seq_length {self.max_seq_length} exceeds the checkpoint's "
-                                  f"max_position_embeddings ({limit}).")
+                                  f"{config.input_limit}.")
             self.max_seq_length = self.max_seq_length or limit
         self.tokenizer = TextTokenizer(self.pipeline.transformer_dir / "tokenizer.json",
                                        self.max_seq_length, self.pipeline.do_lower_case)

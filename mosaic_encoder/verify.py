@@ -235,12 +235,11 @@ def _config_values(values: dict[str, Any], directory: Path):
         config = MosaicConfig.from_dict(values, source=f"config file {directory / 'config.json'}")
     except ConfigError as err:
         return None, CheckResult("config values", False, str(err))
-    family = "ALiBi, GLU" if config.uses_alibi else "absolute positions"
     return config, CheckResult(
         "config values", True,
         f"hidden {config.hidden_size} = {config.num_attention_heads} heads x {config.head_dim}, "
         f"{config.num_hidden_layers} layers, intermediate {config.intermediate_size}, "
-        f"vocab {config.vocab_size}, {family}")
+        f"vocab {config.vocab_size}, {config.describe_variant()}")
 
 
 def _config_architecture(values, config, found, layout, directory) -> CheckResult:

@@ -5,8 +5,8 @@ from hypothesis import strategies as st
 
 from mosaic_encoder import ConfigError
 from mosaic_encoder.alibi import alibi_bias, alibi_slopes
-from mosaic_encoder.attention import (padded_rows_attention, resolve_impl, sdpa_varlen_alibi,
-                                      varlen_attention)
+from mosaic_encoder.attention import (IMPLEMENTATIONS, padded_rows_attention, resolve_impl,
+                                      sdpa_varlen_alibi, varlen_attention)
 from mosaic_encoder.padding import Packing, PaddedRows
 from helpers import packed_qkv
 from mosaic_kernels import reference
@@ -92,3 +92,67 @@ def test_padded_rows_attention_equals_packed_attention(lengths, extra, left, ali
     packed = sdpa_varlen_alibi(q[real], k[real], v[real], packing.cu_seqlens, slopes)
     torch.testing.assert_close(dense[real], packed, rtol=1e-5, atol=1e-6)
     assert torch.isfinite(dense).all()
+
+
+# --- the implementations' declared capabilities --------------------------------------------
+
+
+@pytest.mark.parametrize("name", IMPLEMENTATIONS)
+def test_learned_slopes_get_the_reference_gradient_under_every_implementation(name):
+    """float32, a packed batch: d(out . g)/d(slopes) against the float64 reference's autograd,
+    eagerly and (sdpa) on the compiled path's padded rows."""
+    q, k, v, cu = packed_qkv([23, 1, 0, 40], 2, 16, seed=5)
+    grad_out = torch.randn(q.shape, generator=torch.Generator().manual_seed(6))
+    base = alibi_slopes(2) * 4
+
+    def slope_grad(attend, dtype=torch.float32):
+        slopes = base.to(dtype).requires_grad_(True)
+        out = attend(slopes)
+        return torch.autograd.grad(out, slopes, grad_out.to(out.dtype))[0].double()
+
+    oracle = slope_grad(lambda s: reference.attention(q, k, v, cu, s)[0], torch.float64)
+    ours = slope_grad(lambda s: varlen_attention(q, k, v, cu, 40, s, impl=name))
+    torch.testing.assert_close(ours, oracle, rtol=1e-5, atol=1e-4)
+    assert IMPLEMENTATIONS[name].slope_gradient
+
+
+def test_learned_slopes_get_the_gradient_on_the_compiled_path():
+    q, k, v, cu = packed_qkv([5, 3], 2, 16, seed=7)
+    rows = PaddedRows.from_mask(torch.tensor([[1] * 5 + [0] * 3, [1] * 3 + [0] * 5]))
+    mask = torch.tensor([[1] * 5 + [0] * 3, [1] * 3 + [0] * 5]).bool().flatten()
+    padded = [torch.zeros(16, 2, 16) for _ in range(3)]
+    for tensor, source in zip(padded, (q, k, v)):
+        tensor[mask] = source
+    slopes = (alibi_slopes(2) * 4).requires_grad_(True)
+    out = padded_rows_attention(*padded, rows.cu_seqlens, 8, slopes)
+    (ours,) = torch.autograd.grad(out[mask].sum(), slopes)
+    reference_slopes = slopes.detach().double().requires_grad_(True)
+    (expected,) = torch.autograd.grad(
+        reference.attention(q, k, v, cu, reference_slopes)[0].sum(), reference_slopes)
+    torch.testing.assert_close(ours.double(), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_asking_an_implementation_for_what_it_lacks_names_both():
+    q, k, v, cu = packed_qkv([4], 1, 16)
+    with pytest.raises(ConfigError, match="'triton' does not support attention dropout"):
+        varlen_attention(q, k, v, cu, 4, alibi_slopes(1), impl="triton", dropout_p=0.1)
+    q8, k8, v8, cu8 = packed_qkv([4], 1, 8)
+    with pytest.raises(ConfigError, match="'triton' does not support head size 8 \\(it supports "
+                                          "16 to 128\\)"):
+        varlen_attention(q8, k8, v8, cu8, 4, alibi_slopes(1), impl="triton")
+    with pytest.raises(ConfigError, match="'triton' does not support float64 inputs"):
+        varlen_attention(q.double(), k.double(), v.double(), cu, 4, alibi_slopes(1),
+                         impl="triton")
+
+
+def test_a_missing_slope_gradient_is_an_error_not_a_frozen_parameter():
+    """An implementation declaring no slope gradient refuses learned slopes that need one."""
+    from dataclasses import replace
+
+    frozen = replace(IMPLEMENTATIONS["sdpa"], name="frozen", slope_gradient=False)
+    q, k, v, cu = packed_qkv([4], 1, 16)
+    with pytest.raises(ConfigError, match="'frozen' does not support gradients for learned "
+                                          "ALiBi slopes"):
+        frozen.check(q, alibi_slopes(1).requires_grad_(True), 0.0)
+    with torch.no_grad():
+        frozen.check(q, alibi_slopes(1).requires_grad_(True), 0.0)

@@ -78,7 +78,9 @@ def test_qkv_fused_at_load_time():
         parts = [f.get_tensor(f"encoder.layer.2.attention.self.{p}.weight") for p in
                  ("query", "key", "value")]
     assert torch.equal(model.encoder.layer[2].attention.self.Wqkv.weight, torch.cat(parts))
-    assert not hasattr(model.encoder.layer[0], "mlp")
+    with safe_open(str(MINILM / "model.safetensors"), "pt") as f:
+        stored = f.get_tensor("encoder.layer.0.intermediate.dense.weight")
+    assert torch.equal(model.encoder.layer[0].mlp.intermediate.dense.weight, stored)
 
 
 def test_longer_than_position_table_is_a_clear_error():
@@ -95,5 +97,8 @@ def test_weights_and_config_of_different_families(tmp_path):
     shutil.copytree(MINILM, directory)
     config = (directory / "config.json").read_text().replace('"hidden_act"', '"alibi_starting_size": 512, "hidden_act"')
     (directory / "config.json").write_text(config)
-    with pytest.raises(me.CheckpointError, match="learned position embeddings"):
+    with pytest.raises(me.CheckpointError, match="config.json says position_embedding_type "
+                                                 "'alibi' and feed_forward 'glu', but the weights "
+                                                 "are those of position_embedding_type 'absolute' "
+                                                 "and feed_forward 'gelu'"):
         me.load_model(directory)

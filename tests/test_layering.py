@@ -43,7 +43,8 @@ def test_harness_modules_import_no_private_names_of_each_other():
 
 
 def _module_graph():
-    """Edges between the project's modules (package-qualified names), lazy imports included.
+    """Edges between the project's modules (package-qualified names), lazy imports included,
+    type-only imports (under ``if TYPE_CHECKING:``, never run) left out.
 
     ``mosaic_kernels`` is the installed name of the ``kernels/`` folder. An import of a package
     (``from . import x``) points at the submodule ``x`` when there is one, else at the package.
@@ -59,7 +60,13 @@ def _module_graph():
     for name, path in files.items():
         is_package = path.name == "__init__.py"
         edges = set()
-        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        type_only = {id(inner) for node in ast.walk(tree)
+                     if isinstance(node, ast.If) and isinstance(node.test, ast.Name)
+                     and node.test.id == "TYPE_CHECKING" for inner in ast.walk(node)}
+        for node in ast.walk(tree):
+            if id(node) in type_only:
+                continue
             if isinstance(node, ast.Import):
                 targets = [alias.name for alias in node.names]
             elif isinstance(node, ast.ImportFrom):

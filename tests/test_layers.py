@@ -5,13 +5,15 @@ import torch
 import torch.nn.functional as F
 
 from mosaic_encoder import MosaicConfig
-from mosaic_encoder.layers import FEED_FORWARD_BLOCK, Embeddings, EncoderLayer, GatedMLP
+from mosaic_encoder.config import CLASSIC_BERT
+from mosaic_encoder.layers import FEED_FORWARD_BLOCK, Embeddings, Encoder, EncoderLayer
 from mosaic_encoder.padding import Packing
+from mosaic_encoder.positions import AttentionPositions
 
 ALIBI = MosaicConfig(vocab_size=50, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
                      intermediate_size=24, hidden_dropout_prob=0.0)
-CLASSIC = ALIBI.replace(position_embedding_type="absolute", feed_forward="gelu",
-                        max_position_embeddings=20)
+CLASSIC = ALIBI.replace(**CLASSIC_BERT, max_position_embeddings=20)
+SLOPES = AttentionPositions(slopes=torch.tensor([0.5, 0.25]))
 
 
 def seeded(module: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
@@ -23,22 +25,9 @@ def seeded(module: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
     return module.eval()
 
 
-def test_glu_first_half_is_the_gate_second_half_the_value():
-    mlp = seeded(GatedMLP(ALIBI))
-    x = torch.randn(5, 16, generator=torch.Generator().manual_seed(1))
-    projected = x @ mlp.gated_layers.weight.T
-    gate, value = projected[:, :24], projected[:, 24:]
-    expected = F.layer_norm(F.gelu(gate) * value @ mlp.wo.weight.T + mlp.wo.bias + x, (16,),
-                            mlp.layernorm.weight, mlp.layernorm.bias, ALIBI.layer_norm_eps)
-    torch.testing.assert_close(mlp(x), expected)
-    swapped = F.layer_norm(F.gelu(value) * gate @ mlp.wo.weight.T + mlp.wo.bias + x, (16,),
-                           mlp.layernorm.weight, mlp.layernorm.bias, ALIBI.layer_norm_eps)
-    assert not torch.allclose(mlp(x), swapped, atol=1e-3)
-
-
 def test_embeddings_without_positions_are_word_plus_type():
     embeddings = seeded(Embeddings(ALIBI))
-    assert not hasattr(embeddings, "position_embeddings")
+    assert embeddings.position_embeddings is None
     ids, types = torch.tensor([3, 7, 0, 49]), torch.tensor([0, 1, 1, 0])
     summed = embeddings.word_embeddings.weight[ids] + embeddings.token_type_embeddings.weight[types]
     expected = F.layer_norm(summed, (16,), embeddings.LayerNorm.weight, embeddings.LayerNorm.bias,
@@ -65,11 +54,10 @@ def test_blocked_feed_forward_equals_unblocked(config):
     tokens = FEED_FORWARD_BLOCK + 37
     hidden = torch.randn(tokens, 16, generator=torch.Generator().manual_seed(2))
     packing = Packing.from_mask(torch.ones(1, tokens, dtype=torch.long))
-    slopes = torch.tensor([0.5, 0.25]) if config.uses_alibi else None
+    positions = model_positions(config, packing)
     with torch.inference_mode():
-        blocked = layer(hidden, packing, slopes)
-        attended = layer.attention(hidden, packing, slopes)
-        unblocked = layer.feed_forward(attended)
+        blocked = layer(hidden, packing, positions)
+        unblocked = layer.mlp(layer.attention(hidden, packing, positions))
     torch.testing.assert_close(blocked, unblocked, rtol=0, atol=1e-6)
 
 
@@ -80,32 +68,47 @@ def test_pre_ln_layer_normalises_each_sublayer_input(config):
     layer = seeded(EncoderLayer(pre))
     hidden = torch.randn(7, 16, generator=torch.Generator().manual_seed(3))
     packing = Packing.from_mask(torch.ones(1, 7, dtype=torch.long))
-    slopes = torch.tensor([0.5, 0.25]) if config.uses_alibi else None
+    positions = model_positions(config, packing)
     attention = layer.attention
     norm = attention.output.LayerNorm
-    mixed = attention.self(norm(hidden), packing, slopes)
+    mixed = attention.self(norm(hidden), packing, positions)
     after_attention = hidden + attention.output.dense(mixed)
-    if config.feed_forward == "glu":
-        mlp = layer.mlp
+    mlp = layer.mlp
+    if hasattr(mlp, "gated_layers"):
         gate, value = (mlp.layernorm(after_attention) @ mlp.gated_layers.weight.T).chunk(2, -1)
         expected = after_attention + mlp.wo(F.gelu(gate) * value)
     else:
-        inner = F.gelu(layer.intermediate.dense(layer.output.LayerNorm(after_attention)))
-        expected = after_attention + layer.output.dense(inner)
+        inner = F.gelu(mlp.intermediate.dense(mlp.output.LayerNorm(after_attention)))
+        expected = after_attention + mlp.output.dense(inner)
     with torch.inference_mode():
-        torch.testing.assert_close(layer(hidden, packing, slopes), expected)
+        torch.testing.assert_close(layer(hidden, packing, positions), expected)
 
 
 def test_pre_ln_encoder_ends_with_a_final_layer_norm():
-    from mosaic_encoder.layers import Encoder
-
     encoder = seeded(Encoder(ALIBI.replace(layer_norm_position="pre", attention_impl="sdpa")))
     post = Encoder(ALIBI)
-    assert hasattr(encoder, "final_layernorm") and not hasattr(post, "final_layernorm")
+    assert encoder.final_layernorm is not None and post.final_layernorm is None
     hidden = torch.randn(5, 16, generator=torch.Generator().manual_seed(4))
     packing = Packing.from_mask(torch.ones(1, 5, dtype=torch.long))
-    slopes = torch.tensor([0.5, 0.25])
     with torch.inference_mode():
-        out = encoder(hidden, packing, slopes)
-        expected = encoder.final_layernorm(encoder.layer[0](hidden, packing, slopes))
+        out = encoder(hidden, packing, SLOPES)
+        expected = encoder.final_layernorm(encoder.layer[0](hidden, packing, SLOPES))
     torch.testing.assert_close(out, expected)
+
+
+def test_classic_feed_forward_keeps_berts_checkpoint_names():
+    """Every feed-forward lives at ``mlp``; classic BERT's is stored beside ``attention`` under
+    its published names, and loads back from them strictly."""
+    layer = seeded(EncoderLayer(CLASSIC))
+    state = layer.state_dict()
+    assert {"intermediate.dense.weight", "output.dense.weight", "output.LayerNorm.bias"} <= \
+        set(state)
+    assert not any(name.startswith("mlp.") for name in state)
+    fresh = EncoderLayer(CLASSIC)
+    fresh.load_state_dict(state, strict=True)
+    assert torch.equal(fresh.mlp.output.dense.weight, layer.mlp.output.dense.weight)
+
+
+def model_positions(config: MosaicConfig, packing: Packing) -> AttentionPositions:
+    """The positions a model of ``config`` gives its layers for ``packing``."""
+    return config.position_scheme(config)(packing)

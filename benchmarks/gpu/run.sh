@@ -114,6 +114,18 @@ COMPILES="fwd,dkdv,dq:bf16:64:both" \
 step ${T_MLM:-35} mlm "${BENCH[@]}" mlm --device cuda --hidden 768 --layers 12 --heads 12 \
     --intermediate 3072 --batch 32 --length 128 --max-length 1024 --out "$RESULTS/mlm.json"
 
+# 8. the length experiment at a scale where the models learn language: BERT-small geometry
+#    (4 layers x 512, 8 heads, GLU intermediate 2048), one model per position scheme (alibi,
+#    absolute, rope, none), 150 steps x 256 sequences of 128 tokens (4.9M tokens per variant,
+#    about 12 passes over the stdlib corpus), scored at 128..1024 on the held-out part. float32
+#    (pretraining has no autocast): the first calls compile the fp32 kernels, without windowing
+#    at these lengths. Each finished variant is written at once, so a cut run keeps them.
+COMPILES="fwd,dkdv,dq:fp32:64:off" \
+step ${T_PRETRAIN:-170} pretraining python3 -m mosaic_encoder.pretraining.experiment \
+    --device cuda --layers 4 --hidden 512 --heads 8 --intermediate 2048 --batch-size 256 \
+    --steps 150 --lr 5e-4 --eval-tokens 65536 --output "$RESULTS/pretraining" \
+    --work "$OUT/pretraining-work"
+
 shopt -s nullglob
 written=("$RESULTS"/*.json)
 [ ${#written[@]} -gt 0 ] && step 15 report "${BENCH[@]}" report "${written[@]}"

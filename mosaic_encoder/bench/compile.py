@@ -66,7 +66,8 @@ _KERNELS = {"fwd": "_fwd_kernel", "dkdv": "_bwd_dkdv_kernel", "dq": "_bwd_dq_ker
             "key_bound": "_key_bound_kernel", "reach": "_reach_kernel", "span": "_span_kernel",
             "delta": "_bwd_preprocess_kernel"}
 _POINTERS = {"CU_SEQLENS": "*i32", "SLOPES": "*fp32", "REACH": "*i32", "SPAN": "*i32", "KMAX": "*i32",
-             "COUNTS": "*i32", "DO_NONFINITE": "*i32", "LSE": "*fp32", "DELTA": "*fp32"}
+             "COUNTS": "*i32", "DO_NONFINITE": "*i32", "LSE": "*fp32", "DELTA": "*fp32",
+             "DSLOPE_ROWS": "*fp32"}
 _FLOATS = {"qk_scale", "abs_qk_scale", "sm_scale"}
 # Strides of per-token rows (lse, delta, reach, span) are multiples of the token count: not
 # specialised.
@@ -176,7 +177,7 @@ def _source(kernel, build: Build):
     values = dict(BLOCK_M=build.block_m, BLOCK_N=build.block_n, BLOCK_D=block_d,
                   UPCAST=False, ROUND_BF16=False, IEEE=build.dtype == "fp32",
                   EVEN_D=build.head_dim == block_d, WINDOW=True, COUNT=False,
-                  LINEAR_BIAS=True, BLOCK_T=build.block_m, BLOCK_G=build.block_m,
+                  LINEAR_BIAS=True, SLOPE_GRAD=False, BLOCK_T=build.block_m, BLOCK_G=build.block_m,
                   CHUNK_Q=build.block_n)
     constexprs = {name: values[name] for name in signature if signature[name] == "constexpr"}
     return ASTSource(kernel, signature, constexprs=constexprs, attrs=attrs)

@@ -25,7 +25,7 @@ from collections.abc import Callable, Sequence
 import torch
 import torch.nn.functional as F
 
-from ..config import MosaicConfig
+from ..config import CLASSIC_BERT, MosaicConfig
 from ..pretraining.initialise import new_masked_lm
 from ..pretraining.masking import MaskedBatch, Masker, MaskingRates
 from ..pretraining.objective import MaskedLMObjective
@@ -114,8 +114,7 @@ def run_mlm(args: argparse.Namespace, argv: Sequence[str]) -> dict:
                           num_hidden_layers=args.layers, num_attention_heads=args.heads,
                           intermediate_size=args.intermediate,
                           max_position_embeddings=max(args.max_length, args.length),
-                          position_embedding_type="absolute", feed_forward="gelu",
-                          hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0,
+                          **CLASSIC_BERT, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0,
                           attention_impl="sdpa")
     settings = {k: getattr(args, k) for k in ("hidden", "layers", "heads", "intermediate",
                                                "vocab", "batch", "length", "min_length",

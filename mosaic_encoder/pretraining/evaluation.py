@@ -79,10 +79,9 @@ def evaluate_lengths(model: MosaicBertForMaskedLM, tokenizer: TextTokenizer,
     scores = []
     try:
         for length in lengths:
-            if not config.uses_alibi and length > config.max_position_embeddings:
+            if config.longest_input is not None and length > config.longest_input:
                 scores.append(LengthScore(length, 0, 0, None, None,
-                                          f"beyond max_position_embeddings "
-                                          f"({config.max_position_embeddings})"))
+                                          f"beyond {config.input_limit}"))
                 continue
             documents = chain.from_iterable(files)
             sequences = list(islice(SequencePacker(tokenizer, length)(documents),

@@ -1,27 +1,34 @@
-"""The ALiBi experiment in miniature, with one command.
+"""The length experiment in miniature, with one command: which position scheme carries masked-LM
+quality past the training length?
 
-    python -m mosaic_encoder.pretraining.experiment --output benchmarks/pretraining
+    python -m mosaic_encoder.pretraining.experiment [--output DIR]
 
 builds an offline English corpus from the interpreter's own documentation (:mod:`.stdlib_corpus`,
 held-out part separate), fits a WordPiece vocabulary to its training part (:mod:`.wordpiece`),
-initialises four variants of one small geometry (ALiBi + GLU as in MosaicBERT, absolute + GELU
-as in BERT, and the two mixed), pretrains each at ``--length`` tokens on the same token budget
-(same steps, batch and data order), scores each on the held-out part at ``--eval-lengths``, and
-writes ``pretraining.json`` and ``pretraining.png`` (held-out loss by length per variant; training
-loss against the wall time of the training steps, set-up, evaluation and saving left out) into
-``--output``. The absolute-position variants get
-``max_position_embeddings`` equal to the longest evaluation length, so that they can be scored
-there: positions past the training length keep their random initial embeddings.
+initialises one model of a small geometry per position scheme of the registry (``alibi``,
+``absolute``, ``rope``, ``none``; :mod:`mosaic_encoder.positions`), all with one feed-forward (the
+GLU by default), pretrains each at ``--length`` tokens on the same token budget (same steps,
+batch and data order), scores each on the held-out part at ``--eval-lengths``, and writes
+``pretraining.json`` and ``pretraining.png`` (held-out loss by length per variant, with the
+held-out text's unigram entropy as a reference line: what a model knowing only token
+frequencies would score; training loss against the wall time of the training steps) into
+``--output``, or into a new directory ``pretraining-experiment-<time>`` when none is named.
+Progress goes to stderr. The absolute-position variant gets ``max_position_embeddings`` equal to
+the longest evaluation length, so that it can be scored there: positions past the training length
+keep their random initial embeddings.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import platform
+import sys
 import tempfile
 import time
+from collections import Counter
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -30,6 +37,9 @@ import torch
 
 from ..atomic import atomic_path
 from ..config import MosaicConfig
+from ..errors import MosaicError
+from ..feed_forward import FEED_FORWARDS
+from ..positions import POSITION_SCHEMES
 from ..tokenizer import TextTokenizer
 from .config import PretrainConfig
 from .documents import DocumentFile
@@ -41,17 +51,11 @@ from .stdlib_corpus import write_corpus
 from .task import load_masked_lm
 from .wordpiece import train_wordpiece
 
-VARIANTS = {  # name: (position_embedding_type, feed_forward)
-    "alibi+glu": ("alibi", "glu"),
-    "absolute+gelu": ("absolute", "gelu"),
-    "alibi+gelu": ("alibi", "gelu"),
-    "absolute+glu": ("absolute", "glu"),
-}
-
 
 @dataclass(frozen=True)
 class Settings:
-    """The experiment's knobs (see ``--help``)."""
+    """The experiment's knobs (see ``--help``). ``positions``: the variants, by position scheme;
+    every variant uses ``feed_forward``."""
 
     output: Path
     work: Path
@@ -67,17 +71,33 @@ class Settings:
     eval_lengths: tuple[int, ...] = (128, 256, 512, 1024)
     eval_tokens: int = 16384
     seed: int = 0
-    variants: tuple[str, ...] = tuple(VARIANTS)
+    positions: tuple[str, ...] = tuple(POSITION_SCHEMES)
+    feed_forward: str = "glu"
+    device: str = "cpu"
 
 
-def variant_config(settings: Settings, name: str) -> MosaicConfig:
-    positions, feed_forward = VARIANTS[name]
+def variant_config(settings: Settings, position: str) -> MosaicConfig:
+    """The geometry of ``settings`` with ``position`` as its position scheme."""
     return MosaicConfig(vocab_size=settings.vocab, hidden_size=settings.hidden,
                         num_hidden_layers=settings.layers, num_attention_heads=settings.heads,
                         intermediate_size=settings.intermediate,
                         max_position_embeddings=max(settings.eval_lengths),
-                        position_embedding_type=positions, feed_forward=feed_forward,
+                        position_embedding_type=position, feed_forward=settings.feed_forward,
                         hidden_dropout_prob=0.1, attention_probs_dropout_prob=0.0)
+
+
+def unigram_entropy(tokenizer: TextTokenizer, held: Path) -> float:
+    """Entropy in nats of the held-out text's token frequencies ([CLS]/[SEP] left out): the
+    masked-LM loss of a model that knows nothing but how often each token occurs."""
+    with open(held, encoding="utf-8") as stream:
+        documents = [line.rstrip("\n") for line in stream if line.strip()]
+    special = {tokenizer.token_to_id(name) for name in ("[CLS]", "[SEP]")}
+    counts: Counter[int] = Counter()
+    for start in range(0, len(documents), 256):
+        ids, _, _ = tokenizer.encode_ids(documents[start:start + 256])
+        counts.update(token for row in ids for token in row if token not in special)
+    total = sum(counts.values())
+    return -sum(n / total * math.log(n / total) for n in counts.values())
 
 
 def machine() -> dict[str, Any]:
@@ -90,7 +110,8 @@ def machine() -> dict[str, Any]:
 
 def run_variant(settings: Settings, name: str, train: Path, held: Path, tokenizer_dir: Path
                 ) -> dict[str, Any]:
-    """Initialise, pretrain and score one variant; its record for the JSON file."""
+    """Initialise, pretrain and score the variant whose position scheme is ``name``; its record
+    for the JSON file."""
     work = settings.work / name
     model = new_masked_lm(variant_config(settings, name), seed=settings.seed)
     write_directory(work / "init", model, tokenizer_dir)
@@ -105,13 +126,15 @@ def run_variant(settings: Settings, name: str, train: Path, held: Path, tokenize
     result = pretrain(PretrainConfig(
         model=work / "init", data=(train,), output=work / "run", steps=settings.steps,
         batch_size=settings.batch_size, max_seq_length=settings.length, seed=settings.seed,
-        learning_rate=settings.learning_rate,
-        save_every=0, progress=False), on_step=on_step)
+        learning_rate=settings.learning_rate, device=settings.device,
+        save_every=0, progress=True), on_step=on_step)
     seconds = time.perf_counter() - started
-    trained = load_masked_lm(result.output, torch.device("cpu"), "auto")
+    trained = load_masked_lm(result.output, torch.device(settings.device), "auto")
     tokenizer = TextTokenizer(tokenizer_dir / "tokenizer.json")
-    scores = evaluate_lengths(trained, tokenizer, [DocumentFile.open(held)],
-                              list(settings.eval_lengths), settings.eval_tokens, settings.seed)
+    with torch.inference_mode():
+        scores = evaluate_lengths(trained, tokenizer, [DocumentFile.open(held)],
+                                  list(settings.eval_lengths), settings.eval_tokens,
+                                  settings.seed)
     return {"name": name, "config": trained.config.architecture_values(),
             "parameters": sum(p.numel() for p in trained.parameters()),
             "train_seconds": seconds, "step_seconds": curve[-1][1],
@@ -120,23 +143,31 @@ def run_variant(settings: Settings, name: str, train: Path, held: Path, tokenize
 
 
 def run(settings: Settings) -> dict[str, Any]:
-    """The whole experiment; returns (and writes) the results."""
+    """The whole experiment; returns (and writes) the results. Progress goes to stderr."""
     check_new_directory(settings.work)
     settings.work.mkdir(parents=True, exist_ok=True)
     settings.output.mkdir(parents=True, exist_ok=True)
+    print(f"results go to {settings.output}; work files to {settings.work}", file=sys.stderr)
     train, held = settings.work / "train.txt", settings.work / "held-out.txt"
     counts = write_corpus(train, held)
     tokenizer_dir = train_wordpiece([train], settings.vocab, settings.work / "tokenizer")
+    entropy = unigram_entropy(TextTokenizer(tokenizer_dir / "tokenizer.json"), held)
     results: dict[str, Any] = {
         "settings": {k: (str(v) if isinstance(v, Path) else v)
                      for k, v in asdict(settings).items() if k not in ("output", "work")},
-        "machine_start": machine(), "corpus": asdict(counts), "variants": []}
-    for name in settings.variants:
+        "machine_start": machine(), "corpus": asdict(counts),
+        "held_out_unigram_entropy": entropy, "variants": []}
+    for number, name in enumerate(settings.positions, start=1):
+        print(f"[{number}/{len(settings.positions)}] {name} positions + {settings.feed_forward}: "
+              f"{settings.steps} steps at {settings.length} tokens, then scored at "
+              f"{', '.join(map(str, settings.eval_lengths))}", file=sys.stderr)
         results["variants"].append(run_variant(settings, name, train, held, tokenizer_dir))
         write_results(results, settings.output)  # a later failure keeps the finished variants
     results["machine_end"] = machine()
     write_results(results, settings.output)
     plot(results, settings.output / "pretraining.png")
+    print(f"wrote {settings.output / 'pretraining.json'} and "
+          f"{settings.output / 'pretraining.png'}", file=sys.stderr)
     return results
 
 
@@ -147,70 +178,116 @@ def write_results(results: dict[str, Any], output: Path) -> None:
 
 
 def plot(results: dict[str, Any], path: Path) -> None:
-    """Held-out loss by evaluation length, and training loss against wall time, per variant."""
+    """Held-out loss by evaluation length per variant, with the unigram-entropy reference line,
+    and training loss against wall time."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    figure, (by_length, by_time) = plt.subplots(1, 2, figsize=(11, 4))
+    settings = results["settings"]
+    figure, (by_length, by_time) = plt.subplots(1, 2, figsize=(11, 4.6), layout="constrained")
     for variant in results["variants"]:
         rows = [r for r in variant["eval"] if r["loss"] is not None]
         by_length.plot([r["length"] for r in rows], [r["loss"] for r in rows], marker="o",
                        label=variant["name"])
         curve = variant["curve"]
         by_time.plot([c[1] for c in curve], [c[2] for c in curve], label=variant["name"])
-    trained = results["settings"]["length"]
+    trained = settings["length"]
     by_length.axvline(trained, color="grey", linestyle=":", label=f"trained at {trained}")
+    entropy = results.get("held_out_unigram_entropy")
+    if entropy is not None:
+        by_length.axhline(entropy, color="black", linestyle="--", linewidth=1,
+                          label=f"unigram entropy {entropy:.2f}")
     by_length.set(xscale="log", xlabel="evaluation length (tokens)",
-                  ylabel="held-out masked-LM loss (nats)", title="Loss by length")
-    by_length.set_xticks(results["settings"]["eval_lengths"],
-                         [str(n) for n in results["settings"]["eval_lengths"]])
+                  ylabel="held-out masked-LM loss (nats)",
+                  title=f"Loss by length ({settings.get('feed_forward', 'glu')} feed-forward)")
+    by_length.set_xticks(settings["eval_lengths"], [str(n) for n in settings["eval_lengths"]])
     by_length.minorticks_off()
-    by_time.set(xlabel="wall time (s)", ylabel="training loss (nats)",
+    by_time.set(xlabel="wall time of the training steps (s)", ylabel="training loss (nats)",
                 title="Training loss against wall time")
     for axes in (by_length, by_time):
-        axes.legend()
         axes.grid(alpha=0.3)
-    figure.tight_layout()
+    # One legend for both charts, below them: inside, it would hide the long-length points.
+    figure.legend(*by_length.get_legend_handles_labels(), loc="outside lower center",
+                  ncol=len(results["variants"]) + 2, fontsize="small")
     with atomic_path(path) as temporary:
         figure.savefig(temporary, format="png", dpi=100)
     plt.close(figure)
 
 
+def _lengths(text: str) -> tuple[int, ...]:
+    try:
+        lengths = tuple(int(part) for part in text.split(","))
+    except ValueError:
+        lengths = ()
+    if not lengths or min(lengths) < 2:
+        raise argparse.ArgumentTypeError(f"must be comma-separated lengths of at least 2, got "
+                                         f"{text[:40]!r}")
+    return lengths
+
+
+def _names(text: str, registry: dict, flag: str) -> tuple[str, ...]:
+    names = tuple(name for name in text.split(",") if name)
+    unknown = [name for name in names if name not in registry]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(f"{flag} takes comma-separated names among "
+                                         f"{', '.join(registry)}, got {text[:60]!r}")
+    return names
+
+
 def main(argv: list[str] | None = None) -> int:
-    defaults = Settings(output=Path("benchmarks/pretraining"), work=Path("."))
-    parser = argparse.ArgumentParser(prog="python -m mosaic_encoder.pretraining.experiment",
-                                     description=__doc__.split("\n\n")[0])
-    parser.add_argument("--output", type=Path, default=defaults.output,
-                        help="where pretraining.json and pretraining.png go")
+    defaults = Settings(output=Path("."), work=Path("."))
+    parser = argparse.ArgumentParser(
+        prog="python -m mosaic_encoder.pretraining.experiment",
+        description="Pretrain one small model per position scheme on the same token budget and "
+                    "score each on held-out text at several lengths.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--output", type=Path, default=None,
+                        help="where pretraining.json and pretraining.png go (default: a new "
+                             "directory pretraining-experiment-<time> here)")
     parser.add_argument("--work", type=Path, default=None,
                         help="a new or empty directory for the corpus, tokenizer and checkpoints "
                              "(default: a new temporary directory, kept)")
-    for name in ("layers", "hidden", "heads", "intermediate", "vocab", "length", "batch_size",
-                 "steps", "eval_tokens", "seed"):
+    helps = {"layers": "encoder layers", "hidden": "hidden size", "heads": "attention heads",
+             "intermediate": "feed-forward size", "vocab": "WordPiece vocabulary size",
+             "length": "training sequence length (tokens)", "batch_size": "sequences per step",
+             "steps": "optimizer steps per variant", "eval_tokens": "held-out tokens per length",
+             "seed": "fixes initialisation, data order and masks"}
+    for name, text in helps.items():
         parser.add_argument(f"--{name.replace('_', '-')}", type=int,
-                            default=getattr(defaults, name))
+                            default=getattr(defaults, name), help=text)
     parser.add_argument("--lr", type=float, default=defaults.learning_rate,
-                        help="peak learning rate (default 1e-3: the recipe's 5e-4 is for "
-                             "BERT-base; a model this small and short a run take more)")
-    parser.add_argument("--eval-lengths", default=",".join(map(str, defaults.eval_lengths)))
+                        help="peak learning rate (the recipe's 5e-4 is for BERT-base; a model "
+                             "this small and short a run take more)")
+    parser.add_argument("--eval-lengths", type=_lengths, metavar="N,N,...",
+                        default=defaults.eval_lengths, help="comma-separated evaluation lengths")
+    parser.add_argument("--positions", type=lambda t: _names(t, POSITION_SCHEMES, "--positions"),
+                        default=defaults.positions, metavar="NAMES",
+                        help=f"the variants, by position scheme ({', '.join(POSITION_SCHEMES)})")
+    parser.add_argument("--feed-forward", choices=tuple(FEED_FORWARDS),
+                        default=defaults.feed_forward, help="every variant's feed-forward")
+    parser.add_argument("--device", default=defaults.device, help="cpu or cuda")
     parser.add_argument("--threads", type=int, default=None,
                         help="torch CPU threads (default: torch's choice; 1 on a shared machine, "
                              "where waiting threads cost more than they bring)")
-    parser.add_argument("--variants", default=",".join(defaults.variants))
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
+    output = args.output or Path(time.strftime("pretraining-experiment-%Y%m%d-%H%M%S"))
     settings = Settings(
-        output=args.output, work=args.work or Path(tempfile.mkdtemp(prefix="mosaic-pretraining-")),
+        output=output, work=args.work or Path(tempfile.mkdtemp(prefix="mosaic-pretraining-")),
         layers=args.layers, hidden=args.hidden,
         heads=args.heads, intermediate=args.intermediate, vocab=args.vocab, length=args.length,
         batch_size=args.batch_size, steps=args.steps, learning_rate=args.lr,
-        eval_lengths=tuple(int(n) for n in args.eval_lengths.split(",")),
-        eval_tokens=args.eval_tokens, seed=args.seed,
-        variants=tuple(args.variants.split(",")))
-    run(settings)
+        eval_lengths=args.eval_lengths,
+        eval_tokens=args.eval_tokens, seed=args.seed, positions=args.positions,
+        feed_forward=args.feed_forward, device=args.device)
+    try:
+        run(settings)
+    except MosaicError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -1,7 +1,8 @@
 """Fresh masked-LM models from a configuration, with BERT's initialisation.
 
-Every linear and embedding weight is drawn from N(0, 0.02²), biases are zero, LayerNorm weights
-one and biases zero, and the padding token's embedding row is zero. The decoder is the word
+Every linear and embedding weight is drawn from N(0, 0.02²), biases are zero, normalisation
+weights one (and LayerNorm biases zero), and the padding token's embedding row is zero. Learned
+ALiBi slopes keep their initial value, the published slopes. The decoder is the word
 embedding matrix (tied), so it starts from the same draw.
 """
 
@@ -15,6 +16,7 @@ from torch import nn
 from ..config import MosaicConfig, read_config_values
 from ..errors import ConfigError
 from ..models import MosaicBertForMaskedLM
+from ..normalization import is_norm
 from ..tokenizer import TextTokenizer
 from .model_files import check_new_directory, write_directory
 
@@ -35,7 +37,7 @@ def initialise(model: nn.Module, generator: torch.Generator, std: float = INITIA
             module.weight.copy_(torch.randn(module.weight.shape, generator=generator) * std)
             if isinstance(module, nn.Embedding) and module.padding_idx is not None:
                 module.weight[module.padding_idx] = 0
-        if isinstance(module, nn.LayerNorm):
+        if is_norm(module):
             module.weight.fill_(1)
         if getattr(module, "bias", None) is not None:
             module.bias.zero_()

@@ -11,6 +11,7 @@ from __future__ import annotations
 from torch import nn
 
 from ..checkpoint import split_qkv
+from ..config import CLASSIC_BERT
 from ..models import MosaicBertForMaskedLM
 
 
@@ -25,10 +26,9 @@ def bert_for_masked_lm(model: MosaicBertForMaskedLM, attention: str = "sdpa") ->
     import transformers
 
     config = model.config
-    if (config.position_embedding_type, config.feed_forward, config.layer_norm_position) != (
-            "absolute", "gelu", "post"):
-        raise ValueError("only the classic variant (absolute, gelu, post-LN) exists in "
-                         "transformers.")
+    if config.variant() != CLASSIC_BERT:
+        raise ValueError(f"only the classic design ({CLASSIC_BERT}) exists in transformers, not "
+                         f"{config.describe_variant()}.")
     reference = transformers.BertForMaskedLM(transformers.BertConfig(
         vocab_size=config.vocab_size, hidden_size=config.hidden_size,
         num_hidden_layers=config.num_hidden_layers, num_attention_heads=config.num_attention_heads,

@@ -77,11 +77,10 @@ class MaskedLMTask:
         self.base_config = read_config_values(source / "config.json")
         model = load_masked_lm(source, device, config.attention)
         architecture = model.config
-        if not architecture.uses_alibi and config.max_seq_length > \
-                architecture.max_position_embeddings:
-            raise InputError(f"--max-seq-length {config.max_seq_length} exceeds the learned "
-                             f"positions of {source} (max_position_embeddings "
-                             f"{architecture.max_position_embeddings}).")
+        longest = architecture.longest_input
+        if longest is not None and config.max_seq_length > longest:
+            raise InputError(f"--max-seq-length {config.max_seq_length} exceeds the positions of "
+                             f"{source} ({architecture.input_limit}).")
         self.tokenizer = TextTokenizer(source / "tokenizer.json")
         if self.tokenizer.largest_id >= architecture.vocab_size:
             raise CheckpointError(f"tokenizer of {source} has ids up to "

@@ -85,8 +85,8 @@ class ContrastiveTask:
                                                  attention=config.attention))
         self.encoder.encoder.gradient_checkpointing = config.gradient_checkpointing
         max_length = config.max_seq_length
-        if not self.encoder.config.uses_alibi:
-            max_length = min(max_length, self.encoder.config.max_position_embeddings)
+        if self.encoder.config.longest_input is not None:
+            max_length = min(max_length, self.encoder.config.longest_input)
         self.tokenizer = TextTokenizer(directory / "tokenizer.json", max_length,
                                        self.source.pipeline.do_lower_case)
         self.model: nn.Module = SentenceModel(self.encoder, self.source.pipeline.pooling,

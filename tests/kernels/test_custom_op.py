@@ -17,26 +17,35 @@ DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 
 def _arguments(lengths, max_seqlen, requires_grad=False):
     q, k, v, cu = (t.to(DEVICE) for t in packed_qkv(lengths, 2, 16, seed=len(lengths)))
-    q, k, v = (t.requires_grad_(requires_grad) for t in (q, k, v))
-    return q, k, v, cu, max_seqlen, alibi_slopes(2, device=DEVICE)
+    slopes = alibi_slopes(2, device=DEVICE) * 8
+    q, k, v, slopes = (t.requires_grad_(requires_grad) for t in (q, k, v, slopes))
+    return q, k, v, cu, max_seqlen, slopes
 
 
 def test_operator_passes_torch_library_opcheck():
-    """Schema, fake (meta) implementation, autograd registration and dispatch agree."""
+    """Schema, fake (meta) implementation, autograd registration (learned slopes included) and
+    dispatch agree."""
     torch.library.opcheck(flash_attn_varlen_alibi_op, _arguments([5, 0, 3], 6, requires_grad=True))
 
 
 def test_operator_equals_the_function_with_gradients():
-    """Same output, and the recomputing backward gives the kernel's own gradients; a max_seqlen
-    above the longest sequence (as the compiled padded rows pass) changes nothing."""
+    """Same output, and the recomputing backward gives the kernel's own gradients, the slopes'
+    included; a max_seqlen above the longest sequence (as the compiled padded rows pass)
+    changes nothing."""
     q, k, v, cu, _, slopes = _arguments([7, 1, 4], 0, requires_grad=True)
     grad_out = torch.randn_like(q)
     results = []
     for call, max_seqlen in ((flash_attn_varlen_alibi, 7), (flash_attn_varlen_alibi_op, 9)):
         out = call(q, k, v, cu, max_seqlen, slopes)
-        results.append((out.detach(), *torch.autograd.grad(out, (q, k, v), grad_out)))
+        results.append((out.detach(), *torch.autograd.grad(out, (q, k, v, slopes), grad_out)))
     for ours, reference in zip(*results):
         torch.testing.assert_close(ours, reference, rtol=1e-5, atol=1e-6)
+
+
+def test_fixed_slopes_get_no_gradient_through_the_operator():
+    q, k, v, cu, _, slopes = _arguments([6, 2], 0, requires_grad=True)
+    out = flash_attn_varlen_alibi_op(q, k, v, cu, 6, slopes.detach())
+    assert len(torch.autograd.grad(out.sum(), (q, k, v))) == 3
 
 
 def test_fake_implementation_gives_shapes_without_values():

@@ -57,7 +57,7 @@ def test_init_writes_a_checkpoint_every_command_loads(tmp_path, capsys, variant)
     (dict(hidden_size=33), "'hidden_size' \\(33\\) is not divisible"),
     (dict(vocab_size=1000), "vocab_size 1000 is too small for the tokenizer"),
     (dict(num_hidden_layers=0), "'num_hidden_layers' must be a positive integer"),
-    (dict(layer_norm_position="middle"), "'layer_norm_position' must be 'post' or 'pre'"),
+    (dict(layer_norm_position="middle"), "'layer_norm_position' must be one of 'post', 'pre'"),
 ])
 def test_impossible_geometry_is_one_sentence_and_writes_nothing(tmp_path, capsys, changes,
                                                                  message):

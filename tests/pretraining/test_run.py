@@ -140,7 +140,7 @@ def test_learned_positions_beyond_their_table_are_refused(tmp_path, capsys):
     corpus = write_corpus(tmp_path / "corpus.txt", 10)
     _refused(tmp_path, capsys, ["pretrain", "--model", str(model), "--data", str(corpus),
                                 "--output", str(tmp_path / "run"), "--steps", "2",
-                                "--max-seq-length", "128"], "max_position_embeddings 64")
+                                "--max-seq-length", "128"], "max_position_embeddings (64)")
     assert not (tmp_path / "run").exists()
     assert main(["eval-mlm", "--model", str(model), "--data", str(corpus), "--lengths", "32,128",
                  "--tokens", "64", "--json"]) == 0

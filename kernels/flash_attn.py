@@ -158,7 +158,7 @@ import torch
 import triton
 import triton.language as tl
 
-from . import windowing
+from . import support, windowing
 from .tuning import COMPILE_OPTIONS, Launcher, seq_bucket
 
 UNBOUNDED: tl.constexpr = tl.constexpr(windowing.UNBOUNDED)
@@ -177,9 +177,6 @@ __all__ = ["WINDOW_ALWAYS", "block_sizes", "check_cu_seqlens", "flash_attn_varle
 
 _LOG2E: tl.constexpr = tl.constexpr(1.4426950408889634)  # log2(e) = 1 / ln(2)
 
-_MIN_HEAD_DIM = 16
-_MAX_HEAD_DIM = 128
-_SUPPORTED_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 
 
 # --------------------------------------------------------------------------
@@ -1131,7 +1128,7 @@ def _validate(q, k, v, cu_seqlens, max_seqlen, alibi_slopes, softmax_scale):
         raise ValueError(
             f"q, k and v must have the same shape, got {tuple(q.shape)}, {tuple(k.shape)} and {tuple(v.shape)}."
         )
-    if q.dtype not in _SUPPORTED_DTYPES:
+    if q.dtype not in support.DTYPES:
         raise TypeError(f"q must be float16, bfloat16 or float32, got {q.dtype}.")
     if not (q.dtype == k.dtype == v.dtype):
         raise TypeError(f"q, k and v must have the same dtype, got {q.dtype}, {k.dtype} and {v.dtype}.")
@@ -1142,8 +1139,9 @@ def _validate(q, k, v, cu_seqlens, max_seqlen, alibi_slopes, softmax_scale):
             "q is on the CPU, which needs the Triton interpreter: set TRITON_INTERPRET=1 before importing triton."
         )
     total, heads, head_dim = q.shape
-    if not _MIN_HEAD_DIM <= head_dim <= _MAX_HEAD_DIM:
-        raise ValueError(f"head_dim (last dim of q) must be in [{_MIN_HEAD_DIM}, {_MAX_HEAD_DIM}], got {head_dim}.")
+    if head_dim not in support.HEAD_DIMS:
+        raise ValueError(f"head_dim (last dim of q) must be in [{support.HEAD_DIMS.start}, "
+                         f"{support.HEAD_DIMS.stop - 1}], got {head_dim}.")
     if heads < 1:
         raise ValueError("q must have at least one head.")
 

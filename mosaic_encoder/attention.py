@@ -34,6 +34,8 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch.utils.checkpoint import checkpoint
 
+from mosaic_kernels import support as kernel_support
+
 from .alibi import alibi_bias, alibi_bias_view, alibi_offset_table
 from .errors import ConfigError
 
@@ -396,42 +398,50 @@ class AttentionImplementation:
     slope_gradient: bool
     unavailable: Callable[[torch.device], str | None] = lambda device: None
 
+    def lacks(self, q: torch.Tensor, alibi_slopes: torch.Tensor | None,
+              dropout_p: float) -> str | None:
+        """What this call asks for that the implementation does not support (a phrase), or
+        None."""
+        if q.dtype not in self.dtypes:
+            return f"{str(q.dtype).removeprefix('torch.')} inputs"
+        if q.shape[-1] not in self.head_dims:
+            return (f"head size {q.shape[-1]} (it supports {self.head_dims.start} to "
+                    f"{self.head_dims.stop - 1})")
+        if dropout_p and not self.dropout:
+            return ("attention dropout; train with attention_probs_dropout_prob=0 or "
+                    "attention_impl='sdpa'")
+        if alibi_slopes is not None and alibi_slopes.requires_grad and \
+                torch.is_grad_enabled() and not self.slope_gradient:
+            return "gradients for learned ALiBi slopes"
+        return None
+
     def check(self, q: torch.Tensor, alibi_slopes: torch.Tensor | None, dropout_p: float) -> None:
         """Raise :class:`ConfigError` when this call asks for what the implementation lacks."""
-        lacks = None
-        if q.dtype not in self.dtypes:
-            lacks = f"{str(q.dtype).removeprefix('torch.')} inputs"
-        elif q.shape[-1] not in self.head_dims:
-            lacks = (f"head size {q.shape[-1]} (it supports {self.head_dims.start} to "
-                     f"{self.head_dims.stop - 1})")
-        elif dropout_p and not self.dropout:
-            lacks = ("attention dropout; train with attention_probs_dropout_prob=0 or "
-                     "attention_impl='sdpa'")
-        elif alibi_slopes is not None and alibi_slopes.requires_grad and \
-                torch.is_grad_enabled() and not self.slope_gradient:
-            lacks = "gradients for learned ALiBi slopes"
+        lacks = self.lacks(q, alibi_slopes, dropout_p)
         if lacks:
             raise ConfigError(f"attention implementation {self.name!r} does not support {lacks}.")
 
 
-# The registry of implementations; "auto" picks one per device (resolve_impl).
+# The registry of implementations; "auto" picks the first of PREFERRED[device type] that can
+# run the call (choose).
 IMPLEMENTATIONS: dict[str, AttentionImplementation] = {
     "sdpa": AttentionImplementation(
         "sdpa", _sdpa, dtypes=(torch.float16, torch.bfloat16, torch.float32, torch.float64),
         head_dims=range(1, 1 << 16), dropout=True, slope_gradient=True),
     "triton": AttentionImplementation(
-        "triton", _triton, dtypes=(torch.float16, torch.bfloat16, torch.float32),
-        head_dims=range(16, 129), dropout=False, slope_gradient=True,
-        unavailable=_triton_unavailable),
+        "triton", _triton, dtypes=kernel_support.DTYPES, head_dims=kernel_support.HEAD_DIMS,
+        dropout=False, slope_gradient=True, unavailable=_triton_unavailable),
 }
 ATTENTION_IMPLS = ("auto", *IMPLEMENTATIONS)
+PREFERRED = {"cuda": ("triton", "sdpa")}
+DEFAULT_PREFERRED = ("sdpa",)
 
 
 def resolve_impl(impl: str, device: torch.device) -> str:
-    """Turn ``"auto"`` into a concrete implementation (Triton on CUDA, PyTorch elsewhere) and
-    check that the choice can run on ``device``."""
+    """Turn ``"auto"`` into the implementation preferred on ``device`` (Triton on CUDA, PyTorch
+    elsewhere) and check that the choice can run there."""
     if impl == "auto":
-        return "triton" if device.type == "cuda" else "sdpa"
+        return PREFERRED.get(device.type, DEFAULT_PREFERRED)[0]
     if impl not in IMPLEMENTATIONS:
         raise ConfigError(f"attention implementation must be one of {ATTENTION_IMPLS}, got "
                           f"{impl!r}.")
@@ -449,14 +459,31 @@ def varlen_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu_seqle
     Shapes as in :func:`sdpa_varlen_alibi`. ``dropout_p`` is the attention-probability dropout,
     non-zero only in training. ``window``: exact ALiBi windowing (skip keys of provably zero
     weight), in both implementations. The Triton path reads no tensor value on the host
-    (``max_seqlen`` is a python int). The implementation's declared capabilities are checked
-    first (:meth:`AttentionImplementation.check`).
+    (``max_seqlen`` is a python int). The implementation is chosen, and checked against its
+    declared capabilities, by :func:`choose`.
 
     Under ``torch.compile`` or ``torch.export`` the tokens must be in the layout of
     :class:`mosaic_encoder.padding.PaddedRows` (the models build it there): ``"sdpa"`` then runs
     :func:`padded_rows_attention`, and ``"triton"`` the kernel as the custom operator
     ``torch.ops.mosaic_kernels.flash_attn_varlen_alibi``, which compiled graphs keep calling.
     """
-    implementation = IMPLEMENTATIONS[resolve_impl(impl, q.device)]
-    implementation.check(q, alibi_slopes, dropout_p)
+    implementation = choose(impl, q, alibi_slopes, dropout_p)
     return implementation.run(q, k, v, cu_seqlens, max_seqlen, alibi_slopes, dropout_p, window)
+
+
+def choose(impl: str, q: torch.Tensor, alibi_slopes: torch.Tensor | None,
+           dropout_p: float) -> AttentionImplementation:
+    """The implementation that runs this call: ``impl`` itself, checked against its declared
+    capabilities, or for ``"auto"`` the first preferred on q's device that supports the call
+    (attention dropout in training, or a head size outside the kernel's, fall to ``"sdpa"``)."""
+    if impl != "auto":
+        implementation = IMPLEMENTATIONS[resolve_impl(impl, q.device)]
+        implementation.check(q, alibi_slopes, dropout_p)
+        return implementation
+    candidates = [IMPLEMENTATIONS[name] for name in PREFERRED.get(q.device.type, DEFAULT_PREFERRED)]
+    for implementation in candidates:
+        if implementation.unavailable(q.device) is None and \
+                implementation.lacks(q, alibi_slopes, dropout_p) is None:
+            return implementation
+    candidates[-1].check(q, alibi_slopes, dropout_p)  # none fits: the last one says why
+    return candidates[-1]

@@ -27,7 +27,6 @@ vocabulary rows is one sentence instead of a memory bomb.
 
 from __future__ import annotations
 
-import dataclasses
 import itertools
 import json
 import re
@@ -42,12 +41,12 @@ from safetensors import SafetensorError, safe_open
 from torch import nn
 
 from .api_arguments import path_arg
-from .config import AXES, MosaicConfig, read_config_values
+from .config import AXES, MosaicConfig, read_config_values, scheme_options
 from .errors import CheckpointError, ConfigError, InputError
+from .feed_forward import FEED_FORWARDS
 from .files import inside, json_object, printable, read_json, regular_file, short
 from .models import MosaicBertForMaskedLM, MosaicBertModel
 from .pooling import Pooling
-from .positions import POSITION_SCHEMES
 
 WEIGHTS_NAME = "model.safetensors"
 INDEX_NAME = "model.safetensors.index.json"
@@ -479,31 +478,32 @@ def without_ignored(found: dict[str, TensorInfo], layout: Layout) -> dict[str, T
 def check_family(config: MosaicConfig, names: set[str], layout: Layout, source: str) -> None:
     """One sentence when config.json and the weights describe different designs.
 
-    The tensor names of a one-layer model of ``config`` are compared with the stored names of
-    the embeddings, the position scheme and layer 0. When they differ and another design (the
-    axes of :data:`~mosaic_encoder.config.AXES` and the position schemes' true/false options)
-    would make them agree, the fewest fields to change are named; otherwise loading's detailed
+    The tensor names of a model of ``config``'s design are compared with the stored names of the
+    embeddings, the position scheme and layer 0. When they differ and other designs (the axes of
+    :data:`~mosaic_encoder.config.AXES` and the position schemes' true/false options) would make
+    them agree, the sentence names those that change the fewest fields; designs with the same
+    tensors (GLU and SwiGLU, ALiBi and RoPE) are named together. Otherwise loading's detailed
     tensor report speaks.
     """
     stored = {name for name in names - layout.optional
               if not (match := _LAYER_NAME.match(name)) or match[2] == "0"}
     if _structure(config, layout) == stored:
         return
-    for changes in _design_alternatives(config):
-        if _structure(config.replace(**changes), layout) == stored:
-            said = " and ".join(f"{field} {short(getattr(config, field), quote=True)}"
-                                for field in changes)
-            weights = " and ".join(f"{field} {short(value, quote=True)}"
-                                   for field, value in changes.items())
-            raise CheckpointError(f"{source}: config.json says {said}, but the weights are "
-                                  f"those of {weights}.")
+    matching = [changes for changes in _design_alternatives(config)
+                if _structure(config.replace(**changes), layout) == stored]
+    if matching:
+        fewest = [config.replace(**changes).describe_variant() for changes in matching
+                  if len(changes) == len(matching[0])]
+        raise CheckpointError(f"{source}: config.json describes {config.describe_variant()}, but "
+                              f"the weights are those of {' or '.join(fewest)}.")
 
 
 def _design_alternatives(config: MosaicConfig) -> list[dict[str, object]]:
     """Every other valid design of ``config``'s geometry, as the fields that change, fewest
     first."""
     choices = {field: list(registry) for field, registry in AXES.items()}
-    choices.update({name: [False, True] for name in _bool_options()})
+    choices.update({name: [False, True] for name in scheme_options()
+                    if isinstance(getattr(config, name), bool)})
     designs = []
     for values in itertools.product(*choices.values()):
         changes = {field: value for field, value in zip(choices, values)
@@ -516,13 +516,6 @@ def _design_alternatives(config: MosaicConfig) -> list[dict[str, object]]:
         if changes:
             designs.append(changes)
     return sorted(designs, key=len)
-
-
-def _bool_options() -> list[str]:
-    """The position schemes' true/false options (``alibi_learned_slopes``)."""
-    defaults = {f.name: f.default for f in dataclasses.fields(MosaicConfig)}
-    return [name for scheme in POSITION_SCHEMES.values() for name in scheme.options
-            if isinstance(defaults[name], bool)]
 
 
 def _structure(config: MosaicConfig, layout: Layout) -> set[str]:
@@ -554,10 +547,11 @@ def stored_geometry(found: dict[str, TensorInfo], layout: Layout) -> dict[str, i
         geometry["max_position_embeddings"] = shape[0]
     layers = {int(m[1]) for n in found if (m := _LAYER.match(n.removeprefix(prefix)))}
     geometry["num_hidden_layers"] = max(layers) + 1 if layers else 0
-    if shape := rows("encoder.layer.0.mlp.gated_layers.weight"):
-        geometry["intermediate_size"] = shape[0] // 2
-    elif shape := rows("encoder.layer.0.intermediate.dense.weight"):
-        geometry["intermediate_size"] = shape[0]
+    for block in FEED_FORWARDS.values():
+        name, rows_per_unit = block.intermediate_weight
+        if shape := rows(f"encoder.layer.0.{name}"):
+            geometry["intermediate_size"] = shape[0] // rows_per_unit
+            break
     return geometry
 
 
@@ -582,13 +576,18 @@ def geometry_problems(config: MosaicConfig, found: dict[str, TensorInfo],
             if getattr(config, key) != value]
 
 
-def expected_tensors(model: nn.Module, layout: Layout) -> dict[str, tuple[int, ...]]:
-    """Names (as stored in files) and shapes of every tensor the model needs."""
+def stored_state(model: nn.Module, layout: Layout) -> dict[str, torch.Tensor]:
+    """The model's tensors (not copied) under the names a file of ``layout`` stores them by."""
     prefix = "" if layout.masked_lm else layout.prefix
     state = model.state_dict(keep_vars=True)
     if not layout.fused_qkv:
         state = split_qkv(state)
-    return {prefix + name: tuple(tensor.shape) for name, tensor in state.items()}
+    return {prefix + name: tensor for name, tensor in state.items()}
+
+
+def expected_tensors(model: nn.Module, layout: Layout) -> dict[str, tuple[int, ...]]:
+    """Names (as stored in files) and shapes of every tensor the model needs."""
+    return {name: tuple(tensor.shape) for name, tensor in stored_state(model, layout).items()}
 
 
 # --- mismatch reports ---------------------------------------------------------------------------

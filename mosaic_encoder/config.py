@@ -33,8 +33,9 @@ Reading is strict (:meth:`MosaicConfig.from_dict`):
   * upstream MosaicBERT (``alibi_starting_size``, or ``auto_map`` naming ``bert_layers``; e.g.
     lodestone): the MosaicBERT family, its ``position_embedding_type: "absolute"`` being a
     leftover of upstream's code that does not describe the model;
-  * Hugging Face BERT (``model_type: "bert"`` and none of this package's own variant fields,
-    e.g. all-MiniLM-L6-v2): the classic design, absolute positions and the GELU feed-forward.
+  * Hugging Face BERT (``model_type: "bert"``, no ``position_embedding_type`` or
+    ``"absolute"``, and none of this package's own variant fields, e.g. all-MiniLM-L6-v2): the
+    classic design, absolute positions and the GELU feed-forward.
 """
 
 from __future__ import annotations
@@ -62,9 +63,6 @@ AXES: dict[str, dict[str, type]] = {
     "norm_type": NORMS,
     "layer_norm_position": PLACEMENTS,
 }
-# Keys only this package writes: a config holding one is in this package's own dialect.
-OWN_VARIANT_KEYS = ("feed_forward", "norm_type", "layer_norm_position", "alibi_learned_slopes",
-                    "rope_theta")
 
 # The design of classic BERT (Hugging Face's BertModel), as MosaicConfig.variant() gives it.
 CLASSIC_BERT = {"position_embedding_type": "absolute", "feed_forward": "gelu",
@@ -85,7 +83,8 @@ IGNORED_KEYS: dict[str, tuple[str, tuple | None]] = {
     "model_type": ("only BERT-family encoders are built", ("bert",)),
     **dict.fromkeys(("torch_dtype", "dtype", "use_bfloat16"),
                     ("weights are cast to the dtype asked for when loading", _ANY)),
-    "initializer_range": ("`init` draws every weight from N(0, 0.02^2)", (0.02,)),
+    "initializer_range": ("read by `init` only, as the standard deviation of the initial "
+                          "weights; a loaded model has its own", _ANY),
     "gradient_checkpointing": ("a training option (train --gradient-checkpointing)", _ANY),
     **dict.fromkeys(("use_cache", "output_past"), ("a decoder's generation cache", _ANY)),
     **dict.fromkeys(("classifier_dropout", "id2label", "label2id", "num_labels", "problem_type",
@@ -192,7 +191,7 @@ class MosaicConfig:
         if self.attention_impl not in ATTENTION_IMPLS:
             raise ConfigError(f"attention implementation must be one of {ATTENTION_IMPLS}, got "
                               f"{short(self.attention_impl, quote=True)}.")
-        foreign = [name for name in _scheme_options() if name not in self.position_scheme.options
+        foreign = [name for name in scheme_options() if name not in self.position_scheme.options
                    and getattr(self, name) != _default(name)]
         if foreign:
             raise ConfigError(_foreign_option_message(foreign[0], self.position_embedding_type))
@@ -241,9 +240,11 @@ class MosaicConfig:
                 for name in (*AXES, *self.position_scheme.options)}
 
     def describe_variant(self) -> str:
-        """The design in words, e.g. ``"alibi positions, glu feed-forward, layernorm post"``."""
-        options = ", ".join(f"{name} {getattr(self, name)}"
-                            for name in self.position_scheme.options)
+        """The design in words, e.g. ``"alibi positions, glu feed-forward, layernorm post"``;
+        a scheme's option appears when it is not the default
+        (``"rope positions (rope_theta=500.0), ..."``)."""
+        options = ", ".join(f"{name}={getattr(self, name)}" for name in self.position_scheme.options
+                            if getattr(self, name) != _default(name))
         return (f"{self.position_embedding_type} positions{f' ({options})' if options else ''}, "
                 f"{self.feed_forward} feed-forward, {self.norm_type} {self.layer_norm_position}")
 
@@ -259,6 +260,11 @@ class MosaicConfig:
         if not isinstance(values, dict):
             raise ConfigError(f"{source} must hold a JSON object, got {type(values).__name__}.")
         fields = [f.name for f in dataclasses.fields(cls)]
+        chosen_per_run = [key for key in RUNTIME_FIELDS if key in values]
+        if chosen_per_run:
+            raise ConfigError(f"{source}: {chosen_per_run[0]} is chosen per run (load_model's "
+                              f"attention arguments, --attention), not stored in a config; "
+                              f"remove it.")
         unknown = [key for key in values if key not in fields and key not in IGNORED_KEYS]
         if unknown:
             raise ConfigError(f"{source}: unknown field {short(unknown[0], quote=True)}"
@@ -279,7 +285,7 @@ class MosaicConfig:
             config = cls(**stated)
         except ConfigError as err:
             raise ConfigError(f"{source}: {err}") from None
-        foreign = [name for name in _scheme_options()
+        foreign = [name for name in scheme_options()
                    if name in values and name not in config.position_scheme.options]
         if foreign:
             raise ConfigError(f"{source}: "
@@ -310,7 +316,7 @@ class MosaicConfig:
         """The fields that describe the network, as a ``config.json`` states them: every field
         but the run-time choices and other position schemes' options. :meth:`from_dict` reads
         them back unchanged."""
-        others = set(_scheme_options()) - set(self.position_scheme.options)
+        others = set(scheme_options()) - set(self.position_scheme.options)
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
                 if f.name not in RUNTIME_FIELDS and f.name not in others}
 
@@ -333,11 +339,15 @@ def published_dialect(values: dict[str, Any], source: str) -> dict[str, str]:
     """The variant fields a published config implies without stating them in this package's
     terms (see the module docstring); {} for this package's own configs and any other.
 
+    A config stating any variant field but ``position_embedding_type`` (which Hugging Face's
+    BERT configs state too, as ``"absolute"``) is in this package's own terms.
+
     Raises:
         ConfigError: upstream's ALiBi keys beside a position type other than alibi (or beside
             ``"absolute"`` in a config that states this package's own fields).
     """
-    own = any(key in values for key in OWN_VARIANT_KEYS)
+    own = any(key in values for key in (*AXES, *scheme_options())
+              if key != "position_embedding_type")
     stated = values.get("position_embedding_type")
     if is_upstream_mosaic(values):
         if stated not in (None, "alibi") and not (stated == "absolute" and not own):
@@ -345,14 +355,14 @@ def published_dialect(values: dict[str, Any], source: str) -> dict[str, str]:
                               f"auto_map) but 'position_embedding_type': "
                               f"{short(stated, quote=True)}; remove one of them.")
         return {"position_embedding_type": "alibi"}
-    if not own and values.get("model_type") == "bert":
-        classic = {"feed_forward": CLASSIC_BERT["feed_forward"],
-                   "position_embedding_type": CLASSIC_BERT["position_embedding_type"]}
-        return classic if stated is None else {**classic, "position_embedding_type": stated}
+    classic = CLASSIC_BERT["position_embedding_type"]
+    if not own and values.get("model_type") == "bert" and stated in (None, classic):
+        return {"position_embedding_type": classic,
+                "feed_forward": CLASSIC_BERT["feed_forward"]}
     return {}
 
 
-def _scheme_options() -> list[str]:
+def scheme_options() -> list[str]:
     """Every position scheme's option fields."""
     return [name for scheme in POSITION_SCHEMES.values() for name in scheme.options]
 

@@ -7,8 +7,8 @@ Each block maps (T, H) -> (T, H), its residual and normalisation included (place
   ``gated_layers`` (H -> 2I, no bias), the FIRST I outputs the gate, the second I the value; GELU
   in its exact erf form, as upstream computes it;
 - ``swiglu``: the same with a SiLU gate, ``silu(g) = g * sigmoid(g)`` (Shazeer, 2020);
-- ``gelu`` (classic BERT): ``output.dense(gelu(intermediate.dense(x)))``, H -> I -> H, stored
-  under BERT's names ``encoder.layer.N.intermediate.*`` and ``encoder.layer.N.output.*``
+- ``gelu`` (classic BERT): ``output.dense(gelu(intermediate.dense(x)))``, H -> I -> H, its parts
+  under BERT's names ``encoder.layer.N.intermediate`` and ``encoder.layer.N.output``
   (:attr:`FeedForward.stored_beside_attention`).
 
 ``hidden_act`` in a config must name the block's activation (``hidden_act`` below) or be absent:
@@ -38,14 +38,17 @@ class FeedForward(nn.Module):
     Class attributes:
         hidden_act: the names of its activation that a config's ``hidden_act`` may give (the
             first is the canonical one).
-        stored_beside_attention: the checkpoint stores the block's children one level up,
-            beside ``attention`` (``encoder.layer.N.<child>``) instead of under ``mlp.``:
-            classic BERT's layout. :class:`~mosaic_encoder.layers.EncoderLayer` renames on save
-            and load, so the files keep the published names.
+        stored_beside_attention: the block's children are the layer's own, beside
+            ``attention`` (``encoder.layer.N.<child>``) instead of under ``mlp.``: classic
+            BERT's published names (:class:`~mosaic_encoder.layers.EncoderLayer`).
+        intermediate_weight: (the stored name of a weight within the layer, rows per
+            intermediate unit): how a checkpoint's shapes give ``intermediate_size`` before a
+            model is built.
     """
 
     hidden_act: ClassVar[tuple[str, ...]]
     stored_beside_attention: ClassVar[bool] = False
+    intermediate_weight: ClassVar[tuple[str, int]]
 
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:
         """hidden: (T, H) -> (T, H)."""
@@ -54,6 +57,8 @@ class FeedForward(nn.Module):
 
 class GatedFeedForward(FeedForward):
     """``wo(act(gate) * value)`` with ``[gate | value] = gated_layers(x)``, residual and norm."""
+
+    intermediate_weight = ("mlp.gated_layers.weight", 2)
 
     def __init__(self, config: MosaicConfig):
         super().__init__()
@@ -114,6 +119,7 @@ class ClassicFeedForward(FeedForward):
 
     hidden_act = ("gelu",)
     stored_beside_attention = True
+    intermediate_weight = ("intermediate.dense.weight", 1)
 
     def __init__(self, config: MosaicConfig):
         super().__init__()

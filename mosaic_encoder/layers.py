@@ -114,28 +114,26 @@ class Attention(nn.Module):
         return self.output(hidden, lambda x: self.self(x, packing, positions))
 
 
-def _rename_prefix(state: dict, old: str, new: str) -> None:
-    """Rename, in place, every key of ``state`` that starts with ``old`` to start with ``new``."""
-    for key in [key for key in state if key.startswith(old)]:
-        state[new + key[len(old):]] = state.pop(key)
-
-
 class EncoderLayer(nn.Module):
-    """Attention block, then the config's feed-forward block at ``mlp`` (:mod:`.feed_forward`).
+    """Attention block, then the config's feed-forward block, ``mlp`` (:mod:`.feed_forward`).
 
-    A feed-forward whose checkpoint layout puts its children beside ``attention``
-    (``stored_beside_attention``, classic BERT's ``intermediate`` and ``output``) is renamed
-    on ``state_dict`` and ``load_state_dict``, so files keep the published names while every
-    feed-forward lives at ``mlp``.
+    A block whose parts sit beside ``attention`` in its published layout
+    (``stored_beside_attention``: classic BERT's ``intermediate`` and ``output``) has them
+    registered as this layer's own children, so that state-dict keys stay module paths
+    (``encoder.layer.N.output.dense.weight``); ``mlp`` then calls them without being registered
+    a second time.
     """
 
     def __init__(self, config: MosaicConfig):
         super().__init__()
         self.attention = Attention(config)
-        self.mlp = config.feed_forward_class(config)
-        if self.mlp.stored_beside_attention:
-            self.register_state_dict_post_hook(_store_mlp_beside_attention)
-            self.register_load_state_dict_pre_hook(_load_mlp_from_beside_attention)
+        block = config.feed_forward_class(config)
+        if block.stored_beside_attention:
+            for name, part in block.named_children():
+                self.add_module(name, part)
+            self.__dict__["mlp"] = block  # a plain attribute: its parts are registered above
+        else:
+            self.mlp = block
 
     def forward(self, hidden: torch.Tensor, packing: Packing | PaddedRows,
                 positions: AttentionPositions) -> torch.Tensor:
@@ -146,16 +144,6 @@ class EncoderLayer(nn.Module):
         # The feed-forward acts on each token alone, so blocks of tokens give the same result
         # while bounding its (tokens, 2I) intermediate (100 MB at 4096 float32 tokens).
         return torch.cat([self.mlp(block) for block in hidden.split(FEED_FORWARD_BLOCK)])
-
-
-def _store_mlp_beside_attention(layer: EncoderLayer, state: dict, prefix: str, metadata) -> None:
-    for child in layer.mlp._modules:
-        _rename_prefix(state, f"{prefix}mlp.{child}.", f"{prefix}{child}.")
-
-
-def _load_mlp_from_beside_attention(layer: EncoderLayer, state: dict, prefix: str, *args) -> None:
-    for child in layer.mlp._modules:
-        _rename_prefix(state, f"{prefix}{child}.", f"{prefix}mlp.{child}.")
 
 
 class Encoder(nn.Module):

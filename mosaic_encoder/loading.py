@@ -23,7 +23,8 @@ from torch import nn
 from .api_arguments import flag_arg
 from .checkpoint import (FLOAT_DTYPES, REPORT_LIMIT, TIED_DECODER, TIED_SOURCE, CheckpointDir,
                          Layout, TensorInfo, build_model, check_family, check_geometry,
-                         expected_tensors, fuse_qkv, iter_tensors, mismatch_report, summarise)
+                         expected_tensors, fuse_qkv, iter_tensors, mismatch_report, stored_state,
+                         summarise)
 from .devices import resolve_device
 from .dtypes import resolve_dtype, warn_if_slow
 from .errors import CheckpointError
@@ -71,12 +72,14 @@ def load_model(path: str | Path | CheckpointDir, dtype: str | torch.dtype = torc
     check_family(config, set(found), layout, directory)
     check_geometry(config, found, layout, directory)
     with torch.device("meta"):
-        model = build_model(config, layout)
+        # In the requested dtype, but for what a module keeps in float32 (learned ALiBi slopes).
+        model = build_model(config, layout).to(dtype)
     problems = mismatch_report(expected_tensors(model, layout), found, layout.optional)
     if problems:
         raise CheckpointError(f"checkpoint {directory} does not match the model its config.json "
                               f"describes: {summarise(problems, REPORT_LIMIT)}.")
-    state = _read_tensors(found, layout, dtype, device)
+    dtypes = {name: tensor.dtype for name, tensor in stored_state(model, layout).items()}
+    state = _read_tensors(found, layout, dtypes, device)
     if layout.masked_lm:
         source = state[TIED_SOURCE]
         stored = state.get(TIED_DECODER)
@@ -90,8 +93,9 @@ def load_model(path: str | Path | CheckpointDir, dtype: str | torch.dtype = torc
     return model.eval()
 
 
-def _read_tensors(found: dict[str, TensorInfo], layout: Layout, dtype: torch.dtype,
+def _read_tensors(found: dict[str, TensorInfo], layout: Layout, dtypes: dict[str, torch.dtype],
                   device: torch.device) -> dict[str, torch.Tensor]:
+    """The stored tensors under the model's names, each cast to its parameter's dtype."""
     prefix = "" if layout.masked_lm else layout.prefix
     for name, info in found.items():
         if info.dtype not in FLOAT_DTYPES:
@@ -100,7 +104,7 @@ def _read_tensors(found: dict[str, TensorInfo], layout: Layout, dtype: torch.dty
     state = {}
     for name, stored in iter_tensors(found):
         file = printable(found[name].file)
-        state[name.removeprefix(prefix)] = _checked_cast(name, file, stored, dtype, device)
+        state[name.removeprefix(prefix)] = _checked_cast(name, file, stored, dtypes[name], device)
     return state if layout.fused_qkv else fuse_qkv(state)
 
 

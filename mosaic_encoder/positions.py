@@ -101,6 +101,14 @@ class AlibiPositions(PositionScheme):
         else:
             self.log_slopes = None
 
+    def _apply(self, fn, recurse=True):
+        # The slopes stay float32 in a model of any dtype: ALiBi's bias is computed in float32
+        # (the kernel requires it), and a bfloat16 slope would move the bias by up to 0.4 %.
+        super()._apply(fn, recurse)
+        if self.log_slopes is not None and self.log_slopes.dtype != torch.float32:
+            self.log_slopes.data = self.log_slopes.data.to(torch.float32)
+        return self
+
     def slopes(self, device: torch.device) -> torch.Tensor:
         """(heads,) float32 slopes: the published ones, or the learned ones (differentiable)."""
         if self.log_slopes is None:

@@ -97,8 +97,8 @@ def test_weights_and_config_of_different_families(tmp_path):
     shutil.copytree(MINILM, directory)
     config = (directory / "config.json").read_text().replace('"hidden_act"', '"alibi_starting_size": 512, "hidden_act"')
     (directory / "config.json").write_text(config)
-    with pytest.raises(me.CheckpointError, match="config.json says position_embedding_type "
-                                                 "'alibi' and feed_forward 'glu', but the weights "
-                                                 "are those of position_embedding_type 'absolute' "
-                                                 "and feed_forward 'gelu'"):
+    with pytest.raises(me.CheckpointError, match="config.json describes alibi positions, glu "
+                                                 "feed-forward, layernorm post, but the weights "
+                                                 "are those of absolute positions, gelu "
+                                                 "feed-forward, layernorm post"):
         me.load_model(directory)

@@ -60,7 +60,7 @@ def test_unreadable_config_files(tmp_path):
 
 def test_unknown_attention_impl():
     with pytest.raises(ConfigError, match="attention implementation"):
-        MosaicConfig.from_dict(dict(BASE, attention_impl="flash"))
+        MosaicConfig(**BASE, attention_impl="flash")
 
 
 @pytest.mark.parametrize("text,message", [
@@ -127,7 +127,7 @@ def test_ignored_keys_are_listed_once_with_a_reason():
 
 @pytest.mark.parametrize("key,value", [("is_decoder", True), ("add_cross_attention", True),
                                        ("tie_word_embeddings", False), ("model_type", "roberta"),
-                                       ("initializer_range", 0.05)])
+                                       ("pruned_heads", {"0": [1]})])
 def test_an_ignored_key_that_would_change_the_model_is_refused(key, value):
     with pytest.raises(ConfigError, match=f"{key} is .*cannot honour"):
         MosaicConfig.from_dict(dict(BASE, **{key: value}))
@@ -185,8 +185,23 @@ def test_a_config_without_variant_fields_is_the_dataclass_family():
 def test_hugging_face_bert_configs_are_classic_bert():
     config = MosaicConfig.from_dict(dict(BASE, model_type="bert", hidden_act="gelu"))
     assert config.variant() == CLASSIC_BERT
-    stated = MosaicConfig.from_dict(dict(BASE, model_type="bert", position_embedding_type="rope"))
-    assert (stated.position_embedding_type, stated.feed_forward) == ("rope", "gelu")
+    stated = MosaicConfig.from_dict(dict(BASE, model_type="bert", position_embedding_type="absolute"))
+    assert stated.variant() == CLASSIC_BERT
+
+
+@pytest.mark.parametrize("position", ["alibi", "rope", "none"])
+def test_a_position_type_hugging_face_bert_lacks_is_this_packages_dialect(position):
+    """`init` writes model_type "bert" into every config.json: a position type that is not
+    Hugging Face BERT's makes the config this package's, with the MosaicBERT defaults."""
+    config = MosaicConfig.from_dict(dict(BASE, model_type="bert",
+                                         position_embedding_type=position))
+    assert (config.position_embedding_type, config.feed_forward) == (position, "glu")
+
+
+@pytest.mark.parametrize("field,value", [("attention_impl", "sdpa"), ("attention_window", False)])
+def test_run_time_choices_are_not_config_fields(field, value):
+    with pytest.raises(ConfigError, match=f"{field} is chosen per run"):
+        MosaicConfig.from_dict(dict(BASE, **{field: value}))
 
 
 def test_published_configs_read_strictly():
@@ -203,3 +218,24 @@ def test_published_configs_read_strictly():
 def test_architecture_values_leave_out_run_time_choices():
     values = MosaicConfig.from_dict(dict(BASE)).architecture_values()
     assert "attention_impl" not in values and "attention_window" not in values
+
+
+def test_check_family_names_every_design_the_weights_fit(tmp_path):
+    """Designs with the same tensors are named together; only the config's own design is
+    described as the config's."""
+    from mosaic_encoder import CheckpointError
+    from mosaic_encoder.checkpoint import Layout, check_family, stored_state
+    from mosaic_encoder.models import MosaicBertModel
+
+    def names(**design):
+        return set(stored_state(MosaicBertModel(MosaicConfig(**BASE, **design)),
+                                Layout(False, "", True)))
+
+    rope = names(position_embedding_type="rope")
+    with pytest.raises(CheckpointError, match="describes absolute positions, glu "
+                       "feed-forward, layernorm post, but the weights are those of alibi "
+                       "positions, .* or rope positions, .* or none positions"):
+        check_family(MosaicConfig(**BASE, position_embedding_type="absolute"), rope,
+                     Layout(False, "", True), "ckpt")
+    check_family(MosaicConfig(**BASE, position_embedding_type="rope"), rope,
+                 Layout(False, "", True), "ckpt")

@@ -118,3 +118,30 @@ def test_each_scheme_gives_attention_what_it_needs(name):
     assert (given.cos is not None) == (name == "rope")
     if given.cos is not None:
         assert given.cos.shape == (7, config.head_dim // 2)
+
+
+@pytest.mark.parametrize("attention", ["sdpa", "triton"])
+def test_learned_slopes_stay_float32_in_a_bfloat16_model(tmp_path, attention):
+    """Loaded in bfloat16 (or moved there), a model keeps its learned slopes float32: the kernel
+    requires them so, and a rounded slope would change the model."""
+    from mosaic_encoder import load_model
+    from mosaic_encoder.pretraining.initialise import new_masked_lm
+    from mosaic_encoder.pretraining.model_files import write_directory
+
+    from helpers import WEIGHTS
+
+    config = CONFIG.replace(vocab_size=30528, hidden_size=32, num_attention_heads=2,
+                            alibi_learned_slopes=True)  # head size 16, the kernel's smallest
+    model = new_masked_lm(config, seed=0)
+    with torch.no_grad():
+        model.bert.positions.log_slopes.add_(0.0123)
+    write_directory(tmp_path / "model", model, WEIGHTS / "mosaic-tiny-mlm")
+    loaded = load_model(tmp_path / "model", dtype="bfloat16", attention=attention)
+    slopes = loaded.bert.positions.log_slopes
+    assert slopes.dtype == torch.float32 and loaded.bert.embeddings.LayerNorm.weight.dtype == \
+        torch.bfloat16
+    assert torch.equal(slopes, model.bert.positions.log_slopes)
+    with torch.inference_mode():
+        out = loaded(torch.randint(1000, 3000, (2, 20))).logits
+    assert out.dtype == torch.bfloat16 and bool(torch.isfinite(out).all())
+    assert model.to(torch.bfloat16).bert.positions.log_slopes.dtype == torch.float32

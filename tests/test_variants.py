@@ -162,16 +162,27 @@ def test_init_pretrain_and_eval_beyond_the_training_length(checkpoint, tmp_path,
 def test_no_structural_check_compares_variant_names_outside_the_registries():
     """A design question is asked of a registry entry, never answered by comparing a design
     field with a name: `config.feed_forward == "glu"` anywhere in the package would make a new
-    entry silently take another's path. Only config.py (which validates the fields) may read
-    them as strings."""
+    entry silently take another's path. Outside config.py (which validates the fields) a design
+    field may only index its own registry; comparing it (==, in, match), reading it through
+    getattr by name, or indexing anything else with it is refused."""
     fields = set(AXES) | {"attention_impl"}
+    registries = {"POSITION_SCHEMES", "FEED_FORWARDS", "NORMS", "PLACEMENTS", "IMPLEMENTATIONS"}
+
+    def is_field(node):
+        return isinstance(node, ast.Attribute) and node.attr in fields
+
     offenders = []
     for path in sorted((ROOT / "mosaic_encoder").rglob("*.py")):
         if path.name == "config.py" and path.parent.name == "mosaic_encoder":
             continue
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-            if isinstance(node, (ast.Compare, ast.Match)) and any(
-                    isinstance(part, ast.Attribute) and part.attr in fields
-                    for part in ast.walk(node)):
+            compared = isinstance(node, (ast.Compare, ast.Match)) and any(
+                is_field(part) for part in ast.walk(node))
+            by_name = isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and \
+                node.func.id == "getattr" and any(
+                    isinstance(arg, ast.Constant) and arg.value in fields for arg in node.args)
+            indexing = isinstance(node, ast.Subscript) and is_field(node.slice) and not (
+                isinstance(node.value, ast.Name) and node.value.id in registries)
+            if compared or by_name or indexing:
                 offenders.append(f"{path.relative_to(ROOT)}:{node.lineno}")
     assert offenders == []

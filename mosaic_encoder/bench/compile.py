@@ -6,7 +6,8 @@ without a GPU.
 
 Triton compiles for a target without a driver: its front end, GPU passes and bundled ``ptxas``
 run, and its bundled ``cuobjdump``/``nvdisasm`` read the cubin back. Each build is a kernel
-(``fwd``, ``dkdv``, ``dq``) for an operand dtype, a head dim and one config of its autotuning
+(``fwd``, ``dkdv``, ``dq``, and ``dq_slopes``: the dQ kernel as learned ALiBi slopes launch it,
+also summing the slopes' gradient) for an operand dtype, a head dim and one config of its autotuning
 list (``mosaic_kernels.tuning``) that the shared-memory pruner keeps for the target, windowing
 on, with the launch-time specialisations of contiguous (tokens, heads, head_dim) tensors:
 pointers 16-byte aligned, token and head strides and head_dim divisible by 16. The small
@@ -59,12 +60,15 @@ from ..errors import MosaicError
 # Shared memory per block the CUDA driver reports for a target (bytes).
 SHARED_MEMORY = {80: 163 * 1024, 86: 99 * 1024, 89: 99 * 1024, 90: 227 * 1024}
 DTYPES = ("fp16", "bf16", "fp32")
-KINDS = ("fwd", "dkdv", "dq")  # the autotuned kernels
+# The autotuned kernels; dq_slopes is the dQ kernel as learned ALiBi slopes launch it
+# (SLOPE_GRAD), with dq's configs.
+KINDS = ("fwd", "dkdv", "dq", "dq_slopes")
 SMALL_KINDS = ("key_bound", "reach", "span", "delta")  # one launch configuration each
 ALL_KINDS = KINDS + SMALL_KINDS
 _KERNELS = {"fwd": "_fwd_kernel", "dkdv": "_bwd_dkdv_kernel", "dq": "_bwd_dq_kernel",
-            "key_bound": "_key_bound_kernel", "reach": "_reach_kernel", "span": "_span_kernel",
-            "delta": "_bwd_preprocess_kernel"}
+            "dq_slopes": "_bwd_dq_kernel", "key_bound": "_key_bound_kernel",
+            "reach": "_reach_kernel", "span": "_span_kernel", "delta": "_bwd_preprocess_kernel"}
+_TUNED_AS = {"dq_slopes": "dq"}  # kinds that take another kind's autotuning configs
 _POINTERS = {"CU_SEQLENS": "*i32", "SLOPES": "*fp32", "REACH": "*i32", "SPAN": "*i32", "KMAX": "*i32",
              "COUNTS": "*i32", "DO_NONFINITE": "*i32", "LSE": "*fp32", "DELTA": "*fp32",
              "DSLOPE_ROWS": "*fp32"}
@@ -146,7 +150,8 @@ def builds(kinds, dtypes, head_dims, arch: int, first_only: bool) -> list[Build]
                                             flash_attn._PREPROCESS_BLOCK_T, 0, 4, 3))
                     continue
                 block_d = max(16, 1 << (head_dim - 1).bit_length())
-                kept = tuning.fitting(kind, tuning.configs(kind, torch_dtypes[dtype]), block_d,
+                tuned = _TUNED_AS.get(kind, kind)
+                kept = tuning.fitting(tuned, tuning.configs(tuned, torch_dtypes[dtype]), block_d,
                                       torch_dtypes[dtype].itemsize, SHARED_MEMORY[arch])
                 for config in kept[:1] if first_only else kept:
                     result.append(Build(kind, dtype, head_dim, config.kwargs["BLOCK_M"],
@@ -177,7 +182,8 @@ def _source(kernel, build: Build):
     values = dict(BLOCK_M=build.block_m, BLOCK_N=build.block_n, BLOCK_D=block_d,
                   UPCAST=False, ROUND_BF16=False, IEEE=build.dtype == "fp32",
                   EVEN_D=build.head_dim == block_d, WINDOW=True, COUNT=False,
-                  LINEAR_BIAS=True, SLOPE_GRAD=False, BLOCK_T=build.block_m, BLOCK_G=build.block_m,
+                  LINEAR_BIAS=True, SLOPE_GRAD=build.kind == "dq_slopes", BLOCK_T=build.block_m,
+                  BLOCK_G=build.block_m,
                   CHUNK_Q=build.block_n)
     constexprs = {name: values[name] for name in signature if signature[name] == "constexpr"}
     return ASTSource(kernel, signature, constexprs=constexprs, attrs=attrs)
@@ -254,7 +260,7 @@ def compile_build(build: Build, arch: int) -> Row:
     block_d = max(16, 1 << (build.head_dim - 1).bit_length())
     element = {"fp16": 2, "bf16": 2, "fp32": 4}.get(build.dtype, 4)
     estimate = 0 if build.kind in SMALL_KINDS else tuning.shared_memory_bytes(
-        build.kind, build.block_m, build.block_n, block_d, element, build.stages)
+        _TUNED_AS.get(build.kind, build.kind), build.block_m, build.block_n, block_d, element, build.stages)
     start = _cpu_seconds()
     try:
         compiled = triton.compile(_source(kernel, build), target=GPUTarget("cuda", arch, 32),

@@ -32,12 +32,14 @@ def _add_init(subparsers) -> None:
     parser = subparsers.add_parser(
         "init", help="a freshly initialised masked-LM checkpoint from a config",
         description="Write a masked-LM checkpoint directory with BERT's initialisation (normal, "
-                    "std 0.02; LayerNorm 1 and 0) for the geometry and variant in a config file, "
-                    "with the tokenizer files of DIR.")
+                    "std initializer_range or 0.02; norm weights 1, biases 0) for the geometry "
+                    "and design in a strict config file (docs/variants.md), with the tokenizer "
+                    "files of DIR.")
     parser.add_argument("output", metavar="OUTPUT_DIR", help="a new or empty directory")
     parser.add_argument("--config", required=True, metavar="FILE",
-                        help="config.json-style file: geometry and the variant fields "
-                             "position_embedding_type, feed_forward, layer_norm_position")
+                        help="config.json-style file: geometry and the design fields "
+                             "position_embedding_type, feed_forward, norm_type, "
+                             "layer_norm_position (and alibi_learned_slopes or rope_theta)")
     parser.add_argument("--tokenizer", required=True, metavar="DIR",
                         help="directory holding tokenizer.json (and its companion files)")
     parser.add_argument("--seed", type=int, default=0, help="fixes the initial weights")

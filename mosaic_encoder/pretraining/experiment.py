@@ -35,6 +35,7 @@ from typing import Any
 
 import torch
 
+from ..arguments import compute_device
 from ..atomic import atomic_path
 from ..config import MosaicConfig
 from ..errors import MosaicError
@@ -267,11 +268,15 @@ def main(argv: list[str] | None = None) -> int:
                         help=f"the variants, by position scheme ({', '.join(POSITION_SCHEMES)})")
     parser.add_argument("--feed-forward", choices=tuple(FEED_FORWARDS),
                         default=defaults.feed_forward, help="every variant's feed-forward")
-    parser.add_argument("--device", default=defaults.device, help="cpu or cuda")
+    parser.add_argument("--device", default=defaults.device, help="cpu or cuda[:N]")
     parser.add_argument("--threads", type=int, default=None,
                         help="torch CPU threads (default: torch's choice; 1 on a shared machine, "
                              "where waiting threads cost more than they bring)")
     args = parser.parse_args(argv)
+    try:
+        device = compute_device(args.device)  # before any work: a bad device is one sentence
+    except MosaicError as err:
+        parser.error(str(err))
     if args.threads:
         torch.set_num_threads(args.threads)
     output = args.output or Path(time.strftime("pretraining-experiment-%Y%m%d-%H%M%S"))
@@ -282,7 +287,7 @@ def main(argv: list[str] | None = None) -> int:
         batch_size=args.batch_size, steps=args.steps, learning_rate=args.lr,
         eval_lengths=args.eval_lengths,
         eval_tokens=args.eval_tokens, seed=args.seed, positions=args.positions,
-        feed_forward=args.feed_forward, device=args.device)
+        feed_forward=args.feed_forward, device=str(device))
     try:
         run(settings)
     except MosaicError as err:

@@ -1,6 +1,7 @@
 """Fresh masked-LM models from a configuration, with BERT's initialisation.
 
-Every linear and embedding weight is drawn from N(0, 0.02²), biases are zero, normalisation
+Every linear and embedding weight is drawn from N(0, 0.02²) (the config's ``initializer_range``
+sets another standard deviation), biases are zero, normalisation
 weights one (and LayerNorm biases zero), and the padding token's embedding row is zero. Learned
 ALiBi slopes keep their initial value, the published slopes. The decoder is the word
 embedding matrix (tied), so it starts from the same draw.
@@ -8,6 +9,7 @@ embedding matrix (tied), so it starts from the same draw.
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import torch
@@ -15,6 +17,7 @@ from torch import nn
 
 from ..config import MosaicConfig, read_config_values
 from ..errors import ConfigError
+from ..files import short
 from ..models import MosaicBertForMaskedLM
 from ..normalization import is_norm
 from ..tokenizer import TextTokenizer
@@ -43,10 +46,12 @@ def initialise(model: nn.Module, generator: torch.Generator, std: float = INITIA
             module.bias.zero_()
 
 
-def new_masked_lm(config: MosaicConfig, seed: int = 0) -> MosaicBertForMaskedLM:
-    """A masked-LM model of ``config`` with BERT's initialisation, the same for the same seed."""
+def new_masked_lm(config: MosaicConfig, seed: int = 0, std: float = INITIALIZER_RANGE
+                  ) -> MosaicBertForMaskedLM:
+    """A masked-LM model of ``config`` with BERT's initialisation (weights N(0, std^2)), the
+    same for the same seed."""
     model = MosaicBertForMaskedLM(config)
-    initialise(model, torch.Generator().manual_seed(seed))
+    initialise(model, torch.Generator().manual_seed(seed), std)
     model.tie_weights()
     return model
 
@@ -65,7 +70,8 @@ def init_checkpoint(config_file: Path, tokenizer_dir: Path, output: Path, seed: 
     """Write a freshly initialised masked-LM checkpoint directory.
 
     Args:
-        config_file: a ``config.json``-style file (geometry and variant fields).
+        config_file: a ``config.json``-style file (geometry and variant fields; its
+            ``initializer_range``, if any, is the standard deviation of the initial weights).
         tokenizer_dir: directory with ``tokenizer.json`` (and optionally its companions).
         output: a new or empty directory; written completely or not at all.
         seed: fixes the initial weights.
@@ -74,8 +80,12 @@ def init_checkpoint(config_file: Path, tokenizer_dir: Path, output: Path, seed: 
     """
     values = read_config_values(config_file)
     config = MosaicConfig.from_dict(values, source=f"config file {config_file}")
+    std = values.get("initializer_range", INITIALIZER_RANGE)
+    if isinstance(std, bool) or not isinstance(std, (int, float)) or not 0 < std < math.inf:
+        raise ConfigError(f"config file {config_file}: initializer_range must be a positive "
+                          f"finite number, got {short(std, quote=True)}.")
     tokenizer = TextTokenizer(tokenizer_dir / "tokenizer.json")
     check_tokenizer_fits(config, tokenizer, f"config file {config_file}")
     check_new_directory(output)
-    write_directory(output, new_masked_lm(config, seed), tokenizer_dir, values)
+    write_directory(output, new_masked_lm(config, seed, std), tokenizer_dir, values)
     return output

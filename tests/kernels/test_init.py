@@ -23,10 +23,11 @@ def _run(code: str) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=120)
 
 
-def test_windowing_and_reference_import_without_triton():
+def test_windowing_reference_support_and_the_attention_registry_import_without_triton():
     result = _run("""
         import torch
-        from mosaic_kernels import reference, windowing
+        from mosaic_kernels import reference, support, windowing
+        import mosaic_encoder.attention
         q = k = v = torch.ones(4, 1, 16)
         assert windowing.key_reach(q, k, v, torch.ones(1), 0.25).shape == (1, 4)
         cu = torch.tensor([0, 4], dtype=torch.int32)

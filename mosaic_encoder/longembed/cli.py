@@ -1,7 +1,8 @@
 """``mosaic-encoder eval-longembed``: passkey and needle retrieval by length, offline.
 
 Registered by :mod:`mosaic_encoder.cli` through :func:`add_parser`. Building the parser imports
-nothing heavy: torch, numpy and the tokenizer load when the command runs.
+only the shared argument types (:mod:`mosaic_encoder.arguments`); the model, numpy, the tokenizer
+and matplotlib load when the command runs.
 """
 
 from __future__ import annotations
@@ -69,6 +70,7 @@ def _check_plot(path: Path) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import os
     import time
 
     from ..arguments import compute_device
@@ -90,6 +92,8 @@ def run(args: argparse.Namespace) -> int:
         _check_plot(plot)
     max_seq_length = max_seq_length_arg(args.max_seq_length)
     device = compute_device(args.device)
+    # What the run starts from: the commit, and how busy the machine is.
+    machine = {**environment(device), "load_average": list(os.getloadavg())}
     pipeline = CheckpointDir.open(args.model).pipeline
     counter = TokenCounter(pipeline.transformer_dir / "tokenizer.json", pipeline.do_lower_case)
     names = TASKS if args.task == "both" else (args.task,)
@@ -115,7 +119,7 @@ def run(args: argparse.Namespace) -> int:
         "attention": args.attention, "chance": {"ndcg_at_1": hit, "mrr": mrr},
         "seconds": {"generate": round(generated - started, 1),
                     "embed": round(time.perf_counter() - generated, 1)},
-        "environment": environment(device), "rows": [row.as_dict() for row in rows]}
+        "environment": machine, "rows": [row.as_dict() for row in rows]}
     if plot is not None:
         from .plot import save_chart
 

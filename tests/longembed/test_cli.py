@@ -1,6 +1,8 @@
 """``mosaic-encoder eval-longembed`` end to end on the bundled checkpoint, and its refusals."""
 
 import json
+import subprocess
+import sys
 
 import pytest
 
@@ -60,3 +62,13 @@ def test_lengths_that_are_not_integers_are_a_usage_error(capsys):
     assert done.value.code == 2
     assert "argument --lengths: must be comma-separated lengths of at least 2, got '256,1k'" \
         in capsys.readouterr().err
+
+
+def test_registering_the_command_loads_none_of_its_machinery():
+    """The parser is built for every command: the tasks, the scoring and matplotlib wait for a
+    run."""
+    code = ("import sys, mosaic_encoder.longembed.cli; print(sorted(m for m in sys.modules if "
+            "m.split('.')[0] == 'matplotlib' or m.startswith('mosaic_encoder.longembed.') and "
+            "m != 'mosaic_encoder.longembed.cli'))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"

@@ -72,7 +72,7 @@ print(\"python\", sys.version.split()[0], \"torch\", torch.__version__, \"cuda\"
 WINDOW=(--device cuda --impls ours-triton,flex --window all --dtypes bfloat16 --heads 12
         --head-dims 64 --modes fwd,fwd+bwd --oracle-max-seqlen 1)
 COMPILES="fwd,dkdv,dq:bf16:64:both" \
-step ${T_WINDOW:-110} attention-window "${BENCH[@]}" attention "${WINDOW[@]}" \
+step ${T_WINDOW:-100} attention-window "${BENCH[@]}" attention "${WINDOW[@]}" \
     --compositions single --lengths 4096,16384 --out "$RESULTS/attention-window.json"
 COMPILES="fwd,dkdv,dq:bf16:64:both" \
 step ${T_WINDOW_BATCH:-30} attention-window-batch "${BENCH[@]}" attention "${WINDOW[@]}" \
@@ -85,7 +85,7 @@ step ${T_WINDOW_BATCH:-30} attention-window-batch "${BENCH[@]}" attention "${WIN
 #    (about 250 s of compiles priced by the offline report); they run under the interpreter.
 PYTEST=(python3 -m pytest -v -p no:cacheprovider)
 COMPILES="fwd,dkdv,dq:bf16:64,128:both" \
-step ${T_TESTS:-90} cuda-tests "${PYTEST[@]}" -k "(cuda or CUDA) and not float16 and not float32 and not many_short" \
+step ${T_TESTS:-85} cuda-tests "${PYTEST[@]}" -k "(cuda or CUDA) and not float16 and not float32 and not many_short" \
     tests/kernels/test_no_sync.py tests/kernels/test_flash_attn.py
 
 # 5. attention: ours against compiled FlexAttention (ALiBi score_mod, document mask) and dense
@@ -122,7 +122,7 @@ step ${T_MLM:-35} mlm "${BENCH[@]}" mlm --device cuda --hidden 768 --layers 12 -
 #    Needs tokenizers and safetensors, the package's own dependencies. Written to a folder of its
 #    own, which the report's *.json does not read.
 mkdir -p "$RESULTS/longembed"
-step ${T_LONGEMBED:-35} longembed bash -c 'python3 -m mosaic_encoder eval-longembed --model "$1" \
+step ${T_LONGEMBED:-50} longembed bash -c 'python3 -m mosaic_encoder eval-longembed --model "$1" \
     --lengths 256,512,1024,2048,4096,8192,16384 --max-seq-length 16384 --device cuda \
     --attention sdpa --depths --json > "$2.tmp" && mv "$2.tmp" "$2"' longembed \
     "${LONGEMBED_MODEL:-weights/mosaic-tiny}" "$RESULTS/longembed/longembed.json"

@@ -18,6 +18,8 @@ from ..errors import InputError
 TASKS = ("passkey", "needle")
 DEFAULT_LENGTHS = "256,512,1024,2048,4096"
 DEFAULT_MAX_TOKENS = 65536
+# 100 documents of a million tokens are about half a gigabyte of text per task.
+LONGEST = 1 << 20
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -90,6 +92,8 @@ def run(args: argparse.Namespace) -> int:
     plot = Path(args.plot) if args.plot else None
     if plot is not None:
         _check_plot(plot)
+    if max(args.lengths) > LONGEST:
+        raise InputError(f"--lengths go up to {LONGEST:,} tokens, got {max(args.lengths):,}.")
     max_seq_length = max_seq_length_arg(args.max_seq_length)
     device = compute_device(args.device)
     # What the run starts from: the commit, and how busy the machine is.

@@ -19,7 +19,7 @@ from typing import Protocol
 import numpy as np
 
 from .documents import Task, TokenCounter
-from .metrics import Retrieval, query_scores, retrieval
+from .metrics import QueryScores, Retrieval, query_scores, retrieval
 
 # Where the needle lies, as a share of the text around it: the first, middle and last tenth.
 DEPTH_BUCKETS = (("first", 0.0, 0.1), ("middle", 0.45, 0.55), ("last", 0.9, 1.0))
@@ -118,7 +118,7 @@ def _normalized(embeddings: np.ndarray) -> np.ndarray:
     return embeddings / np.maximum(np.linalg.norm(embeddings, axis=1, keepdims=True), 1e-12)
 
 
-def _row(task: Task, per_query, max_seq_length: int | None, prompt_tokens: int,
+def _row(task: Task, per_query: QueryScores, max_seq_length: int | None, prompt_tokens: int,
          special_tokens: int, depths: bool) -> Row:
     answering = task.documents[:len(task.queries)]
     if max_seq_length is None:

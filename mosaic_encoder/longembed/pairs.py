@@ -10,7 +10,7 @@ uses. The needle task's default haystack, the language reference, is not among t
 
 Command line::
 
-    python -m mosaic_encoder.longembed.pairs DIR --model CHECKPOINT   # DIR/train.jsonl, heldout.jsonl
+    python -m mosaic_encoder.longembed.pairs DIR --model CHECKPOINT  # DIR/{train,heldout}.jsonl
 """
 
 from __future__ import annotations

@@ -43,6 +43,7 @@ def test_json_table_and_chart(tmp_path, capsys):
     (["--lengths", "20"], "error: length 20 is shorter than the passkey sentence itself"),
     (["--task", "needle", "--haystack", "EMPTY"], "error: haystack file EMPTY holds no text."),
     (["--plot", "chart.jpg"], "error: --plot file chart.jpg must end in .png."),
+    (["--lengths", "256,2000000"], "error: --lengths go up to 1,048,576 tokens, got 2,000,000."),
     (["--model", "/nonexistent"], "error: "),
 ])
 def test_bad_input_is_one_sentence(tmp_path, capsys, arguments, message):

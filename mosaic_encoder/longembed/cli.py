@@ -81,10 +81,9 @@ def run(args: argparse.Namespace) -> int:
     from ..checkpoint import CheckpointDir
     from ..dtypes import DTYPES
     from ..sentence import SentenceEncoder
-    from .documents import TokenCounter
+    from .documents import DOCUMENTS, QUERIES, TokenCounter
     from .evaluation import EmbeddingSettings, evaluate
     from .metrics import chance
-    from .documents import DOCUMENTS, QUERIES
     from .needle import Haystack, needle_task
     from .passkey import passkey_task
 

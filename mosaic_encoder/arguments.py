@@ -38,6 +38,18 @@ def _int_at_least(text: str, low: int, what: str) -> int:
     return value
 
 
+def length_list(text: str) -> list[int]:
+    """``--lengths``: comma-separated integers, each at least 2 ([CLS] and [SEP])."""
+    try:
+        values = [int(part) for part in text.split(",")]
+    except ValueError:
+        values = []
+    if not values or min(values) < 2:
+        raise argparse.ArgumentTypeError(f"must be comma-separated lengths of at least 2, got "
+                                         f"{text[:40]!r}")
+    return values
+
+
 def max_seq_length(text: str | None) -> int | None:
     """``--max-seq-length``: at least 2 ([CLS] and [SEP]), at most what int32 offsets hold."""
     if text is None:

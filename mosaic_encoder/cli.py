@@ -420,6 +420,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_embed_corpus(commands)
     from .pretraining.cli import add_parsers as add_pretraining_parsers
     add_pretraining_parsers(commands)
+    from .longembed.cli import add_parser as add_eval_longembed
+    add_eval_longembed(commands)
     return parser
 
 

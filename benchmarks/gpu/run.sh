@@ -72,7 +72,7 @@ print(\"python\", sys.version.split()[0], \"torch\", torch.__version__, \"cuda\"
 WINDOW=(--device cuda --impls ours-triton,flex --window all --dtypes bfloat16 --heads 12
         --head-dims 64 --modes fwd,fwd+bwd --oracle-max-seqlen 1)
 COMPILES="fwd,dkdv,dq:bf16:64:both" \
-step ${T_WINDOW:-130} attention-window "${BENCH[@]}" attention "${WINDOW[@]}" \
+step ${T_WINDOW:-100} attention-window "${BENCH[@]}" attention "${WINDOW[@]}" \
     --compositions single --lengths 4096,16384 --out "$RESULTS/attention-window.json"
 COMPILES="fwd,dkdv,dq:bf16:64:both" \
 step ${T_WINDOW_BATCH:-30} attention-window-batch "${BENCH[@]}" attention "${WINDOW[@]}" \
@@ -85,7 +85,7 @@ step ${T_WINDOW_BATCH:-30} attention-window-batch "${BENCH[@]}" attention "${WIN
 #    (about 250 s of compiles priced by the offline report); they run under the interpreter.
 PYTEST=(python3 -m pytest -v -p no:cacheprovider)
 COMPILES="fwd,dkdv,dq:bf16:64,128:both" \
-step ${T_TESTS:-90} cuda-tests "${PYTEST[@]}" -k "(cuda or CUDA) and not float16 and not float32 and not many_short" \
+step ${T_TESTS:-85} cuda-tests "${PYTEST[@]}" -k "(cuda or CUDA) and not float16 and not float32 and not many_short" \
     tests/kernels/test_no_sync.py tests/kernels/test_flash_attn.py
 
 # 5. attention: ours against compiled FlexAttention (ALiBi score_mod, document mask) and dense
@@ -94,7 +94,7 @@ ATTN=(--device cuda --impls ours-triton,flex,sdpa-dense --dtypes bfloat16,float1
       --heads 12 --head-dims 64,128 --modes fwd,fwd+bwd)
 #    1 x 4096 and 1 x 16384
 COMPILES="fwd,dkdv,dq:bf16,fp16:64,128:on" \
-step ${T_ATTN_SINGLE:-100} attention-single "${BENCH[@]}" attention "${ATTN[@]}" \
+step ${T_ATTN_SINGLE:-90} attention-single "${BENCH[@]}" attention "${ATTN[@]}" \
     --compositions single --lengths 4096,16384 --out "$RESULTS/attention-single.json"
 #    4 x 4096 and a mixed batch (longest 4096, 16384 tokens)
 COMPILES="fwd,dkdv,dq:bf16,fp16:64,128:on" \
@@ -114,7 +114,20 @@ COMPILES="fwd,dkdv,dq:bf16:64:both" \
 step ${T_MLM:-35} mlm "${BENCH[@]}" mlm --device cuda --hidden 768 --layers 12 --heads 12 \
     --intermediate 3072 --batch 32 --length 128 --max-length 1024 --out "$RESULTS/mlm.json"
 
-# 8. the length experiment at a scale where the models learn language: BERT-small geometry
+# 8. LongEmbed's passkey and needle retrieval by length, 256 to 16384 tokens (eval-longembed,
+#    50 queries x 100 documents per task and length): the bundled checkpoint with ALiBi past its
+#    4096 tokens (--max-seq-length 16384), in float32 with the PyTorch attention, so that no
+#    kernel compiles and its rows up to 4096 repeat the CPU's (benchmarks/longembed/
+#    mosaic-tiny.json). LONGEMBED_MODEL=DIR scores another checkpoint (lodestone-base-4096-v1).
+#    Needs tokenizers and safetensors, the package's own dependencies. Written to a folder of its
+#    own, which the report's *.json does not read.
+mkdir -p "$RESULTS/longembed"
+step ${T_LONGEMBED:-50} longembed bash -c 'python3 -m mosaic_encoder eval-longembed --model "$1" \
+    --lengths 256,512,1024,2048,4096,8192,16384 --max-seq-length 16384 --device cuda \
+    --attention sdpa --depths --json > "$2.tmp" && mv "$2.tmp" "$2"' longembed \
+    "${LONGEMBED_MODEL:-weights/mosaic-tiny}" "$RESULTS/longembed/longembed.json"
+
+# 9. the length experiment at a scale where the models learn language: BERT-small geometry
 #    (4 layers x 512, 8 heads, GLU intermediate 2048), one model per position scheme (alibi,
 #    absolute, rope, none), 150 steps x 256 sequences of 128 tokens (4.9M tokens per variant,
 #    about 12 passes over the stdlib corpus), scored at 128..1024 on the held-out part. float32

@@ -12,7 +12,7 @@ import json
 import sys
 from pathlib import Path
 
-from ..arguments import add_run_schedule, compute_device, positive_int
+from ..arguments import add_run_schedule, compute_device, length_list, positive_int
 from ..errors import InputError
 from .config import PretrainConfig
 from .masking import MaskingRates
@@ -153,17 +153,6 @@ def _pretrain(args: argparse.Namespace) -> int:
     return 0
 
 
-def _lengths(text: str) -> list[int]:
-    try:
-        values = [int(part) for part in text.split(",")]
-    except ValueError:
-        values = []
-    if not values or min(values) < 2:
-        raise argparse.ArgumentTypeError(f"must be comma-separated lengths of at least 2, got "
-                                         f"{text[:40]!r}")
-    return values
-
-
 def _add_eval(subparsers) -> None:
     parser = subparsers.add_parser(
         "eval-mlm", help="held-out masked-LM loss and accuracy at several lengths",
@@ -173,7 +162,7 @@ def _add_eval(subparsers) -> None:
     parser.add_argument("--model", required=True, metavar="DIR", help="masked-LM checkpoint")
     parser.add_argument("--data", required=True, nargs="+", metavar="FILE",
                         help="held-out .txt, .jsonl or .parquet corpora, read in order")
-    parser.add_argument("--lengths", type=_lengths, default=_lengths(DEFAULT_LENGTHS),
+    parser.add_argument("--lengths", type=length_list, default=length_list(DEFAULT_LENGTHS),
                         help=f"sequence lengths (default: {DEFAULT_LENGTHS})")
     parser.add_argument("--tokens", type=positive_int, default=32768,
                         help="tokens scored per length (default: 32768)")

@@ -30,8 +30,9 @@ class SentenceEncoder:
     """Encode texts into sentence embeddings with a MosaicBERT checkpoint.
 
     Args:
-        path: sentence-transformers directory (or a bare checkpoint: mean pooling).
-        dtype, device, attention: as for :func:`mosaic_encoder.load_model`.
+        path: sentence-transformers directory (or a bare checkpoint: mean pooling), or a Hugging
+            Face Hub id ``"org/name"``, as for :func:`mosaic_encoder.load_model`.
+        dtype, device, attention, revision: as for :func:`mosaic_encoder.load_model`.
         max_seq_length: overrides ``sentence_bert_config.json``; longer inputs are truncated.
         compile: run the model through ``torch.compile(fullgraph=True, dynamic=True)``; a string
             names the ``torch.compile`` backend (True: inductor). The first batch compiles
@@ -40,8 +41,9 @@ class SentenceEncoder:
 
     def __init__(self, path: str | Path, dtype: torch.dtype = torch.float32,
                  device: torch.device | str = "cpu", attention: str = "auto",
-                 max_seq_length: int | None = None, compile: bool | str = False):
-        checkpoint = CheckpointDir.open(path)
+                 max_seq_length: int | None = None, compile: bool | str = False,
+                 revision: str | None = None):
+        checkpoint = CheckpointDir.open(path, revision)
         self.pipeline = checkpoint.pipeline
         model = load_model(checkpoint, dtype=dtype, device=device, attention=attention)
         self.model = model.bert if isinstance(model, MosaicBertForMaskedLM) else model

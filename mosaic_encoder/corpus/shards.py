@@ -26,7 +26,6 @@ from typing import Any
 import numpy as np
 
 from ..atomic import atomic_write
-from ..checkpoint import CheckpointDir
 from ..errors import InputError
 from ..files import read_json, short
 from ..inputs import input_file
@@ -45,6 +44,8 @@ def model_identity(settings: CorpusSettings) -> dict[str, Any]:
 
     Read from the checkpoint's files without loading the model.
     """
+    from ..checkpoint import CheckpointDir
+
     checkpoint = CheckpointDir.open(settings.model)
     pipeline, config = checkpoint.pipeline, checkpoint.config()
     tokenizer = files_digest([pipeline.transformer_dir / "tokenizer.json"], "tokenizer file")

@@ -13,7 +13,6 @@ from pathlib import Path
 
 from ..atomic import atomic_path
 from ..errors import InputError
-from . import run_dir
 
 
 def plot_run(directory: Path, output: Path | None = None) -> Path:
@@ -23,6 +22,8 @@ def plot_run(directory: Path, output: Path | None = None) -> Path:
         InputError: no log, or a log without a training step.
         CheckpointError: a line of the log is not a record with a step.
     """
+    from . import run_dir
+
     log = Path(directory) / run_dir.LOG_FILE
     if not log.is_file():
         raise InputError(f"{directory} holds no {run_dir.LOG_FILE}; is it a training run?")

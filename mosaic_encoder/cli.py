@@ -79,8 +79,8 @@ def _read_texts(args: argparse.Namespace) -> list[str]:
         raise InputError(f"no input texts were given ({source} is empty; pass texts as arguments, "
                          f"with --input or on standard input).")
     if not any(text.strip() for text in texts):
-        blank = "texts" if args.texts else "lines"
-        raise InputError(f"no input texts were given ({source} holds only blank {blank}).")
+        held = "every text argument is blank" if args.texts else f"{source} holds only blank lines"
+        raise InputError(f"no input texts were given ({held}).")
     return texts
 
 

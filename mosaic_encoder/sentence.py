@@ -20,7 +20,7 @@ from tqdm import tqdm
 from .api_arguments import flag_arg, int_arg, optional_int_arg, optional_text_arg, text_list
 from .batching import length_sorted_batches
 from .checkpoint import CheckpointDir
-from .errors import ArgumentError, ConfigError, InputError
+from .errors import ArgumentError, CheckpointError, ConfigError, InputError
 from .loading import load_model
 from .models import MosaicBertForMaskedLM
 from .tokenizer import TextTokenizer, collate
@@ -151,6 +151,8 @@ class SentenceEncoder:
             if self.pipeline.normalize or normalize_embeddings:
                 embedding = F.normalize(embedding, p=2, dim=-1)
             out[torch.tensor(batch)] = embedding.cpu()
+        if self.pipeline.normalize or normalize_embeddings:
+            _check_lengths(out)
         result = out[0] if single else out
         return result.numpy() if convert_to_numpy and not convert_to_tensor else result
 
@@ -164,6 +166,18 @@ class SentenceEncoder:
         if self.first_batch_seconds is None:
             self.first_batch_seconds = time.perf_counter() - start
         return hidden
+
+
+def _check_lengths(embeddings: torch.Tensor) -> None:
+    """Refuse normalised (N, D) embeddings that are not unit vectors: a pooled output shorter than
+    ``F.normalize``'s 1e-12 stays (nearly) zero, which only all-zero or vanishing weights give.
+    Non-finite rows are left to the caller's finiteness check."""
+    short = embeddings.norm(dim=-1) < 0.5  # NaN compares False
+    if bool(short.any()):
+        raise CheckpointError(f"{int(short.sum())} of {len(embeddings)} embeddings are zero vectors "
+                              f"(the first is row {int(short.nonzero()[0])}): the model's pooled "
+                              f"output has no length to normalise, so its weights are all-zero or "
+                              f"vanishing (mosaic-encoder verify checks them).")
 
 
 def _embedding_rows(value: object, name: str) -> torch.Tensor:

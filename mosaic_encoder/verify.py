@@ -227,7 +227,31 @@ def _read_golden(path: Path) -> Golden:
             raise CheckpointError(f"golden file {path}: metadata {short(key)} must be a JSON "
                                   f"array of strings.")
         texts[key.removesuffix(".texts")] = parsed
+    for key, positions in tensors.items():
+        if key.endswith(".logit_positions"):
+            _check_positions(path, key, positions, tensors.get(key.replace(".logit_positions",
+                                                                            ".input_ids")))
     return Golden(tensors, texts)
+
+
+def _check_positions(path: Path, key: str, positions: torch.Tensor,
+                     ids: torch.Tensor | None) -> None:
+    """Refuse ``CASE.logit_positions`` that are not (P, 2) integer (row, token) pairs inside
+    ``CASE.input_ids`` (B, S): indexing the logits with them would fail or wrap around."""
+    if ids is None or ids.dim() != 2:
+        raise CheckpointError(f"golden file {path}: {short(key)} has no (batch, tokens) "
+                              f"input_ids beside it.")
+    if positions.is_floating_point() or positions.is_complex() or positions.dtype == torch.bool \
+            or positions.dim() != 2 or positions.shape[1] != 2:
+        kind = str(positions.dtype).removeprefix("torch.")
+        raise CheckpointError(f"golden file {path}: {short(key)} must hold (row, token) integer "
+                              f"pairs, shape (P, 2); it has {kind} {list(positions.shape)}.")
+    limits = torch.tensor(ids.shape)
+    outside = ((positions < 0) | (positions >= limits)).any(dim=1)
+    if bool(outside.any()):
+        row = positions[int(outside.nonzero()[0])].tolist()
+        raise CheckpointError(f"golden file {path}: {short(key)} holds position {row}, outside "
+                              f"the input_ids of shape {list(ids.shape)}.")
 
 
 # --- config and tokenizer --------------------------------------------------------------------

@@ -127,7 +127,10 @@ class OutputDirectory:
                              f"directory.")
         self._recorded = {entry["file"]: entry["sha256"] for entry in manifest["shards"]
                           if "sha256" in entry}
-        return [shard for shard in corpus.shards if self.prove(shard, corpus.id_type) is None]
+        missing = [shard for shard in corpus.shards if self.prove(shard, corpus.id_type) is None]
+        for shard in missing:  # rewritten now: the old file's digest does not vouch for the new
+            self._recorded.pop(self.shard_path(shard).name, None)
+        return missing
 
     def prove(self, shard: Shard, id_type: str | None) -> str | None:
         """The sha256 of the shard's file when it is this run's embedding of the shard's rows

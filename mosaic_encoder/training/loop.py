@@ -246,10 +246,7 @@ class Loop:
         self.created = not self.output.exists()
         processes.barrier()  # every rank has checked the output directory before rank 0 writes
         if processes.main:
-            self.output.mkdir(parents=True, exist_ok=True)
-            if resume_from is None:
-                run_dir.clear(self.output)
-            run_dir.remove_temporaries(self.output)
+            run_dir.prepare(self.output, fresh=resume_from is None)
         self.log = _Log(self.output, processes.main and settings.tensorboard,
                         self.start_step if resume_from is not None else None) \
             if processes.main else None

@@ -118,6 +118,22 @@ def test_a_diverging_run_stops_in_one_sentence_and_saves_no_nan(tmp_path, capsys
         assert all(tensor.isfinite().all() for tensor in load_file(weights).values()), weights
 
 
+def test_an_output_on_a_read_only_file_system_is_one_sentence(tmp_path):
+    """--output on a read-only file system: a read-only tmpfs, mounted in a user and mount
+    namespace of the test's own (no privileges needed), the command run inside it."""
+    data = write_jsonl(tmp_path / "d.jsonl", pairs(8))
+    mount = tmp_path / "read-only"
+    mount.mkdir()
+    command = ["unshare", "--user", "--map-root-user", "--mount", "sh", "-c",
+               'mount -t tmpfs -o ro none "$1" && shift && exec "$@"', "sh", str(mount),
+               sys.executable, "-m", "mosaic_encoder", "train", "--model", str(TINY), "--data",
+               str(data), "--output", str(mount / "run"), "--batch-size", "4", "--steps", "1",
+               "--max-seq-length", "16", "--no-progress"]
+    failed = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert failed.returncode == 1 and failed.stdout == "", failed.stderr
+    assert failed.stderr == f"error: cannot write {mount / 'run'} (Read-only file system).\n"
+
+
 def _limit_file_size(limit: int):
     def preexec():
         # Writes past the limit fail with EFBIG, as on a full disk (SIGXFSZ would kill instead).

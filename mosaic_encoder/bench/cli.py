@@ -375,6 +375,6 @@ def _render(args: argparse.Namespace) -> int:
     from .plots import save_figures
 
     for path, document in documents:
-        for written in save_figures(document, args.out, stem=path.stem):
+        for written in save_figures(document, args.out, stem=path.stem, source=path.name):
             print(written)
     return 0

@@ -7,6 +7,7 @@ import pty
 import select
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -36,6 +37,19 @@ def parsers(parser: argparse.ArgumentParser, name: str = "mosaic-encoder"):
 
 
 ALL = list(parsers(build_parser()))
+
+
+def module_parsers():
+    """The parsers of the ``python -m`` entry points beside ``mosaic-encoder``."""
+    from mosaic_encoder.pretraining import experiment
+    from mosaic_encoder.training import demo, memory
+
+    defaults = experiment.Settings(output=Path("out"), work=Path("."))
+    return [*parsers(bench_cli.build_parser(), "python -m mosaic_encoder.bench"),
+            ("python -m mosaic_encoder.training.demo", demo.build_parser()),
+            ("python -m mosaic_encoder.training.memory", memory.build_parser()),
+            ("python -m mosaic_encoder.pretraining.experiment",
+             experiment.build_parser(defaults))]
 
 
 def test_every_parser_builds_without_torch():
@@ -90,9 +104,11 @@ def test_bench_help_is_under_mosaic_encoder_and_the_main_help_lists_every_kind()
         ("b", *(f"b {c}" for c in SUBCOMMANDS))
 
 
-@pytest.mark.parametrize("name", [name for name, _ in ALL])
+@pytest.mark.parametrize("name", [name for name, _ in ALL] + [
+    "python -m mosaic_encoder.bench attention", "python -m mosaic_encoder.training.demo",
+    "python -m mosaic_encoder.training.memory", "python -m mosaic_encoder.pretraining.experiment"])
 def test_every_flag_has_help_and_shows_its_default(name):
-    parser = dict(ALL)[name]
+    parser = dict(ALL + module_parsers())[name]
     formatter = HelpFormatter(name)
     for action in parser._actions:
         if action.help == argparse.SUPPRESS or isinstance(action, argparse._SubParsersAction):

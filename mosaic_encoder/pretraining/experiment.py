@@ -28,6 +28,7 @@ from typing import Any
 
 import torch
 
+from ..arguments import CommandParser
 from ..atomic import atomic_path
 from ..config import MosaicConfig
 from ..tokenizer import TextTokenizer
@@ -178,27 +179,43 @@ def plot(results: dict[str, Any], path: Path) -> None:
     plt.close(figure)
 
 
-def main(argv: list[str] | None = None) -> int:
-    defaults = Settings(output=Path("benchmarks/pretraining"), work=Path("."))
-    parser = argparse.ArgumentParser(prog="python -m mosaic_encoder.pretraining.experiment",
-                                     description=__doc__.split("\n\n")[0])
+# Help texts of the geometry and schedule flags, one per Settings field.
+_FIELD_HELP = {"layers": "encoder layers", "hidden": "hidden size", "heads": "attention heads",
+               "intermediate": "feed-forward width", "vocab": "WordPiece vocabulary size",
+               "length": "training sequence length (tokens)",
+               "batch_size": "sequences per optimizer step", "steps": "optimizer steps per variant",
+               "eval_tokens": "held-out tokens scored per evaluation length",
+               "seed": "fixes the corpus split, initial weights, data order and masks"}
+
+
+def build_parser(defaults: Settings) -> argparse.ArgumentParser:
+    """The command line of ``python -m mosaic_encoder.pretraining.experiment``."""
+    parser = CommandParser(prog="python -m mosaic_encoder.pretraining.experiment",
+                           description=__doc__.split("\n\n")[0])
     parser.add_argument("--output", type=Path, default=defaults.output,
                         help="where pretraining.json and pretraining.png go")
     parser.add_argument("--work", type=Path, default=None,
                         help="a new or empty directory for the corpus, tokenizer and checkpoints "
                              "(default: a new temporary directory, kept)")
-    for name in ("layers", "hidden", "heads", "intermediate", "vocab", "length", "batch_size",
-                 "steps", "eval_tokens", "seed"):
+    for name, text in _FIELD_HELP.items():
         parser.add_argument(f"--{name.replace('_', '-')}", type=int,
-                            default=getattr(defaults, name))
+                            default=getattr(defaults, name), help=text)
     parser.add_argument("--lr", type=float, default=defaults.learning_rate,
                         help="peak learning rate (default 1e-3: the recipe's 5e-4 is for "
                              "BERT-base; a model this small and short a run take more)")
-    parser.add_argument("--eval-lengths", default=",".join(map(str, defaults.eval_lengths)))
+    parser.add_argument("--eval-lengths", default=",".join(map(str, defaults.eval_lengths)),
+                        help="comma-separated held-out sequence lengths")
     parser.add_argument("--threads", type=int, default=None,
                         help="torch CPU threads (default: torch's choice; 1 on a shared machine, "
                              "where waiting threads cost more than they bring)")
-    parser.add_argument("--variants", default=",".join(defaults.variants))
+    parser.add_argument("--variants", default=",".join(defaults.variants),
+                        help=f"comma-separated variants among {', '.join(VARIANTS)}")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    defaults = Settings(output=Path("benchmarks/pretraining"), work=Path("."))
+    parser = build_parser(defaults)
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -15,7 +15,7 @@ left behind: files are written to a temporary name and renamed into place.
 The parsers build without importing torch, so that ``--help`` and usage errors answer at once:
 a subcommand registers with one call of its module's ``add_parser(commands)`` in
 :func:`build_parser`, and that module imports torch (and everything that does) only inside the
-function its parser runs (``set_defaults(run=...)``). ``tests/test_cli_startup.py`` checks it.
+function its parser runs (``set_defaults(run=...)``). ``tests/test_cli_parsers.py`` checks it.
 """
 
 from __future__ import annotations

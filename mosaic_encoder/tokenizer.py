@@ -44,9 +44,10 @@ from .errors import CheckpointError, InputError, MosaicError
 MAX_LENGTH = 2 ** 31 - 1  # packed token offsets (cu_seqlens) are int32
 # Longest prefix, in characters per token of max_length, ever handed to the tokenizer.
 MAX_CHARS_PER_TOKEN = 128
-# Characters of one normalised text, at most: the library keeps two offsets per byte of it, about
-# 300 MB at this size. BERT's normaliser (growth 3) lets texts of 5.5 million characters through.
-MAX_NORMALIZED_CHARS = 1 << 24
+# Characters of one normalised text, at most: the library keeps offsets per byte of it, about 33
+# bytes per character measured, 140 MB at this size. BERT's normaliser (growth 3) lets untruncated
+# texts of 1.4 million characters through, and truncated ones any length.
+MAX_NORMALIZED_CHARS = 1 << 22
 # Growth per character of each normaliser that has no settings that change it, measured by
 # normalising every Unicode character alone (BertNormalizer with every option on; NFKC turns
 # U+FDFA into 18 characters). A Sequence multiplies its parts' growths.

@@ -180,15 +180,26 @@ def test_without_huggingface_hub_an_id_is_one_sentence(cache):
     assert "needs huggingface_hub (pip install huggingface_hub)" in one_sentence(done)
 
 
-def test_a_revision_of_a_local_directory_is_one_sentence(cache):
-    stderr = one_sentence(cli(cache, "encode", "x", "--model", TINY, "--revision", "v1"))
+def in_process(capsys, *args: str) -> str:
+    """The command in this process (no Hub id involved, so no cache to point at): its one
+    sentence."""
+    from mosaic_encoder.cli import main
+
+    assert main([str(a) for a in args]) == 1
+    captured = capsys.readouterr()
+    assert captured.out == "" and captured.err.count("\n") == 1, captured.err
+    return captured.err
+
+
+def test_a_revision_of_a_local_directory_is_one_sentence(capsys):
+    stderr = in_process(capsys, "encode", "x", "--model", TINY, "--revision", "v1")
     assert "a revision (v1) applies to Hugging Face Hub ids only" in stderr
 
 
 @pytest.mark.parametrize("args", [["encode", "x", "--model", "{tiny}/model.safetensors"],
                                   ["verify", "{tiny}/config.json"]])
-def test_a_file_where_a_directory_belongs_names_its_folder(cache, args):
-    stderr = one_sentence(cli(cache, *[a.format(tiny=TINY) for a in args]))
+def test_a_file_where_a_directory_belongs_names_its_folder(capsys, args):
+    stderr = in_process(capsys, *[a.format(tiny=TINY) for a in args])
     assert f"is a file, not a checkpoint directory; pass the folder that holds it, {TINY}." \
         in stderr
 

@@ -119,14 +119,17 @@ def test_expanding_normalizer_sees_a_bounded_prefix(tmp_path):
     whole text is tokenized; truncating at 16 tokens needs only the first few characters."""
     path = _hostile_tokenizer(tmp_path, normalizer={
         "type": "Replace", "pattern": {"Regex": "."}, "content": "a " * 5000})
+    # VmHWM is this process's own peak; ru_maxrss would start at the pytest parent's size, and a
+    # growth below that would read as none.
     script = f"""
-import resource
+import re
 from mosaic_encoder.tokenizer import TextTokenizer
+def peak_kib():
+    return int(re.search(r"VmHWM:\\s+(\\d+) kB", open("/proc/self/status").read())[1])
 tokenizer = TextTokenizer({str(path)!r}, max_length=16)
-before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+before = peak_kib()
 ids, _, truncated = tokenizer.encode_ids(["x" * 2000])
-grown = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before
-print(len(ids[0]), truncated, grown)
+print(len(ids[0]), truncated, peak_kib() - before)
 """
     run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
                          check=True)
@@ -143,11 +146,13 @@ def test_a_normaliser_growing_a_character_100000_times_is_one_sentence(tmp_path)
     shutil.copytree(WEIGHTS / "mosaic-tiny", directory)
     _hostile_tokenizer(directory, normalizer={
         "type": "Replace", "pattern": {"String": "a"}, "content": "b" * 100_000})
+    # The peak is this process's own (VmHWM): ru_maxrss would start at the pytest parent's size.
     run = subprocess.run([sys.executable, "-c", """
-import resource, sys
+import re, sys
 from mosaic_encoder.cli import main
 code = main(["encode", "a" * 5000, "--model", sys.argv[1]])
-print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr)
+status = open("/proc/self/status").read()
+print(re.search(r"VmHWM:\\s+(\\d+) kB", status)[1], file=sys.stderr)
 sys.exit(code)
 """, str(directory)], capture_output=True, text=True, timeout=300)
     error, peak_kib = run.stderr.strip().splitlines()

@@ -19,7 +19,8 @@ resources forever.
 While Ray runs, what it writes to the process's stderr (its C++ core's log lines, such as an
 error-level notice about actor constructor arguments on a run that succeeds, and Ray Data's
 progress) goes to a log file instead (:func:`mosaic_encoder.logs.stderr_to`): the command's
-stderr holds its own lines, and a failure's sentence names the file.
+stderr holds its own lines, and a failure's sentence names the file (removed, as after a
+success, when Ray wrote nothing).
 
 Ray is imported only when :func:`run_ray` runs: ``pip install -e ".[ray]"``.
 """
@@ -206,6 +207,9 @@ def run_ray(settings: CorpusSettings, shards: list[Shard], output: OutputDirecto
             written = _run(ray, settings, shards, output, id_type, address, num_workers,
                            gpus_per_worker, cpus_per_worker, embedder)
     except MosaicError as err:
+        if not log.stat().st_size:  # Ray said nothing: no file to point at
+            log.unlink()
+            raise
         raise MosaicError(f"{str(err).rstrip('.')}; Ray's own messages are in {log}.") from None
     log.unlink(missing_ok=True)
     return written

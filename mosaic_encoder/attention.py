@@ -37,6 +37,7 @@ from torch.utils.checkpoint import checkpoint
 from mosaic_kernels import support as kernel_support
 
 from .alibi import alibi_bias, alibi_bias_view, alibi_offset_table
+from .attention_names import ATTENTION_IMPLS
 from .errors import ConfigError
 
 # 32 MiB of float32 scores per step: small enough to stay near the caches (128 query rows of a
@@ -422,8 +423,9 @@ class AttentionImplementation:
             raise ConfigError(f"attention implementation {self.name!r} does not support {lacks}.")
 
 
-# The registry of implementations; "auto" picks the first of PREFERRED[device type] that can
-# run the call (choose).
+# The registry of implementations, one per name of attention_names.IMPLEMENTATION_NAMES (which
+# the command-line parsers read without importing torch); "auto" picks the first of
+# PREFERRED[device type] that can run the call (choose).
 IMPLEMENTATIONS: dict[str, AttentionImplementation] = {
     "sdpa": AttentionImplementation(
         "sdpa", _sdpa, dtypes=(torch.float16, torch.bfloat16, torch.float32, torch.float64),
@@ -432,7 +434,6 @@ IMPLEMENTATIONS: dict[str, AttentionImplementation] = {
         "triton", _triton, dtypes=kernel_support.DTYPES, head_dims=kernel_support.HEAD_DIMS,
         dropout=False, slope_gradient=True, unavailable=_triton_unavailable),
 }
-ATTENTION_IMPLS = ("auto", *IMPLEMENTATIONS)
 PREFERRED = {"cuda": ("triton", "sdpa")}
 DEFAULT_PREFERRED = ("sdpa",)
 

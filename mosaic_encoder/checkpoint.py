@@ -42,9 +42,10 @@ from torch import nn
 
 from .api_arguments import path_arg
 from .config import AXES, MosaicConfig, read_config_values, scheme_options
-from .errors import CheckpointError, ConfigError, InputError
+from .errors import ArgumentError, CheckpointError, ConfigError, InputError
 from .feed_forward import FEED_FORWARDS
-from .files import inside, json_object, printable, read_json, regular_file, short
+from .files import inside, json_object, printable, read_json, regular_file, resolve, short
+from .hub import is_hub_id, snapshot
 from .models import MosaicBertForMaskedLM, MosaicBertModel
 from .pooling import Pooling
 
@@ -261,8 +262,10 @@ class CheckpointDir:
     layout: Layout
 
     @classmethod
-    def open(cls, path: str | Path | CheckpointDir) -> CheckpointDir:
-        """Open ``path`` (an opened directory is returned as it is).
+    def open(cls, path: str | Path | CheckpointDir, revision: str | None = None) -> CheckpointDir:
+        """Open ``path`` (an opened directory is returned as it is): a directory, a Hugging Face
+        cache snapshot, or a Hub id ``org/name`` at ``revision`` (see
+        :func:`checkpoint_directory`).
 
         Raises:
             CheckpointError, ConfigError: one sentence naming the file at fault: the directory
@@ -272,7 +275,7 @@ class CheckpointDir:
         """
         if isinstance(path, CheckpointDir):
             return path
-        directory = checkpoint_directory(path)
+        directory = checkpoint_directory(path, revision)
         pipeline = Pipeline.from_directory(directory)
         config_file = pipeline.transformer_dir / "config.json"
         regular_file(config_file, "config file", directory, ConfigError)
@@ -299,12 +302,33 @@ class CheckpointDir:
                                       source=f"config file {self.config_file}").replace(**run_time)
 
 
-def checkpoint_directory(path: str | Path) -> Path:
-    """``path`` as a :class:`Path`, after checking that it is a directory."""
+def checkpoint_directory(path: str | Path, revision: str | None = None) -> Path:
+    """The checkpoint directory ``path`` names: a local directory (a Hugging Face cache snapshot
+    included), else, for a string ``org/name`` that is no local path, the snapshot of that Hub
+    model at ``revision`` (:func:`mosaic_encoder.hub.snapshot`: the cache, or a download).
+
+    Raises:
+        CheckpointError: the path is a file (its folder is named), does not exist, or names a Hub
+            model that cannot be had; ``revision`` given with a local directory.
+    """
     directory = path_arg(path, "checkpoint path")
-    if not directory.is_dir():
-        raise CheckpointError(f"checkpoint directory {short(str(directory), 200)} does not exist.")
-    return directory
+    resolve(directory, "checkpoint directory")  # a symlink loop or a NUL byte: one sentence
+    if revision is not None and not isinstance(revision, str):
+        raise ArgumentError(f"revision must be a str (a branch, tag or commit), got "
+                            f"{type(revision).__name__}.")
+    if directory.is_dir():
+        if revision is not None:
+            raise CheckpointError(f"checkpoint directory {short(str(directory), 200)} is a local "
+                                  f"directory; a revision ({short(revision, 60)}) applies to "
+                                  f"Hugging Face Hub ids only.")
+        return directory
+    if directory.exists():
+        raise CheckpointError(f"checkpoint path {short(str(directory), 200)} is a file, not a "
+                              f"checkpoint directory; pass the folder that holds it, "
+                              f"{short(str(directory.parent), 200)}.")
+    if is_hub_id(path):
+        return snapshot(path, revision)
+    raise CheckpointError(f"checkpoint directory {short(str(directory), 200)} does not exist.")
 
 
 # --- QKV fuse and split -----------------------------------------------------------------------

@@ -3,13 +3,19 @@
 Subcommands: ``encode`` (sentence embeddings), ``fill-mask`` (masked-LM predictions), ``verify``
 (a checkpoint against the published manifests, config/tokenizer/numeric sanity, golden outputs),
 ``convert`` (``pytorch_model.bin`` to ``model.safetensors`` without running pickled code),
-``bench`` (the benchmarks of :mod:`mosaic_encoder.bench`), ``train`` (contrastive fine-tuning,
-:mod:`mosaic_encoder.training`), ``embed-corpus`` (:mod:`mosaic_encoder.corpus`), and ``init``,
-``pretrain`` and ``eval-mlm`` (masked-LM pretraining, :mod:`mosaic_encoder.pretraining`).
+``export-onnx``, ``bench`` (the benchmarks of :mod:`mosaic_encoder.bench`), ``train`` and
+``plot-run`` (contrastive fine-tuning, :mod:`mosaic_encoder.training`), ``embed-corpus``
+(:mod:`mosaic_encoder.corpus`), and ``init``, ``pretrain`` and ``eval-mlm`` (masked-LM
+pretraining, :mod:`mosaic_encoder.pretraining`).
 
 Every error a user can cause is one sentence on stderr and a non-zero exit (1, or 2 for a usage
-error), with nothing on stdout and no file left behind: files are written to a temporary name and
-renamed into place.
+error, printed with the usage of the subcommand at fault), with nothing on stdout and no file
+left behind: files are written to a temporary name and renamed into place.
+
+The parsers build without importing torch, so that ``--help`` and usage errors answer at once:
+a subcommand registers with one call of its module's ``add_parser(commands)`` in
+:func:`build_parser`, and that module imports torch (and everything that does) only inside the
+function its parser runs (``set_defaults(run=...)``). ``tests/test_cli_parsers.py`` checks it.
 """
 
 from __future__ import annotations
@@ -20,21 +26,21 @@ import os
 import sys
 from pathlib import Path
 
-import numpy as np
-
 from . import __version__
-from .arguments import add_embedding_batches, add_runtime, compute_device, positive_int
+from .arguments import (CommandParser, add_embedding_batches, add_model, add_revision, add_runtime,
+                        compute_device, positive_int)
 from .arguments import max_seq_length as max_seq_length_arg
 from .atomic import atomic_write
 from .bundled import BUNDLED_CHECKPOINT, BUNDLED_MLM_CHECKPOINT
-from .config import ATTENTION_IMPLS
-from .dtypes import DTYPES
+from .attention_names import ATTENTION_IMPLS
 from .errors import NON_FINITE_ADVICE, InputError, MosaicError, NonFiniteError
 from .files import file_sha256, printable, resolve
-from .fill_mask import MASK_TOKEN
-from .inputs import open_input, read_texts
+from .inputs import open_input, read_json_texts, read_texts
 
 ENCODE_OUTPUTS = (".npy", ".jsonl", ".safetensors")
+# What a terminal user is told when a command waits for texts on standard input.
+STDIN_PROMPT = ("reading texts from standard input, one per line; end with Ctrl-D (Ctrl-Z then "
+                "Enter on Windows), or pass texts as arguments or with --input.")
 
 
 # --- input ------------------------------------------------------------------------------------
@@ -43,12 +49,13 @@ ENCODE_OUTPUTS = (".npy", ".jsonl", ".safetensors")
 def _read_texts(args: argparse.Namespace) -> list[str]:
     """Texts from the arguments, ``--input FILE`` or standard input (see :mod:`.inputs`).
 
-    Blank lines of a text file or standard input are kept (an empty text; output row i is input
-    line i), but an input without any non-blank text is an error.
+    One rule for every source: blank texts are kept in place (an empty text; output row i is
+    input i, argument or line), but an input without any non-blank text is an error.
     """
     if args.texts and args.input:
         raise InputError("give texts either as arguments or with --input, not both.")
     if args.texts:
+        source = "the text arguments"
         for number, text in enumerate(args.texts, start=1):
             try:
                 text.encode("utf-8")
@@ -56,12 +63,15 @@ def _read_texts(args: argparse.Namespace) -> list[str]:
                 raise InputError(f"text argument {number} is not UTF-8 (byte "
                                  f"0x{ord(text[err.start]) - 0xDC00:02x} at position "
                                  f"{err.start}).") from None
-        return list(args.texts)
-    if args.input:
+        texts = list(args.texts)
+    elif args.input:
         source = f"input file {args.input}"
-        field = args.field if Path(args.input).suffix == ".jsonl" else None
+        suffix = Path(args.input).suffix
         with open_input(args.input, pipe=True) as stream:
-            texts = read_texts(stream, source, field)
+            if suffix == ".json":
+                texts = read_json_texts(stream, source, args.field)
+            else:
+                texts = read_texts(stream, source, args.field if suffix == ".jsonl" else None)
     else:
         source = "standard input"
         texts = _read_stdin()
@@ -69,13 +79,16 @@ def _read_texts(args: argparse.Namespace) -> list[str]:
         raise InputError(f"no input texts were given ({source} is empty; pass texts as arguments, "
                          f"with --input or on standard input).")
     if not any(text.strip() for text in texts):
-        raise InputError(f"no input texts were given ({source} holds only blank lines).")
+        held = "every text argument is blank" if args.texts else f"{source} holds only blank lines"
+        raise InputError(f"no input texts were given ({held}).")
     return texts
 
 
 def _read_stdin() -> list[str]:
     if sys.stdin is None:  # started with standard input closed (`<&-`)
         raise InputError("standard input is closed; pass texts as arguments or with --input.")
+    if sys.stdin.isatty():  # a person at a terminal, who may not know the command waits
+        print(STDIN_PROMPT, file=sys.stderr, flush=True)
     try:
         return read_texts(sys.stdin.buffer, "standard input")
     except InputError:
@@ -99,7 +112,11 @@ def _write_stdout(text: str) -> None:
 
 
 def _model_dir(args: argparse.Namespace, bundled: Path) -> Path:
-    return Path(args.model) if args.model else bundled
+    """The directory of ``--model`` (a Hub id's cache snapshot, at ``--revision``), or the
+    bundled checkpoint."""
+    from .checkpoint import checkpoint_directory
+
+    return checkpoint_directory(args.model or bundled, args.revision)
 
 
 def _note_bundled(args: argparse.Namespace, bundled: Path) -> None:
@@ -147,7 +164,10 @@ def _check_encode_output(output: Path, args: argparse.Namespace, model: Path) ->
         raise InputError(f"output file {output} exists; pass --force to replace it.")
 
 
-def _check_finite(embeddings: np.ndarray) -> None:
+def _check_finite(embeddings) -> None:
+    """Refuse (N, D) float32 embeddings holding NaN or infinity."""
+    import numpy as np
+
     bad = ~np.isfinite(embeddings).all(axis=1)
     if bad.any():
         raise NonFiniteError(f"{int(bad.sum())} of {len(embeddings)} embeddings are not finite "
@@ -156,6 +176,8 @@ def _check_finite(embeddings: np.ndarray) -> None:
 
 
 def _encode(args: argparse.Namespace) -> int:
+    import numpy as np
+
     from .sentence import SentenceEncoder
 
     model = _model_dir(args, BUNDLED_CHECKPOINT)
@@ -166,9 +188,8 @@ def _encode(args: argparse.Namespace) -> int:
     texts = _read_texts(args)
     device = compute_device(args.device)
     _note_bundled(args, BUNDLED_CHECKPOINT)
-    encoder = SentenceEncoder(model, dtype=DTYPES[args.dtype], device=device,
-                              attention=args.attention, max_seq_length=max_seq_length,
-                              compile=args.compile)
+    encoder = SentenceEncoder(model, dtype=args.dtype, device=device, attention=args.attention,
+                              max_seq_length=max_seq_length, compile=args.compile)
     embeddings = encoder.encode(texts, batch_size=args.batch_size,
                                 max_tokens_per_batch=args.max_tokens, prompt=args.prompt,
                                 prompt_name=args.prompt_name)
@@ -218,7 +239,7 @@ def _fill_mask(args: argparse.Namespace) -> int:
     tokenizer = TextTokenizer(checkpoint.transformer_dir / "tokenizer.json", max_seq_length)
     masked_token_ids(tokenizer, texts)  # refuse texts without a mask before loading the model
     _note_bundled(args, BUNDLED_MLM_CHECKPOINT)
-    model = load_model(checkpoint, dtype=DTYPES[args.dtype], device=device, attention=args.attention)
+    model = load_model(checkpoint, dtype=args.dtype, device=device, attention=args.attention)
     results = [result.as_dict() for result in fill_mask(model, tokenizer, texts, args.top_k,
                                                         args.batch_size)]
     if args.json:
@@ -229,6 +250,8 @@ def _fill_mask(args: argparse.Namespace) -> int:
 
 
 def _format_fill(result: dict) -> str:
+    from .fill_mask import MASK_TOKEN
+
     lines = [result["text"]]
     count = len(result["masks"])
     for number, mask in enumerate(result["masks"], start=1):
@@ -241,20 +264,22 @@ def _format_fill(result: dict) -> str:
 
 
 def _verify(args: argparse.Namespace) -> int:
+    from .checkpoint import checkpoint_directory
     from .verify import file_digests, verify_checkpoint
 
     device = compute_device(args.device)
-    results = verify_checkpoint(args.directory, against=args.against, golden=args.golden,
+    directory = checkpoint_directory(args.directory, args.revision)
+    results = verify_checkpoint(directory, against=args.against, golden=args.golden,
                                 device=device)
-    digests = file_digests(args.directory)
+    digests = file_digests(directory)
     failed = [r for r in results if not r.passed]
     if args.json:
-        print(json.dumps({"directory": args.directory, "passed": not failed,
+        print(json.dumps({"directory": str(directory), "passed": not failed,
                           "checks": [r.as_dict() for r in results],
                           "files": [d.as_dict() for d in digests]}, indent=1))
     else:
         width = max(len(r.name) for r in results)
-        lines = [f"checkpoint {args.directory}"]
+        lines = [f"checkpoint {directory}"]
         lines += [f"  {'PASS' if r.passed else 'FAIL'}  {r.name:<{width}}  {r.detail}"
                   for r in results]
         lines.append("files (sha256, bytes)")
@@ -301,39 +326,30 @@ def _export_onnx(args: argparse.Namespace) -> int:
     return 0
 
 
-# --- bench ------------------------------------------------------------------------------------
-
-
-def _bench(args: argparse.Namespace) -> int:
-    from .bench.cli import main as bench_main
-
-    return int(bench_main(list(args.bench_args)) or 0)
-
-
 # --- parser -----------------------------------------------------------------------------------
 
 
 def _add_text_inputs(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("texts", nargs="*",
+    parser.add_argument("texts", nargs="*", metavar="TEXT",
                         help="texts (default: --input FILE, else the lines of standard input)")
     parser.add_argument("--input", metavar="FILE",
-                        help="read texts from FILE: one per line, or JSON lines if it ends in "
-                             ".jsonl (blank lines of a text file are kept as empty texts)")
+                        help="read texts from FILE: one per line (blank lines are kept as empty "
+                             "texts); JSON lines if it ends in .jsonl; a JSON array of texts (or "
+                             "of records) if it ends in .json")
     parser.add_argument("--field", default="text",
-                        help="the JSON-lines field holding the text (default: text)")
+                        help="the field holding the text in .jsonl and .json records")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="mosaic-encoder",
-                                     description="MosaicBERT / lodestone encoders in plain PyTorch.")
+    parser = CommandParser(prog="mosaic-encoder",
+                           description="MosaicBERT / lodestone encoders in plain PyTorch.")
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     encode = commands.add_parser("encode", help="sentence embeddings of texts",
                                  description="Sentence embeddings (float32, L2-normalised).")
     _add_text_inputs(encode)
-    encode.add_argument("--model", metavar="DIR",
-                        help="checkpoint directory (default: the bundled random-weight one)")
+    add_model(encode)
     add_runtime(encode)
     add_embedding_batches(encode)
     encode.add_argument("--output", metavar="FILE",
@@ -356,11 +372,12 @@ def build_parser() -> argparse.ArgumentParser:
     fill = commands.add_parser("fill-mask", help="top-k tokens for each [MASK] (masked-LM only)",
                                description="Masked-LM predictions for every [MASK] token.")
     _add_text_inputs(fill)
-    fill.add_argument("--model", metavar="DIR",
-                      help="masked-LM checkpoint directory (default: the bundled random-weight one)")
+    add_model(fill, "masked-LM checkpoint")
     add_runtime(fill)
-    fill.add_argument("--top-k", type=positive_int, default=5, help="tokens per mask (default: 5)")
-    fill.add_argument("--batch-size", type=positive_int, default=32)
+    fill.add_argument("--top-k", type=positive_int, default=5, metavar="K",
+                      help="tokens per mask")
+    fill.add_argument("--batch-size", type=positive_int, default=32, metavar="N",
+                      help="texts per batch")
     fill.add_argument("--max-seq-length", metavar="N", default=None,
                       help="truncate longer inputs (default: no truncation)")
     fill.add_argument("--json", action="store_true", help="one JSON object per text")
@@ -370,7 +387,10 @@ def build_parser() -> argparse.ArgumentParser:
                                  description="Check a checkpoint against the published manifests, "
                                              "config, tokenizer and numeric sanity, and optionally "
                                              "golden outputs. Exit 0 only when every check passes.")
-    verify.add_argument("directory", metavar="DIR")
+    verify.add_argument("directory", metavar="DIR|ORG/NAME",
+                        help="the checkpoint directory, or a Hugging Face Hub id (read from the "
+                             "Hugging Face cache, or downloaded into it)")
+    add_revision(verify)
     verify.add_argument("--against", metavar="NAME|MANIFEST",
                         help="a published checkpoint name (lodestone-base-4096-v1, "
                              "mosaic-bert-base-seqlen-2048) or a manifest .json (default: the "
@@ -397,9 +417,8 @@ def build_parser() -> argparse.ArgumentParser:
                                              "sequence axes: last_hidden_state, and the pooled, "
                                              "normalised sentence_embedding for sentence-"
                                              "transformers checkpoints.")
-    export.add_argument("output", metavar="OUTPUT.onnx")
-    export.add_argument("--model", metavar="DIR",
-                        help="checkpoint directory (default: the bundled random-weight one)")
+    export.add_argument("output", metavar="OUTPUT.onnx", help="the ONNX file to write")
+    add_model(export)
     export.add_argument("--attention", choices=ATTENTION_IMPLS, default="sdpa",
                         help="only sdpa exports (auto is sdpa on the CPU)")
     export.add_argument("--no-token-types", action="store_true",
@@ -407,13 +426,10 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--force", action="store_true", help="replace an existing output file")
     export.set_defaults(run=_export_onnx)
 
-    bench = commands.add_parser("bench", add_help=False,
-                                help="benchmarks: bench attention|model|report|plots ...",
-                                description="Every argument goes to python -m mosaic_encoder.bench.")
-    bench.set_defaults(run=_bench)
-
-    from .training.cli import add_parser as add_train_parser
-    add_train_parser(commands)
+    from .bench.cli import add_parser as add_bench
+    add_bench(commands)
+    from .training.cli import add_parser as add_train
+    add_train(commands)
     from .training.plot import add_parser as add_plot_run
     add_plot_run(commands)
     from .corpus.command import add_parser as add_embed_corpus
@@ -428,12 +444,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     if sys.stderr is None:  # started with stderr closed (2>&-): print(file=None) would write
         sys.stderr = open(os.devnull, "w", encoding="utf-8")  # our messages to stdout
-    parser = build_parser()
-    args, rest = parser.parse_known_args(argv)
-    if args.command == "bench":
-        args.bench_args = rest
-    elif rest:
-        parser.error(f"unrecognized arguments: {' '.join(rest)}")
+    args = build_parser().parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # what bench records
     try:
         return args.run(args)
     except MosaicError as err:

@@ -47,7 +47,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .attention import ATTENTION_IMPLS
+from .attention_names import ATTENTION_IMPLS
 from .errors import ConfigError
 from .feed_forward import FEED_FORWARDS, FeedForward
 from .files import json_object, read_json, short

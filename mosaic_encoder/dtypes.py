@@ -1,4 +1,5 @@
-"""The floating-point dtypes the model computes in, by the names the command line and configs use."""
+"""The floating-point dtypes the model computes in, by the names the command line and configs use
+(:mod:`.dtype_names`: ``float32``, ``bfloat16``, ``float16``, or ``fp32``, ``bf16``, ``fp16``)."""
 
 from __future__ import annotations
 
@@ -8,10 +9,10 @@ import warnings
 
 import torch
 
+from .dtype_names import DTYPE_NAMES, canonical_dtype, spellings
 from .errors import ConfigError
 
-DTYPES: dict[str, torch.dtype] = {"float32": torch.float32, "bfloat16": torch.bfloat16,
-                                  "float16": torch.float16}
+DTYPES: dict[str, torch.dtype] = {name: getattr(torch, name) for name in DTYPE_NAMES}
 
 
 class SlowDtypeWarning(UserWarning):
@@ -19,16 +20,17 @@ class SlowDtypeWarning(UserWarning):
 
 
 def resolve_dtype(value: str | torch.dtype, what: str = "dtype") -> torch.dtype:
-    """The compute dtype named by ``value`` (a ``torch.dtype`` or one of :data:`DTYPES`' keys).
+    """The compute dtype named by ``value`` (a ``torch.dtype``, one of :data:`DTYPES`' keys or
+    its short form such as ``"bf16"``).
 
     Raises :class:`ConfigError` naming ``what`` for anything else (float64, float8, integers, ...).
     """
-    if isinstance(value, str) and value in DTYPES:
-        return DTYPES[value]
+    name = canonical_dtype(value)
+    if name is not None:
+        return DTYPES[name]
     if isinstance(value, torch.dtype) and value in DTYPES.values():
         return value
-    names = ", ".join(DTYPES)
-    raise ConfigError(f"{what} {value!r} is not supported; use one of {names}.")
+    raise ConfigError(f"{what} {value!r} is not supported; use one of {spellings()}.")
 
 
 def native_cpu_bfloat16() -> bool:

@@ -152,6 +152,10 @@ def _write_onnx(model: ExportedEncoder, inputs: tuple[torch.Tensor, ...], names:
     with torch.no_grad(), warnings.catch_warnings():
         # The inputs share their two axes on purpose; the exporter says so for each of them.
         warnings.filterwarnings("ignore", message=".*shares the same shape constraints")
+        # torch's exporter deep-copies its tree specs, which trips torch's own deprecation of
+        # LeafSpec (torch 2.13): nothing a caller can change.
+        warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)",
+                                category=FutureWarning)
         program = torch.onnx.export(model, inputs, input_names=list(names),
                                     output_names=list(model.output_names),
                                     dynamic_shapes=dynamic_shapes(model, len(inputs)), dynamo=True,

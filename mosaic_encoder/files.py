@@ -3,7 +3,9 @@
 Every file a checkpoint names (``config.json``, index shards, ``modules.json`` entries, pooling and
 sentence-transformers configs) is checked with :func:`regular_file` before it is opened: a FIFO or
 device in its place would block ``open`` forever or stream without end, and a path that resolves
-outside the checkpoint directory (``../``, an absolute path, a symlink target) is not part of it.
+outside the checkpoint directory (``../``, an absolute path, a symlink target) is not part of it,
+except in a Hugging Face cache snapshot, whose files are symlinks into its repository's
+``blobs/``: there a link may lead anywhere inside the same ``models--*`` folder, and nowhere else.
 :func:`read_json` adds a size cap and turns every parse failure Python's ``json`` can raise
 (``RecursionError`` on deep nesting, ``ValueError`` on integers past the conversion digit limit)
 into one sentence. Names read from files reach messages through :func:`short` or
@@ -20,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import CheckpointError, MosaicError
+from .hub import cache_repository
 from .inputs import json_type, parse_json
 
 # No configuration file of a checkpoint comes near this; a larger one is not one of them.
@@ -53,11 +56,23 @@ def regular_file(path: str | Path, what: str, root: str | Path | None = None,
 def inside(path: str | Path, root: str | Path, what: str,
            error: type[MosaicError] = CheckpointError) -> Path:
     """``path`` resolved, refusing it when it lies outside ``root`` (after following symlinks),
-    when its symlinks form a loop, or when it cannot be a path (a NUL byte)."""
+    when its symlinks form a loop, or when it cannot be a path (a NUL byte).
+
+    When ``root`` is (inside) a Hugging Face cache snapshot, the resolved target may lie anywhere
+    in the snapshot's ``models--*`` repository folder (its ``blobs/``), provided ``path`` itself,
+    before any link is followed, lies in ``root``.
+    """
     resolved, base = resolve(path, what, error), resolve(root, what, error)
-    if not resolved.is_relative_to(base):
+    if resolved.is_relative_to(base):
+        return resolved
+    repository = cache_repository(base)
+    if repository is None:
         raise error(f"{what} {printable(path)} resolves to {printable(resolved)}, outside the "
-                    f"checkpoint directory {printable(root)}.")
+                    f"checkpoint directory {printable(root)} (copy the file into it).")
+    lexical = Path(os.path.abspath(path)).is_relative_to(os.path.abspath(root))
+    if not (lexical and resolved.is_relative_to(repository)):
+        raise error(f"{what} {printable(path)} resolves to {printable(resolved)}, outside the "
+                    f"Hugging Face cache repository {printable(repository)} of the snapshot.")
     return resolved
 
 

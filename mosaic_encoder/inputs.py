@@ -203,6 +203,34 @@ def read_texts(stream: BinaryIO, source: str, field: str | None = None) -> list[
     return kept
 
 
+def read_json_texts(stream: BinaryIO, source: str, field: str = "text") -> list[str]:
+    """The texts of a ``.json`` stream: one JSON array whose items are texts (strings) or records
+    (objects whose string ``field`` is the text), within :data:`MAX_TEXT_BYTES` and
+    :data:`MAX_TEXTS`. Anything else (an object, a number, an array holding one) is refused, so
+    that a file is never embedded as one literal text."""
+    data = stream.read(MAX_TEXT_BYTES + 1)
+    if len(data) > MAX_TEXT_BYTES:
+        raise InputError(f"{source} holds more than {MAX_TEXT_BYTES >> 20} MiB of text; split it "
+                         f"into smaller inputs.")
+    value = parse_json(data.removeprefix(b"\xef\xbb\xbf"), source)
+    if not isinstance(value, list):
+        raise InputError(f"{source} must hold a JSON array of texts (strings, or records with a "
+                         f"string field {field!r}), not {json_type(value)}.")
+    if len(value) > MAX_TEXTS:
+        raise InputError(f"{source} holds more than {MAX_TEXTS:,} texts; split it, or use "
+                         f"embed-corpus, which streams.")
+    texts = []
+    for number, item in enumerate(value, start=1):
+        where = f"{source} item {number}"
+        if isinstance(item, dict):
+            item = record_field(item, field, where, "--field")
+        elif not isinstance(item, str):
+            raise InputError(f"{where} is {json_type(item)}, not a text (a string) or a record "
+                             f"(an object).")
+        texts.append(item)
+    return texts
+
+
 def documents(path: str | Path, field: str = "text", what: str = "input file"
               ) -> Iterator[str]:
     """The documents of a ``.txt`` (one per non-blank line), ``.jsonl`` (string ``field`` of each

@@ -40,20 +40,23 @@ def resolve_load_dtype(dtype: str | torch.dtype) -> torch.dtype:
 
 def load_model(path: str | Path | CheckpointDir, dtype: str | torch.dtype = torch.float32,
                device: torch.device | str = "cpu", attention: str = "auto",
-               attention_window: bool = True) -> nn.Module:
+               attention_window: bool = True, revision: str | None = None) -> nn.Module:
     """Load a checkpoint directory into a model in eval mode.
 
     Args:
         path: checkpoint directory (``config.json`` and ``model.safetensors`` or a sharded
-            index, at its root or where its ``modules.json`` places the transformer), or one
-            already opened with :meth:`CheckpointDir.open`.
-        dtype: float32, bfloat16, float16 (or float64), as a ``torch.dtype`` or its name; stored
-            tensors are cast to it.
+            index, at its root or where its ``modules.json`` places the transformer; a Hugging
+            Face cache snapshot too), a Hugging Face Hub id ``"org/name"`` (from the local cache,
+            or downloaded into it: :mod:`mosaic_encoder.hub`), or a directory already opened
+            with :meth:`CheckpointDir.open`.
+        dtype: float32, bfloat16, float16 (or float64), as a ``torch.dtype`` or its name (fp32,
+            bf16 and fp16 too); stored tensors are cast to it.
         device: where the parameters live: cpu, cuda[:N] or mps (see
             :func:`mosaic_encoder.devices.resolve_device`).
         attention: ``"auto"``, ``"sdpa"`` or ``"triton"`` (see :mod:`mosaic_encoder.attention`).
         attention_window: the config's ``attention_window`` (exact ALiBi windowing; False
             computes every score).
+        revision: with a Hub id, the branch, tag or commit to load (default: main).
     Returns:
         :class:`MosaicBertModel` or :class:`MosaicBertForMaskedLM`, whose ``forward(input_ids,
         attention_mask=None, token_type_ids=None)`` returns an :class:`EncoderOutput`.
@@ -65,7 +68,7 @@ def load_model(path: str | Path | CheckpointDir, dtype: str | torch.dtype = torc
     dtype = resolve_load_dtype(dtype)
     device = resolve_device(device)
     warn_if_slow(dtype, device)
-    checkpoint = CheckpointDir.open(path)
+    checkpoint = CheckpointDir.open(path, revision)
     found, layout = checkpoint.tensors, checkpoint.layout
     directory = printable(checkpoint.transformer_dir)  # for messages: it may come from a file
     config = checkpoint.config(attention_impl=attention, attention_window=attention_window)

@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from .errors import CheckpointError
-from .files import read_json
+from .files import read_json, short
+from .inputs import json_type
 
 PUBLISHED = ("lodestone-base-4096-v1", "mosaic-bert-base-seqlen-2048")
 
@@ -31,4 +32,24 @@ def load_manifest(name_or_path: str | Path) -> dict[str, Any]:
     manifest = read_json(path, "manifest")
     if not isinstance(manifest, dict) or not isinstance(manifest.get("tensors"), dict):
         raise CheckpointError(f"manifest {path} has no 'tensors' mapping.")
+    for name, entry in manifest["tensors"].items():
+        problem = _entry_problem(entry)
+        if problem:
+            raise CheckpointError(f"manifest {path}: tensor {short(name)} {problem}.")
+    if not isinstance(manifest.get("config", {}), dict):
+        raise CheckpointError(f"manifest {path}: config must be a JSON object, not "
+                              f"{json_type(manifest['config'])}.")
     return manifest
+
+
+def _entry_problem(entry: Any) -> str | None:
+    """What is wrong with one manifest tensor entry (``{"shape": [...], "dtype": "BF16"}``)."""
+    if not isinstance(entry, dict):
+        return f"must be a JSON object, not {json_type(entry)}"
+    shape = entry.get("shape")
+    if not isinstance(shape, list) or not all(
+            isinstance(size, int) and not isinstance(size, bool) and size >= 0 for size in shape):
+        return f"has shape {short(shape)}, not a list of sizes"
+    if not isinstance(entry.get("dtype", ""), str):
+        return f"has dtype {short(entry['dtype'])}, not a name such as BF16"
+    return None

@@ -20,7 +20,7 @@ from tqdm import tqdm
 from .api_arguments import flag_arg, int_arg, optional_int_arg, optional_text_arg, text_list
 from .batching import length_sorted_batches
 from .checkpoint import CheckpointDir
-from .errors import ArgumentError, ConfigError, InputError
+from .errors import ArgumentError, CheckpointError, ConfigError, InputError
 from .loading import load_model
 from .models import MosaicBertForMaskedLM
 from .tokenizer import TextTokenizer, collate
@@ -30,8 +30,9 @@ class SentenceEncoder:
     """Encode texts into sentence embeddings with a MosaicBERT checkpoint.
 
     Args:
-        path: sentence-transformers directory (or a bare checkpoint: mean pooling).
-        dtype, device, attention: as for :func:`mosaic_encoder.load_model`.
+        path: sentence-transformers directory (or a bare checkpoint: mean pooling), or a Hugging
+            Face Hub id ``"org/name"``, as for :func:`mosaic_encoder.load_model`.
+        dtype, device, attention, revision: as for :func:`mosaic_encoder.load_model`.
         max_seq_length: overrides ``sentence_bert_config.json``; longer inputs are truncated.
         compile: run the model through ``torch.compile(fullgraph=True, dynamic=True)``; a string
             names the ``torch.compile`` backend (True: inductor). The first batch compiles
@@ -40,8 +41,9 @@ class SentenceEncoder:
 
     def __init__(self, path: str | Path, dtype: torch.dtype = torch.float32,
                  device: torch.device | str = "cpu", attention: str = "auto",
-                 max_seq_length: int | None = None, compile: bool | str = False):
-        checkpoint = CheckpointDir.open(path)
+                 max_seq_length: int | None = None, compile: bool | str = False,
+                 revision: str | None = None):
+        checkpoint = CheckpointDir.open(path, revision)
         self.pipeline = checkpoint.pipeline
         model = load_model(checkpoint, dtype=dtype, device=device, attention=attention)
         self.model = model.bert if isinstance(model, MosaicBertForMaskedLM) else model
@@ -149,6 +151,8 @@ class SentenceEncoder:
             if self.pipeline.normalize or normalize_embeddings:
                 embedding = F.normalize(embedding, p=2, dim=-1)
             out[torch.tensor(batch)] = embedding.cpu()
+        if self.pipeline.normalize or normalize_embeddings:
+            _check_lengths(out)
         result = out[0] if single else out
         return result.numpy() if convert_to_numpy and not convert_to_tensor else result
 
@@ -162,6 +166,18 @@ class SentenceEncoder:
         if self.first_batch_seconds is None:
             self.first_batch_seconds = time.perf_counter() - start
         return hidden
+
+
+def _check_lengths(embeddings: torch.Tensor) -> None:
+    """Refuse normalised (N, D) embeddings that are not unit vectors: a pooled output shorter than
+    ``F.normalize``'s 1e-12 stays (nearly) zero, which only all-zero or vanishing weights give.
+    Non-finite rows are left to the caller's finiteness check."""
+    short = embeddings.norm(dim=-1) < 0.5  # NaN compares False
+    if bool(short.any()):
+        raise CheckpointError(f"{int(short.sum())} of {len(embeddings)} embeddings are zero vectors "
+                              f"(the first is row {int(short.nonzero()[0])}): the model's pooled "
+                              f"output has no length to normalise, so its weights are all-zero or "
+                              f"vanishing (mosaic-encoder verify checks them).")
 
 
 def _embedding_rows(value: object, name: str) -> torch.Tensor:

@@ -1,6 +1,6 @@
 """WordPiece tokenization through the checkpoint's ``tokenizer.json`` (``tokenizers`` library).
 
-Two defences against a hostile ``tokenizer.json``:
+Three defences against a hostile ``tokenizer.json``:
 
 - The Rust tokenizer reports some failures (a regex that backtracks catastrophically, for
   instance) by panicking; pyo3 turns the panic into ``PanicException``, a ``BaseException`` that
@@ -12,11 +12,21 @@ Two defences against a hostile ``tokenizer.json``:
   (see :meth:`TextTokenizer.encode_ids`), so the work per text is bounded by ``max_length`` rather
   than by the text's length: a normaliser that turns each character into 10,000 would otherwise
   make a long text cost gigabytes.
+- What the normaliser makes of the text handed to it is bounded too: its growth per character
+  is read from its configuration (:func:`normalizer_growth`), and no text longer than
+  :data:`MAX_NORMALIZED_CHARS` divided by it reaches the library. A text whose tokens are not
+  settled within that many characters is one sentence. Without it, a ``Replace`` of one
+  character by 100,000 makes a 4,096-character prefix cost 4.7 GB: the allocator aborts the
+  process (exit 134), and its message goes to the held stderr and is lost.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
+import json
 import os
+import struct
 import sys
 import tempfile
 import threading
@@ -34,6 +44,15 @@ from .errors import CheckpointError, InputError, MosaicError
 MAX_LENGTH = 2 ** 31 - 1  # packed token offsets (cu_seqlens) are int32
 # Longest prefix, in characters per token of max_length, ever handed to the tokenizer.
 MAX_CHARS_PER_TOKEN = 128
+# Characters of one normalised text, at most: the library keeps offsets per byte of it, about 33
+# bytes per character measured, 140 MB at this size. BERT's normaliser (growth 3) lets untruncated
+# texts of 1.4 million characters through, and truncated ones any length.
+MAX_NORMALIZED_CHARS = 1 << 22
+# Growth per character of each normaliser that has no settings that change it, measured by
+# normalising every Unicode character alone (BertNormalizer with every option on; NFKC turns
+# U+FDFA into 18 characters). A Sequence multiplies its parts' growths.
+_GROWTH = {"BertNormalizer": 3, "NFC": 3, "NFD": 4, "NFKC": 18, "NFKD": 18, "Lowercase": 2,
+           "ByteLevel": 4, "Nmt": 1, "Strip": 1, "StripAccents": 1}
 
 
 class TokenizerError(MosaicError):
@@ -133,6 +152,7 @@ class TextTokenizer:
                     raise
                 raise CheckpointError(f"tokenizer file {path} cannot be parsed "
                                       f"({_first_line(err)}).") from None
+        self.growth = _growth(self._tokenizer, path)
         self._tokenizer.no_padding()
         if max_length is not None:
             if not 2 <= max_length <= MAX_LENGTH:
@@ -191,11 +211,18 @@ class TextTokenizer:
                     from None
         if self.lower_case:
             texts = [text.lower() for text in texts]
+        if self.max_length is None:
+            longest = max(range(len(texts)), key=lambda i: len(texts[i]), default=None)
+            if longest is not None and len(texts[longest]) > self._budget:
+                raise InputError(f"input {longest} has {len(texts[longest]):,} characters, which "
+                                 f"the normaliser of {self.path} may grow past "
+                                 f"{MAX_NORMALIZED_CHARS:,}; split it, or truncate it (a "
+                                 f"max_seq_length).")
         with native_stderr_held():
             if self.max_length is None:
                 encoded = [(e.ids, e.type_ids, False) for e in self._encode_batch(texts)]
             else:
-                encoded = [self._encode_bounded(text) for text in texts]
+                encoded = [self._encode_bounded(i, text) for i, text in enumerate(texts)]
         return ([ids for ids, _, _ in encoded], [types for _, types, _ in encoded],
                 sum(cut for _, _, cut in encoded))
 
@@ -208,25 +235,76 @@ class TextTokenizer:
             raise TokenizerError(f"tokenizer file {self.path} failed on the input "
                                  f"({_first_line(err)}).") from None
 
-    def _encode_bounded(self, text: str) -> tuple[list[int], list[int], bool]:
-        """Ids, type ids and whether truncation cut ``text``, from as short a prefix as gives the
-        same tokens as the whole text."""
+    @property
+    def _budget(self) -> int:
+        """The longest text the normaliser may grow to at most :data:`MAX_NORMALIZED_CHARS`."""
+        factor, added = self.growth
+        return max(0, MAX_NORMALIZED_CHARS - added) // factor
+
+    def _encode_bounded(self, index: int, text: str) -> tuple[list[int], list[int], bool]:
+        """Ids, type ids and whether truncation cut ``text`` (input ``index``), from as short a
+        prefix as gives the same tokens as the whole text."""
         cap = MAX_CHARS_PER_TOKEN * self.max_length
         length = self.max_length
         while True:
-            prefix = text[:min(length, cap)]
+            prefix = text[:min(length, cap, self._budget)]
             encoding = self._encode_batch([prefix])[0]
             cut = bool(encoding.overflowing)
             if len(prefix) == len(text):
                 return encoding.ids, encoding.type_ids, cut
-            if len(prefix) == cap or (cut and _kept_tokens_are_final(encoding, len(prefix),
-                                                                    self._longest_added)):
+            if cut and _kept_tokens_are_final(encoding, len(prefix), self._longest_added) or \
+                    len(prefix) == cap:
                 return encoding.ids, encoding.type_ids, True
+            if len(prefix) == self._budget:
+                raise InputError(f"input {index}: the normaliser of {self.path} may grow its "
+                                 f"first {len(prefix):,} characters past "
+                                 f"{MAX_NORMALIZED_CHARS:,} before they give {self.max_length} "
+                                 f"tokens; this tokenizer cannot take such a text.")
             length *= 2
 
     def __call__(self, texts: list[str]) -> TokenizedBatch:
         ids, types, truncated = self.encode_ids(texts)
         return collate(ids, types, self.pad_token_id, truncated)
+
+
+def normalizer_growth(spec: dict | None) -> tuple[int, int]:
+    """(factor, added): a normaliser configured by ``spec`` (its JSON in ``tokenizer.json``)
+    turns n characters into at most ``factor * n + added``.
+
+    Raises:
+        ValueError: a normaliser type this bound does not know, or a malformed setting.
+    """
+    if spec is None:
+        return 1, 0
+    kind = spec.get("type")
+    if kind in _GROWTH:
+        return _GROWTH[kind], 0
+    if kind == "Sequence":
+        factor, added = 1, 0
+        for part in spec["normalizers"]:
+            part_factor, part_added = normalizer_growth(part)
+            factor, added = factor * part_factor, added * part_factor + part_added
+        return factor, added
+    if kind == "Replace":  # a pattern that can match between characters inserts content there
+        return len(spec["content"]) + 1, len(spec["content"])
+    if kind == "Prepend":  # once, in front
+        return 1, len(spec["prepend"])
+    if kind == "Precompiled":  # SentencePiece's map: a trie, then the replacements, NUL-separated
+        blob = base64.b64decode(spec["precompiled_charsmap"], validate=True)
+        (trie_bytes,) = struct.unpack_from("<I", blob)
+        replacements = blob[4 + trie_bytes:].split(b"\0")
+        return max(1, *(len(r.decode("utf-8", "replace")) for r in replacements)), 0
+    raise ValueError(f"normaliser type {str(kind)[:40]!r}")
+
+
+def _growth(tokenizer: Tokenizer, path: Path) -> tuple[int, int]:
+    """:func:`normalizer_growth` of ``tokenizer``'s normaliser, one sentence when it has none."""
+    spec = tokenizer.normalizer.__getstate__() if tokenizer.normalizer is not None else b"null"
+    try:
+        return normalizer_growth(json.loads(spec))
+    except (ValueError, KeyError, TypeError, AttributeError, struct.error, binascii.Error) as err:
+        raise CheckpointError(f"tokenizer file {path} has a normaliser whose output cannot be "
+                              f"bounded ({_first_line(err)}).") from None
 
 
 def _first_line(err: BaseException) -> str:

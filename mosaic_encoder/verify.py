@@ -96,13 +96,14 @@ class FileDigest:
 
 
 def verify_checkpoint(directory: str | Path, against: str | Path | None = None,
-                      golden: str | Path | None = None,
-                      device: torch.device | str = "cpu") -> list[CheckResult]:
+                      golden: str | Path | None = None, device: torch.device | str = "cpu",
+                      revision: str | None = None) -> list[CheckResult]:
     """Run every check on a checkpoint directory.
 
     Args:
         directory: checkpoint directory (``config.json``, ``model.safetensors`` or a sharded
-            index, ``tokenizer.json``).
+            index, ``tokenizer.json``), a Hugging Face cache snapshot, or a Hub id ``org/name``
+            (at ``revision``; see :func:`mosaic_encoder.load_model`).
         against: a published checkpoint name (see :data:`mosaic_encoder.manifest.PUBLISHED`) or a
             manifest JSON file; by default the published manifest whose config matches, if any.
         golden: a reference-output file (``CASE.FIELD`` keys, see ``tests/data/README.md``) to
@@ -115,7 +116,7 @@ def verify_checkpoint(directory: str | Path, against: str | Path | None = None,
     """
     optional_path_arg(against, "against")
     golden = optional_path_arg(golden, "golden")
-    checkpoint = CheckpointDir.open(directory)
+    checkpoint = CheckpointDir.open(directory, revision)
     directory, values = checkpoint.transformer_dir, checkpoint.config_values
     found, layout = checkpoint.tensors, checkpoint.layout
     missing = MosaicConfig.missing_fields(values)
@@ -142,14 +143,16 @@ def verify_checkpoint(directory: str | Path, against: str | Path | None = None,
     return results
 
 
-def file_digests(directory: str | Path) -> list[FileDigest]:
+def file_digests(directory: str | Path, revision: str | None = None) -> list[FileDigest]:
     """sha256 of every regular file in the directory and its sub-directories (hidden ones
-    skipped, FIFOs and devices not read).
+    skipped, FIFOs and devices not read); of a symlink, the file it leads to.
 
     A symlink whose target lies outside the directory is refused, as loading refuses it: its
-    target is not part of the checkpoint, and its digest would reveal a file that is not.
+    target is not part of the checkpoint, and its digest would reveal a file that is not. In a
+    Hugging Face cache snapshot the files are links into the repository's ``blobs/``: those are
+    hashed, and a link leaving the ``models--*`` folder is refused (:func:`.files.inside`).
     """
-    directory = checkpoint_directory(directory)
+    directory = checkpoint_directory(directory, revision)
     digests = []
     for path in sorted(directory.rglob("*")):
         relative = path.relative_to(directory)
@@ -224,7 +227,31 @@ def _read_golden(path: Path) -> Golden:
             raise CheckpointError(f"golden file {path}: metadata {short(key)} must be a JSON "
                                   f"array of strings.")
         texts[key.removesuffix(".texts")] = parsed
+    for key, positions in tensors.items():
+        if key.endswith(".logit_positions"):
+            _check_positions(path, key, positions, tensors.get(key.replace(".logit_positions",
+                                                                            ".input_ids")))
     return Golden(tensors, texts)
+
+
+def _check_positions(path: Path, key: str, positions: torch.Tensor,
+                     ids: torch.Tensor | None) -> None:
+    """Refuse ``CASE.logit_positions`` that are not (P, 2) integer (row, token) pairs inside
+    ``CASE.input_ids`` (B, S): indexing the logits with them would fail or wrap around."""
+    if ids is None or ids.dim() != 2:
+        raise CheckpointError(f"golden file {path}: {short(key)} has no (batch, tokens) "
+                              f"input_ids beside it.")
+    if positions.is_floating_point() or positions.is_complex() or positions.dtype == torch.bool \
+            or positions.dim() != 2 or positions.shape[1] != 2:
+        kind = str(positions.dtype).removeprefix("torch.")
+        raise CheckpointError(f"golden file {path}: {short(key)} must hold (row, token) integer "
+                              f"pairs, shape (P, 2); it has {kind} {list(positions.shape)}.")
+    limits = torch.tensor(ids.shape)
+    outside = ((positions < 0) | (positions >= limits)).any(dim=1)
+    if bool(outside.any()):
+        row = positions[int(outside.nonzero()[0])].tolist()
+        raise CheckpointError(f"golden file {path}: {short(key)} holds position {row}, outside "
+                              f"the input_ids of shape {list(ids.shape)}.")
 
 
 # --- config and tokenizer --------------------------------------------------------------------

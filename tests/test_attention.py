@@ -5,6 +5,7 @@ from hypothesis import strategies as st
 
 from mosaic_encoder import ConfigError
 from mosaic_encoder.alibi import alibi_bias, alibi_slopes
+from mosaic_encoder.attention_names import IMPLEMENTATION_NAMES
 from mosaic_encoder.attention import (IMPLEMENTATIONS, padded_rows_attention, resolve_impl,
                                       sdpa_varlen_alibi, varlen_attention)
 from mosaic_encoder.padding import Packing, PaddedRows
@@ -49,6 +50,10 @@ def test_low_precision_error_bounded_by_plain_pytorch(dtype):
         .transpose(0, 1) for s, e in zip(cu[:-1].tolist(), cu[1:].tolist())])
     reference = (plain.double() - oracle).abs().max()
     assert ours <= 2 * reference
+
+
+def test_the_torch_free_names_are_the_registry():
+    assert tuple(IMPLEMENTATIONS) == IMPLEMENTATION_NAMES
 
 
 def test_auto_resolves_to_sdpa_on_cpu_and_rejects_unknown():

@@ -193,6 +193,8 @@ def broken(tmp_path_factory):
     (root / "latin1.txt").write_bytes("caf\xe9\n".encode("latin-1"))
     (root / "empty.txt").write_bytes(b"")
     (root / "blank.txt").write_bytes(b"\n \n\n")
+    (root / "object.json").write_text('{"text": "one"}')
+    (root / "mixed.json").write_text('["one", 2]')
     (root / "bad.jsonl").write_text('{"text": "fine"}\n{"text": 3}\n')
     (root / "huge-number.jsonl").write_text('{"text": "a", "n": ' + "9" * 5000 + "}\n")
     (root / "deep.jsonl").write_text('{"text": ' + "[" * 100_000 + "]" * 100_000 + "}\n")
@@ -247,6 +249,13 @@ BAD_INPUTS_IN_PROCESS = {
                                       "not a BERT-family checkpoint"),
     "empty input file": (["encode", "--input", "{root}/empty.txt"], "no input texts"),
     "blank input file": (["encode", "--input", "{root}/blank.txt"], "only blank lines"),
+    "blank text arguments": (["encode", "", " "], "every text argument is blank"),
+    "blank fill-mask argument": (["fill-mask", ""], "every text argument is blank"),
+    ".json holding an object": (["encode", "--input", "{root}/object.json"],
+                                "must hold a JSON array of texts (strings, or records with a "
+                                "string field 'text'), not an object"),
+    ".json array holding a number": (["encode", "--input", "{root}/mixed.json"],
+                                     "mixed.json item 2 is a number, not a text"),
     "JSON lines without the field": (["encode", "--input", "{root}/bad.jsonl"],
                                      "line 2 has no string field 'text'"),
     "JSON lines with a 5,000-digit number": (["encode", "--input", "{root}/huge-number.jsonl"],
@@ -386,6 +395,21 @@ def test_config_geometry_bombs_are_one_short_line(tmp_path, capsys, field, value
     assert captured.out == "" and len(captured.err.splitlines()) == 1
     assert f"{field} is {value} but the weights" in captured.err and len(captured.err) < 500
     assert not out.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["ckpt"]
+
+
+def test_encode_reads_the_texts_of_a_json_array(tmp_path):
+    """A .json input is an array of texts, or of records whose --field is the text; a blank
+    text among others is kept in place, as a blank line of a text file is."""
+    texts = ["first", "", "third text"]
+    (tmp_path / "texts.json").write_text(json.dumps(texts))
+    (tmp_path / "records.json").write_text(json.dumps([{"body": t, "id": i}
+                                                       for i, t in enumerate(texts)]))
+    expected = SentenceEncoder(WEIGHTS / "mosaic-tiny").encode(texts)
+    for name, flags in (("texts.json", []), ("records.json", ["--field", "body"])):
+        output = tmp_path / f"{name}.npy"
+        result = cli("encode", "--input", tmp_path / name, *flags, "--output", output)
+        assert result.returncode == 0, result.stderr
+        np.testing.assert_allclose(np.load(output), expected, rtol=0, atol=1e-6)
 
 
 def test_encode_replaces_an_existing_output_with_force(tmp_path):

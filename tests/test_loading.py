@@ -220,7 +220,9 @@ def test_unusable_devices_are_one_sentence(device, message):
 def test_dtype_names_and_unsupported_dtypes():
     model = me.load_model(WEIGHTS / "mosaic-tiny", dtype="bfloat16")
     assert {p.dtype for p in model.parameters()} == {torch.bfloat16}
-    for dtype in (torch.float8_e4m3fn, "float8", torch.int64, "fp32"):
+    assert {p.dtype for p in me.load_model(WEIGHTS / "mosaic-tiny", dtype="bf16").parameters()} \
+        == {torch.bfloat16}  # the short names every command accepts
+    for dtype in (torch.float8_e4m3fn, "float8", torch.int64, "float"):
         with pytest.raises(ConfigError, match="is not supported; use one of float32"):
             me.load_model(WEIGHTS / "mosaic-tiny", dtype=dtype)
 

@@ -29,12 +29,14 @@ def test_version_option(capsys):
 
 
 def test_public_names_without_optional_dependencies():
-    """SentenceEncoder, verify and convert come with the package; sentence-transformers and ray
-    (optional extras) are not imported."""
+    """SentenceEncoder, verify and convert come with the package; sentence-transformers, ray and
+    huggingface_hub (optional extras) are not imported."""
     code = ("import sys, mosaic_encoder as me; "
             "me.SentenceEncoder, me.verify.verify_checkpoint, me.convert.convert_checkpoint; "
+            "from mosaic_encoder.bundled import BUNDLED_CHECKPOINT; "
+            "me.SentenceEncoder(BUNDLED_CHECKPOINT).encode(['a text']); "
             "print(sorted(m for m in sys.modules if m.split('.')[0] in "
-            "('sentence_transformers', 'ray')))")
+            "('sentence_transformers', 'ray', 'huggingface_hub')))")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "[]"
 

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from helpers import WEIGHTS
+from helpers import WEIGHTS, copy_checkpoint
 from mosaic_encoder import CheckpointError, InputError
 from mosaic_encoder.pooling import Pooling
 from mosaic_encoder.sentence import SentenceEncoder
@@ -133,3 +133,25 @@ def test_prompt_names_come_from_the_checkpoint_settings(tmp_path, texts):
 def test_bad_prompt_settings_are_one_sentence(tmp_path, settings, message):
     with pytest.raises(CheckpointError, match=message):
         SentenceEncoder(_with_prompts(tmp_path, settings))
+
+
+@pytest.mark.parametrize("scale", [0.0, 1e-30])
+def test_all_zero_or_vanishing_weights_are_refused_not_returned_as_zero_vectors(tmp_path, scale):
+    """Weights all zero (or all scaled to 1e-30) pool to a vector too short to normalise: the
+    encoder refuses it rather than return zero "unit" vectors."""
+    directory = copy_checkpoint(tmp_path, tensors=lambda state: state.update(
+        {name: tensor * scale for name, tensor in state.items()}))
+    with pytest.raises(CheckpointError, match="2 of 2 embeddings are zero vectors \\(the first "
+                                              "is row 0\\): .* all-zero or vanishing"):
+        SentenceEncoder(directory).encode(["one text", "another"])
+
+
+def test_all_zero_weights_through_the_cli_are_one_sentence(tmp_path, capsys):
+    from mosaic_encoder.cli import main
+
+    directory = copy_checkpoint(tmp_path, tensors=lambda state: state.update(
+        {name: torch.zeros_like(tensor) for name, tensor in state.items()}))
+    assert main(["encode", "x", "--model", str(directory)]) == 1
+    captured = capsys.readouterr()
+    assert captured.out == "" and captured.err.count("\n") == 1
+    assert "1 of 1 embeddings are zero vectors" in captured.err

@@ -1,6 +1,8 @@
+import base64
 import json
 import os
 import shutil
+import struct
 import subprocess
 import sys
 
@@ -12,7 +14,7 @@ from tokenizers import Tokenizer
 
 from helpers import CHECKPOINTS, WEIGHTS
 from mosaic_encoder import CheckpointError, InputError, MosaicError
-from mosaic_encoder.tokenizer import TextTokenizer, TokenizerError
+from mosaic_encoder.tokenizer import TextTokenizer, TokenizerError, normalizer_growth
 
 
 @pytest.mark.parametrize("name", CHECKPOINTS)
@@ -117,20 +119,78 @@ def test_expanding_normalizer_sees_a_bounded_prefix(tmp_path):
     whole text is tokenized; truncating at 16 tokens needs only the first few characters."""
     path = _hostile_tokenizer(tmp_path, normalizer={
         "type": "Replace", "pattern": {"Regex": "."}, "content": "a " * 5000})
+    # VmHWM is this process's own peak; ru_maxrss would start at the pytest parent's size, and a
+    # growth below that would read as none.
     script = f"""
-import resource
+import re
 from mosaic_encoder.tokenizer import TextTokenizer
+def peak_kib():
+    return int(re.search(r"VmHWM:\\s+(\\d+) kB", open("/proc/self/status").read())[1])
 tokenizer = TextTokenizer({str(path)!r}, max_length=16)
-before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+before = peak_kib()
 ids, _, truncated = tokenizer.encode_ids(["x" * 2000])
-grown = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before
-print(len(ids[0]), truncated, grown)
+print(len(ids[0]), truncated, peak_kib() - before)
 """
     run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
                          check=True)
     tokens, truncated, grown_kib = map(int, run.stdout.split())
     assert (tokens, truncated) == (16, 1)
     assert grown_kib < 100 * 1024, f"peak RSS grew by {grown_kib} KiB"
+
+
+def test_a_normaliser_growing_a_character_100000_times_is_one_sentence(tmp_path):
+    """The hostile-input probe: Replace of 'a' by 100,000 characters. A 4,096-character prefix
+    would normalise to 409.6 million characters (4.7 GB, then an abort with no message); the
+    prefix handed to the library is bounded, and the text is refused in one sentence."""
+    directory = tmp_path / "ckpt"
+    shutil.copytree(WEIGHTS / "mosaic-tiny", directory)
+    _hostile_tokenizer(directory, normalizer={
+        "type": "Replace", "pattern": {"String": "a"}, "content": "b" * 100_000})
+    # The peak is this process's own (VmHWM): ru_maxrss would start at the pytest parent's size.
+    run = subprocess.run([sys.executable, "-c", """
+import re, sys
+from mosaic_encoder.cli import main
+code = main(["encode", "a" * 5000, "--model", sys.argv[1]])
+status = open("/proc/self/status").read()
+print(re.search(r"VmHWM:\\s+(\\d+) kB", status)[1], file=sys.stderr)
+sys.exit(code)
+""", str(directory)], capture_output=True, text=True, timeout=300)
+    error, peak_kib = run.stderr.strip().splitlines()
+    assert run.returncode == 1 and run.stdout == "", run.stderr
+    assert error == (f"error: input 0: the normaliser of {directory / 'tokenizer.json'} may grow "
+                     f"its first 40 characters past 4,194,304 before they give 4096 tokens; "
+                     f"this tokenizer cannot take such a text.")
+    assert int(peak_kib) < 1024 * 1024, f"peak RSS {peak_kib} KiB"
+    assert TextTokenizer(directory / "tokenizer.json", 4096)(["no such letter here"]).truncated == 0
+
+
+@pytest.mark.parametrize("normalizer,growth", [
+    (None, (1, 0)),
+    ({"type": "BertNormalizer", "clean_text": True, "handle_chinese_chars": True,
+      "strip_accents": None, "lowercase": True}, (3, 0)),
+    ({"type": "Sequence", "normalizers": [{"type": "NFKC"}, {"type": "Prepend", "prepend": "▁"},
+                                          {"type": "Lowercase"}]}, (36, 2)),
+    ({"type": "Replace", "pattern": {"Regex": ""}, "content": "xy"}, (3, 2)),
+    ({"type": "Precompiled", "precompiled_charsmap": base64.b64encode(
+        struct.pack("<I", 0) + b"ab\0" + "é".encode() * 7 + b"\0").decode()}, (7, 0)),
+])
+def test_normaliser_growth_is_read_from_its_configuration(normalizer, growth):
+    assert normalizer_growth(normalizer) == growth
+
+
+def test_a_normaliser_type_without_a_known_growth_is_refused():
+    """The library refuses unknown types when it reads the file; one added in a later version
+    is refused here rather than let through unbounded."""
+    with pytest.raises(ValueError, match="normaliser type 'Future'"):
+        normalizer_growth({"type": "Sequence", "normalizers": [{"type": "NFC"},
+                                                               {"type": "Future"}]})
+
+
+def test_an_untruncated_text_past_the_normaliser_budget_is_one_sentence(tmp_path):
+    path = _hostile_tokenizer(tmp_path, normalizer={"type": "NFKC"})
+    with pytest.raises(InputError, match="input 1 has 300,000 characters, which the "
+                                         "normaliser of .* may grow past 4,194,304"):
+        TextTokenizer(path).encode_ids(["short", "x" * 300_000])
 
 
 TEXT_PIECES = st.sampled_from(["the", "cat", "sat", ",", ".", " ", "  ", "\n", "\t", "naïve",

@@ -327,6 +327,41 @@ def test_golden_reaches_the_tokenizer_and_sentence_transformers_settings(tmp_pat
     assert len(results["golden texts"].detail) < 400
 
 
+@pytest.mark.parametrize("entry,message", [
+    ({"shape": 5, "dtype": "BF16"}, "has shape 5, not a list"),
+    ({"shape": [2, "x"]}, "has shape \\[2, 'x'\\], not a list of sizes"),
+    ({"shape": [2], "dtype": ["BF16"]}, "has dtype \\['BF16'\\], not a name such as BF16"),
+    ("BF16", "must be a JSON object, not a string"),
+])
+def test_a_malformed_manifest_is_one_sentence(tmp_path, entry, message):
+    tensors = {"bert.embeddings.word_embeddings.weight": {"shape": [4, 2], "dtype": "BF16"},
+               "bert.pooler.dense.weight": entry}
+    (tmp_path / "manifest.json").write_text(json.dumps({"tensors": tensors}))
+    with pytest.raises(CheckpointError, match=f"manifest .*manifest.json: tensor "
+                                              f"bert.pooler.dense.weight {message}"):
+        verify_checkpoint(WEIGHTS / "mosaic-tiny", against=tmp_path / "manifest.json")
+
+
+@pytest.mark.parametrize("positions,message", [
+    (torch.tensor([[0, 3], [99, 2]]), "holds position \\[99, 2\\], outside the input_ids of "
+                                      "shape"),
+    (torch.tensor([[0, -1]]), "holds position \\[0, -1\\], outside"),
+    (torch.tensor([[0.0, 3.0]]), "must hold \\(row, token\\) integer pairs, shape \\(P, 2\\); it "
+                                 "has float32 \\[1, 2\\]"),
+    (torch.tensor([0, 3]), "must hold .* it has int64 \\[2\\]"),
+])
+def test_golden_logit_positions_out_of_range_are_one_sentence(tmp_path, positions, message):
+    tensors = load_file(GOLDEN["mosaic-tiny-mlm"])
+    case = next(k for k in tensors if k.endswith(".logit_positions")).removesuffix(
+        ".logit_positions")
+    tensors[f"{case}.logit_positions"] = positions
+    golden = tmp_path / "golden.safetensors"
+    save_file(tensors, golden)
+    with pytest.raises(CheckpointError, match=f"golden file .*golden.safetensors: "
+                                              f"{case}.logit_positions {message}"):
+        verify_checkpoint(WEIGHTS / "mosaic-tiny-mlm", golden=golden)
+
+
 def test_golden_texts_metadata_must_be_an_array_of_strings(tmp_path):
     golden = tmp_path / "golden.safetensors"
     save_file(load_file(GOLDEN["mosaic-tiny"]), golden, metadata={"texts.texts": '{"a": 1}'})

@@ -68,12 +68,12 @@ from ..padding import Packing, pad, unpad
 from .flops import attention_flops, padded_pairs, real_pairs, tflops
 from .measure import (environment, gib, peak_memory, release, resolve_device, time_call,
                       default_max_dense_bytes, wall_time)
+from .names import COMPOSITIONS, IMPLEMENTATIONS
 from .results import (Unsupported, first_line, is_out_of_memory, new_document, row_label,
                       window_settings, write_results)
 
-IMPLS = ("ours-triton", "ours-sdpa", "sdpa-dense", "flex", "naive")
+IMPLS = IMPLEMENTATIONS["attention"]
 WINDOWED = ("ours-triton", "ours-sdpa")  # the implementations --window applies to
-COMPOSITIONS = ("single", "equal", "mixed")
 # Max |error| against the float64 reference, for inputs drawn from N(0, 1): (output, gradients).
 TOLERANCES = {"float32": (1e-4, 1e-3), "float16": (5e-3, 5e-2), "bfloat16": (4e-2, 4e-1)}
 DEFAULT_LENGTHS = {"cpu": (128, 256, 512, 1024, 2048), "cuda": tuple(2 ** i for i in range(7, 15))}

@@ -22,7 +22,6 @@ import numpy as np
 import torch
 
 from ..atomic import atomic_write
-from ..bundled import BUNDLED_CHECKPOINT
 from ..export import export_onnx, load_exportable
 from .measure import environment, time_call
 
@@ -84,22 +83,9 @@ def measure(model_dir: Path, batches: list[int], seqlen: int, min_samples: int,
             "recompiles": sum(counters["recompiles"].values()), "rows": rows}
 
 
-def add_parser(commands: argparse._SubParsersAction) -> None:
-    parser = commands.add_parser(
-        "compiled", help="torch.compile and onnxruntime against eager, whole model",
-        description="Time an encoder eagerly, under torch.compile and through onnxruntime, in "
-                    "one run.")
-    parser.add_argument("--model", type=Path, default=BUNDLED_CHECKPOINT, metavar="DIR")
-    parser.add_argument("--batches", default="2,16", help="batch sizes (default: 2,16)")
-    parser.add_argument("--seqlen", type=int, default=512)
-    parser.add_argument("--min-samples", type=int, default=5)
-    parser.add_argument("--backend", default="inductor", help="torch.compile backend")
-    parser.add_argument("--out", type=Path, required=True, help="result .json file")
-
-
 def run(args: argparse.Namespace) -> int:
-    batches = [int(part) for part in args.batches.split(",")]
-    result = measure(args.model, batches, args.seqlen, args.min_samples, args.backend)
+    """The ``compiled`` subcommand (options: :mod:`.cli`): returns the exit status."""
+    result = measure(args.model, args.batches, args.seqlen, args.min_samples, args.backend)
     text = json.dumps(result, indent=1) + "\n"
     atomic_write(args.out, lambda stream: stream.write(text.encode()))
     for row in result["rows"]:

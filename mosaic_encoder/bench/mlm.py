@@ -26,36 +26,19 @@ import torch
 import torch.nn.functional as F
 
 from ..config import CLASSIC_BERT, MosaicConfig
+from ..errors import InputError
 from ..pretraining.initialise import new_masked_lm
 from ..pretraining.masking import MaskedBatch, Masker, MaskingRates
 from ..pretraining.objective import MaskedLMObjective
 from ..pretraining.reference import bert_for_masked_lm
 from .measure import environment, peak_memory, resolve_device, time_call
+from .names import IMPLEMENTATIONS
 from .results import first_line, new_document
 
-IMPLS = ("ours", "transformers-sdpa")
+IMPLS = IMPLEMENTATIONS["mlm"]
 SPECIAL_IDS = (0, 100, 101, 102, 103)  # BERT's [PAD] [UNK] [CLS] [SEP] [MASK]
 MASK_ID = 103
-
-
-def add_options(parser: argparse.ArgumentParser) -> None:
-    """The ``mlm`` subcommand's own options (geometry, batches)."""
-    parser.add_argument("--hidden", type=int, default=256)
-    parser.add_argument("--layers", type=int, default=4)
-    parser.add_argument("--heads", type=int, default=4)
-    parser.add_argument("--intermediate", type=int, default=1024)
-    parser.add_argument("--vocab", type=int, default=30528)
-    parser.add_argument("--batch", type=int, default=16, help="sequences per step (default 16)")
-    parser.add_argument("--length", type=int, default=128,
-                        help="tokens per sequence of the equal case (default 128)")
-    parser.add_argument("--min-length", type=int, default=16)
-    parser.add_argument("--max-length", type=int, default=512,
-                        help="longest document of the variable case (default 512)")
-    parser.add_argument("--mask-rate", type=float, default=0.3)
-    parser.add_argument("--max-row-time", type=float, default=60.0,
-                        help="CPU: stop adding timed steps once a row has spent this many "
-                             "seconds (at least one is always timed)")
-    parser.add_argument("--quick", action="store_true", help="one timed step per row")
+FIRST_ORDINARY = max(SPECIAL_IDS) + 1  # the batches draw their tokens from here up
 
 
 def batches(args: argparse.Namespace, generator: torch.Generator) -> dict[str, MaskedBatch]:
@@ -67,7 +50,8 @@ def batches(args: argparse.Namespace, generator: torch.Generator) -> dict[str, M
     cases = {}
     for case, sizes in lengths.items():
         longest = max(sizes)
-        ids = torch.randint(1000, args.vocab - 1, (len(sizes), longest), generator=generator)
+        ids = torch.randint(FIRST_ORDINARY, args.vocab, (len(sizes), longest),
+                            generator=generator)
         mask = (torch.arange(longest)[None] < torch.tensor(sizes)[:, None]).long()
         ids = torch.where(mask.bool(), ids, torch.zeros_like(ids))
         ids[:, 0] = 101
@@ -106,7 +90,18 @@ def _transformers_step(model, optimizer) -> Callable[[MaskedBatch], float]:
 
 
 def run_mlm(args: argparse.Namespace, argv: Sequence[str]) -> dict:
-    """Measure every (case, implementation); returns the result document."""
+    """Measure every (case, implementation); returns the result document.
+
+    Raises:
+        InputError: a vocabulary without room for ordinary tokens, or --min-length above
+            --max-length.
+    """
+    if args.vocab <= FIRST_ORDINARY:
+        raise InputError(f"--vocab must be more than {FIRST_ORDINARY} (BERT's special tokens "
+                         f"take the ids up to {FIRST_ORDINARY - 1}), got {args.vocab}.")
+    if args.min_length > args.max_length:
+        raise InputError(f"--min-length ({args.min_length}) must not exceed --max-length "
+                         f"({args.max_length}).")
     device = resolve_device(args.device)
     if args.threads:
         torch.set_num_threads(args.threads)

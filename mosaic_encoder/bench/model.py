@@ -50,10 +50,11 @@ from ..models import MosaicBertModel, unwrap_encoder
 from ..pooling import Pooling
 from .measure import (current_rss_bytes, default_max_dense_bytes, environment, gib,
                       max_rss_bytes, peak_memory, release, resolve_device, time_call)
+from .names import IMPLEMENTATIONS
 from .results import (Unsupported, first_line, is_out_of_memory, new_document, row_label,
                       window_settings, write_results)
 
-MODEL_IMPLS = ("ours", "baseline")
+MODEL_IMPLS = IMPLEMENTATIONS["model"]
 DEFAULT_MODEL_LENGTHS = {"cpu": (512, 2048, 4096), "cuda": (512, 2048, 4096, 8192)}
 ROW_MARKER = "@@bench-row "
 

@@ -94,19 +94,15 @@ import torch
 
 from ..atomic import atomic_write
 from . import flops, measure
+from .names import COMMAND, WINDOW_SETTINGS
 
 SCHEMA = "mosaic-encoder.bench/1"
-COMMAND = "python -m mosaic_encoder.bench"
 
 
 class Unsupported(Exception):
     """A combination this implementation, device or size cannot run; becomes a reasoned row."""
 
 
-# "on" is the kernel's default (windowing where it pays, automatic); "always" forces the
-# Triton kernel's windowing at every length (ours-sdpa treats it as on).
-WINDOW_SETTINGS = {"on": (True,), "off": (False,), "both": (True, False), "always": ("always",),
-                   "all": (True, "always", False)}
 WINDOW_OFF = " window off"  # the suffix of row_label for rows measured without windowing
 WINDOW_ALWAYS = " window always"  # and for rows measured with windowing forced on
 

@@ -11,11 +11,9 @@ import argparse
 import importlib.util
 import sys
 
-from ..arguments import (add_embedding_batches, add_runtime, compute_device, max_seq_length,
-                         positive_int)
+from ..arguments import (add_embedding_batches, add_model, add_runtime, compute_device,
+                         max_seq_length, positive_int)
 from ..errors import InputError
-from .driver import embed_corpus
-from .settings import CorpusSettings
 from .shards import MANIFEST_NAME
 
 
@@ -32,7 +30,7 @@ def add_parser(commands) -> None:
     parser.add_argument("input", metavar="INPUT", help="a .jsonl or .parquet file or a directory "
                                                        "of them")
     parser.add_argument("output", metavar="OUTPUT_DIR", help="where shards and manifest go")
-    parser.add_argument("--model", metavar="DIR", required=True, help="checkpoint directory")
+    add_model(parser, default=None)
     parser.add_argument("--text-column", default="text", help="the text column (default: text)")
     parser.add_argument("--id-column", default="id",
                         help="the id column, integers or strings, unique (default: id)")
@@ -43,7 +41,7 @@ def add_parser(commands) -> None:
     parser.add_argument("--engine", choices=("local", "ray"), default="local",
                         help="local: this process (default); ray: a Ray Data actor pool")
     parser.add_argument("--address", default=None,
-                        help="Ray cluster address (e.g. auto); default: start a local Ray")
+                        help="Ray cluster address, e.g. auto (default: start a local Ray)")
     parser.add_argument("--num-workers", type=positive_int, default=1,
                         help="Ray actors, each holding one model (default: 1)")
     parser.add_argument("--gpus-per-worker", type=float, default=0,
@@ -55,6 +53,9 @@ def add_parser(commands) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Check the engine options, then :func:`embed_corpus`; one summary line on stderr."""
+    from ..checkpoint import checkpoint_directory
+    from .driver import embed_corpus
+    from .settings import CorpusSettings
 
     ray_options = [flag for flag, value, default in (
         ("--address", args.address, None), ("--num-workers", args.num_workers, 1),
@@ -71,7 +72,8 @@ def run(args: argparse.Namespace) -> int:
         if args.device.startswith("cuda") and not args.gpus_per_worker:
             raise InputError(f"--device {args.device} with --engine ray needs --gpus-per-worker "
                              f"(e.g. 1), or the workers get no GPU.")
-    settings = CorpusSettings(model=args.model, dtype=args.dtype, device=args.device,
+    model = checkpoint_directory(args.model, args.revision)
+    settings = CorpusSettings(model=str(model), dtype=args.dtype, device=args.device,
                               attention=args.attention, batch_size=args.batch_size,
                               max_tokens_per_batch=args.max_tokens,
                               max_seq_length=max_seq_length(args.max_seq_length),

@@ -9,10 +9,18 @@ its shard, and shows progress. Shard files are written by the actors rather than
 rerun completes exactly the missing shards) and a file must appear only once complete.
 
 Every option is checked before any work (:func:`check_options`): the numbers, the address's
-form, and that something answers at it within :data:`CONNECT_TIMEOUT_S` (Ray itself retries an
-unreachable address for many minutes). Once connected, a pool that no node of the cluster can
-hold (more CPUs or GPUs per worker, or more workers, than the cluster has) is refused at once,
-where Ray Data would wait for the resources forever.
+form, and that a gRPC server (Ray's GCS, or its client server behind ``ray://``) answers at it
+within :data:`CONNECT_TIMEOUT_S`: Ray itself retries an unreachable address, or one where
+another kind of server listens, for many minutes, printing three warnings every 40 seconds.
+Once connected, a pool that no node of the cluster can hold (more CPUs or GPUs per worker, or
+more workers, than the cluster has) is refused at once, where Ray Data would wait for the
+resources forever.
+
+While Ray runs, what it writes to the process's stderr (its C++ core's log lines, such as an
+error-level notice about actor constructor arguments on a run that succeeds, and Ray Data's
+progress) goes to a log file instead (:func:`mosaic_encoder.logs.stderr_to`): the command's
+stderr holds its own lines, and a failure's sentence names the file (removed, as after a
+success, when Ray wrote nothing).
 
 Ray is imported only when :func:`run_ray` runs: ``pip install -e ".[ray]"``.
 """
@@ -23,6 +31,7 @@ import contextlib
 import math
 import os
 import socket
+import tempfile
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -31,13 +40,16 @@ import numpy as np
 
 from ..errors import InputError, MosaicError
 from ..files import short
-from ..logs import quieted
+from ..logs import quieted, stderr_to
 from .embedding import embed_shard
 from .reading import Shard
 from .settings import CorpusSettings
 from .shards import OutputDirectory
 
 CONNECT_TIMEOUT_S = 10
+# An HTTP/2 client's connection preface and an empty SETTINGS frame: a gRPC server answers with
+# a SETTINGS frame (frame type 4 in the fourth byte of its 9-byte header).
+_HTTP2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + bytes([0, 0, 0, 4, 0, 0, 0, 0, 0])
 _RAY_AUTH_LOGGER = "ray._private.authentication.authentication_token_setup"
 
 
@@ -118,11 +130,19 @@ def _check_address(address: str) -> None:
         raise InputError(f"--address {short(address, quote=True)} is not auto, HOST:PORT or "
                          f"ray://HOST:PORT.")
     try:
-        socket.create_connection((host, int(port)), timeout=CONNECT_TIMEOUT_S).close()
+        with socket.create_connection((host, int(port)), timeout=CONNECT_TIMEOUT_S) as connection:
+            connection.sendall(_HTTP2_PREFACE)
+            answer = connection.recv(9)
+    except socket.timeout:
+        answer = b""
     except (OSError, UnicodeError) as err:
         reason = getattr(err, "strerror", None) or str(err) or type(err).__name__
         raise MosaicError(f"no Ray cluster answers at --address {address} ({reason}); start "
                           f"one there, or leave --address out to start a local Ray.") from None
+    if len(answer) < 4 or answer[3] != 4:
+        raise MosaicError(f"the server at --address {address} is not a Ray cluster (it does not "
+                          f"answer as a gRPC server within {CONNECT_TIMEOUT_S} s); give the "
+                          f"address of the head node's GCS (port 6379) or ray://HOST:10001.")
 
 
 def _connect(ray, address: str | None) -> None:
@@ -181,6 +201,24 @@ def run_ray(settings: CorpusSettings, shards: list[Shard], output: OutputDirecto
                           'local).') from None
     if not shards:
         return 0
+    log = Path(tempfile.gettempdir()) / f"mosaic-encoder-ray-{os.getpid()}.log"
+    try:
+        with stderr_to(log):
+            written = _run(ray, settings, shards, output, id_type, address, num_workers,
+                           gpus_per_worker, cpus_per_worker, embedder)
+    except MosaicError as err:
+        if not log.stat().st_size:  # Ray said nothing: no file to point at
+            log.unlink()
+            raise
+        raise MosaicError(f"{str(err).rstrip('.')}; Ray's own messages are in {log}.") from None
+    log.unlink(missing_ok=True)
+    return written
+
+
+def _run(ray, settings: CorpusSettings, shards: list[Shard], output: OutputDirectory,
+         id_type: str | None, address: str | None, num_workers: int, gpus_per_worker: float,
+         cpus_per_worker: float, embedder: type) -> int:
+    """:func:`run_ray` once Ray is imported and there is work: connect, check, embed."""
     _connect(ray, address)
     _check_room(ray, num_workers, gpus_per_worker, cpus_per_worker)
     # Actors run in other processes, maybe on other nodes: they get absolute paths.

@@ -7,7 +7,6 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from ..dtypes import resolve_dtype
 from ..errors import CheckpointError
 from ..files import regular_file
 
@@ -33,13 +32,15 @@ class CorpusSettings:
     rows_per_shard: int = 1000
 
     def __post_init__(self):
+        from ..dtypes import resolve_dtype
+
         resolve_dtype(self.dtype)
 
     def encoder(self):
         """A :class:`SentenceEncoder` for these settings (loads the model)."""
         from ..sentence import SentenceEncoder
 
-        return SentenceEncoder(self.model, dtype=resolve_dtype(self.dtype), device=self.device,
+        return SentenceEncoder(self.model, dtype=self.dtype, device=self.device,
                                attention=self.attention, max_seq_length=self.max_seq_length)
 
     def as_dict(self) -> dict[str, Any]:

@@ -26,7 +26,6 @@ from typing import Any
 import numpy as np
 
 from ..atomic import atomic_write
-from ..checkpoint import CheckpointDir
 from ..errors import InputError
 from ..files import read_json, short
 from ..inputs import input_file
@@ -45,6 +44,8 @@ def model_identity(settings: CorpusSettings) -> dict[str, Any]:
 
     Read from the checkpoint's files without loading the model.
     """
+    from ..checkpoint import CheckpointDir
+
     checkpoint = CheckpointDir.open(settings.model)
     pipeline, config = checkpoint.pipeline, checkpoint.config()
     tokenizer = files_digest([pipeline.transformer_dir / "tokenizer.json"], "tokenizer file")
@@ -126,7 +127,10 @@ class OutputDirectory:
                              f"directory.")
         self._recorded = {entry["file"]: entry["sha256"] for entry in manifest["shards"]
                           if "sha256" in entry}
-        return [shard for shard in corpus.shards if self.prove(shard, corpus.id_type) is None]
+        missing = [shard for shard in corpus.shards if self.prove(shard, corpus.id_type) is None]
+        for shard in missing:  # rewritten now: the old file's digest does not vouch for the new
+            self._recorded.pop(self.shard_path(shard).name, None)
+        return missing
 
     def prove(self, shard: Shard, id_type: str | None) -> str | None:
         """The sha256 of the shard's file when it is this run's embedding of the shard's rows

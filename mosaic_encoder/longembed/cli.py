@@ -12,7 +12,7 @@ import json
 import sys
 from pathlib import Path
 
-from ..arguments import add_embedding_batches, add_runtime, length_list
+from ..arguments import add_embedding_batches, add_model, add_runtime, length_list
 from ..errors import InputError
 
 TASKS = ("passkey", "needle")
@@ -32,9 +32,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                     "MRR per length. Lengths beyond the checkpoint's max_seq_length are "
                     f"evaluated truncated, and marked. Token budget per batch: "
                     f"{DEFAULT_MAX_TOKENS} unless --max-tokens says otherwise.")
-    parser.add_argument("--model", required=True, metavar="DIR",
-                        help="sentence-transformers checkpoint directory")
-    parser.add_argument("--task", choices=(*TASKS, "both"), default="both")
+    add_model(parser, "sentence-transformers checkpoint", default=None)
+    parser.add_argument("--task", choices=(*TASKS, "both"), default="both",
+                        help="which task to generate and score")
     parser.add_argument("--lengths", type=length_list, default=length_list(DEFAULT_LENGTHS),
                         help=f"document lengths in tokens, [CLS] and [SEP] included (default: "
                              f"{DEFAULT_LENGTHS}; LongEmbed's go on to 32768)")
@@ -78,7 +78,7 @@ def run(args: argparse.Namespace) -> int:
     from ..arguments import compute_device
     from ..arguments import max_seq_length as max_seq_length_arg
     from ..bench.measure import environment
-    from ..checkpoint import CheckpointDir
+    from ..checkpoint import CheckpointDir, checkpoint_directory
     from ..dtypes import DTYPES
     from ..sentence import SentenceEncoder
     from .documents import DOCUMENTS, QUERIES, TokenCounter
@@ -97,7 +97,8 @@ def run(args: argparse.Namespace) -> int:
     device = compute_device(args.device)
     # What the run starts from: the commit, and how busy the machine is.
     machine = {**environment(device), "load_average": list(os.getloadavg())}
-    pipeline = CheckpointDir.open(args.model).pipeline
+    model = checkpoint_directory(args.model, args.revision)
+    pipeline = CheckpointDir.open(model).pipeline
     counter = TokenCounter(pipeline.transformer_dir / "tokenizer.json", pipeline.do_lower_case)
     names = TASKS if args.task == "both" else (args.task,)
     haystack = Haystack.read(args.haystack, counter) if "needle" in names else None
@@ -109,7 +110,7 @@ def run(args: argparse.Namespace) -> int:
         _prompt(args.query_prompt, pipeline, "query"),
         _prompt(args.document_prompt, pipeline, "document"))
     generated = time.perf_counter()
-    encoder = SentenceEncoder(args.model, dtype=DTYPES[args.dtype], device=device,
+    encoder = SentenceEncoder(model, dtype=DTYPES[args.dtype], device=device,
                               attention=args.attention, max_seq_length=max_seq_length)
     rows = evaluate(encoder, tasks, counter, settings, args.depths)
     hit, mrr = chance(DOCUMENTS)

@@ -22,6 +22,7 @@ import sysconfig
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
+from ..arguments import CommandParser, add_model, positive_int
 from ..checkpoint import CheckpointDir
 from ..errors import MosaicError
 from ..pretraining.stdlib_corpus import held_out, source_documents
@@ -68,21 +69,27 @@ def long_pairs(files: Iterable[tuple[str, str]], counter: TokenCounter, min_toke
     return train, held
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m mosaic_encoder.longembed.pairs",
-                                     description="Write long (first sentence, rest) pairs from "
-                                                 "the standard library's docstrings as "
-                                                 "DIR/train.jsonl and DIR/heldout.jsonl.")
-    parser.add_argument("directory", metavar="DIR")
-    parser.add_argument("--model", required=True, metavar="CHECKPOINT",
-                        help="the checkpoint whose tokenizer counts the tokens")
-    parser.add_argument("--min-tokens", type=int, default=MIN_TOKENS)
-    parser.add_argument("--max-tokens", type=int, default=MAX_TOKENS)
+def build_parser() -> argparse.ArgumentParser:
+    """The command line of ``python -m mosaic_encoder.longembed.pairs``."""
+    parser = CommandParser(prog="python -m mosaic_encoder.longembed.pairs",
+                           description="Write long (first sentence, rest) pairs from the "
+                                       "standard library's docstrings as DIR/train.jsonl and "
+                                       "DIR/heldout.jsonl.")
+    parser.add_argument("directory", metavar="DIR", help="where the two files go")
+    add_model(parser, "the checkpoint whose tokenizer counts the tokens", default=None)
+    parser.add_argument("--min-tokens", type=positive_int, default=MIN_TOKENS,
+                        help="shortest pair document, in the checkpoint's tokens")
+    parser.add_argument("--max-tokens", type=positive_int, default=MAX_TOKENS,
+                        help="longest pair document, in the checkpoint's tokens")
     parser.add_argument("--stdlib", metavar="DIR", default=sysconfig.get_paths()["stdlib"],
-                        help="the standard library's folder (default: this interpreter's)")
-    args = parser.parse_args(argv)
+                        help="the standard library's folder")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     try:
-        pipeline = CheckpointDir.open(args.model).pipeline
+        pipeline = CheckpointDir.open(args.model, args.revision).pipeline
         counter = TokenCounter(pipeline.transformer_dir / "tokenizer.json",
                                pipeline.do_lower_case)
         train, held = long_pairs(source_documents(Path(args.stdlib)), counter, args.min_tokens,

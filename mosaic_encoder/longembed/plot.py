@@ -16,6 +16,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from ..arguments import CommandParser
 from ..atomic import atomic_path
 from ..errors import InputError
 from ..inputs import open_input, parse_json
@@ -64,14 +65,19 @@ def _load(path: str) -> dict:
     return result
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m mosaic_encoder.longembed.plot",
-                                     description="Draw eval-longembed --json results on one "
-                                                 "chart.")
-    parser.add_argument("results", nargs="+", metavar="RESULTS.json")
+def build_parser() -> argparse.ArgumentParser:
+    """The command line of ``python -m mosaic_encoder.longembed.plot``."""
+    parser = CommandParser(prog="python -m mosaic_encoder.longembed.plot",
+                           description="Draw eval-longembed --json results on one chart.")
+    parser.add_argument("results", nargs="+", metavar="RESULTS.json",
+                        help="files eval-longembed --json wrote")
     parser.add_argument("--labels", help="comma-separated line labels (default: model paths)")
-    parser.add_argument("--output", required=True, metavar="FILE.png")
-    args = parser.parse_args(argv)
+    parser.add_argument("--output", required=True, metavar="FILE.png", help="the chart to write")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     try:
         results = [_load(path) for path in args.results]
         labels = args.labels.split(",") if args.labels else [r["model"] for r in results]

@@ -12,10 +12,9 @@ import json
 import sys
 from pathlib import Path
 
-from ..arguments import add_run_schedule, compute_device, length_list, positive_int
+from ..arguments import add_attention, add_run_schedule, compute_device, length_list, positive_int
 from ..errors import InputError
-from .config import PretrainConfig
-from .masking import MaskingRates
+from .config import MaskingRates, PretrainConfig
 
 DEFAULTS = PretrainConfig(model=Path("."), data=(Path("."),), output=Path("."), steps=1)
 DEFAULT_LENGTHS = "128,256,512,1024"
@@ -166,11 +165,12 @@ def _add_eval(subparsers) -> None:
                         help=f"sequence lengths (default: {DEFAULT_LENGTHS})")
     parser.add_argument("--tokens", type=positive_int, default=32768,
                         help="tokens scored per length (default: 32768)")
-    parser.add_argument("--field", default="text")
+    parser.add_argument("--field", default="text",
+                        help="text field (.jsonl) or column (.parquet)")
     _add_masking(parser)
     parser.add_argument("--seed", type=int, default=0, help="fixes the masks")
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--attention", choices=("auto", "sdpa", "triton"), default="auto")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    add_attention(parser)
     parser.add_argument("--json", action="store_true", help="a JSON array of rows")
     parser.set_defaults(run=_eval)
 

@@ -15,7 +15,45 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import InputError, check_ranges
-from .masking import MaskingRates
+
+
+def _finite(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _positive(value: float) -> bool:
+    return _finite(value) and value > 0
+
+
+@dataclass(frozen=True)
+class MaskingRates:
+    """How tokens are corrupted.
+
+    Attributes:
+        rate: probability that an ordinary token is selected for prediction, in (0, 1).
+        mask, random: of the selected tokens, the share shown as ``[MASK]`` and the share shown
+            as a random ordinary token; the rest (``1 - mask - random``) are shown unchanged.
+    """
+
+    rate: float = 0.3
+    mask: float = 0.8
+    random: float = 0.1
+
+    def __post_init__(self) -> None:
+        if not _finite(self.rate) or not 0 < self.rate < 1:
+            raise InputError(f"the masking rate (--mask-rate) must be a number in (0, 1), got "
+                             f"{self.rate!r}.")
+        for name in ("mask", "random"):
+            if not _finite(getattr(self, name)) or not 0 <= getattr(self, name) <= 1:
+                raise InputError(f"masking share {name} must be a number in [0, 1], got "
+                                 f"{getattr(self, name)!r}.")
+        if self.mask + self.random > 1 + 1e-9:
+            raise InputError(f"masking shares mask ({self.mask}) and random ({self.random}) add "
+                             f"up to more than 1.")
+
+    @property
+    def keep(self) -> float:
+        return max(0.0, 1.0 - self.mask - self.random)
 
 
 @dataclass(frozen=True)
@@ -98,10 +136,3 @@ class PretrainConfig:
         return {k: (str(v) if isinstance(v, Path) else [str(p) for p in v]
                     if isinstance(v, tuple) else v) for k, v in values.items()}
 
-
-def _finite(value: float) -> bool:
-    return isinstance(value, (int, float)) and math.isfinite(value)
-
-
-def _positive(value: float) -> bool:
-    return _finite(value) and value > 0

@@ -35,7 +35,7 @@ from typing import Any
 
 import torch
 
-from ..arguments import compute_device
+from ..arguments import CommandParser, compute_device, length_list
 from ..atomic import atomic_path
 from ..config import MosaicConfig
 from ..errors import MosaicError
@@ -217,17 +217,6 @@ def plot(results: dict[str, Any], path: Path) -> None:
     plt.close(figure)
 
 
-def _lengths(text: str) -> tuple[int, ...]:
-    try:
-        lengths = tuple(int(part) for part in text.split(","))
-    except ValueError:
-        lengths = ()
-    if not lengths or min(lengths) < 2:
-        raise argparse.ArgumentTypeError(f"must be comma-separated lengths of at least 2, got "
-                                         f"{text[:40]!r}")
-    return lengths
-
-
 def _names(text: str, registry: dict, flag: str) -> tuple[str, ...]:
     names = tuple(name for name in text.split(",") if name)
     unknown = [name for name in names if name not in registry]
@@ -237,31 +226,32 @@ def _names(text: str, registry: dict, flag: str) -> tuple[str, ...]:
     return names
 
 
-def main(argv: list[str] | None = None) -> int:
-    defaults = Settings(output=Path("."), work=Path("."))
-    parser = argparse.ArgumentParser(
-        prog="python -m mosaic_encoder.pretraining.experiment",
-        description="Pretrain one small model per position scheme on the same token budget and "
-                    "score each on held-out text at several lengths.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+# Help texts of the geometry and schedule flags, one per Settings field.
+_FIELD_HELP = {"layers": "encoder layers", "hidden": "hidden size", "heads": "attention heads",
+               "intermediate": "feed-forward width", "vocab": "WordPiece vocabulary size",
+               "length": "training sequence length (tokens)",
+               "batch_size": "sequences per optimizer step", "steps": "optimizer steps per variant",
+               "eval_tokens": "held-out tokens scored per evaluation length",
+               "seed": "fixes the corpus split, initial weights, data order and masks"}
+
+
+def build_parser(defaults: Settings) -> argparse.ArgumentParser:
+    """The command line of ``python -m mosaic_encoder.pretraining.experiment``."""
+    parser = CommandParser(prog="python -m mosaic_encoder.pretraining.experiment",
+                           description=" ".join(__doc__.split("\n\n")[0].split()))
     parser.add_argument("--output", type=Path, default=None,
                         help="where pretraining.json and pretraining.png go (default: a new "
                              "directory pretraining-experiment-<time> here)")
     parser.add_argument("--work", type=Path, default=None,
                         help="a new or empty directory for the corpus, tokenizer and checkpoints "
                              "(default: a new temporary directory, kept)")
-    helps = {"layers": "encoder layers", "hidden": "hidden size", "heads": "attention heads",
-             "intermediate": "feed-forward size", "vocab": "WordPiece vocabulary size",
-             "length": "training sequence length (tokens)", "batch_size": "sequences per step",
-             "steps": "optimizer steps per variant", "eval_tokens": "held-out tokens per length",
-             "seed": "fixes initialisation, data order and masks"}
-    for name, text in helps.items():
+    for name, text in _FIELD_HELP.items():
         parser.add_argument(f"--{name.replace('_', '-')}", type=int,
                             default=getattr(defaults, name), help=text)
     parser.add_argument("--lr", type=float, default=defaults.learning_rate,
                         help="peak learning rate (the recipe's 5e-4 is for BERT-base; a model "
                              "this small and short a run take more)")
-    parser.add_argument("--eval-lengths", type=_lengths, metavar="N,N,...",
+    parser.add_argument("--eval-lengths", type=lambda text: tuple(length_list(text)), metavar="N,N,...",
                         default=defaults.eval_lengths, help="comma-separated evaluation lengths")
     parser.add_argument("--positions", type=lambda t: _names(t, POSITION_SCHEMES, "--positions"),
                         default=defaults.positions, metavar="NAMES",
@@ -272,6 +262,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=None,
                         help="torch CPU threads (default: torch's choice; 1 on a shared machine, "
                              "where waiting threads cost more than they bring)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser(Settings(output=Path("."), work=Path(".")))
     args = parser.parse_args(argv)
     try:
         device = compute_device(args.device)  # before any work: a bad device is one sentence

@@ -3,6 +3,7 @@
 Registered by :mod:`mosaic_encoder.cli` through :func:`add_parser`; the flag defaults are the model
 card's settings (:class:`~mosaic_encoder.training.config.TrainConfig`). Under
 ``torchrun --nproc_per_node N -m mosaic_encoder train ...`` every process runs this command.
+The parser builds without importing torch; :func:`run` imports the training code.
 """
 
 from __future__ import annotations
@@ -11,11 +12,10 @@ import argparse
 import sys
 from pathlib import Path
 
-from ..arguments import add_run_schedule, count, positive_int
-from .config import DTYPES, METRICS, TrainConfig
-from .loss import LOSSES
+from ..arguments import add_dtype, add_run_schedule, config_defaults, count, positive_int
+from .config import DTYPES, LOSSES, METRICS, TrainConfig
 
-DEFAULTS = TrainConfig(model=Path("."), data=(Path("."),), output=Path("."))
+DEFAULTS = config_defaults(TrainConfig)
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -74,10 +74,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--gradient-checkpointing", action="store_true",
                         help="recompute each encoder layer in the backward pass instead of "
                              "keeping its activations (less memory, about a third more compute)")
-    parser.add_argument("--dtype", choices=DTYPES, default=d.dtype,
-                        help="bf16 autocast (float32 master weights) or fp32; auto: bf16 on "
-                             "CUDA, fp32 on CPU (default: %(default)s)")
-    parser.add_argument("--keep-best", choices=METRICS, metavar="METRIC",
+    add_dtype(parser, DTYPES, d.dtype,
+              help="bfloat16: autocast with float32 master weights; auto: bfloat16 on CUDA, "
+                   "float32 on CPU")
+    parser.add_argument("--keep-best", choices=METRICS,
                         help="keep the model of the best held-out evaluation by this metric "
                              "(mrr or recall_at_1) in OUTPUT/best")
     add_run_schedule(parser, d)
@@ -116,8 +116,8 @@ def run(args: argparse.Namespace) -> int:
         held_out = None
         if len(result.evaluations) >= 2:
             first, last = result.evaluations[0], result.evaluations[-1]
-            held_out = (f"held-out recall@1 {first['eval_recall_at_1']:.3f} -> "
-                        f"{last['eval_recall_at_1']:.3f}, MRR {first['eval_mrr']:.3f} -> "
-                        f"{last['eval_mrr']:.3f}")
+            held_out = (f"held-out recall@1 {first['eval_recall_at_1']:.3f} (step "
+                        f"{first['step']}) -> {last['eval_recall_at_1']:.3f} (step "
+                        f"{last['step']}), MRR {first['eval_mrr']:.3f} -> {last['eval_mrr']:.3f}")
         print(result.summary("trained", "loss", held_out), file=sys.stderr)
     return 0

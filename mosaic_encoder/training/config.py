@@ -4,6 +4,8 @@ lodestone-base-4096-v1 was trained with sentence-transformers' ``fit()`` default
 rate 2e-5 with weight decay 0.01, 500 linear warm-up steps then linear decay to zero, batch size
 16, maximum sequence length 2048, gradient norm clipped at 1, and MultipleNegativesRankingLoss with
 scale 20.
+
+Nothing here imports torch (the ``train`` command's parser reads its defaults from here).
 """
 
 from __future__ import annotations
@@ -11,14 +13,18 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
-
+from ..dtype_names import canonical_dtype
 from ..errors import InputError, check_ranges
-from .loop import LoopSettings
-from .loss import LOSSES
 
-DTYPES = ("auto", "bf16", "fp32")
+if TYPE_CHECKING:
+    import torch
+
+    from .loop import LoopSettings
+
+DTYPES = ("auto", "bfloat16", "float32")  # bf16 and fp32 spell the same
+LOSSES = ("mnrl", "symmetric")  # see .loss
 METRICS = ("mrr", "recall_at_1")
 
 
@@ -58,8 +64,8 @@ class TrainConfig:
             instead of keeping them.
         keep_best: ``mrr`` or ``recall_at_1``: keep the model of the best held-out evaluation in
             ``output/best`` (needs ``eval_data``).
-        dtype: ``bf16`` (autocast, float32 master weights), ``fp32``, or ``auto``: bf16 on CUDA,
-            fp32 on CPU.
+        dtype: ``bfloat16`` (autocast, float32 master weights), ``float32``, or ``auto``:
+            bfloat16 on CUDA, float32 on CPU (``bf16`` and ``fp32`` spell the same).
         tensorboard: log to ``output/tensorboard`` too when the tensorboard package is present.
     """
 
@@ -106,7 +112,7 @@ class TrainConfig:
             "matryoshka_dims": all(d >= 1 for d in self.matryoshka_dims)
             and len(set(self.matryoshka_dims)) == len(self.matryoshka_dims),
             "keep_best": self.keep_best is None or self.keep_best in METRICS,
-            "dtype": self.dtype in DTYPES})
+            "dtype": (canonical_dtype(self.dtype) or self.dtype) in DTYPES})
         self.loop  # checks the loop's settings
         if not self.data:
             raise InputError("training needs at least one data file.")
@@ -116,6 +122,8 @@ class TrainConfig:
     @property
     def loop(self) -> LoopSettings:
         """The settings that :mod:`.loop` owns."""
+        from .loop import LoopSettings
+
         return LoopSettings(
             output=self.output, learning_rate=self.learning_rate, weight_decay=self.weight_decay,
             warmup_steps=self.warmup_steps, max_grad_norm=self.max_grad_norm,
@@ -126,6 +134,9 @@ class TrainConfig:
 
     def autocast(self, device: torch.device) -> torch.dtype | None:
         """The autocast dtype on ``device``: None for float32."""
-        if self.dtype == "bf16" or (self.dtype == "auto" and device.type == "cuda"):
+        import torch
+
+        name = canonical_dtype(self.dtype) or self.dtype
+        if name == "bfloat16" or (name == "auto" and device.type == "cuda"):
             return torch.bfloat16
         return None

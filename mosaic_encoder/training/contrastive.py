@@ -16,7 +16,8 @@ from typing import Any, Callable, ContextManager
 import torch
 from torch import nn
 
-from ..errors import InputError
+from ..checkpoint import summarise_names
+from ..errors import CheckpointError, InputError
 from ..files import json_object, read_json
 from ..loading import load_model
 from ..models import unwrap_encoder
@@ -164,5 +165,12 @@ class ContrastiveTask:
         run_dir.write_sentence_model(directory, self.encoder, self.source, self.st_settings)
 
     def load_model(self, directory: Path) -> None:
-        trained = unwrap_encoder(load_model(directory, device=self.processes.device))
-        self.encoder.load_state_dict(trained.state_dict())
+        trained = unwrap_encoder(load_model(directory, device=self.processes.device)).state_dict()
+        ours = self.encoder.state_dict()
+        differing = sorted(set(ours) ^ set(trained)) + sorted(
+            name for name in set(ours) & set(trained) if ours[name].shape != trained[name].shape)
+        if differing:
+            raise CheckpointError(f"checkpoint {directory} holds another model than the one this "
+                                  f"run trains ({summarise_names(differing)} differ); resume from "
+                                  f"this run's own checkpoints, or start a new run.")
+        self.encoder.load_state_dict(trained)

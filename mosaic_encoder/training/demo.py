@@ -22,6 +22,7 @@ import warnings
 import zlib
 from pathlib import Path
 
+from ..arguments import CommandParser, positive_int
 from ..atomic import atomic_write
 
 MODULES = (
@@ -114,14 +115,19 @@ def write_jsonl(path: Path, rows: list[dict[str, str]]) -> None:
     atomic_write(path, lambda stream: stream.write(data))
 
 
+def build_parser() -> argparse.ArgumentParser:
+    """The command line of ``python -m mosaic_encoder.training.demo``."""
+    parser = CommandParser(prog="python -m mosaic_encoder.training.demo",
+                           description="Write standard-library docstring pairs as "
+                                       "DIR/train.jsonl and DIR/heldout.jsonl.")
+    parser.add_argument("directory", metavar="DIR", help="where the two files go (created)")
+    parser.add_argument("--held-out-every", type=positive_int, default=5, metavar="K",
+                        help="hold out about one pair in K")
+    return parser
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m mosaic_encoder.training.demo",
-                                     description="Write standard-library docstring pairs as "
-                                                 "DIR/train.jsonl and DIR/heldout.jsonl.")
-    parser.add_argument("directory", metavar="DIR")
-    parser.add_argument("--held-out-every", type=int, default=5, metavar="K",
-                        help="hold out about one pair in K (default: 5)")
-    args = parser.parse_args(argv)
+    args = build_parser().parse_args(argv)
     directory = Path(args.directory)
     directory.mkdir(parents=True, exist_ok=True)
     train, held_out = split_held_out(docstring_pairs(), args.held_out_every)

@@ -128,27 +128,57 @@ class LoopSettings:
             "seed": 0 <= self.seed < SEED_LIMIT})
 
 
+# The end-of-run loss compares the mean of the first and of the last steps run, at most this many
+# each: one step's loss is one batch's, and batches differ more than a short run's progress.
+LOSS_WINDOW = 50
+
+
 @dataclass
 class TrainResult:
-    """What a run did: its output, steps, whether this is rank 0, and the per-step records and
-    evaluations (as logged)."""
+    """What a run did: its output, its steps (``steps`` in all, this process ran those after
+    ``first_step``; 0 unless resumed), whether this is rank 0, the records of the steps it ran
+    and every evaluation of the run (as logged; a resumed run's earlier ones included)."""
 
     output: Path
     steps: int
     main: bool = True
     records: list[dict[str, Any]] = field(default_factory=list)
     evaluations: list[dict[str, Any]] = field(default_factory=list)
+    first_step: int = 0
 
     def summary(self, verb: str, loss_label: str, held_out: str | None = None) -> str:
-        """One line for the command's end: ``"<verb> N steps -> OUTPUT; <loss_label> first ->
-        last"`` (the logged losses, when any were logged), then ``held_out`` when given."""
-        parts = [f"{verb} {self.steps} steps -> {self.output}"]
-        if self.records:
-            parts.append(f"{loss_label} {self.records[0]['loss']:.4f} -> "
-                         f"{self.records[-1]['loss']:.4f}")
+        """One line for the command's end: what ran (``"<verb> N steps -> OUTPUT"``, with the
+        steps and the resumed checkpoint on resume), the mean ``loss_label`` of the first and of
+        the last steps run (:data:`LOSS_WINDOW` each at most, never overlapping), then
+        ``held_out`` when given."""
+        ran = len(self.records)
+        if not self.first_step:
+            parts = [f"{verb} {ran} steps -> {self.output}"]
+        elif not ran:
+            parts = [f"{verb} 0 steps: the run in {self.output} had already reached step "
+                     f"{self.first_step} of {self.steps}"]
+        else:
+            parts = [f"{verb} {ran} steps ({self.first_step + 1}-{self.steps} of {self.steps}, "
+                     f"resumed from step {self.first_step}) -> {self.output}"]
+        if ran == 1:
+            parts.append(f"{loss_label} {self.records[0]['loss']:.4f} (one step)")
+        elif ran > 1:
+            window = min(LOSS_WINDOW, ran // 2)
+            first, last = self.records[:window], self.records[-window:]
+            parts.append(f"mean {loss_label} of steps {_span(first)} {_mean_loss(first):.4f} -> "
+                         f"of steps {_span(last)} {_mean_loss(last):.4f}")
         if held_out:
             parts.append(held_out)
         return "; ".join(parts)
+
+
+def _span(records: list[dict[str, Any]]) -> str:
+    first, last = records[0]["step"], records[-1]["step"]
+    return str(first) if first == last else f"{first}-{last}"
+
+
+def _mean_loss(records: list[dict[str, Any]]) -> float:
+    return sum(r["loss"] for r in records) / len(records)
 
 
 def warmup_linear(warmup_steps: int, total_steps: int) -> Callable[[int], float]:
@@ -216,14 +246,14 @@ class Loop:
         self.created = not self.output.exists()
         processes.barrier()  # every rank has checked the output directory before rank 0 writes
         if processes.main:
-            self.output.mkdir(parents=True, exist_ok=True)
-            if resume_from is None:
-                run_dir.clear(self.output)
-            run_dir.remove_temporaries(self.output)
+            run_dir.prepare(self.output, fresh=resume_from is None)
         self.log = _Log(self.output, processes.main and settings.tensorboard,
                         self.start_step if resume_from is not None else None) \
             if processes.main else None
-        self.result = TrainResult(self.output, task.steps, processes.main)
+        self.result = TrainResult(self.output, task.steps, processes.main,
+                                  first_step=self.start_step)
+        if self.log is not None:  # a resumed run's summary compares with its first evaluation
+            self.result.evaluations = [r for r in self.log.kept if "loss" not in r]
 
     def _resume(self, checkpoint: Path) -> int:
         """Restore weights, optimizer, best evaluation and RNG from ``checkpoint``; return its
@@ -411,9 +441,10 @@ class _Log:
 
     def __init__(self, output: Path, tensorboard: bool, resumed_step: int | None):
         self.path = output / run_dir.LOG_FILE
+        self.kept: list[dict[str, Any]] = []  # the records a resumed run keeps
         if resumed_step is not None and self.path.is_file():
-            kept = [r for r in run_dir.read_log(self.path) if r["step"] <= resumed_step]
-            data = "".join(json.dumps(r) + "\n" for r in kept).encode("utf-8")
+            self.kept = [r for r in run_dir.read_log(self.path) if r["step"] <= resumed_step]
+            data = "".join(json.dumps(r) + "\n" for r in self.kept).encode("utf-8")
             atomic_write(self.path, lambda stream: stream.write(data))
         self.events = None
         if tensorboard:

@@ -16,8 +16,6 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-LOSSES = ("mnrl", "symmetric")
-
 
 def in_batch_negatives_loss(anchors: torch.Tensor, positives: torch.Tensor,
                             negatives: torch.Tensor | None = None, scale: float = 20.0,

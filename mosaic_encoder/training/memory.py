@@ -24,6 +24,7 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
+from ..arguments import CommandParser, positive_int
 from ..checkpoint import CheckpointDir
 from ..loading import load_model
 from ..models import unwrap_encoder
@@ -87,15 +88,22 @@ def step_memory(model: SentenceModel, length: int, batch: int = 1, seed: int = 0
     return StepMemory(length, batch, saved, tracker.peak)
 
 
+def build_parser() -> argparse.ArgumentParser:
+    """The command line of ``python -m mosaic_encoder.training.memory``."""
+    parser = CommandParser(prog="python -m mosaic_encoder.training.memory",
+                           description="Activation memory of one training step per sequence "
+                                       "length, one JSON object per length.")
+    parser.add_argument("--model", required=True, metavar="DIR", help="checkpoint directory")
+    parser.add_argument("--lengths", type=positive_int, nargs="+", default=[512, 1024, 2048, 4096],
+                        metavar="N", help="tokens per sequence, one step each")
+    parser.add_argument("--batch", type=positive_int, default=1, metavar="N",
+                        help="sequences per step")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    return parser
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m mosaic_encoder.training.memory",
-                                     description="Activation memory of one training step per "
-                                                 "sequence length, one JSON object per length.")
-    parser.add_argument("--model", required=True, metavar="DIR")
-    parser.add_argument("--lengths", type=int, nargs="+", default=[512, 1024, 2048, 4096])
-    parser.add_argument("--batch", type=int, default=1)
-    parser.add_argument("--device", default="cpu")
-    args = parser.parse_args(argv)
+    args = build_parser().parse_args(argv)
     checkpoint = CheckpointDir.open(args.model)
     encoder = unwrap_encoder(load_model(checkpoint, device=args.device))
     autocast = torch.bfloat16 if torch.device(args.device).type == "cuda" else None  # as train

@@ -343,6 +343,20 @@ def load_state(checkpoint: Path) -> dict[str, Any]:
     return state
 
 
+def prepare(output: Path, fresh: bool) -> None:
+    """Create ``output`` for a run, without a failed run's leftovers when ``fresh`` and without
+    a killed save's temporaries always.
+
+    Raises:
+        CheckpointError: the directory cannot be created or written (a read-only file system).
+    """
+    with _writing(output):
+        output.mkdir(parents=True, exist_ok=True)
+        if fresh:
+            clear(output)
+        remove_temporaries(output)
+
+
 def clear(output: Path) -> None:
     """Remove a failed run's leftovers (log, best model, events, empty checkpoint folder) before
     a new run."""

@@ -225,6 +225,28 @@ def test_a_rerun_recomputes_the_shards_it_cannot_prove(tmp_path, texts, referenc
     np.testing.assert_allclose(embeddings, reference[ids], rtol=0, atol=1e-6)
 
 
+def test_a_rerun_after_the_input_was_edited_recomputes_the_stale_shard(tmp_path, texts, run):
+    """A row edited after a complete run: its shard no longer proves against the new input, is
+    embedded again, and the run completes (the previous manifest's digest of the old file is
+    no reason to call the new one missing)."""
+    corpus = make_corpus(tmp_path / "in", texts)
+    out = tmp_path / "out"
+    args = ["--model", MODEL, "--rows-per-shard", 4, "--max-tokens", 96]
+    assert run(corpus, out, *args)[0] == 0
+    lines = (corpus / "part-a.jsonl").read_text(encoding="utf-8").splitlines()
+    lines[1] = json.dumps({"id": 1, "text": "an edited second row"})
+    (corpus / "part-a.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    status, _, stderr = run(corpus, out, *args)
+    assert status == 0, stderr
+    assert "into 1 shard(s)" in stderr and "1 shard file(s) did not match and were replaced" \
+        in stderr
+    edited = texts[:1] + ["an edited second row"] + texts[2:]
+    ids, embeddings = read_embeddings(out)
+    np.testing.assert_allclose(embeddings, SentenceEncoder(MODEL).encode(edited)[ids], rtol=0,
+                               atol=1e-6)
+    assert json.loads((out / "manifest.json").read_text())["complete"] is True
+
+
 def test_non_finite_embeddings_fail_and_leave_nothing(tmp_path, run):
     from helpers import copy_checkpoint
 

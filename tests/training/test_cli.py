@@ -38,6 +38,22 @@ def test_trains_from_the_command_line(tmp_path, capsys):
     assert (tmp_path / "out" / "model.safetensors").is_file()
 
 
+def test_a_resumed_run_says_what_ran_and_compares_with_its_first_evaluation(tmp_path, capsys):
+    data = write_jsonl(tmp_path / "d.jsonl", pairs(8))
+    argv = ["train", "--model", str(TINY), "--data", str(data), "--eval-data", str(data),
+            "--output", str(tmp_path / "out"), "--batch-size", "4", "--max-seq-length", "16",
+            "--eval-every", "2", "--no-progress"]
+    assert main(argv + ["--steps", "4"]) == 0
+    first = capsys.readouterr().err.strip()
+    assert main(argv + ["--steps", "6", "--resume"]) == 0
+    resumed = capsys.readouterr().err.strip()
+    assert f"trained 4 steps -> {tmp_path / 'out'}; mean loss of steps 1-2 " in first
+    assert f"trained 2 steps (5-6 of 6, resumed from step 4) -> {tmp_path / 'out'}; mean loss " \
+           f"of steps 5 " in resumed
+    assert "held-out recall@1 " in resumed and " (step 0) -> " in resumed and "(step 6), MRR" \
+        in resumed
+
+
 def _bad_inputs(tmp_path):
     good = write_jsonl(tmp_path / "good.jsonl", pairs(8))
     missing_column = write_jsonl(tmp_path / "cols.jsonl", [{"anchor": "a", "answer": "b"}])
@@ -100,6 +116,22 @@ def test_a_diverging_run_stops_in_one_sentence_and_saves_no_nan(tmp_path, capsys
     assert lines[0].startswith("error: training stopped at step "), lines
     for weights in output.rglob("model.safetensors") if output.exists() else []:
         assert all(tensor.isfinite().all() for tensor in load_file(weights).values()), weights
+
+
+def test_an_output_on_a_read_only_file_system_is_one_sentence(tmp_path):
+    """--output on a read-only file system: a read-only tmpfs, mounted in a user and mount
+    namespace of the test's own (no privileges needed), the command run inside it."""
+    data = write_jsonl(tmp_path / "d.jsonl", pairs(8))
+    mount = tmp_path / "read-only"
+    mount.mkdir()
+    command = ["unshare", "--user", "--map-root-user", "--mount", "sh", "-c",
+               'mount -t tmpfs -o ro none "$1" && shift && exec "$@"', "sh", str(mount),
+               sys.executable, "-m", "mosaic_encoder", "train", "--model", str(TINY), "--data",
+               str(data), "--output", str(mount / "run"), "--batch-size", "4", "--steps", "1",
+               "--max-seq-length", "16", "--no-progress"]
+    failed = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert failed.returncode == 1 and failed.stdout == "", failed.stderr
+    assert failed.stderr == f"error: cannot write {mount / 'run'} (Read-only file system).\n"
 
 
 def _limit_file_size(limit: int):

@@ -7,7 +7,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from mosaic_encoder.errors import InputError
+from mosaic_encoder.errors import CheckpointError, InputError
 from mosaic_encoder.sentence import SentenceEncoder
 from mosaic_encoder.training.config import TrainConfig
 from mosaic_encoder.training.contrastive import train
@@ -154,3 +154,15 @@ def test_gradient_checkpointing_run_equals_plain_run(tmp_path):
                                  **settings))
     for p, c in zip(plain.records, checkpointed.records):
         assert c["loss"] == pytest.approx(p["loss"], rel=1e-5)
+
+
+def test_resuming_from_a_checkpoint_holding_another_model_is_one_sentence(tmp_path):
+    """A checkpoint whose weights are a masked-LM model (no pooler) is refused by name."""
+    train(_config(tmp_path, steps=3, save_every=3, eval_data=None))
+    checkpoint = tmp_path / "run" / "checkpoints" / "step-00000003"
+    for name in ("model.safetensors", "config.json"):
+        (checkpoint / name).write_bytes((TINY.parent / "mosaic-tiny-mlm" / name).read_bytes())
+    with pytest.raises(CheckpointError, match=f"checkpoint {checkpoint} holds another model than "
+                                              f"the one this run trains \\(pooler.dense.bias, "
+                                              f"pooler.dense.weight differ\\)"):
+        train(_config(tmp_path, steps=6, eval_data=None, resume=True))

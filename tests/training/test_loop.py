@@ -3,6 +3,7 @@ and resume state as untrusted input."""
 
 import json
 import pickle
+from pathlib import Path
 
 import pytest
 import torch
@@ -11,14 +12,16 @@ from torch import nn
 
 from mosaic_encoder.errors import CheckpointError, InputError, TrainingError
 from mosaic_encoder.training import run_dir
-from mosaic_encoder.training.loop import LoopSettings, run, warmup_linear
+from mosaic_encoder.training.loop import LoopSettings, TrainResult, run, warmup_linear
 
 
 class Regression:
     """A Task: fit y = x . w + noise with a linear layer and a LayerNorm'd input."""
 
     def __init__(self, steps=6, divergent_after=None):
-        self.model = nn.Sequential(nn.LayerNorm(4), nn.Dropout(0.1), nn.Linear(4, 1))
+        with torch.random.fork_rng():  # the same initial weights whatever ran before
+            torch.manual_seed(0)
+            self.model = nn.Sequential(nn.LayerNorm(4), nn.Dropout(0.1), nn.Linear(4, 1))
         self.fingerprint = {"task": "regression"}
         self.steps = steps
         self.divergent_after = divergent_after
@@ -98,6 +101,34 @@ def test_resumed_equals_uninterrupted_with_dropout(tmp_path):
     a, b = load_file(tmp_path / "whole" / "model.safetensors"), \
         load_file(tmp_path / "parts" / "model.safetensors")
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_a_resumed_run_keeps_its_earlier_evaluations_and_says_what_ran(tmp_path):
+    with pytest.raises(Stop):
+        _train(_settings(tmp_path), on_step=_stop_at(5))
+    resumed = _train(_settings(tmp_path, resume=True))
+    assert [e["step"] for e in resumed.evaluations] == [0, 2, 4, 6]
+    assert resumed.first_step == 3
+    assert resumed.summary("trained", "loss").startswith(
+        f"trained 3 steps (4-6 of 6, resumed from step 3) -> {tmp_path / 'run'}; mean loss of "
+        f"steps 4 ")
+    again = _train(_settings(tmp_path, resume=True))
+    assert again.summary("trained", "loss") == \
+        f"trained 0 steps: the run in {tmp_path / 'run'} had already reached step 6 of 6"
+
+
+@pytest.mark.parametrize("losses,expected", [
+    ([4.0], "loss 4.0000 (one step)"),
+    ([4.0, 2.0], "mean loss of steps 1 4.0000 -> of steps 2 2.0000"),
+    ([4.0, 3.0, 9.0, 1.0, 2.0], "mean loss of steps 1-2 3.5000 -> of steps 4-5 1.5000"),
+    ([1.0] * 100 + [3.0] * 20 + [2.0] * 100,
+     "mean loss of steps 1-50 1.0000 -> of steps 171-220 2.0000"),
+])
+def test_the_summary_compares_the_mean_loss_of_windows(losses, expected):
+    records = [{"step": i + 1, "loss": loss} for i, loss in enumerate(losses)]
+    result = TrainResult(Path("out"), len(losses), records=records)
+    assert result.summary("trained", "loss", "held-out x") == \
+        f"trained {len(losses)} steps -> out; {expected}; held-out x"
 
 
 @pytest.mark.parametrize("setting, value", [("learning_rate", float("inf")),

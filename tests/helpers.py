@@ -12,7 +12,6 @@ import sys
 from pathlib import Path
 from typing import Callable
 
-import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
@@ -184,13 +183,3 @@ def assert_outputs_close(ours, reference, atol: float = 1e-5) -> None:
         if theirs is not None:
             torch.testing.assert_close(mine, theirs, rtol=0, atol=atol, msg=field)
 
-
-@pytest.fixture
-def fresh_dynamo():
-    """Dynamo's caches and counters empty before and after the test (import it by name)."""
-    from torch._dynamo.utils import counters
-
-    torch._dynamo.reset()
-    counters.clear()
-    yield
-    torch._dynamo.reset()

@@ -10,7 +10,7 @@ import torch
 from torch._dynamo.utils import counters
 
 import mosaic_encoder as me
-from helpers import WEIGHTS, assert_outputs_close, compile_families, fresh_dynamo, padded_batch
+from helpers import WEIGHTS, assert_outputs_close, compile_families, padded_batch
 
 FAMILIES = compile_families()
 

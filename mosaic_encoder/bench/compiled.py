@@ -34,16 +34,19 @@ from pathlib import Path
 from typing import Callable
 
 import torch
+from torch import nn
 
 from ..atomic import atomic_write
 from ..bundled import BUNDLED_CHECKPOINT
-from ..config import ATTENTION_IMPLS
+from ..attention import resolve_impl
+from ..config import ATTENTION_IMPLS, MosaicConfig
 from ..dtypes import DTYPES
 from ..export import export_onnx
 from ..loading import load_model
 from ..models import unwrap_encoder
+from ..pretraining.initialise import new_masked_lm
 from ..regions import CALIBRATION_FORWARDS, CompiledRegions
-from .measure import environment, interleaved_timings, resolve_device
+from .measure import default_max_dense_bytes, environment, interleaved_timings, resolve_device
 
 VARIANTS = ("regional", "whole", "onnxruntime")
 # Every variant's output within this of eager's (float32); bfloat16 rounds to 2^-8 relative.
@@ -87,14 +90,28 @@ def _inductor_settings(device: torch.device, backend: str) -> dict:
             "max_autotune": inductor.max_autotune, "cpp_threads": torch.get_num_threads()}
 
 
-def measure(model_dir: Path, batches: list[int], lengths: list[int], variants: list[str], *,
-            device: torch.device, dtype: torch.dtype, attention: str, rounds: int,
-            max_time: float, max_dense_bytes: float, backend: str = "inductor") -> dict:
-    """Rows of every variant's median seconds against eager, for each shape and padding."""
+def load_encoder(model_dir: Path | None, config_file: Path | None, *, device: torch.device,
+                 dtype: torch.dtype, attention: str) -> nn.Module:
+    """The encoder of checkpoint ``model_dir``, or of ``config_file`` with ``init``'s random
+    weights (no file written: what a GPU run needs quickly), in eval mode."""
+    if config_file is None:
+        return unwrap_encoder(load_model(model_dir, dtype=dtype, device=device,
+                                         attention=attention))
+    config = MosaicConfig.from_json_file(config_file).replace(
+        attention_impl=resolve_impl(attention, device))
+    return new_masked_lm(config).bert.to(device=device, dtype=dtype).eval()
+
+
+def measure(model_dir: Path | None, batches: list[int], lengths: list[int], variants: list[str],
+            *, device: torch.device, dtype: torch.dtype, attention: str, rounds: int,
+            max_time: float, max_dense_bytes: float, backend: str = "inductor",
+            config_file: Path | None = None,
+            progress: Callable[[dict], None] | None = None) -> dict:
+    """Rows of every variant's median seconds against eager, for each shape and padding;
+    ``progress`` receives the result so far after each row."""
     from torch._dynamo.utils import counters
 
-    model = unwrap_encoder(load_model(model_dir, dtype=dtype, device=device,
-                                      attention=attention))
+    model = load_encoder(model_dir, config_file, device=device, dtype=dtype, attention=attention)
     heads = model.config.num_attention_heads
     calls = {"eager": model}
     regions = None
@@ -111,37 +128,44 @@ def measure(model_dir: Path, batches: list[int], lengths: list[int], variants: l
             onnx_file = export_onnx(model_dir, Path(scratch) / "model.onnx",
                                     token_types=False).path
             onnx_seconds = time.perf_counter() - start
-            session = onnxruntime.InferenceSession(str(onnx_file),
+            options = onnxruntime.SessionOptions()
+            options.intra_op_num_threads = torch.get_num_threads()  # as many as torch's
+            session = onnxruntime.InferenceSession(str(onnx_file), options,
                                                    providers=["CPUExecutionProvider"])
     counters.clear()  # the export traced graphs of its own
     graphs = {name: [] for name in calls if name != "eager"}  # graphs made by each call
     for name in graphs:
         calls[name] = _counting(calls[name], graphs[name])
-    first_compile, rows = {}, []
+    result = {"model": str(config_file or model_dir), "dtype": str(dtype).removeprefix("torch."),
+              "attention": model.config.attention_impl, "variants": variants,
+              "inductor": _inductor_settings(device, backend),
+              "environment": environment(device), "onnx_export_s": onnx_seconds,
+              "first_compile_s": {}, "rows": []}
     with torch.inference_mode():
         for batch in batches:
             for length in lengths:
                 for mixed in (False, True):
                     ids, mask = _batch(batch, length, mixed, seed=batch * length, device=device)
-                    rows.append(_row(calls, regions, session, ids, mask, mixed, heads, first_compile,
-                                     device=device, dtype=dtype, rounds=rounds,
-                                     max_time=max_time, max_dense_bytes=max_dense_bytes))
-                    print(_describe(rows[-1]), flush=True)
-    return {"model": str(model_dir), "dtype": str(dtype).removeprefix("torch."),
-            "attention": model.config.attention_impl, "variants": variants,
-            "inductor": _inductor_settings(device, backend), "environment": environment(device),
-            "first_compile_s": first_compile,
-            "graphs": {name: made[0] for name, made in graphs.items() if made},
-            "recompiles": {name: sum(made[1:]) for name, made in graphs.items() if made},
-            "regional_decisions": None if regions is None else {
-                f"{name} attention, {1 << (size - 1)}-{(1 << size) - 1} tokens": trial.pays
-                for (name, size), trial in sorted(regions.trials.items())},
-            "onnx_export_s": onnx_seconds, "rows": rows}
+                    result["rows"].append(_row(
+                        calls, regions, session, ids, mask, mixed, heads,
+                        result["first_compile_s"], device=device, dtype=dtype, rounds=rounds,
+                        max_time=max_time, max_dense_bytes=max_dense_bytes))
+                    print(_describe(result["rows"][-1]), flush=True)
+                    result["graphs"] = {name: made[0] for name, made in graphs.items() if made}
+                    result["recompiles"] = {name: sum(made[1:]) for name, made in graphs.items()
+                                            if made}
+                    result["regional_decisions"] = None if regions is None else {
+                        f"{name} attention, {1 << (size - 1)}-{(1 << size) - 1} tokens":
+                        trial.pays for (name, size), trial in sorted(regions.trials.items())}
+                    if progress is not None:
+                        progress(result)
+    return result
 
 
-def _row(calls: dict, regions: CompiledRegions | None, session, ids: torch.Tensor, mask: torch.Tensor, mixed: bool, heads: int,
-         first_compile: dict, *, device: torch.device, dtype: torch.dtype,
-         rounds: int, max_time: float, max_dense_bytes: float) -> dict:
+def _row(calls: dict, regions: CompiledRegions | None, session, ids: torch.Tensor,
+         mask: torch.Tensor, mixed: bool, heads: int, first_compile: dict, *,
+         device: torch.device, dtype: torch.dtype, rounds: int, max_time: float,
+         max_dense_bytes: float) -> dict:
     """One shape and padding: warm every variant, check its output, time them in turns."""
     batch, length = ids.shape
     load_before = os.getloadavg()[0]
@@ -169,7 +193,8 @@ def _row(calls: dict, regions: CompiledRegions | None, session, ids: torch.Tenso
     timings = interleaved_timings(timed, device, rounds=rounds, max_time=max_time)
     eager = timings["eager"].median_s
     row = {"batch": batch, "length": length, "padding": "mixed" if mixed else "none",
-           "real_tokens": int(mask.sum()), "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+           "real_tokens": int(mask.sum()),
+           "cpu_capability": torch.backends.cpu.get_cpu_capability(),
            "threads": torch.get_num_threads(), "load_average": [load_before, os.getloadavg()[0]],
            "samples": timings["eager"].samples, "eager_s": eager}
     for name, timing in timings.items():
@@ -210,7 +235,12 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
         "compiled", help="regional and whole-model torch.compile and onnxruntime against eager",
         description="Time an encoder eagerly, with regional and whole-model torch.compile and "
                     "through onnxruntime, in turns within one process.")
-    parser.add_argument("--model", type=Path, default=BUNDLED_CHECKPOINT, metavar="DIR")
+    source = parser.add_mutually_exclusive_group()
+    source.add_argument("--model", type=Path, default=BUNDLED_CHECKPOINT, metavar="DIR",
+                        help="checkpoint directory (default: the bundled mosaic-tiny)")
+    source.add_argument("--config", type=Path, default=None, metavar="FILE",
+                        help="instead of --model: a config.json-style file, with init's random "
+                             "weights (no onnxruntime)")
     parser.add_argument("--batches", type=int_list, default=[1, 2, 16],
                         help="batch sizes (default 1,2,16)")
     parser.add_argument("--lengths", type=int_list, default=[128, 512, 2048],
@@ -228,9 +258,13 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--max-time", type=float, default=60.0,
                         help="no new round once a row's rounds took this many seconds "
                              "(default 60)")
-    parser.add_argument("--max-dense-bytes", type=float, default=2 * 2 ** 30,
+    parser.add_argument("--max-dense-bytes", type=float, default=None,
                         help="skip whole and onnxruntime where their dense attention scores "
-                             "would exceed this (default 2 GiB)")
+                             "would exceed this (default: CPU min(8 GiB, RAM / 3), GPU 80 %% of "
+                             "its memory)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="CPU threads of torch and onnxruntime (default: torch's, "
+                             "torch.get_num_threads())")
     parser.add_argument("--backend", default="inductor", help="torch.compile backend")
     parser.add_argument("--fresh-cache", action="store_true",
                         help="compile with an empty inductor cache, so the first compile is cold")
@@ -239,21 +273,27 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
-    variants = args.variants or (list(VARIANTS) if device.type == "cpu" else
-                                 ["regional", "whole"])
-    if "onnxruntime" in variants and device.type != "cpu":
-        raise SystemExit("error: --variants onnxruntime runs on the CPU only.")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    variants = args.variants or (list(VARIANTS) if device.type == "cpu" and not args.config
+                                 else ["regional", "whole"])
+    if "onnxruntime" in variants and (device.type != "cpu" or args.config):
+        raise SystemExit("error: --variants onnxruntime runs on the CPU and from --model only.")
+    settings = {key: str(value) if isinstance(value, Path) else value
+                for key, value in vars(args).items() if key not in ("run", "command")}
+
+    def write(result: dict) -> None:  # after every row: a run cut short keeps its rows
+        text = json.dumps({**result, "settings": settings}, indent=1) + "\n"
+        atomic_write(args.out, lambda stream: stream.write(text.encode()))
     with tempfile.TemporaryDirectory() as cache:
         if args.fresh_cache:
             os.environ["TORCHINDUCTOR_CACHE_DIR"] = cache
-        result = measure(args.model, args.batches, args.lengths, variants, device=device,
-                         dtype=DTYPES[args.dtype], attention=args.attention,
-                         rounds=args.min_samples, max_time=args.max_time,
-                         max_dense_bytes=args.max_dense_bytes, backend=args.backend)
-    result["settings"] = {key: str(value) if isinstance(value, Path) else value
-                          for key, value in vars(args).items() if key not in ("run", "command")}
-    text = json.dumps(result, indent=1) + "\n"
-    atomic_write(args.out, lambda stream: stream.write(text.encode()))
+        result = measure(None if args.config else args.model, args.batches, args.lengths,
+                         variants, device=device, dtype=DTYPES[args.dtype],
+                         attention=args.attention, rounds=args.min_samples,
+                         max_time=args.max_time,
+                         max_dense_bytes=args.max_dense_bytes or default_max_dense_bytes(device),
+                         backend=args.backend, config_file=args.config, progress=write)
     compiles = ", ".join(f"{name} {seconds:.1f} s ({result['graphs'][name]} graphs, then "
                          f"{result['recompiles'][name]} recompilation(s))"
                          for name, seconds in result["first_compile_s"].items())

@@ -113,13 +113,17 @@ def test_a_region_that_does_not_pay_runs_eagerly_and_is_reported_once(fresh_dyna
 
 
 def test_a_region_that_pays_stays_compiled():
-    """The verdict compares the summed times of a size's trial once it has both."""
+    """The verdict compares the summed times of a size's trial once it has both; compiled must
+    beat eager by PAYING_MARGIN."""
     model = me.load_model(WEIGHTS / "mosaic-tiny", attention="sdpa")
     regions = CompiledRegions(model, backend="aot_eager")
-    for size, (compiled, eager) in {5: (1.0, 2.0), 6: (2.0, 1.0), 7: (1.0, 0.0)}.items():
+    for size, (compiled, eager) in {5: (1.0, 2.0), 6: (2.0, 1.0), 7: (1.0, 0.0),
+                                    8: (1.0, 1.02)}.items():
         trial = regions.trials["after", size]
         trial.compiled_s, trial.eager_s, trial.forwards = compiled, eager, CALIBRATION_FORWARDS - 1
         regions.timed.add(("after", size))
     with pytest.warns(CompileWarning, match="at 32 to 63 tokens: compiled, it ran at 0.50x"):
         regions.close_trials()
-    assert [regions.trials["after", size].pays for size in (5, 6, 7)] == [True, False, None]
+    # Within PAYING_MARGIN of eager is a tie, and a tie goes to eager.
+    assert [regions.trials["after", size].pays for size in (5, 6, 7, 8)] == \
+        [True, False, None, False]

@@ -272,9 +272,16 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(args.threads or threads)
+        return _run(args)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _run(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
-    if args.threads:
-        torch.set_num_threads(args.threads)
     variants = args.variants or (list(VARIANTS) if device.type == "cpu" and not args.config
                                  else ["regional", "whole"])
     if "onnxruntime" in variants and (device.type != "cpu" or args.config):

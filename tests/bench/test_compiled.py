@@ -1,5 +1,7 @@
 import json
 
+import pytest
+
 from mosaic_encoder.bench.cli import main
 
 
@@ -37,3 +39,21 @@ def test_padded_variants_skip_rows_beyond_the_dense_budget(tmp_path):
     rows = json.loads(out.read_text())["rows"]
     assert all("whole_s" not in row and "regional_s" in row for row in rows)
     assert all(row["skipped"] == {"whole": "dense scores above --max-dense-bytes"} for row in rows)
+
+
+def test_a_config_runs_with_random_weights_and_without_onnxruntime(tmp_path):
+    """--config builds init's random weights for a geometry (what the GPU step runs); an ONNX
+    file needs a checkpoint, so onnxruntime is refused there."""
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps({"vocab_size": 30528, "hidden_size": 32, "num_hidden_layers": 1,
+                                  "num_attention_heads": 2, "intermediate_size": 48}))
+    out = tmp_path / "compiled.json"
+    assert main(["compiled", "--config", str(config), "--batches", "2", "--lengths", "10",
+                 "--min-samples", "1", "--threads", "1", "--backend", "aot_eager",
+                 "--out", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert result["variants"] == ["regional", "whole"] and result["model"] == str(config)
+    assert {row["threads"] for row in result["rows"]} == {1}
+    with pytest.raises(SystemExit, match="from --model only"):
+        main(["compiled", "--config", str(config), "--variants", "onnxruntime",
+              "--out", str(out)])

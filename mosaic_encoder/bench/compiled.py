@@ -15,12 +15,13 @@ padded) run through each variant:
 - ``onnxruntime``: the model's ``export-onnx`` file (CPU only), padded rows too.
 
 Variants are timed in turns within each row (:func:`~.measure.interleaved_timings`: medians of
-rounds, every round timing each variant once), after warm-up calls (for ``regional``, the
-forwards that decide what pays at the row's size). The padded variants skip rows whose dense
-scores would exceed ``--max-dense-bytes``. The first call of each compiled variant is timed
-once (``--fresh-cache``: with an empty inductor cache, a cold compile); graphs compiled after
-that first call are counted as recompilations. Each row records the CPU capability and the load
-average beside its times: on a shared machine the load moves every figure.
+rounds, every round timing each variant once, over 5 s at least), after warm-up calls (for
+``regional``, the forwards that decide what pays at the row's size). The padded variants skip
+rows whose dense scores would exceed ``--max-dense-bytes``. The first call of each compiled
+variant is timed once (``--fresh-cache``: with an empty inductor cache, a cold compile); graphs
+compiled after that first call are counted as recompilations. Each row records the CPU
+capability and the load average beside its times: on a shared machine the load moves every
+figure.
 """
 
 from __future__ import annotations
@@ -49,6 +50,7 @@ from ..regions import CALIBRATION_FORWARDS, CompiledRegions
 from .measure import default_max_dense_bytes, environment, interleaved_timings, resolve_device
 
 VARIANTS = ("regional", "whole", "onnxruntime")
+MIN_ROW_TIME = 5.0  # seconds of rounds per row at least: quick rows get more samples
 # Every variant's output within this of eager's (float32); bfloat16 rounds to 2^-8 relative.
 TOLERANCE = {torch.float32: 1e-5, torch.bfloat16: 0.1, torch.float16: 0.02}
 
@@ -190,7 +192,8 @@ def _row(calls: dict, regions: CompiledRegions | None, session, ids: torch.Tenso
         out = call()
         out = torch.from_numpy(out[0]) if name == "onnxruntime" else out.last_hidden_state
         differences[name] = (out.float().cpu() - reference.cpu()).abs().max().item()
-    timings = interleaved_timings(timed, device, rounds=rounds, max_time=max_time)
+    timings = interleaved_timings(timed, device, rounds=rounds, max_time=max_time,
+                                  min_time=min(MIN_ROW_TIME, max_time))
     eager = timings["eager"].median_s
     row = {"batch": batch, "length": length, "padding": "mixed" if mixed else "none",
            "real_tokens": int(mask.sum()),

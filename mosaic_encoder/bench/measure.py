@@ -104,7 +104,7 @@ def time_call(fn: Callable[[], object], device: torch.device, *, min_run_time: f
 
 
 def interleaved_timings(calls: dict[str, Callable[[], object]], device: torch.device, *,
-                        rounds: int, max_time: float | None = None,
+                        rounds: int, max_time: float | None = None, min_time: float = 0.0,
                         min_sample_s: float = 0.05) -> dict[str, Timing]:
     """Median seconds per call of each of ``calls`` (warm), timed in turns.
 
@@ -112,8 +112,9 @@ def interleaved_timings(calls: dict[str, Callable[[], object]], device: torch.de
     them alike: on a shared machine, comparing medians of separate runs compares the load as
     much as the calls. A first round sizes the samples: a call quicker than ``min_sample_s`` is
     timed as a block of calls per sample from then on; a slower one keeps that first call as its
-    first sample. Rounds stop at ``rounds`` samples, or earlier once the rounds so far took
-    ``max_time`` seconds (one sample at least).
+    first sample. Rounds go on until every call has ``rounds`` samples and the rounds took
+    ``min_time`` seconds (more samples where calls are quick, and noise is large), and stop
+    earlier once they took ``max_time`` seconds (one sample at least).
     """
     samples: dict[str, list[float]] = {name: [] for name in calls}
     repeats, spent = {}, 0.0
@@ -123,7 +124,7 @@ def interleaved_timings(calls: dict[str, Callable[[], object]], device: torch.de
         repeats[name] = math.ceil(min_sample_s / max(seconds, 1e-9))
         if repeats[name] == 1:
             samples[name].append(seconds)
-    while min(map(len, samples.values())) < rounds and \
+    while (min(map(len, samples.values())) < rounds or spent < min_time) and \
             not (max_time is not None and spent >= max_time and min(map(len, samples.values()))):
         for name, call in calls.items():
             synchronize(device)

@@ -11,7 +11,7 @@ def test_compiled_benchmark_writes_rows_and_environment(tmp_path, capsys):
     times; no graph after each variant's first call."""
     out = tmp_path / "compiled.json"
     assert main(["compiled", "--batches", "1,2", "--lengths", "12", "--min-samples", "1",
-                 "--backend", "aot_eager", "--out", str(out)]) == 0
+                 "--max-time", "1", "--backend", "aot_eager", "--out", str(out)]) == 0
     result = json.loads(out.read_text())
     assert [(r["batch"], r["padding"]) for r in result["rows"]] == \
         [(1, "none"), (1, "mixed"), (2, "none"), (2, "mixed")]
@@ -34,7 +34,7 @@ def test_compiled_benchmark_writes_rows_and_environment(tmp_path, capsys):
 def test_padded_variants_skip_rows_beyond_the_dense_budget(tmp_path):
     out = tmp_path / "compiled.json"
     assert main(["compiled", "--batches", "2", "--lengths", "16", "--min-samples", "1",
-                 "--variants", "regional,whole", "--max-dense-bytes", "1000",
+                 "--variants", "regional,whole", "--max-dense-bytes", "1000", "--max-time", "1",
                  "--backend", "aot_eager", "--out", str(out)]) == 0
     rows = json.loads(out.read_text())["rows"]
     assert all("whole_s" not in row and "regional_s" in row for row in rows)
@@ -49,8 +49,8 @@ def test_a_config_runs_with_random_weights_and_without_onnxruntime(tmp_path):
                                   "num_attention_heads": 2, "intermediate_size": 48}))
     out = tmp_path / "compiled.json"
     assert main(["compiled", "--config", str(config), "--batches", "2", "--lengths", "10",
-                 "--min-samples", "1", "--threads", "1", "--backend", "aot_eager",
-                 "--out", str(out)]) == 0
+                 "--min-samples", "1", "--max-time", "1", "--threads", "1",
+                 "--backend", "aot_eager", "--out", str(out)]) == 0
     result = json.loads(out.read_text())
     assert result["variants"] == ["regional", "whole"] and result["model"] == str(config)
     assert {row["threads"] for row in result["rows"]} == {1}

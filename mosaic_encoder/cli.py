@@ -365,8 +365,9 @@ def build_parser() -> argparse.ArgumentParser:
                               "config_sentence_transformers.json (e.g. by train --query-prompt: "
                               "'query' or 'document'); its default_prompt_name applies otherwise")
     encode.add_argument("--compile", action="store_true",
-                        help="run the model through torch.compile (the first batch compiles; "
-                             "pays on large inputs)")
+                        help="compile each layer's token-wise work with torch.compile, "
+                             "attention eager (the first batch compiles; what does not pay "
+                             "runs eagerly)")
     encode.set_defaults(run=_encode)
 
     fill = commands.add_parser("fill-mask", help="top-k tokens for each [MASK] (masked-LM only)",

@@ -14,6 +14,9 @@ Classic BERT's separate query/key/value weights are fused into ``Wqkv`` when loa
 
 from __future__ import annotations
 
+from contextvars import ContextVar
+from typing import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -27,6 +30,12 @@ from .positions import AttentionPositions
 from .residual import ResidualOutput
 
 FEED_FORWARD_BLOCK = 1024  # tokens per feed-forward step
+
+LayerRunner = Callable[["EncoderLayer", torch.Tensor, "Packing | PaddedRows", AttentionPositions],
+                       torch.Tensor]
+# While set (regional compilation sets it around a forward, :mod:`.regions`), the encoder runs
+# each layer through it instead of the layer's own forward. Never read while tracing.
+LAYER_RUNNER: ContextVar[LayerRunner | None] = ContextVar("LAYER_RUNNER", default=None)
 
 
 def _embedding(rows: int, dim: int, padding_idx: int | None = None) -> nn.Embedding:
@@ -75,7 +84,9 @@ class SelfAttention(nn.Module):
 
     ``Wqkv`` maps H -> 3H; its output splits as [Q | K | V], and within each, head h owns
     features [h*d, (h+1)*d). The batch's :class:`AttentionPositions` rotate Q and K (RoPE) and
-    give the ALiBi slopes.
+    give the ALiBi slopes. The two steps are separate methods: :meth:`project` is token-wise,
+    :meth:`attend` mixes the tokens of each sequence (regional compilation compiles the first
+    and runs the second eagerly, :mod:`.regions`).
     """
 
     def __init__(self, config: MosaicConfig):
@@ -87,31 +98,49 @@ class SelfAttention(nn.Module):
         self.dropout_p = config.attention_probs_dropout_prob
         self.Wqkv = nn.Linear(config.hidden_size, 3 * config.hidden_size)
 
-    def forward(self, hidden: torch.Tensor, packing: Packing | PaddedRows,
-                positions: AttentionPositions) -> torch.Tensor:
-        """hidden: (T, H) -> (T, H)."""
-        tokens = hidden.shape[0]
-        qkv = self.Wqkv(hidden).view(tokens, 3, self.num_heads, self.head_dim)
+    def project(self, hidden: torch.Tensor, positions: AttentionPositions
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """hidden: (T, H) -> q, k, v: (T, heads, head_dim), q and k rotated."""
+        qkv = self.Wqkv(hidden).view(hidden.shape[0], 3, self.num_heads, self.head_dim)
         q, k, v = qkv.unbind(1)  # strided views, no copy
         q, k = positions.rotate(q, k)
+        return q, k, v
+
+    def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+               packing: Packing | PaddedRows, positions: AttentionPositions) -> torch.Tensor:
+        """q, k, v: (T, heads, head_dim) -> (T, H), each token attending within its sequence."""
         out = varlen_attention(q, k, v, packing.cu_seqlens, packing.max_seqlen, positions.slopes,
                                impl=self.attention_impl,
                                dropout_p=self.dropout_p if self.training else 0.0,
                                window=self.attention_window)
-        return out.reshape(tokens, self.num_heads * self.head_dim)  # -1 fails at T = 0
+        return out.reshape(q.shape[0], self.num_heads * self.head_dim)  # -1 fails at T = 0
 
 
 class Attention(nn.Module):
-    """Self-attention, then ``output``: projection, residual and norm (:mod:`.residual`)."""
+    """Self-attention (``self``), then ``output``: projection, residual and norm
+    (:mod:`.residual`). :class:`EncoderLayer` runs the parts."""
 
     def __init__(self, config: MosaicConfig):
         super().__init__()
         self.self = SelfAttention(config)
         self.output = ResidualOutput(config)
 
-    def forward(self, hidden: torch.Tensor, packing: Packing | PaddedRows,
-                positions: AttentionPositions) -> torch.Tensor:
-        return self.output(hidden, lambda x: self.self(x, packing, positions))
+
+def token_blocks(fn: Callable[..., torch.Tensor], *tensors: torch.Tensor) -> torch.Tensor:
+    """``fn`` of token-wise work, applied to blocks of at most :data:`FEED_FORWARD_BLOCK` tokens.
+
+    tensors: (T, ...) each, cut alike -> ``fn``'s (T, ...) outputs concatenated. ``fn`` must act
+    on each token alone, so the blocks give the result of one call while bounding its
+    intermediates (the GLU's (T, 2I) is 100 MB at 4096 float32 tokens). The blocks are of equal
+    size within one token, so none has fewer than 512 tokens: a compiled ``fn`` sees no size
+    it would specialise on. Traced (``torch.compile``, ``torch.export``), one call: a split by a
+    symbolic token count would recompile per length.
+    """
+    tokens = tensors[0].shape[0]
+    if tokens <= FEED_FORWARD_BLOCK or torch.compiler.is_compiling():
+        return fn(*tensors)
+    count = -(-tokens // FEED_FORWARD_BLOCK)
+    return torch.cat([fn(*block) for block in zip(*(t.tensor_split(count) for t in tensors))])
 
 
 class EncoderLayer(nn.Module):
@@ -135,15 +164,23 @@ class EncoderLayer(nn.Module):
         else:
             self.mlp = block
 
+    def before_attention(self, hidden: torch.Tensor, positions: AttentionPositions
+                         ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The token-wise work before attention: hidden (T, H) -> q, k, v (T, heads, head_dim)."""
+        return self.attention.self.project(self.attention.output.sublayer_input(hidden),
+                                           positions)
+
+    def after_attention(self, hidden: torch.Tensor, attended: torch.Tensor) -> torch.Tensor:
+        """The token-wise work after attention: the attention block's output projection,
+        residual and norm, then the feed-forward block. hidden, attended: (T, H) -> (T, H)."""
+        return self.mlp(self.attention.output.close(hidden, attended))
+
     def forward(self, hidden: torch.Tensor, packing: Packing | PaddedRows,
                 positions: AttentionPositions) -> torch.Tensor:
-        hidden = self.attention(hidden, packing, positions)
-        # Compiled, one block: a split by a symbolic token count would recompile per length.
-        if hidden.shape[0] <= FEED_FORWARD_BLOCK or torch.compiler.is_compiling():
-            return self.mlp(hidden)
-        # The feed-forward acts on each token alone, so blocks of tokens give the same result
-        # while bounding its (tokens, 2I) intermediate (100 MB at 4096 float32 tokens).
-        return torch.cat([self.mlp(block) for block in hidden.split(FEED_FORWARD_BLOCK)])
+        """hidden: (T, H) -> (T, H)."""
+        q, k, v = self.before_attention(hidden, positions)
+        attended = self.attention.self.attend(q, k, v, packing, positions)
+        return token_blocks(self.after_attention, hidden, attended)
 
 
 class Encoder(nn.Module):
@@ -160,9 +197,12 @@ class Encoder(nn.Module):
     def forward(self, hidden: torch.Tensor, packing: Packing | PaddedRows,
                 positions: AttentionPositions) -> torch.Tensor:
         """hidden: (T, H) packed embeddings -> (T, H) last hidden states."""
+        run = None if torch.compiler.is_compiling() else LAYER_RUNNER.get()
         for layer in self.layer:
             if self.gradient_checkpointing and torch.is_grad_enabled():
                 hidden = checkpoint(layer, hidden, packing, positions, use_reentrant=False)
+            elif run is not None:
+                hidden = run(layer, hidden, packing, positions)
             else:
                 hidden = layer(hidden, packing, positions)
         if self.final_layernorm is not None:

@@ -26,27 +26,57 @@ if TYPE_CHECKING:
 Sublayer = Callable[[torch.Tensor], torch.Tensor]
 
 
-class PostNorm:
+class Placement:
+    """Base of the registry's entries: where the norm sits, as the two halves of a residual
+    block around its sublayer, so that a caller may run the sublayer itself (as regional
+    compilation does around attention, :mod:`.regions`)."""
+
+    final_norm: ClassVar[bool]
+
+    @staticmethod
+    def sublayer_input(norm: nn.Module, hidden: torch.Tensor) -> torch.Tensor:
+        """What the sublayer reads."""
+        raise NotImplementedError
+
+    @staticmethod
+    def combine(norm: nn.Module, hidden: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+        """The block's output from its input ``hidden`` and the sublayer's output ``out``."""
+        raise NotImplementedError
+
+    @classmethod
+    def residual(cls, norm: nn.Module, sublayer: Sublayer, hidden: torch.Tensor) -> torch.Tensor:
+        return cls.combine(norm, hidden, sublayer(cls.sublayer_input(norm, hidden)))
+
+
+class PostNorm(Placement):
     """``norm(x + f(x))``."""
 
-    final_norm: ClassVar[bool] = False
+    final_norm = False
 
     @staticmethod
-    def residual(norm: nn.Module, sublayer: Sublayer, hidden: torch.Tensor) -> torch.Tensor:
-        return norm(hidden + sublayer(hidden))
+    def sublayer_input(norm: nn.Module, hidden: torch.Tensor) -> torch.Tensor:
+        return hidden
+
+    @staticmethod
+    def combine(norm: nn.Module, hidden: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+        return norm(hidden + out)
 
 
-class PreNorm:
+class PreNorm(Placement):
     """``x + f(norm(x))``, and a final norm after the last layer."""
 
-    final_norm: ClassVar[bool] = True
+    final_norm = True
 
     @staticmethod
-    def residual(norm: nn.Module, sublayer: Sublayer, hidden: torch.Tensor) -> torch.Tensor:
-        return hidden + sublayer(norm(hidden))
+    def sublayer_input(norm: nn.Module, hidden: torch.Tensor) -> torch.Tensor:
+        return norm(hidden)
+
+    @staticmethod
+    def combine(norm: nn.Module, hidden: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+        return hidden + out
 
 
-PLACEMENTS: dict[str, type[PostNorm] | type[PreNorm]] = {
+PLACEMENTS: dict[str, type[Placement]] = {
     "post": PostNorm,
     "pre": PreNorm,
 }
@@ -69,7 +99,15 @@ class ResidualOutput(nn.Module):
         self.LayerNorm = make_norm(config)
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
 
+    def sublayer_input(self, hidden: torch.Tensor) -> torch.Tensor:
+        """hidden: (T, H) -> what the sublayer reads, (T, H)."""
+        return self.placement.sublayer_input(self.LayerNorm, hidden)
+
+    def close(self, hidden: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+        """The block's output (T, H) from its input ``hidden`` (T, H) and the sublayer's output
+        ``out`` (T, in_features)."""
+        return self.placement.combine(self.LayerNorm, hidden, self.dropout(self.dense(out)))
+
     def forward(self, hidden: torch.Tensor, sublayer: Sublayer) -> torch.Tensor:
         """hidden: (T, H) -> (T, H)."""
-        return self.placement.residual(self.LayerNorm,
-                                       lambda x: self.dropout(self.dense(sublayer(x))), hidden)
+        return self.close(hidden, sublayer(self.sublayer_input(hidden)))

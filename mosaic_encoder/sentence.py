@@ -23,6 +23,7 @@ from .checkpoint import CheckpointDir
 from .errors import ArgumentError, CheckpointError, ConfigError, InputError
 from .loading import load_model
 from .models import MosaicBertForMaskedLM
+from .regions import CompiledRegions
 from .tokenizer import TextTokenizer, collate
 
 
@@ -34,9 +35,11 @@ class SentenceEncoder:
             Face Hub id ``"org/name"``, as for :func:`mosaic_encoder.load_model`.
         dtype, device, attention, revision: as for :func:`mosaic_encoder.load_model`.
         max_seq_length: overrides ``sentence_bert_config.json``; longer inputs are truncated.
-        compile: run the model through ``torch.compile(fullgraph=True, dynamic=True)``; a string
-            names the ``torch.compile`` backend (True: inductor). The first batch compiles
-            (``first_batch_seconds`` says how long it took); later batches of any size reuse it.
+        compile: compile the model by regions (:class:`~mosaic_encoder.regions.CompiledRegions`:
+            each layer's token-wise work through ``torch.compile``, attention eager, only what
+            pays compiled); a string names the ``torch.compile`` backend (True: inductor). The
+            first batch compiles (``first_batch_seconds`` says how long it took); later batches
+            of any size reuse it.
     """
 
     def __init__(self, path: str | Path, dtype: torch.dtype = torch.float32,
@@ -65,9 +68,8 @@ class SentenceEncoder:
                                        self.max_seq_length, self.pipeline.do_lower_case)
         self.device = torch.device(device)
         self.last_truncated = 0
-        self.compiled = None if compile is False else torch.compile(
-            self.model, fullgraph=True, dynamic=True,
-            backend="inductor" if compile is True else compile)
+        self.compiled = None if compile is False else CompiledRegions(
+            self.model, backend="inductor" if compile is True else compile)
         self.first_batch_seconds: float | None = None
 
     @property

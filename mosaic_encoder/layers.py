@@ -137,7 +137,7 @@ def token_blocks(fn: Callable[..., torch.Tensor], *tensors: torch.Tensor) -> tor
     symbolic token count would recompile per length.
     """
     tokens = tensors[0].shape[0]
-    if tokens <= FEED_FORWARD_BLOCK or torch.compiler.is_compiling():
+    if torch.compiler.is_compiling() or tokens <= FEED_FORWARD_BLOCK:  # no guard on T when traced
         return fn(*tensors)
     count = -(-tokens // FEED_FORWARD_BLOCK)
     return torch.cat([fn(*block) for block in zip(*(t.tensor_split(count) for t in tensors))])

@@ -13,7 +13,8 @@ Why regions and not the whole model: a whole-model graph needs shapes that follo
 input's, so it runs the padded rows (:class:`~mosaic_encoder.padding.PaddedRows`) with one dense
 score block per row: on a CPU that computes the padding eager skips, loses exact ALiBi
 windowing, and inductor's fused masked-ALiBi softmax recomputes its integer index arithmetic in
-each of its three passes over the scores (``bench compiled``: 0.2 to 1.0x eager).
+each of its three passes over the scores (``bench compiled``: 0.1 to 1.0x eager from 512
+tokens on).
 
 On the CPU with inductor the regions compile with inductor's ``freezing``: weights become
 constants, so each linear layer runs oneDNN on a copy of its weight packed once for it (with the

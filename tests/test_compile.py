@@ -17,11 +17,13 @@ FAMILIES = compile_families()
 
 @pytest.mark.parametrize("name", FAMILIES)
 def test_one_graph_for_every_length_and_padding(name, fresh_dynamo):
-    """fullgraph=True (a graph break would raise), and a second batch of another size, length
-    and padding side reuses the first graph; outputs equal eager within 1e-5 in float32."""
+    """fullgraph=True (a graph break would raise), and batches of other sizes, lengths and
+    padding sides, one above FEED_FORWARD_BLOCK tokens (where eager cuts the token-wise work
+    into blocks), reuse the first graph; outputs equal eager within 1e-5 in float32."""
     model = me.load_model(FAMILIES[name], attention="sdpa")
     compiled = torch.compile(model, fullgraph=True, dynamic=True, backend="aot_eager")
-    batches = [padded_batch(3, 11, seed=0), padded_batch(5, 19, seed=1, left=True, empty_row=True)]
+    batches = [padded_batch(3, 11, seed=0), padded_batch(5, 19, seed=1, left=True, empty_row=True),
+               padded_batch(3, 400, seed=2)]
     with torch.inference_mode():
         for ids, mask in batches:
             assert_outputs_close(compiled(ids, mask), model(ids, mask))
